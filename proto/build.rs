@@ -1,0 +1,22 @@
+//! Compiles `proto/helpgrid/v1/*.proto` with protox (pure Rust, no system `protoc`),
+//! then generates prost messages and tonic services from the descriptors.
+use std::path::PathBuf;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let files = [
+        "proto/helpgrid/v1/common.proto",
+        "proto/helpgrid/v1/events.proto",
+        "proto/helpgrid/v1/roster.proto",
+        "proto/helpgrid/v1/incidents.proto",
+        "proto/helpgrid/v1/api.proto",
+    ];
+    for file in &files {
+        println!("cargo:rerun-if-changed={file}");
+    }
+    let descriptors = protox::compile(files, ["proto"])?;
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
+    tonic_prost_build::configure()
+        .file_descriptor_set_path(out_dir.join("helpgrid_descriptor.bin"))
+        .compile_fds(descriptors)?;
+    Ok(())
+}

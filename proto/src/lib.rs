@@ -1,0 +1,16 @@
+//! The `helpgrid.v1` contract shared by every HelpGrid component.
+//!
+//! - [`pb`]: generated messages and gRPC stubs (`proto/helpgrid/v1/*.proto`).
+//! - [`FILE_DESCRIPTOR_SET`]: the compiled descriptors, served by gRPC reflection.
+//! - [`SCHEMA_VERSION`]: the envelope schema version this build writes.
+
+pub mod pb {
+    #![allow(clippy::all, clippy::pedantic, missing_docs)]
+    tonic::include_proto!("helpgrid.v1");
+}
+
+/// Serialized `FileDescriptorSet` of the contract, for gRPC server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("helpgrid_descriptor");
+
+/// Envelope `schema_version` written by this build.
+pub const SCHEMA_VERSION: u32 = 1;

@@ -1,0 +1,17 @@
+//! Plumbing shared by the router and the status service.
+//!
+//! - [`kafka`]: one builder for every Kafka client (typed settings, then librdkafka pass-through).
+//! - [`reader`]: follow a whole topic from the start (tables and logs).
+//! - [`topics`]: the topic names and their idempotent creation at start-up.
+//! - [`telemetry`]: tracing and the Prometheus exporter.
+//! - [`time`]: conversions between wall-clock milliseconds and protobuf timestamps.
+//! - [`envelope`]: the envelope every Kafka record carries.
+//! - [`shutdown`]: SIGINT/SIGTERM as a future.
+
+pub mod envelope;
+pub mod kafka;
+pub mod reader;
+pub mod shutdown;
+pub mod telemetry;
+pub mod time;
+pub mod topics;

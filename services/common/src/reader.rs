@@ -1,0 +1,91 @@
+//! Follow a whole topic from its beginning: every partition, committed records only, no
+//! consumer group. Used for tables (the roster) and logs (incident events for read models).
+//!
+//! The feed says `CaughtUp` once every partition has reached its end once, so a service
+//! can wait for its table before it makes decisions with it.
+
+use crate::kafka::KafkaArgs;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use std::collections::HashSet;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// One record of the followed topic.
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub payload: Option<Vec<u8>>,
+}
+
+#[derive(Debug, Clone)]
+pub enum Feed {
+    Record(Record),
+    /// Every partition has been read to its end once; sent once.
+    CaughtUp,
+}
+
+/// Starts following `topic`; the feed ends when `shutdown` is cancelled or the receiver
+/// is dropped. Transient Kafka errors are logged and retried by librdkafka.
+pub async fn follow(
+    args: &KafkaArgs,
+    client_id: &str,
+    topic: &str,
+    shutdown: CancellationToken,
+) -> Result<mpsc::Receiver<Feed>, KafkaError> {
+    let consumer: StreamConsumer = args.reader_config(client_id).create()?;
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(30))?;
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .first()
+        .map(|t| t.partitions().iter().map(|p| p.id()).collect())
+        .unwrap_or_default();
+    let mut assignment = TopicPartitionList::new();
+    for p in &partitions {
+        assignment.add_partition_offset(topic, *p, Offset::Beginning)?;
+    }
+    consumer.assign(&assignment)?;
+    let (tx, rx) = mpsc::channel(4096);
+    let topic = topic.to_owned();
+    tokio::spawn(async move {
+        let mut pending: HashSet<i32> = partitions.into_iter().collect();
+        if pending.is_empty() && tx.send(Feed::CaughtUp).await.is_err() {
+            return;
+        }
+        loop {
+            let item = tokio::select! {
+                () = shutdown.cancelled() => return,
+                item = consumer.recv() => item,
+            };
+            let feed = match item {
+                Ok(message) => Feed::Record(Record {
+                    partition: message.partition(),
+                    offset: message.offset(),
+                    key: message.key().map(<[u8]>::to_vec),
+                    payload: message.payload().map(<[u8]>::to_vec),
+                }),
+                Err(KafkaError::PartitionEOF(p)) => {
+                    if pending.remove(&p) && pending.is_empty() {
+                        Feed::CaughtUp
+                    } else {
+                        continue;
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%error, topic = %topic, "reading topic failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
+            };
+            if tx.send(feed).await.is_err() {
+                return;
+            }
+        }
+    });
+    Ok(rx)
+}

@@ -1,0 +1,33 @@
+//! Logs and metrics set-up. Each service names its own metrics in its `telemetry` module.
+
+use std::net::SocketAddr;
+
+/// Structured logs to stderr; `RUST_LOG` filters (default `info`).
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // A second init (tests) keeps the first subscriber; that is fine.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot start the Prometheus exporter on {addr}: {message}")]
+pub struct MetricsError {
+    addr: SocketAddr,
+    message: String,
+}
+
+/// Serves Prometheus text metrics on `http://addr/metrics`. Must run inside a tokio runtime.
+pub fn install_prometheus(addr: SocketAddr) -> Result<(), MetricsError> {
+    metrics_exporter_prometheus::PrometheusBuilder::new()
+        .with_http_listener(addr)
+        .set_buckets(&[
+            0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
+        ])
+        .and_then(|b| b.install())
+        .map_err(|e| MetricsError { addr, message: e.to_string() })
+}

@@ -1,0 +1,768 @@
+//! The incident state machine of one router instance: every incident of the partitions it
+//! owns, the indexes derived from them, and the transitions.
+//!
+//! Each transition takes the incident out of the desk, changes it, records one
+//! `IncidentEvent` per change (carrying the full incident as it is afterwards), and stores it
+//! back. `store` is the only place the derived indexes (load, deadlines, dedup keys) change,
+//! so they can never drift from the incidents.
+
+use super::policy::{self, Policy};
+use super::roster::Roster;
+use super::validate::{ValidAction, ValidBody, ValidCommand, ValidHelpEvent};
+use helpgrid_common::time::{Millis, from_timestamp, to_timestamp};
+use helpgrid_proto::pb::{
+    self, Assignment, AttachKind, Envelope, EscalationLevel, Incident, IncidentEvent,
+    IncidentSource, IncidentState, PressKind, Priority, RejectReason, ResponderRole, Track,
+    incident_event::Change,
+};
+use std::collections::{BTreeSet, HashMap, HashSet};
+
+/// Source name written in the envelope of every event the router emits.
+pub const SOURCE: &str = "helpgrid-router";
+/// How many source event ids an incident remembers for deduplication.
+const RECENT_EVENT_IDS: usize = 16;
+
+/// An event to publish, with the partition it belongs to (the incident's own).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Output {
+    pub partition: i32,
+    pub key: String,
+    pub event: IncidentEvent,
+}
+
+/// What became of a help event, for counting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HelpOutcome {
+    Opened,
+    Attached,
+    /// The same event id was seen before (a redelivery or a device resending).
+    Duplicate,
+    /// A camera detection under the confidence threshold.
+    BelowThreshold,
+}
+
+impl HelpOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HelpOutcome::Opened => "opened",
+            HelpOutcome::Attached => "attached",
+            HelpOutcome::Duplicate => "duplicate",
+            HelpOutcome::BelowThreshold => "below_threshold",
+        }
+    }
+}
+
+struct Tracked {
+    incident: Incident,
+    partition: i32,
+}
+
+#[derive(Default)]
+pub struct Desk {
+    policy: Policy,
+    incidents: HashMap<String, Tracked>,
+    /// responder id -> tracks of open incidents assigned to them.
+    load: HashMap<String, u32>,
+    /// (ack deadline, incident id) for every unacknowledged assignment.
+    deadlines: BTreeSet<(Millis, String)>,
+    /// (grid, household) -> the open button incident of that household.
+    open_by_household: HashMap<(String, String), String>,
+    /// (camera, label) -> the open camera incident for that detection.
+    open_by_camera: HashMap<(String, i32), String>,
+    /// source event id -> incident, for events of incidents still in memory.
+    seen_events: HashMap<String, String>,
+    /// (closed at, incident id), to forget closed incidents after the retention time.
+    closed: BTreeSet<(Millis, String)>,
+}
+
+/// Collects the events of one transition on one incident.
+struct Transition<'a> {
+    incident: Incident,
+    partition: i32,
+    cause_id: &'a str,
+    now: Millis,
+    out: Vec<Output>,
+}
+
+impl Transition<'_> {
+    fn record(&mut self, change: Change) {
+        self.incident.revision += 1;
+        self.incident.state = derive_state(&self.incident) as i32;
+        let event = IncidentEvent {
+            envelope: Some(Envelope {
+                event_id: format!("{}:{}", self.incident.incident_id, self.incident.revision),
+                occurred_at: Some(to_timestamp(self.now)),
+                source: SOURCE.to_owned(),
+                schema_version: helpgrid_proto::SCHEMA_VERSION,
+            }),
+            incident: Some(self.incident.clone()),
+            cause_id: self.cause_id.to_owned(),
+            change: Some(change),
+        };
+        self.out.push(Output { partition: self.partition, key: self.incident.grid_id.clone(), event });
+    }
+}
+
+fn derive_state(incident: &Incident) -> IncidentState {
+    if incident.closed_at.is_some() {
+        IncidentState::Closed
+    } else if incident.assignments.iter().any(|a| a.acknowledged_at.is_some()) {
+        IncidentState::Acknowledged
+    } else if incident.assignments.iter().any(|a| !a.responder_id.is_empty()) {
+        IncidentState::Assigned
+    } else {
+        IncidentState::Waiting
+    }
+}
+
+fn is_open(incident: &Incident) -> bool {
+    incident.closed_at.is_none()
+}
+
+fn ladder(track: Track) -> &'static [EscalationLevel] {
+    match track {
+        Track::Police => &[EscalationLevel::PatrolOfficer, EscalationLevel::PoliceDesk],
+        Track::Community | Track::Unspecified => &[
+            EscalationLevel::GridWorker,
+            EscalationLevel::GridSupervisor,
+            EscalationLevel::PatrolOfficer,
+            EscalationLevel::PoliceDesk,
+        ],
+    }
+}
+
+fn role_for(level: EscalationLevel) -> Option<ResponderRole> {
+    match level {
+        EscalationLevel::GridWorker => Some(ResponderRole::GridWorker),
+        EscalationLevel::GridSupervisor => Some(ResponderRole::GridSupervisor),
+        EscalationLevel::PatrolOfficer => Some(ResponderRole::PatrolOfficer),
+        EscalationLevel::PoliceDesk | EscalationLevel::Unspecified => None,
+    }
+}
+
+fn track_of(a: &Assignment) -> Track {
+    Track::try_from(a.track).unwrap_or(Track::Community)
+}
+
+fn level_of(a: &Assignment) -> EscalationLevel {
+    EscalationLevel::try_from(a.level).unwrap_or(EscalationLevel::Unspecified)
+}
+
+fn priority_of(incident: &Incident) -> Priority {
+    Priority::try_from(incident.priority).unwrap_or(Priority::Normal)
+}
+
+fn reject(
+    partition: i32,
+    key: &str,
+    incident: Option<&Incident>,
+    command: &ValidCommand,
+    reason: RejectReason,
+    message: String,
+    now: Millis,
+) -> Output {
+    Output {
+        partition,
+        key: key.to_owned(),
+        event: IncidentEvent {
+            envelope: Some(Envelope {
+                event_id: format!("{}:rejected", command.command_id),
+                occurred_at: Some(to_timestamp(now)),
+                source: SOURCE.to_owned(),
+                schema_version: helpgrid_proto::SCHEMA_VERSION,
+            }),
+            incident: incident.cloned(),
+            cause_id: command.command_id.clone(),
+            change: Some(Change::Rejected(pb::CommandRejected {
+                command_id: command.command_id.clone(),
+                incident_id: command.incident_id.clone(),
+                actor_id: command.actor_id.clone(),
+                reason: reason as i32,
+                message,
+            })),
+        },
+    }
+}
+
+impl Desk {
+    pub fn new(policy: Policy) -> Self {
+        Self { policy, ..Self::default() }
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    pub fn get(&self, incident_id: &str) -> Option<&Incident> {
+        self.incidents.get(incident_id).map(|t| &t.incident)
+    }
+
+    /// Incidents in memory (open, and closed within the retention time).
+    pub fn len(&self) -> usize {
+        self.incidents.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.incidents.is_empty()
+    }
+
+    pub fn open_count(&self) -> usize {
+        self.incidents.len() - self.closed.len()
+    }
+
+    /// Open tracks assigned to a responder.
+    pub fn load_of(&self, responder_id: &str) -> u32 {
+        self.load.get(responder_id).copied().unwrap_or(0)
+    }
+
+    /// The earliest pending acknowledgement deadline, for the adapter's timer.
+    pub fn next_deadline(&self) -> Option<Millis> {
+        self.deadlines.first().map(|(at, _)| *at)
+    }
+
+    // ---- the derived indexes ------------------------------------------------------------
+
+    fn index(&mut self, incident: &Incident, sign: i8) {
+        let id = &incident.incident_id;
+        let open = is_open(incident);
+        for a in &incident.assignments {
+            if open && !a.responder_id.is_empty() {
+                let load = self.load.entry(a.responder_id.clone()).or_default();
+                if sign > 0 {
+                    *load += 1;
+                } else {
+                    *load = load.saturating_sub(1);
+                    if *load == 0 {
+                        self.load.remove(&a.responder_id);
+                    }
+                }
+            }
+            if let (true, Some(deadline)) = (open, from_timestamp(a.ack_deadline.as_ref())) {
+                if sign > 0 {
+                    self.deadlines.insert((deadline, id.clone()));
+                } else {
+                    self.deadlines.remove(&(deadline, id.clone()));
+                }
+            }
+        }
+        if open {
+            let key = match IncidentSource::try_from(incident.source) {
+                Ok(IncidentSource::Button) => Some(DedupKey::Household((incident.grid_id.clone(), incident.household_id.clone()))),
+                Ok(IncidentSource::Camera) => Some(DedupKey::Camera((incident.camera_id.clone(), incident.camera_label))),
+                _ => None,
+            };
+            match (key, sign > 0) {
+                (Some(DedupKey::Household(k)), true) => {
+                    self.open_by_household.insert(k, id.clone());
+                }
+                (Some(DedupKey::Household(k)), false) => {
+                    self.open_by_household.remove(&k);
+                }
+                (Some(DedupKey::Camera(k)), true) => {
+                    self.open_by_camera.insert(k, id.clone());
+                }
+                (Some(DedupKey::Camera(k)), false) => {
+                    self.open_by_camera.remove(&k);
+                }
+                (None, _) => {}
+            }
+        } else if let Some(closed_at) = from_timestamp(incident.closed_at.as_ref()) {
+            if sign > 0 {
+                self.closed.insert((closed_at, id.clone()));
+            } else {
+                self.closed.remove(&(closed_at, id.clone()));
+            }
+        }
+        for event_id in &incident.recent_event_ids {
+            if sign > 0 {
+                self.seen_events.insert(event_id.clone(), id.clone());
+            } else {
+                self.seen_events.remove(event_id);
+            }
+        }
+    }
+
+    fn take(&mut self, incident_id: &str) -> Option<(Incident, i32)> {
+        let tracked = self.incidents.remove(incident_id)?;
+        self.index(&tracked.incident, -1);
+        Some((tracked.incident, tracked.partition))
+    }
+
+    fn store(&mut self, partition: i32, incident: Incident) {
+        self.take(&incident.incident_id.clone());
+        self.index(&incident, 1);
+        self.incidents.insert(incident.incident_id.clone(), Tracked { incident, partition });
+    }
+
+    // ---- restore and rebalance ----------------------------------------------------------
+
+    /// Rebuilds state from one record of the incident-events topic (the router's changelog).
+    /// Later revisions win; closed incidents past the retention time are not kept.
+    pub fn restore(&mut self, partition: i32, event: &IncidentEvent, now: Millis) {
+        let Some(incident) = event.incident.as_ref() else { return };
+        if let Some(existing) = self.get(&incident.incident_id)
+            && existing.revision >= incident.revision
+        {
+            return;
+        }
+        if let Some(closed_at) = from_timestamp(incident.closed_at.as_ref())
+            && closed_at + self.policy.closed_retention_ms < now
+        {
+            self.take(&incident.incident_id);
+            return;
+        }
+        self.store(partition, incident.clone());
+    }
+
+    /// Forgets every incident of a partition this instance no longer owns.
+    pub fn drop_partition(&mut self, partition: i32) {
+        let ids: Vec<String> = self
+            .incidents
+            .iter()
+            .filter(|(_, t)| t.partition == partition)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in ids {
+            self.take(&id);
+        }
+    }
+
+    // ---- help events --------------------------------------------------------------------
+
+    pub fn on_help_event(
+        &mut self,
+        partition: i32,
+        event: &ValidHelpEvent,
+        roster: &Roster,
+        now: Millis,
+    ) -> (HelpOutcome, Vec<Output>) {
+        if self.seen_events.contains_key(&event.event_id) {
+            return (HelpOutcome::Duplicate, Vec::new());
+        }
+        match &event.body {
+            ValidBody::Press { press, kind } => {
+                let key = (press.grid_id.clone(), press.household_id.clone());
+                if let Some(id) = self.open_by_household.get(&key).cloned() {
+                    let out = self.attach(&id, event, AttachKind::RepeatPress, now);
+                    return (HelpOutcome::Attached, out);
+                }
+                let (priority, tracks) = match kind {
+                    PressKind::Urgent => (Priority::High, vec![Track::Community, Track::Police]),
+                    PressKind::Medical => (Priority::High, vec![Track::Community]),
+                    PressKind::Help | PressKind::Unspecified => (Priority::Normal, vec![Track::Community]),
+                };
+                let incident = Incident {
+                    source: IncidentSource::Button as i32,
+                    grid_id: press.grid_id.clone(),
+                    household_id: press.household_id.clone(),
+                    device_id: press.device_id.clone(),
+                    press_kind: *kind as i32,
+                    location: press.location,
+                    priority: priority as i32,
+                    ..Incident::default()
+                };
+                (HelpOutcome::Opened, self.open(partition, incident, &tracks, event, roster, now))
+            }
+            ValidBody::Camera { alert, label } => {
+                if alert.confidence < self.policy.camera_min_confidence {
+                    return (HelpOutcome::BelowThreshold, Vec::new());
+                }
+                let key = (alert.camera_id.clone(), *label as i32);
+                if let Some(id) = self.open_by_camera.get(&key).cloned() {
+                    let last = self
+                        .get(&id)
+                        .and_then(|i| from_timestamp(i.last_event_at.as_ref()))
+                        .unwrap_or(Millis::MIN);
+                    if event.occurred_at.saturating_sub(last) <= self.policy.camera_dedup_window_ms {
+                        let out = self.attach(&id, event, AttachKind::RepeatDetection, now);
+                        return (HelpOutcome::Attached, out);
+                    }
+                }
+                let tracks = if policy::is_severe(*label) {
+                    vec![Track::Police, Track::Community]
+                } else {
+                    vec![Track::Police]
+                };
+                let incident = Incident {
+                    source: IncidentSource::Camera as i32,
+                    grid_id: alert.grid_id.clone(),
+                    camera_id: alert.camera_id.clone(),
+                    camera_label: *label as i32,
+                    camera_confidence: alert.confidence,
+                    zone: alert.zone.clone(),
+                    snapshot_ref: alert.snapshot_ref.clone(),
+                    location: alert.location,
+                    priority: policy::camera_priority(*label) as i32,
+                    ..Incident::default()
+                };
+                (HelpOutcome::Opened, self.open(partition, incident, &tracks, event, roster, now))
+            }
+        }
+    }
+
+    fn open(
+        &mut self,
+        partition: i32,
+        mut incident: Incident,
+        tracks: &[Track],
+        event: &ValidHelpEvent,
+        roster: &Roster,
+        now: Millis,
+    ) -> Vec<Output> {
+        incident.incident_id = format!("inc-{}", event.event_id);
+        incident.reported_at = Some(to_timestamp(event.occurred_at));
+        incident.last_event_at = Some(to_timestamp(event.occurred_at));
+        incident.opened_at = Some(to_timestamp(now));
+        incident.event_count = 1;
+        incident.recent_event_ids = vec![event.event_id.clone()];
+        incident.assignments = tracks
+            .iter()
+            .map(|t| Assignment { track: *t as i32, ..Assignment::default() })
+            .collect();
+        let mut tx = Transition { incident, partition, cause_id: &event.event_id, now, out: Vec::new() };
+        tx.record(Change::Opened(pb::IncidentOpened {}));
+        for idx in 0..tracks.len() {
+            self.place(&mut tx, idx, 0, roster, "new incident");
+        }
+        let Transition { incident, out, .. } = tx;
+        self.store(partition, incident);
+        out
+    }
+
+    fn attach(&mut self, incident_id: &str, event: &ValidHelpEvent, kind: AttachKind, now: Millis) -> Vec<Output> {
+        let Some((incident, partition)) = self.take(incident_id) else { return Vec::new() };
+        let mut tx = Transition { incident, partition, cause_id: &event.event_id, now, out: Vec::new() };
+        let before = priority_of(&tx.incident);
+        let after = if kind == AttachKind::RepeatPress { policy::raised(before) } else { before };
+        let i = &mut tx.incident;
+        i.priority = after as i32;
+        i.event_count += 1;
+        i.last_event_at = Some(to_timestamp(event.occurred_at.max(from_timestamp(i.last_event_at.as_ref()).unwrap_or(0))));
+        i.recent_event_ids.push(event.event_id.clone());
+        if i.recent_event_ids.len() > RECENT_EVENT_IDS {
+            i.recent_event_ids.remove(0);
+        }
+        if after != before {
+            // Higher urgency shortens the time anyone still has to acknowledge.
+            let shorter = now + self.policy.ack_deadline_ms(after);
+            for a in &mut i.assignments {
+                if let Some(d) = from_timestamp(a.ack_deadline.as_ref())
+                    && d > shorter
+                {
+                    a.ack_deadline = Some(to_timestamp(shorter));
+                }
+            }
+        }
+        tx.record(Change::Attached(pb::EventAttached {
+            event_id: event.event_id.clone(),
+            kind: kind as i32,
+            priority_before: before as i32,
+            priority_after: after as i32,
+        }));
+        let Transition { incident, out, .. } = tx;
+        self.store(partition, incident);
+        out
+    }
+
+    /// Finds a responder for track `idx` from ladder position `from` upwards and records
+    /// the result: `Assigned` at the track's first level, `Escalated` above it (the police
+    /// desk, with nobody assigned, when the roster has no one at all).
+    fn place(&self, tx: &mut Transition<'_>, idx: usize, from: usize, roster: &Roster, why: &str) {
+        let track = track_of(&tx.incident.assignments[idx]);
+        let previous_level = level_of(&tx.incident.assignments[idx]);
+        let steps = ladder(track);
+        let mut skipped = Vec::new();
+        let mut chosen = (EscalationLevel::PoliceDesk, None);
+        for level in &steps[from.min(steps.len() - 1)..] {
+            let Some(role) = role_for(*level) else { break };
+            if let Some(r) = self.candidate(&tx.incident, idx, role, roster) {
+                chosen = (*level, Some((r.responder_id.clone(), role)));
+                break;
+            }
+            skipped.push(role.as_str_name());
+        }
+        let (level, who) = chosen;
+        let deadline = tx.now + self.policy.ack_deadline_ms(priority_of(&tx.incident));
+        let a = &mut tx.incident.assignments[idx];
+        a.level = level as i32;
+        a.attempt = 1;
+        a.assigned_at = Some(to_timestamp(tx.now));
+        match &who {
+            Some((id, role)) => {
+                a.responder_id = id.clone();
+                a.responder_role = *role as i32;
+                a.ack_deadline = Some(to_timestamp(deadline));
+            }
+            None => {
+                a.responder_id.clear();
+                a.responder_role = ResponderRole::Unspecified as i32;
+                a.ack_deadline = None;
+            }
+        }
+        let responder_id = a.responder_id.clone();
+        let first = previous_level == EscalationLevel::Unspecified && level == steps[0];
+        if first {
+            tx.record(Change::Assigned(pb::ResponderAssigned {
+                track: track as i32,
+                responder_id,
+                level: level as i32,
+                ack_deadline: Some(to_timestamp(deadline)),
+            }));
+        } else {
+            let from_level = if previous_level == EscalationLevel::Unspecified { steps[0] } else { previous_level };
+            let reason = if skipped.is_empty() {
+                why.to_owned()
+            } else {
+                format!("{why}; nobody on duty in grid {} as {}", tx.incident.grid_id, skipped.join(", "))
+            };
+            tx.record(Change::Escalated(pb::Escalated {
+                track: track as i32,
+                from_level: from_level as i32,
+                to_level: level as i32,
+                responder_id,
+                reason,
+            }));
+        }
+    }
+
+    /// The best responder with `role` for track `idx`: not someone who already let this
+    /// track's deadline pass, and not someone already on another track of the incident.
+    fn candidate<'r>(&self, incident: &Incident, idx: usize, role: ResponderRole, roster: &'r Roster) -> Option<&'r pb::Responder> {
+        let mut excluded: HashSet<&str> =
+            incident.assignments[idx].timed_out_responder_ids.iter().map(String::as_str).collect();
+        for (i, other) in incident.assignments.iter().enumerate() {
+            if i != idx && !other.responder_id.is_empty() {
+                excluded.insert(&other.responder_id);
+            }
+        }
+        roster.best_candidate(role, &incident.grid_id, incident.location.as_ref(), &excluded, |id| self.load_of(id))
+    }
+
+    // ---- time ---------------------------------------------------------------------------
+
+    /// Fires every acknowledgement deadline due at `now` (reassign, or escalate), and
+    /// forgets closed incidents past the retention time.
+    pub fn on_tick(&mut self, roster: &Roster, now: Millis) -> Vec<Output> {
+        let due: Vec<String> = self
+            .deadlines
+            .iter()
+            .take_while(|(at, _)| *at <= now)
+            .map(|(_, id)| id.clone())
+            .collect();
+        let mut out = Vec::new();
+        for id in due {
+            let Some((incident, partition)) = self.take(&id) else { continue };
+            let mut tx = Transition { incident, partition, cause_id: "", now, out: Vec::new() };
+            for idx in 0..tx.incident.assignments.len() {
+                let a = &tx.incident.assignments[idx];
+                if a.acknowledged_at.is_none()
+                    && !a.responder_id.is_empty()
+                    && from_timestamp(a.ack_deadline.as_ref()).is_some_and(|d| d <= now)
+                {
+                    self.expire(&mut tx, idx, roster);
+                }
+            }
+            let Transition { incident, out: events, .. } = tx;
+            self.store(partition, incident);
+            out.extend(events);
+        }
+        self.evict_closed(now);
+        out
+    }
+
+    fn expire(&self, tx: &mut Transition<'_>, idx: usize, roster: &Roster) {
+        let a = &mut tx.incident.assignments[idx];
+        let late = std::mem::take(&mut a.responder_id);
+        a.timed_out_responder_ids.push(late.clone());
+        a.ack_deadline = None;
+        let level = level_of(a);
+        let attempt = a.attempt;
+        let track = track_of(a);
+        let why = format!("{late} did not acknowledge in time");
+        if attempt < self.policy.max_attempts_per_level
+            && let Some(role) = role_for(level)
+            && let Some(next) = self.candidate(&tx.incident, idx, role, roster)
+        {
+            let next = next.responder_id.clone();
+            let deadline = tx.now + self.policy.ack_deadline_ms(priority_of(&tx.incident));
+            let a = &mut tx.incident.assignments[idx];
+            a.responder_id = next.clone();
+            a.attempt = attempt + 1;
+            a.assigned_at = Some(to_timestamp(tx.now));
+            a.ack_deadline = Some(to_timestamp(deadline));
+            tx.record(Change::Reassigned(pb::Reassigned {
+                track: track as i32,
+                from_responder_id: late,
+                to_responder_id: next,
+                ack_deadline: Some(to_timestamp(deadline)),
+                reason: why,
+            }));
+            return;
+        }
+        let position = ladder(track).iter().position(|l| *l == level).unwrap_or(0);
+        self.place(tx, idx, position + 1, roster, &why);
+    }
+
+    fn evict_closed(&mut self, now: Millis) {
+        let retention = self.policy.closed_retention_ms;
+        let expired: Vec<String> = self
+            .closed
+            .iter()
+            .take_while(|(at, _)| at.saturating_add(retention) < now)
+            .map(|(_, id)| id.clone())
+            .collect();
+        for id in expired {
+            self.take(&id);
+        }
+    }
+
+    // ---- commands -----------------------------------------------------------------------
+
+    /// Applies an acknowledge or close command, or rejects it with a reason. Returns the
+    /// reject reason (if any) for counting, and the events.
+    pub fn on_command(
+        &mut self,
+        partition: i32,
+        command: &ValidCommand,
+        roster: &Roster,
+        now: Millis,
+    ) -> (Option<RejectReason>, Vec<Output>) {
+        let Some(tracked) = self.incidents.get(&command.incident_id) else {
+            let message = format!(
+                "incident {} is not known to the router (never opened, or closed more than {} min ago)",
+                command.incident_id,
+                self.policy.closed_retention_ms / 60_000
+            );
+            let out = reject(partition, &command.grid_id, None, command, RejectReason::NotFound, message, now);
+            return (Some(RejectReason::NotFound), vec![out]);
+        };
+        let (incident, home) = (&tracked.incident, tracked.partition);
+        let decision = match &command.action {
+            ValidAction::Acknowledge => acknowledge_decision(incident, &command.actor_id, roster),
+            ValidAction::Close { .. } => close_decision(incident, &command.actor_id, roster),
+        };
+        let idx = match decision {
+            Ok(idx) => idx,
+            Err((reason, message)) => {
+                let out = reject(home, &incident.grid_id, Some(incident), command, reason, message, now);
+                return (Some(reason), vec![out]);
+            }
+        };
+        let Some((incident, home)) = self.take(&command.incident_id) else { return (None, Vec::new()) };
+        let mut tx = Transition { incident, partition: home, cause_id: &command.command_id, now, out: Vec::new() };
+        match &command.action {
+            ValidAction::Acknowledge => acknowledge(&mut tx, idx, &command.actor_id, roster),
+            ValidAction::Close { resolution, note } => close(&mut tx, *resolution, note, &command.actor_id),
+        }
+        let Transition { incident, out, .. } = tx;
+        self.store(home, incident);
+        (None, out)
+    }
+}
+
+enum DedupKey {
+    Household((String, String)),
+    Camera((String, i32)),
+}
+
+type Refusal = (RejectReason, String);
+
+fn supervises(roster: &Roster, actor: &str, incident: &Incident) -> bool {
+    roster.covers(actor, ResponderRole::GridSupervisor, &incident.grid_id)
+}
+
+/// Which track `actor` acknowledges: their own; for a supervisor of the grid, the first
+/// unacknowledged one; for a patrol officer of the grid, one waiting at the police desk.
+fn acknowledge_decision(incident: &Incident, actor: &str, roster: &Roster) -> Result<usize, Refusal> {
+    if !is_open(incident) {
+        return Err((RejectReason::WrongState, format!("incident {} is already closed", incident.incident_id)));
+    }
+    let tracks = &incident.assignments;
+    if let Some(idx) = tracks.iter().position(|a| a.responder_id == actor) {
+        if tracks[idx].acknowledged_at.is_some() {
+            return Err((RejectReason::WrongState, format!("{actor} has already acknowledged incident {}", incident.incident_id)));
+        }
+        return Ok(idx);
+    }
+    let waiting = |a: &Assignment| a.acknowledged_at.is_none();
+    if supervises(roster, actor, incident) {
+        return tracks.iter().position(waiting).ok_or_else(|| {
+            (RejectReason::WrongState, format!("every assignment of incident {} is already acknowledged", incident.incident_id))
+        });
+    }
+    if roster.covers(actor, ResponderRole::PatrolOfficer, &incident.grid_id)
+        && let Some(idx) = tracks.iter().position(|a| waiting(a) && level_of(a) == EscalationLevel::PoliceDesk)
+    {
+        return Ok(idx);
+    }
+    Err((
+        RejectReason::NotPermitted,
+        format!(
+            "{actor} is not assigned to incident {} and does not supervise grid {}",
+            incident.incident_id, incident.grid_id
+        ),
+    ))
+}
+
+fn close(tx: &mut Transition<'_>, resolution: pb::Resolution, note: &str, actor: &str) {
+    let i = &mut tx.incident;
+    i.closed_at = Some(to_timestamp(tx.now));
+    i.resolution = resolution as i32;
+    i.resolution_note = note.to_owned();
+    i.closed_by = actor.to_owned();
+    for a in &mut i.assignments {
+        a.ack_deadline = None;
+    }
+    tx.record(Change::Closed(pb::IncidentClosed {
+        resolution: resolution as i32,
+        note: note.to_owned(),
+        closed_by: actor.to_owned(),
+    }));
+}
+
+fn acknowledge(tx: &mut Transition<'_>, idx: usize, actor: &str, roster: &Roster) {
+    let now = tx.now;
+    let a = &mut tx.incident.assignments[idx];
+    if a.responder_id.is_empty() {
+        // Taken from the police desk: whoever takes it becomes the responder.
+        a.responder_id = actor.to_owned();
+        a.responder_role = roster.get(actor).map_or(0, |r| r.role);
+    }
+    a.acknowledged_at = Some(to_timestamp(now));
+    a.acknowledged_by = actor.to_owned();
+    a.ack_deadline = None;
+    let change = pb::Acknowledged { track: a.track, responder_id: a.responder_id.clone(), acknowledged_by: actor.to_owned() };
+    if tx.incident.acknowledged_at.is_none() {
+        tx.incident.acknowledged_at = Some(to_timestamp(now));
+    }
+    tx.record(Change::Acknowledged(change));
+}
+
+/// Whether `actor` may close: an assigned responder or a supervisor of the grid, and only
+/// after someone acknowledged (an incident nobody has seen must not vanish).
+fn close_decision(incident: &Incident, actor: &str, roster: &Roster) -> Result<usize, Refusal> {
+    if !is_open(incident) {
+        return Err((RejectReason::WrongState, format!("incident {} is already closed", incident.incident_id)));
+    }
+    let assigned = incident.assignments.iter().position(|a| a.responder_id == actor);
+    if assigned.is_none() && !supervises(roster, actor, incident) {
+        return Err((
+            RejectReason::NotPermitted,
+            format!(
+                "{actor} is not assigned to incident {} and does not supervise grid {}",
+                incident.incident_id, incident.grid_id
+            ),
+        ));
+    }
+    if incident.acknowledged_at.is_none() {
+        return Err((
+            RejectReason::WrongState,
+            format!("incident {} must be acknowledged before it is closed", incident.incident_id),
+        ));
+    }
+    Ok(assigned.unwrap_or(0))
+}
+
+#[cfg(test)]
+#[path = "desk_tests.rs"]
+mod tests;

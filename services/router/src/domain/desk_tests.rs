@@ -1,0 +1,457 @@
+//! The incident state machine, as specifications. Time is a plain number; nothing sleeps.
+
+use super::*;
+use crate::domain::roster::tests::responder;
+use crate::domain::validate::{ValidAction, ValidBody, ValidCommand, ValidHelpEvent};
+use helpgrid_proto::pb::{CameraLabel, GeoPoint, Resolution};
+
+const T0: Millis = 1_780_000_000_000;
+const P: i32 = 3;
+
+fn policy() -> Policy {
+    Policy {
+        ack_deadline_normal_ms: 60_000,
+        ack_deadline_high_ms: 30_000,
+        ack_deadline_critical_ms: 10_000,
+        max_attempts_per_level: 2,
+        camera_min_confidence: 0.6,
+        camera_dedup_window_ms: 120_000,
+        closed_retention_ms: 600_000,
+    }
+}
+
+fn city() -> Roster {
+    let mut roster = Roster::default();
+    roster.upsert(responder("w1", ResponderRole::GridWorker, &["g1"], Some((32.680, 109.020))));
+    roster.upsert(responder("w2", ResponderRole::GridWorker, &["g1"], Some((32.690, 109.030))));
+    roster.upsert(responder("sup", ResponderRole::GridSupervisor, &["g1", "g2"], None));
+    roster.upsert(responder("cop-near", ResponderRole::PatrolOfficer, &["g1", "g2"], Some((32.681, 109.021))));
+    roster.upsert(responder("cop-far", ResponderRole::PatrolOfficer, &["g1", "g2"], Some((32.750, 109.100))));
+    roster
+}
+
+fn press(id: &str, household: &str, kind: PressKind, at: Millis) -> ValidHelpEvent {
+    ValidHelpEvent {
+        event_id: id.into(),
+        occurred_at: at,
+        body: ValidBody::Press {
+            press: pb::ButtonPress {
+                device_id: format!("dev-{household}"),
+                household_id: household.into(),
+                grid_id: "g1".into(),
+                kind: kind as i32,
+                location: Some(GeoPoint { latitude: 32.680, longitude: 109.020 }),
+                battery_percent: 90,
+            },
+            kind,
+        },
+    }
+}
+
+fn camera(id: &str, label: CameraLabel, confidence: f32, at: Millis) -> ValidHelpEvent {
+    ValidHelpEvent {
+        event_id: id.into(),
+        occurred_at: at,
+        body: ValidBody::Camera {
+            alert: pb::CameraAlert {
+                camera_id: "cam-7".into(),
+                grid_id: "g1".into(),
+                label: label as i32,
+                confidence,
+                zone: "gate".into(),
+                snapshot_ref: String::new(),
+                location: Some(GeoPoint { latitude: 32.680, longitude: 109.020 }),
+            },
+            label,
+        },
+    }
+}
+
+fn command(id: &str, incident: &str, actor: &str, action: ValidAction) -> ValidCommand {
+    ValidCommand {
+        command_id: id.into(),
+        incident_id: incident.into(),
+        grid_id: "g1".into(),
+        actor_id: actor.into(),
+        action,
+    }
+}
+
+fn close_action() -> ValidAction {
+    ValidAction::Close { resolution: Resolution::Resolved, note: "helped".into() }
+}
+
+fn changes(out: &[Output]) -> Vec<&'static str> {
+    out.iter()
+        .map(|o| match o.event.change.as_ref() {
+            Some(Change::Opened(_)) => "opened",
+            Some(Change::Assigned(_)) => "assigned",
+            Some(Change::Attached(_)) => "attached",
+            Some(Change::Acknowledged(_)) => "acknowledged",
+            Some(Change::Reassigned(_)) => "reassigned",
+            Some(Change::Escalated(_)) => "escalated",
+            Some(Change::Closed(_)) => "closed",
+            Some(Change::Rejected(_)) => "rejected",
+            None => "none",
+        })
+        .collect()
+}
+
+fn last_incident(out: &[Output]) -> Incident {
+    out.last().and_then(|o| o.event.incident.clone()).expect("an incident snapshot")
+}
+
+fn assignee(incident: &Incident, track: Track) -> String {
+    incident
+        .assignments
+        .iter()
+        .find(|a| a.track == track as i32)
+        .map(|a| a.responder_id.clone())
+        .expect("track present")
+}
+
+fn rejection(out: &[Output]) -> (RejectReason, String) {
+    match out.last().and_then(|o| o.event.change.as_ref()) {
+        Some(Change::Rejected(r)) => (RejectReason::try_from(r.reason).expect("known reason"), r.message.clone()),
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+}
+
+#[test]
+fn press_is_assigned_to_the_on_duty_grid_worker_of_its_grid() {
+    let mut desk = Desk::new(policy());
+    let (outcome, out) = desk.on_help_event(P, &press("e1", "h1", PressKind::Help, T0), &city(), T0 + 5);
+    assert_eq!(outcome, HelpOutcome::Opened);
+    assert_eq!(changes(&out), ["opened", "assigned"]);
+    let incident = last_incident(&out);
+    assert_eq!(incident.incident_id, "inc-e1");
+    assert_eq!(assignee(&incident, Track::Community), "w1");
+    assert_eq!(incident.state, IncidentState::Assigned as i32);
+    assert_eq!(incident.revision, 2);
+    assert_eq!(from_timestamp(incident.assignments[0].ack_deadline.as_ref()), Some(T0 + 5 + 60_000));
+    assert!(out.iter().all(|o| o.partition == P && o.key == "g1"));
+    assert_eq!(out[1].event.envelope.as_ref().map(|e| e.event_id.as_str()), Some("inc-e1:2"));
+}
+
+#[test]
+fn a_second_incident_goes_to_the_worker_with_less_open_load() {
+    let mut desk = Desk::new(policy());
+    let roster = city();
+    let (_, first) = desk.on_help_event(P, &press("e1", "h1", PressKind::Help, T0), &roster, T0);
+    let (_, second) = desk.on_help_event(P, &press("e2", "h2", PressKind::Help, T0), &roster, T0);
+    assert_eq!(assignee(&last_incident(&first), Track::Community), "w1");
+    assert_eq!(assignee(&last_incident(&second), Track::Community), "w2");
+    assert_eq!((desk.load_of("w1"), desk.load_of("w2")), (1, 1));
+}
+
+#[test]
+fn press_while_assigned_raises_urgency_not_a_second_incident() {
+    let mut desk = Desk::new(policy());
+    let roster = city();
+    desk.on_help_event(P, &press("e1", "h1", PressKind::Help, T0), &roster, T0);
+    let (outcome, out) = desk.on_help_event(P, &press("e2", "h1", PressKind::Help, T0 + 1_000), &roster, T0 + 1_000);
+    assert_eq!(outcome, HelpOutcome::Attached);
+    assert_eq!(changes(&out), ["attached"]);
+    let incident = last_incident(&out);
+    assert_eq!(incident.incident_id, "inc-e1");
+    assert_eq!(incident.event_count, 2);
+    assert_eq!(incident.priority, Priority::High as i32);
+    // The deadline shrinks to the high-priority allowance from now.
+    assert_eq!(from_timestamp(incident.assignments[0].ack_deadline.as_ref()), Some(T0 + 1_000 + 30_000));
+    assert_eq!(desk.open_count(), 1);
+}
+
+#[test]
+fn a_redelivered_event_id_is_ignored() {
+    let mut desk = Desk::new(policy());
+    let roster = city();
+    desk.on_help_event(P, &press("e1", "h1", PressKind::Help, T0), &roster, T0);
+    let (outcome, out) = desk.on_help_event(P, &press("e1", "h1", PressKind::Help, T0), &roster, T0 + 10);
+    assert_eq!(outcome, HelpOutcome::Duplicate);
+    assert!(out.is_empty());
+}
+
+#[test]
+fn a_press_after_the_incident_closed_opens_a_new_one() {
+    let mut desk = Desk::new(policy());
+    let roster = city();
+    desk.on_help_event(P, &press("e1", "h1", PressKind::Help, T0), &roster, T0);
+    desk.on_command(P, &command("c1", "inc-e1", "w1", ValidAction::Acknowledge), &roster, T0 + 1);
+    desk.on_command(P, &command("c2", "inc-e1", "w1", close_action()), &roster, T0 + 2);
+    let (outcome, _) = desk.on_help_event(P, &press("e2", "h1", PressKind::Help, T0 + 3), &roster, T0 + 3);
+    assert_eq!(outcome, HelpOutcome::Opened);
+}
+
+#[test]
+fn camera_alert_goes_to_the_nearest_patrol_officer() {
+    let mut desk = Desk::new(policy());
+    let (_, out) = desk.on_help_event(P, &camera("e1", CameraLabel::Intrusion, 0.9, T0), &city(), T0);
+    let incident = last_incident(&out);
+    assert_eq!(changes(&out), ["opened", "assigned"]);
+    assert_eq!(incident.assignments.len(), 1);
+    assert_eq!(assignee(&incident, Track::Police), "cop-near");
+    assert_eq!(incident.priority, Priority::High as i32);
+}
+
+#[test]
+fn urgent_press_and_severe_camera_labels_get_both_a_worker_and_an_officer() {
+    let mut desk = Desk::new(policy());
+    let roster = city();
+    let (_, out) = desk.on_help_event(P, &press("e1", "h1", PressKind::Urgent, T0), &roster, T0);
+    let incident = last_incident(&out);
+    assert_eq!(changes(&out), ["opened", "assigned", "assigned"]);
+    assert_eq!(assignee(&incident, Track::Community), "w1");
+    assert_eq!(assignee(&incident, Track::Police), "cop-near");
+    let (_, out) = desk.on_help_event(P, &camera("e2", CameraLabel::Fire, 0.95, T0), &roster, T0);
+    let incident = last_incident(&out);
+    assert_eq!(incident.priority, Priority::Critical as i32);
+    assert_eq!(assignee(&incident, Track::Police), "cop-far", "cop-near is busy with the urgent press");
+    assert_eq!(assignee(&incident, Track::Community), "w2");
+}
+
+#[test]
+fn low_confidence_detections_open_nothing() {
+    let mut desk = Desk::new(policy());
+    let (outcome, out) = desk.on_help_event(P, &camera("e1", CameraLabel::Fight, 0.3, T0), &city(), T0);
+    assert_eq!(outcome, HelpOutcome::BelowThreshold);
+    assert!(out.is_empty());
+    assert!(desk.is_empty());
+}
+
+#[test]
+fn repeated_detections_attach_within_the_window_and_open_anew_after_it() {
+    let mut desk = Desk::new(policy());
+    let roster = city();
+    desk.on_help_event(P, &camera("e1", CameraLabel::Loitering, 0.9, T0), &roster, T0);
+    let (o2, out) = desk.on_help_event(P, &camera("e2", CameraLabel::Loitering, 0.9, T0 + 100_000), &roster, T0 + 100_000);
+    assert_eq!(o2, HelpOutcome::Attached);
+    assert_eq!(last_incident(&out).priority, Priority::Normal as i32, "detections do not raise priority");
+    // The window runs from the latest detection, so a steady stream keeps attaching.
+    let (o3, _) = desk.on_help_event(P, &camera("e3", CameraLabel::Loitering, 0.9, T0 + 200_000), &roster, T0 + 200_000);
+    assert_eq!(o3, HelpOutcome::Attached);
+    let (o4, _) = desk.on_help_event(P, &camera("e4", CameraLabel::Loitering, 0.9, T0 + 400_000), &roster, T0 + 400_000);
+    assert_eq!(o4, HelpOutcome::Opened);
+    let (o5, _) = desk.on_help_event(P, &camera("e5", CameraLabel::Crowd, 0.9, T0 + 400_001), &roster, T0 + 400_001);
+    assert_eq!(o5, HelpOutcome::Opened, "another label is another incident");
+}
+
+#[test]
+fn nobody_on_duty_escalates_at_once_to_the_police_desk() {
+    let mut desk = Desk::new(policy());
+    let (_, out) = desk.on_help_event(P, &press("e1", "h1", PressKind::Help, T0), &Roster::default(), T0);
+    assert_eq!(changes(&out), ["opened", "escalated"]);
+    let incident = last_incident(&out);
+    assert_eq!(incident.state, IncidentState::Waiting as i32);
+    assert_eq!(incident.assignments[0].level, EscalationLevel::PoliceDesk as i32);
+    assert!(incident.assignments[0].ack_deadline.is_none());
+    match out[1].event.change.as_ref() {
+        Some(Change::Escalated(e)) => {
+            assert_eq!(e.from_level, EscalationLevel::GridWorker as i32);
+            assert!(e.reason.contains("nobody on duty in grid g1"), "{}", e.reason);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn no_grid_worker_on_duty_goes_straight_to_the_supervisor() {
+    let mut roster = city();
+    roster.remove("w1");
+    roster.remove("w2");
+    let mut desk = Desk::new(policy());
+    let (_, out) = desk.on_help_event(P, &press("e1", "h1", PressKind::Help, T0), &roster, T0);
+    assert_eq!(changes(&out), ["opened", "escalated"]);
+    let incident = last_incident(&out);
+    assert_eq!(assignee(&incident, Track::Community), "sup");
+    assert_eq!(incident.assignments[0].level, EscalationLevel::GridSupervisor as i32);
+}
+
+#[test]
+fn unacknowledged_assignment_is_reassigned_then_escalated_up_the_ladder() {
+    let mut desk = Desk::new(policy());
+    let roster = city();
+    desk.on_help_event(P, &press("e1", "h1", PressKind::Help, T0), &roster, T0);
+    assert!(desk.on_tick(&roster, T0 + 59_999).is_empty(), "not before the deadline");
+    let out = desk.on_tick(&roster, T0 + 60_000);
+    assert_eq!(changes(&out), ["reassigned"]);
+    assert_eq!(assignee(&last_incident(&out), Track::Community), "w2");
+    assert_eq!(out[0].event.cause_id, "");
+    let out = desk.on_tick(&roster, T0 + 120_000);
+    assert_eq!(changes(&out), ["escalated"]);
+    let incident = last_incident(&out);
+    assert_eq!(assignee(&incident, Track::Community), "sup");
+    assert_eq!(incident.assignments[0].timed_out_responder_ids, ["w1", "w2"]);
+    let out = desk.on_tick(&roster, T0 + 180_000);
+    assert_eq!(assignee(&last_incident(&out), Track::Community), "cop-near");
+    let out = desk.on_tick(&roster, T0 + 240_000);
+    assert_eq!(changes(&out), ["reassigned"], "a second patrol officer at the same level");
+    assert_eq!(assignee(&last_incident(&out), Track::Community), "cop-far");
+    let out = desk.on_tick(&roster, T0 + 300_000);
+    let incident = last_incident(&out);
+    assert_eq!(incident.assignments[0].level, EscalationLevel::PoliceDesk as i32);
+    assert_eq!(incident.state, IncidentState::Waiting as i32);
+    assert!(desk.on_tick(&roster, T0 + 10_000_000).is_empty(), "the desk has no deadline");
+    assert_eq!(desk.load_of("cop-far"), 0);
+}
+
+#[test]
+fn acknowledged_assignments_do_not_expire() {
+    let mut desk = Desk::new(policy());
+    let roster = city();
+    desk.on_help_event(P, &press("e1", "h1", PressKind::Help, T0), &roster, T0);
+    let (reason, out) = desk.on_command(P, &command("c1", "inc-e1", "w1", ValidAction::Acknowledge), &roster, T0 + 10);
+    assert_eq!(reason, None);
+    assert_eq!(changes(&out), ["acknowledged"]);
+    assert_eq!(out[0].event.cause_id, "c1");
+    assert_eq!(last_incident(&out).state, IncidentState::Acknowledged as i32);
+    assert!(desk.on_tick(&roster, T0 + 1_000_000).is_empty());
+    assert_eq!(desk.next_deadline(), None);
+}
+
+#[test]
+fn a_wrong_responders_acknowledge_is_refused_and_changes_nothing() {
+    let mut desk = Desk::new(policy());
+    let roster = city();
+    desk.on_help_event(P, &press("e1", "h1", PressKind::Help, T0), &roster, T0);
+    let (reason, out) = desk.on_command(P, &command("c1", "inc-e1", "w2", ValidAction::Acknowledge), &roster, T0 + 10);
+    assert_eq!(reason, Some(RejectReason::NotPermitted));
+    let (_, message) = rejection(&out);
+    assert!(message.contains("w2 is not assigned to incident inc-e1"), "{message}");
+    assert_eq!(out[0].event.envelope.as_ref().map(|e| e.event_id.as_str()), Some("c1:rejected"));
+    let incident = desk.get("inc-e1").expect("still there");
+    assert_eq!(incident.revision, 2);
+    assert_eq!(incident.state, IncidentState::Assigned as i32);
+    assert_eq!(desk.next_deadline(), Some(T0 + 60_000), "the deadline still runs");
+}
+
+#[test]
+fn a_supervisor_of_the_grid_may_acknowledge_and_close_for_the_worker() {
+    let mut desk = Desk::new(policy());
+    let roster = city();
+    desk.on_help_event(P, &press("e1", "h1", PressKind::Help, T0), &roster, T0);
+    let (reason, out) = desk.on_command(P, &command("c1", "inc-e1", "sup", ValidAction::Acknowledge), &roster, T0 + 1);
+    assert_eq!(reason, None);
+    match out[0].event.change.as_ref() {
+        Some(Change::Acknowledged(a)) => assert_eq!((a.responder_id.as_str(), a.acknowledged_by.as_str()), ("w1", "sup")),
+        other => panic!("{other:?}"),
+    }
+    let (reason, out) = desk.on_command(P, &command("c2", "inc-e1", "sup", close_action()), &roster, T0 + 2);
+    assert_eq!(reason, None);
+    assert_eq!(last_incident(&out).closed_by, "sup");
+}
+
+#[test]
+fn closing_before_acknowledging_is_refused() {
+    let mut desk = Desk::new(policy());
+    let roster = city();
+    desk.on_help_event(P, &press("e1", "h1", PressKind::Help, T0), &roster, T0);
+    let (reason, out) = desk.on_command(P, &command("c1", "inc-e1", "w1", close_action()), &roster, T0 + 1);
+    assert_eq!(reason, Some(RejectReason::WrongState));
+    assert!(rejection(&out).1.contains("must be acknowledged before"));
+}
+
+#[test]
+fn close_frees_the_responder_and_a_closed_incident_refuses_further_commands() {
+    let mut desk = Desk::new(policy());
+    let roster = city();
+    desk.on_help_event(P, &press("e1", "h1", PressKind::Help, T0), &roster, T0);
+    desk.on_command(P, &command("c1", "inc-e1", "w1", ValidAction::Acknowledge), &roster, T0 + 1);
+    assert_eq!(desk.load_of("w1"), 1);
+    let (_, out) = desk.on_command(P, &command("c2", "inc-e1", "w1", close_action()), &roster, T0 + 2);
+    let incident = last_incident(&out);
+    assert_eq!(incident.state, IncidentState::Closed as i32);
+    assert_eq!(incident.resolution, Resolution::Resolved as i32);
+    assert_eq!(desk.load_of("w1"), 0);
+    assert_eq!(desk.open_count(), 0);
+    let (reason, _) = desk.on_command(P, &command("c3", "inc-e1", "w1", ValidAction::Acknowledge), &roster, T0 + 3);
+    assert_eq!(reason, Some(RejectReason::WrongState));
+}
+
+#[test]
+fn commands_for_unknown_incidents_are_rejected_as_not_found_in_the_commands_partition() {
+    let mut desk = Desk::new(policy());
+    let (reason, out) = desk.on_command(5, &command("c1", "inc-nope", "w1", ValidAction::Acknowledge), &city(), T0);
+    assert_eq!(reason, Some(RejectReason::NotFound));
+    assert_eq!((out[0].partition, out[0].key.as_str()), (5, "g1"));
+    assert!(out[0].event.incident.is_none());
+}
+
+#[test]
+fn a_patrol_officer_may_take_an_incident_waiting_at_the_police_desk() {
+    let mut desk = Desk::new(policy());
+    desk.on_help_event(P, &press("e1", "h1", PressKind::Help, T0), &Roster::default(), T0);
+    let roster = city();
+    let (reason, out) = desk.on_command(P, &command("c1", "inc-e1", "cop-far", ValidAction::Acknowledge), &roster, T0 + 1);
+    assert_eq!(reason, None);
+    let incident = last_incident(&out);
+    assert_eq!(assignee(&incident, Track::Community), "cop-far");
+    assert_eq!(incident.state, IncidentState::Acknowledged as i32);
+}
+
+#[test]
+fn restoring_from_the_emitted_events_gives_the_same_state_and_deadlines() {
+    let roster = city();
+    let mut live = Desk::new(policy());
+    let mut log = Vec::new();
+    log.extend(live.on_help_event(P, &press("e1", "h1", PressKind::Help, T0), &roster, T0).1);
+    log.extend(live.on_help_event(P, &press("e2", "h2", PressKind::Urgent, T0), &roster, T0).1);
+    log.extend(live.on_command(P, &command("c1", "inc-e1", "w1", ValidAction::Acknowledge), &roster, T0 + 5).1);
+    let mut restored = Desk::new(policy());
+    for o in &log {
+        restored.restore(o.partition, &o.event, T0 + 10);
+    }
+    assert_eq!(restored.get("inc-e1"), live.get("inc-e1"));
+    assert_eq!(restored.get("inc-e2"), live.get("inc-e2"));
+    assert_eq!(restored.load_of("w1"), live.load_of("w1"));
+    assert_eq!(restored.next_deadline(), live.next_deadline());
+    // A deadline that fell due while the router was down fires once it is back.
+    let late = T0 + 3_600_000;
+    assert_eq!(restored.on_tick(&roster, late), live.on_tick(&roster, late));
+    // Replaying an older revision changes nothing.
+    restored.restore(P, &log[0].event, late);
+    assert_eq!(restored.get("inc-e1"), live.get("inc-e1"));
+    // A repeat of an event restored from the log is still recognised.
+    let (outcome, _) = restored.on_help_event(P, &press("e2", "h2", PressKind::Urgent, T0), &roster, late);
+    assert_eq!(outcome, HelpOutcome::Duplicate);
+}
+
+#[test]
+fn the_same_inputs_give_the_same_decisions() {
+    let roster = city();
+    let run = || {
+        let mut desk = Desk::new(policy());
+        let mut out = Vec::new();
+        for i in 0..20 {
+            let kind = if i % 3 == 0 { PressKind::Urgent } else { PressKind::Help };
+            out.extend(desk.on_help_event(P, &press(&format!("e{i}"), &format!("h{i}"), kind, T0 + i), &roster, T0 + i).1);
+        }
+        out.extend(desk.on_tick(&roster, T0 + 90_000));
+        out
+    };
+    assert_eq!(run(), run());
+}
+
+#[test]
+fn closed_incidents_are_forgotten_after_the_retention_time() {
+    let mut desk = Desk::new(policy());
+    let roster = city();
+    desk.on_help_event(P, &press("e1", "h1", PressKind::Help, T0), &roster, T0);
+    desk.on_command(P, &command("c1", "inc-e1", "w1", ValidAction::Acknowledge), &roster, T0);
+    desk.on_command(P, &command("c2", "inc-e1", "w1", close_action()), &roster, T0);
+    desk.on_tick(&roster, T0 + 600_000);
+    assert_eq!(desk.len(), 1, "kept until the retention time has passed");
+    desk.on_tick(&roster, T0 + 600_001);
+    assert!(desk.is_empty());
+}
+
+#[test]
+fn dropping_a_partition_forgets_its_incidents_and_their_load() {
+    let mut desk = Desk::new(policy());
+    let roster = city();
+    desk.on_help_event(1, &press("e1", "h1", PressKind::Help, T0), &roster, T0);
+    desk.on_help_event(2, &press("e2", "h2", PressKind::Help, T0), &roster, T0);
+    desk.drop_partition(1);
+    assert!(desk.get("inc-e1").is_none());
+    assert!(desk.get("inc-e2").is_some());
+    assert_eq!(desk.load_of("w1"), 0);
+}
