@@ -1,5 +1,6 @@
 //! Compiles `proto/helpgrid/v1/*.proto` with protox (pure Rust, no system `protoc`),
 //! then generates prost messages and tonic services from the descriptors.
+use prost::Message;
 use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -15,8 +16,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let descriptors = protox::compile(files, ["proto"])?;
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
-    tonic_prost_build::configure()
-        .file_descriptor_set_path(out_dir.join("helpgrid_descriptor.bin"))
-        .compile_fds(descriptors)?;
+    // Kept for gRPC reflection (grpcurl works without the .proto files).
+    std::fs::write(out_dir.join("helpgrid_descriptor.bin"), descriptors.encode_to_vec())?;
+    tonic_prost_build::configure().compile_fds(descriptors)?;
     Ok(())
 }

@@ -59,15 +59,15 @@ pub async fn ensure_topics(args: &KafkaArgs, topics: &Topics) -> Result<usize, T
         .admin_config("helpgrid-admin")
         .create()
         .map_err(|source| TopicError::Create { topic: "(admin client)".into(), source })?;
-    let replication = TopicReplication::Fixed(args.topic_replication);
+    let replication = args.topic_replication;
     let partitions = args.topic_partitions;
     let mut wanted: Vec<NewTopic> = topics
         .grid_keyed()
         .into_iter()
-        .map(|name| NewTopic::new(name, partitions, replication))
+        .map(|name| NewTopic::new(name, partitions, TopicReplication::Fixed(replication)))
         .collect();
-    wanted.push(NewTopic::new(&topics.roster, partitions, replication).set("cleanup.policy", "compact"));
-    wanted.push(NewTopic::new(&topics.dead_letters, partitions, replication));
+    wanted.push(NewTopic::new(&topics.roster, partitions, TopicReplication::Fixed(replication)).set("cleanup.policy", "compact"));
+    wanted.push(NewTopic::new(&topics.dead_letters, partitions, TopicReplication::Fixed(replication)));
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     let results = admin
         .create_topics(&wanted, &options)
