@@ -9,21 +9,37 @@ use rdkafka::ClientConfig;
 #[derive(Debug, Clone, clap::Args)]
 pub struct KafkaArgs {
     /// Kafka bootstrap servers, comma-separated.
-    #[arg(long = "kafka-brokers", env = "HELPGRID_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+    #[arg(
+        long = "kafka-brokers",
+        env = "HELPGRID_KAFKA_BROKERS",
+        default_value = "127.0.0.1:9092"
+    )]
     pub brokers: String,
     /// Extra librdkafka option for every client, `key=value`; repeat the flag, or separate with
     /// `;` in the environment variable (e.g. `security.protocol=SASL_SSL;sasl.mechanism=PLAIN`).
     #[arg(long = "kafka-option", env = "HELPGRID_KAFKA_OPTIONS", value_delimiter = ';', value_parser = parse_option)]
     pub options: Vec<(String, String)>,
     /// Prefix of every topic name.
-    #[arg(long = "topic-prefix", env = "HELPGRID_TOPIC_PREFIX", default_value = "helpgrid.")]
+    #[arg(
+        long = "topic-prefix",
+        env = "HELPGRID_TOPIC_PREFIX",
+        default_value = "helpgrid."
+    )]
     pub topic_prefix: String,
     /// Partitions for topics the service creates (help events, commands and incident events
     /// must have the same count: they are co-partitioned by grid).
-    #[arg(long = "topic-partitions", env = "HELPGRID_TOPIC_PARTITIONS", default_value_t = 6)]
+    #[arg(
+        long = "topic-partitions",
+        env = "HELPGRID_TOPIC_PARTITIONS",
+        default_value_t = 6
+    )]
     pub topic_partitions: i32,
     /// Replication factor for topics the service creates.
-    #[arg(long = "topic-replication", env = "HELPGRID_TOPIC_REPLICATION", default_value_t = 1)]
+    #[arg(
+        long = "topic-replication",
+        env = "HELPGRID_TOPIC_REPLICATION",
+        default_value_t = 1
+    )]
     pub topic_replication: i32,
 }
 
@@ -82,7 +98,11 @@ impl KafkaArgs {
 
     /// Transactional producer; `transactional_id` must be stable for one logical instance so a
     /// restarted instance fences its predecessor.
-    pub fn transactional_producer_config(&self, client_id: &str, transactional_id: &str) -> ClientConfig {
+    pub fn transactional_producer_config(
+        &self,
+        client_id: &str,
+        transactional_id: &str,
+    ) -> ClientConfig {
         let mut config = self.producer_config(client_id);
         config
             .set("transactional.id", transactional_id)
@@ -129,7 +149,8 @@ mod tests {
     fn pass_through_options_override_typed_settings() {
         let mut args = KafkaArgs::new("b:9092", "t.");
         args.options.push(("acks".into(), "1".into()));
-        args.options.push(("security.protocol".into(), "SASL_SSL".into()));
+        args.options
+            .push(("security.protocol".into(), "SASL_SSL".into()));
         let config = args.producer_config("c");
         assert_eq!(config.get("acks"), Some("1"));
         assert_eq!(config.get("security.protocol"), Some("SASL_SSL"));
@@ -140,13 +161,22 @@ mod tests {
     fn option_parser_rejects_pairs_without_a_key() {
         assert!(parse_option("=x").is_err());
         assert!(parse_option("novalue").is_err());
-        assert_eq!(parse_option(" a.b = c ").ok(), Some(("a.b".into(), "c".into())));
+        assert_eq!(
+            parse_option(" a.b = c ").ok(),
+            Some(("a.b".into(), "c".into()))
+        );
     }
 
     #[test]
     fn consumers_read_only_committed_records() {
         let args = KafkaArgs::new("b:9092", "t.");
-        assert_eq!(args.group_consumer_config("c", "g").get("isolation.level"), Some("read_committed"));
-        assert_eq!(args.reader_config("c").get("isolation.level"), Some("read_committed"));
+        assert_eq!(
+            args.group_consumer_config("c", "g").get("isolation.level"),
+            Some("read_committed")
+        );
+        assert_eq!(
+            args.reader_config("c").get("isolation.level"),
+            Some("read_committed")
+        );
     }
 }

@@ -29,5 +29,8 @@ pub fn install_prometheus(addr: SocketAddr) -> Result<(), MetricsError> {
             60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
         ])
         .and_then(|b| b.install())
-        .map_err(|e| MetricsError { addr, message: e.to_string() })
+        .map_err(|e| MetricsError {
+            addr,
+            message: e.to_string(),
+        })
 }

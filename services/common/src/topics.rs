@@ -33,7 +33,11 @@ impl Topics {
 
     /// The three topics that must be co-partitioned by grid.
     pub fn grid_keyed(&self) -> [&str; 3] {
-        [&self.help_events, &self.incident_commands, &self.incident_events]
+        [
+            &self.help_events,
+            &self.incident_commands,
+            &self.incident_events,
+        ]
     }
 }
 
@@ -58,7 +62,10 @@ pub async fn ensure_topics(args: &KafkaArgs, topics: &Topics) -> Result<usize, T
     let admin: AdminClient<DefaultClientContext> = args
         .admin_config("helpgrid-admin")
         .create()
-        .map_err(|source| TopicError::Create { topic: "(admin client)".into(), source })?;
+        .map_err(|source| TopicError::Create {
+            topic: "(admin client)".into(),
+            source,
+        })?;
     let replication = args.topic_replication;
     let partitions = args.topic_partitions;
     let mut wanted: Vec<NewTopic> = topics
@@ -66,18 +73,35 @@ pub async fn ensure_topics(args: &KafkaArgs, topics: &Topics) -> Result<usize, T
         .into_iter()
         .map(|name| NewTopic::new(name, partitions, TopicReplication::Fixed(replication)))
         .collect();
-    wanted.push(NewTopic::new(&topics.roster, partitions, TopicReplication::Fixed(replication)).set("cleanup.policy", "compact"));
-    wanted.push(NewTopic::new(&topics.dead_letters, partitions, TopicReplication::Fixed(replication)));
+    wanted.push(
+        NewTopic::new(
+            &topics.roster,
+            partitions,
+            TopicReplication::Fixed(replication),
+        )
+        .set("cleanup.policy", "compact"),
+    );
+    wanted.push(NewTopic::new(
+        &topics.dead_letters,
+        partitions,
+        TopicReplication::Fixed(replication),
+    ));
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     let results = admin
         .create_topics(&wanted, &options)
         .await
-        .map_err(|source| TopicError::Create { topic: "(all)".into(), source })?;
+        .map_err(|source| TopicError::Create {
+            topic: "(all)".into(),
+            source,
+        })?;
     for result in results {
         match result {
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
             Err((topic, code)) => {
-                return Err(TopicError::Create { topic, source: KafkaError::AdminOp(code) });
+                return Err(TopicError::Create {
+                    topic,
+                    source: KafkaError::AdminOp(code),
+                });
             }
         }
     }
@@ -101,7 +125,10 @@ pub async fn partition_count(
         let metadata = admin
             .inner()
             .fetch_metadata(Some(topic), Duration::from_secs(10))
-            .map_err(|source| TopicError::Metadata { topic: topic.to_owned(), source })?;
+            .map_err(|source| TopicError::Metadata {
+                topic: topic.to_owned(),
+                source,
+            })?;
         if let Some(t) = metadata.topics().first()
             && t.error().is_none()
             && !t.partitions().is_empty()
@@ -110,5 +137,7 @@ pub async fn partition_count(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    Err(TopicError::Missing { topic: topic.to_owned() })
+    Err(TopicError::Missing {
+        topic: topic.to_owned(),
+    })
 }

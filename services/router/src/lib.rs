@@ -1,1 +1,83 @@
+//! HelpGrid router: the single writer of incident state.
+//!
+//! It consumes help events and incident commands (co-partitioned by grid) and the roster,
+//! decides with the pure [`domain`] (open, deduplicate, assign, acknowledge, reassign,
+//! escalate, close), and writes incident events, exactly once.
+//!
+//! - [`config`]: flags and environment variables.
+//! - [`domain`]: the decisions, pure and unit-tested.
+//! - [`kafka`]: the adapters (pipeline, rebalance and restore, dead letters, roster table).
+//! - [`telemetry`]: every metric name.
+//!
+//! A button press travels: `help-events` → [`kafka::pipeline`] → [`domain::Desk::on_help_event`]
+//! → `incident-events` (in the same transaction as the press's offset).
+
+pub mod config;
 pub mod domain;
+pub mod kafka;
+pub mod telemetry;
+
+use config::RouterConfig;
+use domain::Roster;
+use helpgrid_common::topics::{Topics, ensure_topics};
+use std::future::Future;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Pause before a failed pipeline is started again.
+const RESTART_BACKOFF: Duration = Duration::from_secs(1);
+
+/// Runs the router until `shutdown` resolves. Creates missing topics, loads the roster,
+/// then routes. The open transaction (if any) is finished before it returns.
+pub async fn run(config: RouterConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    telemetry::describe();
+    let topics = Topics::with_prefix(&config.kafka.topic_prefix);
+    let partitions = ensure_topics(&config.kafka, &topics).await?;
+    tracing::info!(partitions, prefix = %config.kafka.topic_prefix, "topics ready");
+
+    let cancel = CancellationToken::new();
+    let _stop_feeds = cancel.clone().drop_guard();
+    let roster = Arc::new(RwLock::new(Roster::default()));
+    let roster_loaded = kafka::roster_feed::start(
+        &config.kafka,
+        &topics.roster,
+        Arc::clone(&roster),
+        cancel.clone(),
+    )
+    .await?;
+    tokio::pin!(shutdown);
+    tokio::select! {
+        () = &mut shutdown => return Ok(()),
+        loaded = roster_loaded => {
+            if loaded.is_err() {
+                anyhow::bail!("the roster feed stopped before loading the roster");
+            }
+        }
+    }
+    let responders = roster.read().map(|r| r.len()).unwrap_or(0);
+    tracing::info!(responders, "roster loaded");
+
+    let worker_cancel = cancel.clone();
+    let mut worker = tokio::task::spawn_blocking(move || {
+        while !worker_cancel.is_cancelled() {
+            match kafka::pipeline::run_pipeline(&config, &topics, &roster, &worker_cancel) {
+                Ok(()) => return,
+                Err(error) => {
+                    metrics::counter!(telemetry::PIPELINE_RESTARTS).increment(1);
+                    tracing::error!(%error, "router pipeline failed; starting a fresh one from Kafka state");
+                    std::thread::sleep(RESTART_BACKOFF);
+                }
+            }
+        }
+    });
+    tokio::select! {
+        () = &mut shutdown => {
+            tracing::info!("shutting down: finishing the current batch");
+            cancel.cancel();
+            worker.await?;
+        }
+        result = &mut worker => result?,
+    }
+    Ok(())
+}

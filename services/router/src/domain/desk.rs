@@ -99,16 +99,28 @@ impl Transition<'_> {
             cause_id: self.cause_id.to_owned(),
             change: Some(change),
         };
-        self.out.push(Output { partition: self.partition, key: self.incident.grid_id.clone(), event });
+        self.out.push(Output {
+            partition: self.partition,
+            key: self.incident.grid_id.clone(),
+            event,
+        });
     }
 }
 
 fn derive_state(incident: &Incident) -> IncidentState {
     if incident.closed_at.is_some() {
         IncidentState::Closed
-    } else if incident.assignments.iter().any(|a| a.acknowledged_at.is_some()) {
+    } else if incident
+        .assignments
+        .iter()
+        .any(|a| a.acknowledged_at.is_some())
+    {
         IncidentState::Acknowledged
-    } else if incident.assignments.iter().any(|a| !a.responder_id.is_empty()) {
+    } else if incident
+        .assignments
+        .iter()
+        .any(|a| !a.responder_id.is_empty())
+    {
         IncidentState::Assigned
     } else {
         IncidentState::Waiting
@@ -186,7 +198,10 @@ fn reject(
 
 impl Desk {
     pub fn new(policy: Policy) -> Self {
-        Self { policy, ..Self::default() }
+        Self {
+            policy,
+            ..Self::default()
+        }
     }
 
     pub fn policy(&self) -> &Policy {
@@ -247,8 +262,14 @@ impl Desk {
         }
         if open {
             let key = match IncidentSource::try_from(incident.source) {
-                Ok(IncidentSource::Button) => Some(DedupKey::Household((incident.grid_id.clone(), incident.household_id.clone()))),
-                Ok(IncidentSource::Camera) => Some(DedupKey::Camera((incident.camera_id.clone(), incident.camera_label))),
+                Ok(IncidentSource::Button) => Some(DedupKey::Household((
+                    incident.grid_id.clone(),
+                    incident.household_id.clone(),
+                ))),
+                Ok(IncidentSource::Camera) => Some(DedupKey::Camera((
+                    incident.camera_id.clone(),
+                    incident.camera_label,
+                ))),
                 _ => None,
             };
             match (key, sign > 0) {
@@ -291,7 +312,13 @@ impl Desk {
     fn store(&mut self, partition: i32, incident: Incident) {
         self.take(&incident.incident_id.clone());
         self.index(&incident, 1);
-        self.incidents.insert(incident.incident_id.clone(), Tracked { incident, partition });
+        self.incidents.insert(
+            incident.incident_id.clone(),
+            Tracked {
+                incident,
+                partition,
+            },
+        );
     }
 
     // ---- restore and rebalance ----------------------------------------------------------
@@ -299,7 +326,9 @@ impl Desk {
     /// Rebuilds state from one record of the incident-events topic (the router's changelog).
     /// Later revisions win; closed incidents past the retention time are not kept.
     pub fn restore(&mut self, partition: i32, event: &IncidentEvent, now: Millis) {
-        let Some(incident) = event.incident.as_ref() else { return };
+        let Some(incident) = event.incident.as_ref() else {
+            return;
+        };
         if let Some(existing) = self.get(&incident.incident_id)
             && existing.revision >= incident.revision
         {
@@ -349,7 +378,9 @@ impl Desk {
                 let (priority, tracks) = match kind {
                     PressKind::Urgent => (Priority::High, vec![Track::Community, Track::Police]),
                     PressKind::Medical => (Priority::High, vec![Track::Community]),
-                    PressKind::Help | PressKind::Unspecified => (Priority::Normal, vec![Track::Community]),
+                    PressKind::Help | PressKind::Unspecified => {
+                        (Priority::Normal, vec![Track::Community])
+                    }
                 };
                 let incident = Incident {
                     source: IncidentSource::Button as i32,
@@ -361,7 +392,10 @@ impl Desk {
                     priority: priority as i32,
                     ..Incident::default()
                 };
-                (HelpOutcome::Opened, self.open(partition, incident, &tracks, event, roster, now))
+                (
+                    HelpOutcome::Opened,
+                    self.open(partition, incident, &tracks, event, roster, now),
+                )
             }
             ValidBody::Camera { alert, label } => {
                 if alert.confidence < self.policy.camera_min_confidence {
@@ -373,7 +407,8 @@ impl Desk {
                         .get(&id)
                         .and_then(|i| from_timestamp(i.last_event_at.as_ref()))
                         .unwrap_or(Millis::MIN);
-                    if event.occurred_at.saturating_sub(last) <= self.policy.camera_dedup_window_ms {
+                    if event.occurred_at.saturating_sub(last) <= self.policy.camera_dedup_window_ms
+                    {
                         let out = self.attach(&id, event, AttachKind::RepeatDetection, now);
                         return (HelpOutcome::Attached, out);
                     }
@@ -395,7 +430,10 @@ impl Desk {
                     priority: policy::camera_priority(*label) as i32,
                     ..Incident::default()
                 };
-                (HelpOutcome::Opened, self.open(partition, incident, &tracks, event, roster, now))
+                (
+                    HelpOutcome::Opened,
+                    self.open(partition, incident, &tracks, event, roster, now),
+                )
             }
         }
     }
@@ -417,9 +455,18 @@ impl Desk {
         incident.recent_event_ids = vec![event.event_id.clone()];
         incident.assignments = tracks
             .iter()
-            .map(|t| Assignment { track: *t as i32, ..Assignment::default() })
+            .map(|t| Assignment {
+                track: *t as i32,
+                ..Assignment::default()
+            })
             .collect();
-        let mut tx = Transition { incident, partition, cause_id: &event.event_id, now, out: Vec::new() };
+        let mut tx = Transition {
+            incident,
+            partition,
+            cause_id: &event.event_id,
+            now,
+            out: Vec::new(),
+        };
         tx.record(Change::Opened(pb::IncidentOpened {}));
         for idx in 0..tracks.len() {
             self.place(&mut tx, idx, 0, roster, "new incident");
@@ -429,15 +476,37 @@ impl Desk {
         out
     }
 
-    fn attach(&mut self, incident_id: &str, event: &ValidHelpEvent, kind: AttachKind, now: Millis) -> Vec<Output> {
-        let Some((incident, partition)) = self.take(incident_id) else { return Vec::new() };
-        let mut tx = Transition { incident, partition, cause_id: &event.event_id, now, out: Vec::new() };
+    fn attach(
+        &mut self,
+        incident_id: &str,
+        event: &ValidHelpEvent,
+        kind: AttachKind,
+        now: Millis,
+    ) -> Vec<Output> {
+        let Some((incident, partition)) = self.take(incident_id) else {
+            return Vec::new();
+        };
+        let mut tx = Transition {
+            incident,
+            partition,
+            cause_id: &event.event_id,
+            now,
+            out: Vec::new(),
+        };
         let before = priority_of(&tx.incident);
-        let after = if kind == AttachKind::RepeatPress { policy::raised(before) } else { before };
+        let after = if kind == AttachKind::RepeatPress {
+            policy::raised(before)
+        } else {
+            before
+        };
         let i = &mut tx.incident;
         i.priority = after as i32;
         i.event_count += 1;
-        i.last_event_at = Some(to_timestamp(event.occurred_at.max(from_timestamp(i.last_event_at.as_ref()).unwrap_or(0))));
+        i.last_event_at = Some(to_timestamp(
+            event
+                .occurred_at
+                .max(from_timestamp(i.last_event_at.as_ref()).unwrap_or(0)),
+        ));
         i.recent_event_ids.push(event.event_id.clone());
         if i.recent_event_ids.len() > RECENT_EVENT_IDS {
             i.recent_event_ids.remove(0);
@@ -509,11 +578,19 @@ impl Desk {
                 ack_deadline: Some(to_timestamp(deadline)),
             }));
         } else {
-            let from_level = if previous_level == EscalationLevel::Unspecified { steps[0] } else { previous_level };
+            let from_level = if previous_level == EscalationLevel::Unspecified {
+                steps[0]
+            } else {
+                previous_level
+            };
             let reason = if skipped.is_empty() {
                 why.to_owned()
             } else {
-                format!("{why}; nobody on duty in grid {} as {}", tx.incident.grid_id, skipped.join(", "))
+                format!(
+                    "{why}; nobody on duty in grid {} as {}",
+                    tx.incident.grid_id,
+                    skipped.join(", ")
+                )
             };
             tx.record(Change::Escalated(pb::Escalated {
                 track: track as i32,
@@ -527,15 +604,30 @@ impl Desk {
 
     /// The best responder with `role` for track `idx`: not someone who already let this
     /// track's deadline pass, and not someone already on another track of the incident.
-    fn candidate<'r>(&self, incident: &Incident, idx: usize, role: ResponderRole, roster: &'r Roster) -> Option<&'r pb::Responder> {
-        let mut excluded: HashSet<&str> =
-            incident.assignments[idx].timed_out_responder_ids.iter().map(String::as_str).collect();
+    fn candidate<'r>(
+        &self,
+        incident: &Incident,
+        idx: usize,
+        role: ResponderRole,
+        roster: &'r Roster,
+    ) -> Option<&'r pb::Responder> {
+        let mut excluded: HashSet<&str> = incident.assignments[idx]
+            .timed_out_responder_ids
+            .iter()
+            .map(String::as_str)
+            .collect();
         for (i, other) in incident.assignments.iter().enumerate() {
             if i != idx && !other.responder_id.is_empty() {
                 excluded.insert(&other.responder_id);
             }
         }
-        roster.best_candidate(role, &incident.grid_id, incident.location.as_ref(), &excluded, |id| self.load_of(id))
+        roster.best_candidate(
+            role,
+            &incident.grid_id,
+            incident.location.as_ref(),
+            &excluded,
+            |id| self.load_of(id),
+        )
     }
 
     // ---- time ---------------------------------------------------------------------------
@@ -551,8 +643,16 @@ impl Desk {
             .collect();
         let mut out = Vec::new();
         for id in due {
-            let Some((incident, partition)) = self.take(&id) else { continue };
-            let mut tx = Transition { incident, partition, cause_id: "", now, out: Vec::new() };
+            let Some((incident, partition)) = self.take(&id) else {
+                continue;
+            };
+            let mut tx = Transition {
+                incident,
+                partition,
+                cause_id: "",
+                now,
+                out: Vec::new(),
+            };
             for idx in 0..tx.incident.assignments.len() {
                 let a = &tx.incident.assignments[idx];
                 if a.acknowledged_at.is_none()
@@ -562,7 +662,11 @@ impl Desk {
                     self.expire(&mut tx, idx, roster);
                 }
             }
-            let Transition { incident, out: events, .. } = tx;
+            let Transition {
+                incident,
+                out: events,
+                ..
+            } = tx;
             self.store(partition, incident);
             out.extend(events);
         }
@@ -633,7 +737,15 @@ impl Desk {
                 command.incident_id,
                 self.policy.closed_retention_ms / 60_000
             );
-            let out = reject(partition, &command.grid_id, None, command, RejectReason::NotFound, message, now);
+            let out = reject(
+                partition,
+                &command.grid_id,
+                None,
+                command,
+                RejectReason::NotFound,
+                message,
+                now,
+            );
             return (Some(RejectReason::NotFound), vec![out]);
         };
         let (incident, home) = (&tracked.incident, tracked.partition);
@@ -644,15 +756,33 @@ impl Desk {
         let idx = match decision {
             Ok(idx) => idx,
             Err((reason, message)) => {
-                let out = reject(home, &incident.grid_id, Some(incident), command, reason, message, now);
+                let out = reject(
+                    home,
+                    &incident.grid_id,
+                    Some(incident),
+                    command,
+                    reason,
+                    message,
+                    now,
+                );
                 return (Some(reason), vec![out]);
             }
         };
-        let Some((incident, home)) = self.take(&command.incident_id) else { return (None, Vec::new()) };
-        let mut tx = Transition { incident, partition: home, cause_id: &command.command_id, now, out: Vec::new() };
+        let Some((incident, home)) = self.take(&command.incident_id) else {
+            return (None, Vec::new());
+        };
+        let mut tx = Transition {
+            incident,
+            partition: home,
+            cause_id: &command.command_id,
+            now,
+            out: Vec::new(),
+        };
         match &command.action {
             ValidAction::Acknowledge => acknowledge(&mut tx, idx, &command.actor_id, roster),
-            ValidAction::Close { resolution, note } => close(&mut tx, *resolution, note, &command.actor_id),
+            ValidAction::Close { resolution, note } => {
+                close(&mut tx, *resolution, note, &command.actor_id)
+            }
         }
         let Transition { incident, out, .. } = tx;
         self.store(home, incident);
@@ -673,25 +803,46 @@ fn supervises(roster: &Roster, actor: &str, incident: &Incident) -> bool {
 
 /// Which track `actor` acknowledges: their own; for a supervisor of the grid, the first
 /// unacknowledged one; for a patrol officer of the grid, one waiting at the police desk.
-fn acknowledge_decision(incident: &Incident, actor: &str, roster: &Roster) -> Result<usize, Refusal> {
+fn acknowledge_decision(
+    incident: &Incident,
+    actor: &str,
+    roster: &Roster,
+) -> Result<usize, Refusal> {
     if !is_open(incident) {
-        return Err((RejectReason::WrongState, format!("incident {} is already closed", incident.incident_id)));
+        return Err((
+            RejectReason::WrongState,
+            format!("incident {} is already closed", incident.incident_id),
+        ));
     }
     let tracks = &incident.assignments;
     if let Some(idx) = tracks.iter().position(|a| a.responder_id == actor) {
         if tracks[idx].acknowledged_at.is_some() {
-            return Err((RejectReason::WrongState, format!("{actor} has already acknowledged incident {}", incident.incident_id)));
+            return Err((
+                RejectReason::WrongState,
+                format!(
+                    "{actor} has already acknowledged incident {}",
+                    incident.incident_id
+                ),
+            ));
         }
         return Ok(idx);
     }
     let waiting = |a: &Assignment| a.acknowledged_at.is_none();
     if supervises(roster, actor, incident) {
         return tracks.iter().position(waiting).ok_or_else(|| {
-            (RejectReason::WrongState, format!("every assignment of incident {} is already acknowledged", incident.incident_id))
+            (
+                RejectReason::WrongState,
+                format!(
+                    "every assignment of incident {} is already acknowledged",
+                    incident.incident_id
+                ),
+            )
         });
     }
     if roster.covers(actor, ResponderRole::PatrolOfficer, &incident.grid_id)
-        && let Some(idx) = tracks.iter().position(|a| waiting(a) && level_of(a) == EscalationLevel::PoliceDesk)
+        && let Some(idx) = tracks
+            .iter()
+            .position(|a| waiting(a) && level_of(a) == EscalationLevel::PoliceDesk)
     {
         return Ok(idx);
     }
@@ -731,7 +882,11 @@ fn acknowledge(tx: &mut Transition<'_>, idx: usize, actor: &str, roster: &Roster
     a.acknowledged_at = Some(to_timestamp(now));
     a.acknowledged_by = actor.to_owned();
     a.ack_deadline = None;
-    let change = pb::Acknowledged { track: a.track, responder_id: a.responder_id.clone(), acknowledged_by: actor.to_owned() };
+    let change = pb::Acknowledged {
+        track: a.track,
+        responder_id: a.responder_id.clone(),
+        acknowledged_by: actor.to_owned(),
+    };
     if tx.incident.acknowledged_at.is_none() {
         tx.incident.acknowledged_at = Some(to_timestamp(now));
     }
@@ -742,9 +897,15 @@ fn acknowledge(tx: &mut Transition<'_>, idx: usize, actor: &str, roster: &Roster
 /// after someone acknowledged (an incident nobody has seen must not vanish).
 fn close_decision(incident: &Incident, actor: &str, roster: &Roster) -> Result<usize, Refusal> {
     if !is_open(incident) {
-        return Err((RejectReason::WrongState, format!("incident {} is already closed", incident.incident_id)));
+        return Err((
+            RejectReason::WrongState,
+            format!("incident {} is already closed", incident.incident_id),
+        ));
     }
-    let assigned = incident.assignments.iter().position(|a| a.responder_id == actor);
+    let assigned = incident
+        .assignments
+        .iter()
+        .position(|a| a.responder_id == actor);
     if assigned.is_none() && !supervises(roster, actor, incident) {
         return Err((
             RejectReason::NotPermitted,
@@ -757,7 +918,10 @@ fn close_decision(incident: &Incident, actor: &str, roster: &Roster) -> Result<u
     if incident.acknowledged_at.is_none() {
         return Err((
             RejectReason::WrongState,
-            format!("incident {} must be acknowledged before it is closed", incident.incident_id),
+            format!(
+                "incident {} must be acknowledged before it is closed",
+                incident.incident_id
+            ),
         ));
     }
     Ok(assigned.unwrap_or(0))

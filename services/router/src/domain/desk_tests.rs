@@ -22,11 +22,36 @@ fn policy() -> Policy {
 
 fn city() -> Roster {
     let mut roster = Roster::default();
-    roster.upsert(responder("w1", ResponderRole::GridWorker, &["g1"], Some((32.680, 109.020))));
-    roster.upsert(responder("w2", ResponderRole::GridWorker, &["g1"], Some((32.690, 109.030))));
-    roster.upsert(responder("sup", ResponderRole::GridSupervisor, &["g1", "g2"], None));
-    roster.upsert(responder("cop-near", ResponderRole::PatrolOfficer, &["g1", "g2"], Some((32.681, 109.021))));
-    roster.upsert(responder("cop-far", ResponderRole::PatrolOfficer, &["g1", "g2"], Some((32.750, 109.100))));
+    roster.upsert(responder(
+        "w1",
+        ResponderRole::GridWorker,
+        &["g1"],
+        Some((32.680, 109.020)),
+    ));
+    roster.upsert(responder(
+        "w2",
+        ResponderRole::GridWorker,
+        &["g1"],
+        Some((32.690, 109.030)),
+    ));
+    roster.upsert(responder(
+        "sup",
+        ResponderRole::GridSupervisor,
+        &["g1", "g2"],
+        None,
+    ));
+    roster.upsert(responder(
+        "cop-near",
+        ResponderRole::PatrolOfficer,
+        &["g1", "g2"],
+        Some((32.681, 109.021)),
+    ));
+    roster.upsert(responder(
+        "cop-far",
+        ResponderRole::PatrolOfficer,
+        &["g1", "g2"],
+        Some((32.750, 109.100)),
+    ));
     roster
 }
 
@@ -40,7 +65,10 @@ fn press(id: &str, household: &str, kind: PressKind, at: Millis) -> ValidHelpEve
                 household_id: household.into(),
                 grid_id: "g1".into(),
                 kind: kind as i32,
-                location: Some(GeoPoint { latitude: 32.680, longitude: 109.020 }),
+                location: Some(GeoPoint {
+                    latitude: 32.680,
+                    longitude: 109.020,
+                }),
                 battery_percent: 90,
             },
             kind,
@@ -60,7 +88,10 @@ fn camera(id: &str, label: CameraLabel, confidence: f32, at: Millis) -> ValidHel
                 confidence,
                 zone: "gate".into(),
                 snapshot_ref: String::new(),
-                location: Some(GeoPoint { latitude: 32.680, longitude: 109.020 }),
+                location: Some(GeoPoint {
+                    latitude: 32.680,
+                    longitude: 109.020,
+                }),
             },
             label,
         },
@@ -78,7 +109,10 @@ fn command(id: &str, incident: &str, actor: &str, action: ValidAction) -> ValidC
 }
 
 fn close_action() -> ValidAction {
-    ValidAction::Close { resolution: Resolution::Resolved, note: "helped".into() }
+    ValidAction::Close {
+        resolution: Resolution::Resolved,
+        note: "helped".into(),
+    }
 }
 
 fn changes(out: &[Output]) -> Vec<&'static str> {
@@ -98,7 +132,9 @@ fn changes(out: &[Output]) -> Vec<&'static str> {
 }
 
 fn last_incident(out: &[Output]) -> Incident {
-    out.last().and_then(|o| o.event.incident.clone()).expect("an incident snapshot")
+    out.last()
+        .and_then(|o| o.event.incident.clone())
+        .expect("an incident snapshot")
 }
 
 fn assignee(incident: &Incident, track: Track) -> String {
@@ -112,7 +148,10 @@ fn assignee(incident: &Incident, track: Track) -> String {
 
 fn rejection(out: &[Output]) -> (RejectReason, String) {
     match out.last().and_then(|o| o.event.change.as_ref()) {
-        Some(Change::Rejected(r)) => (RejectReason::try_from(r.reason).expect("known reason"), r.message.clone()),
+        Some(Change::Rejected(r)) => (
+            RejectReason::try_from(r.reason).expect("known reason"),
+            r.message.clone(),
+        ),
         other => panic!("expected a rejection, got {other:?}"),
     }
 }
@@ -120,7 +159,8 @@ fn rejection(out: &[Output]) -> (RejectReason, String) {
 #[test]
 fn press_is_assigned_to_the_on_duty_grid_worker_of_its_grid() {
     let mut desk = Desk::new(policy());
-    let (outcome, out) = desk.on_help_event(P, &press("e1", "h1", PressKind::Help, T0), &city(), T0 + 5);
+    let (outcome, out) =
+        desk.on_help_event(P, &press("e1", "h1", PressKind::Help, T0), &city(), T0 + 5);
     assert_eq!(outcome, HelpOutcome::Opened);
     assert_eq!(changes(&out), ["opened", "assigned"]);
     let incident = last_incident(&out);
@@ -128,9 +168,15 @@ fn press_is_assigned_to_the_on_duty_grid_worker_of_its_grid() {
     assert_eq!(assignee(&incident, Track::Community), "w1");
     assert_eq!(incident.state, IncidentState::Assigned as i32);
     assert_eq!(incident.revision, 2);
-    assert_eq!(from_timestamp(incident.assignments[0].ack_deadline.as_ref()), Some(T0 + 5 + 60_000));
+    assert_eq!(
+        from_timestamp(incident.assignments[0].ack_deadline.as_ref()),
+        Some(T0 + 5 + 60_000)
+    );
     assert!(out.iter().all(|o| o.partition == P && o.key == "g1"));
-    assert_eq!(out[1].event.envelope.as_ref().map(|e| e.event_id.as_str()), Some("inc-e1:2"));
+    assert_eq!(
+        out[1].event.envelope.as_ref().map(|e| e.event_id.as_str()),
+        Some("inc-e1:2")
+    );
 }
 
 #[test]
@@ -149,7 +195,12 @@ fn press_while_assigned_raises_urgency_not_a_second_incident() {
     let mut desk = Desk::new(policy());
     let roster = city();
     desk.on_help_event(P, &press("e1", "h1", PressKind::Help, T0), &roster, T0);
-    let (outcome, out) = desk.on_help_event(P, &press("e2", "h1", PressKind::Help, T0 + 1_000), &roster, T0 + 1_000);
+    let (outcome, out) = desk.on_help_event(
+        P,
+        &press("e2", "h1", PressKind::Help, T0 + 1_000),
+        &roster,
+        T0 + 1_000,
+    );
     assert_eq!(outcome, HelpOutcome::Attached);
     assert_eq!(changes(&out), ["attached"]);
     let incident = last_incident(&out);
@@ -157,7 +208,10 @@ fn press_while_assigned_raises_urgency_not_a_second_incident() {
     assert_eq!(incident.event_count, 2);
     assert_eq!(incident.priority, Priority::High as i32);
     // The deadline shrinks to the high-priority allowance from now.
-    assert_eq!(from_timestamp(incident.assignments[0].ack_deadline.as_ref()), Some(T0 + 1_000 + 30_000));
+    assert_eq!(
+        from_timestamp(incident.assignments[0].ack_deadline.as_ref()),
+        Some(T0 + 1_000 + 30_000)
+    );
     assert_eq!(desk.open_count(), 1);
 }
 
@@ -166,7 +220,8 @@ fn a_redelivered_event_id_is_ignored() {
     let mut desk = Desk::new(policy());
     let roster = city();
     desk.on_help_event(P, &press("e1", "h1", PressKind::Help, T0), &roster, T0);
-    let (outcome, out) = desk.on_help_event(P, &press("e1", "h1", PressKind::Help, T0), &roster, T0 + 10);
+    let (outcome, out) =
+        desk.on_help_event(P, &press("e1", "h1", PressKind::Help, T0), &roster, T0 + 10);
     assert_eq!(outcome, HelpOutcome::Duplicate);
     assert!(out.is_empty());
 }
@@ -176,16 +231,36 @@ fn a_press_after_the_incident_closed_opens_a_new_one() {
     let mut desk = Desk::new(policy());
     let roster = city();
     desk.on_help_event(P, &press("e1", "h1", PressKind::Help, T0), &roster, T0);
-    desk.on_command(P, &command("c1", "inc-e1", "w1", ValidAction::Acknowledge), &roster, T0 + 1);
-    desk.on_command(P, &command("c2", "inc-e1", "w1", close_action()), &roster, T0 + 2);
-    let (outcome, _) = desk.on_help_event(P, &press("e2", "h1", PressKind::Help, T0 + 3), &roster, T0 + 3);
+    desk.on_command(
+        P,
+        &command("c1", "inc-e1", "w1", ValidAction::Acknowledge),
+        &roster,
+        T0 + 1,
+    );
+    desk.on_command(
+        P,
+        &command("c2", "inc-e1", "w1", close_action()),
+        &roster,
+        T0 + 2,
+    );
+    let (outcome, _) = desk.on_help_event(
+        P,
+        &press("e2", "h1", PressKind::Help, T0 + 3),
+        &roster,
+        T0 + 3,
+    );
     assert_eq!(outcome, HelpOutcome::Opened);
 }
 
 #[test]
 fn camera_alert_goes_to_the_nearest_patrol_officer() {
     let mut desk = Desk::new(policy());
-    let (_, out) = desk.on_help_event(P, &camera("e1", CameraLabel::Intrusion, 0.9, T0), &city(), T0);
+    let (_, out) = desk.on_help_event(
+        P,
+        &camera("e1", CameraLabel::Intrusion, 0.9, T0),
+        &city(),
+        T0,
+    );
     let incident = last_incident(&out);
     assert_eq!(changes(&out), ["opened", "assigned"]);
     assert_eq!(incident.assignments.len(), 1);
@@ -205,14 +280,19 @@ fn urgent_press_and_severe_camera_labels_get_both_a_worker_and_an_officer() {
     let (_, out) = desk.on_help_event(P, &camera("e2", CameraLabel::Fire, 0.95, T0), &roster, T0);
     let incident = last_incident(&out);
     assert_eq!(incident.priority, Priority::Critical as i32);
-    assert_eq!(assignee(&incident, Track::Police), "cop-far", "cop-near is busy with the urgent press");
+    assert_eq!(
+        assignee(&incident, Track::Police),
+        "cop-far",
+        "cop-near is busy with the urgent press"
+    );
     assert_eq!(assignee(&incident, Track::Community), "w2");
 }
 
 #[test]
 fn low_confidence_detections_open_nothing() {
     let mut desk = Desk::new(policy());
-    let (outcome, out) = desk.on_help_event(P, &camera("e1", CameraLabel::Fight, 0.3, T0), &city(), T0);
+    let (outcome, out) =
+        desk.on_help_event(P, &camera("e1", CameraLabel::Fight, 0.3, T0), &city(), T0);
     assert_eq!(outcome, HelpOutcome::BelowThreshold);
     assert!(out.is_empty());
     assert!(desk.is_empty());
@@ -222,32 +302,73 @@ fn low_confidence_detections_open_nothing() {
 fn repeated_detections_attach_within_the_window_and_open_anew_after_it() {
     let mut desk = Desk::new(policy());
     let roster = city();
-    desk.on_help_event(P, &camera("e1", CameraLabel::Loitering, 0.9, T0), &roster, T0);
-    let (o2, out) = desk.on_help_event(P, &camera("e2", CameraLabel::Loitering, 0.9, T0 + 100_000), &roster, T0 + 100_000);
+    desk.on_help_event(
+        P,
+        &camera("e1", CameraLabel::Loitering, 0.9, T0),
+        &roster,
+        T0,
+    );
+    let (o2, out) = desk.on_help_event(
+        P,
+        &camera("e2", CameraLabel::Loitering, 0.9, T0 + 100_000),
+        &roster,
+        T0 + 100_000,
+    );
     assert_eq!(o2, HelpOutcome::Attached);
-    assert_eq!(last_incident(&out).priority, Priority::Normal as i32, "detections do not raise priority");
+    assert_eq!(
+        last_incident(&out).priority,
+        Priority::Normal as i32,
+        "detections do not raise priority"
+    );
     // The window runs from the latest detection, so a steady stream keeps attaching.
-    let (o3, _) = desk.on_help_event(P, &camera("e3", CameraLabel::Loitering, 0.9, T0 + 200_000), &roster, T0 + 200_000);
+    let (o3, _) = desk.on_help_event(
+        P,
+        &camera("e3", CameraLabel::Loitering, 0.9, T0 + 200_000),
+        &roster,
+        T0 + 200_000,
+    );
     assert_eq!(o3, HelpOutcome::Attached);
-    let (o4, _) = desk.on_help_event(P, &camera("e4", CameraLabel::Loitering, 0.9, T0 + 400_000), &roster, T0 + 400_000);
+    let (o4, _) = desk.on_help_event(
+        P,
+        &camera("e4", CameraLabel::Loitering, 0.9, T0 + 400_000),
+        &roster,
+        T0 + 400_000,
+    );
     assert_eq!(o4, HelpOutcome::Opened);
-    let (o5, _) = desk.on_help_event(P, &camera("e5", CameraLabel::Crowd, 0.9, T0 + 400_001), &roster, T0 + 400_001);
+    let (o5, _) = desk.on_help_event(
+        P,
+        &camera("e5", CameraLabel::Crowd, 0.9, T0 + 400_001),
+        &roster,
+        T0 + 400_001,
+    );
     assert_eq!(o5, HelpOutcome::Opened, "another label is another incident");
 }
 
 #[test]
 fn nobody_on_duty_escalates_at_once_to_the_police_desk() {
     let mut desk = Desk::new(policy());
-    let (_, out) = desk.on_help_event(P, &press("e1", "h1", PressKind::Help, T0), &Roster::default(), T0);
+    let (_, out) = desk.on_help_event(
+        P,
+        &press("e1", "h1", PressKind::Help, T0),
+        &Roster::default(),
+        T0,
+    );
     assert_eq!(changes(&out), ["opened", "escalated"]);
     let incident = last_incident(&out);
     assert_eq!(incident.state, IncidentState::Waiting as i32);
-    assert_eq!(incident.assignments[0].level, EscalationLevel::PoliceDesk as i32);
+    assert_eq!(
+        incident.assignments[0].level,
+        EscalationLevel::PoliceDesk as i32
+    );
     assert!(incident.assignments[0].ack_deadline.is_none());
     match out[1].event.change.as_ref() {
         Some(Change::Escalated(e)) => {
             assert_eq!(e.from_level, EscalationLevel::GridWorker as i32);
-            assert!(e.reason.contains("nobody on duty in grid g1"), "{}", e.reason);
+            assert!(
+                e.reason.contains("nobody on duty in grid g1"),
+                "{}",
+                e.reason
+            );
         }
         other => panic!("{other:?}"),
     }
@@ -263,7 +384,10 @@ fn no_grid_worker_on_duty_goes_straight_to_the_supervisor() {
     assert_eq!(changes(&out), ["opened", "escalated"]);
     let incident = last_incident(&out);
     assert_eq!(assignee(&incident, Track::Community), "sup");
-    assert_eq!(incident.assignments[0].level, EscalationLevel::GridSupervisor as i32);
+    assert_eq!(
+        incident.assignments[0].level,
+        EscalationLevel::GridSupervisor as i32
+    );
 }
 
 #[test]
@@ -271,7 +395,10 @@ fn unacknowledged_assignment_is_reassigned_then_escalated_up_the_ladder() {
     let mut desk = Desk::new(policy());
     let roster = city();
     desk.on_help_event(P, &press("e1", "h1", PressKind::Help, T0), &roster, T0);
-    assert!(desk.on_tick(&roster, T0 + 59_999).is_empty(), "not before the deadline");
+    assert!(
+        desk.on_tick(&roster, T0 + 59_999).is_empty(),
+        "not before the deadline"
+    );
     let out = desk.on_tick(&roster, T0 + 60_000);
     assert_eq!(changes(&out), ["reassigned"]);
     assert_eq!(assignee(&last_incident(&out), Track::Community), "w2");
@@ -280,17 +407,30 @@ fn unacknowledged_assignment_is_reassigned_then_escalated_up_the_ladder() {
     assert_eq!(changes(&out), ["escalated"]);
     let incident = last_incident(&out);
     assert_eq!(assignee(&incident, Track::Community), "sup");
-    assert_eq!(incident.assignments[0].timed_out_responder_ids, ["w1", "w2"]);
+    assert_eq!(
+        incident.assignments[0].timed_out_responder_ids,
+        ["w1", "w2"]
+    );
     let out = desk.on_tick(&roster, T0 + 180_000);
     assert_eq!(assignee(&last_incident(&out), Track::Community), "cop-near");
     let out = desk.on_tick(&roster, T0 + 240_000);
-    assert_eq!(changes(&out), ["reassigned"], "a second patrol officer at the same level");
+    assert_eq!(
+        changes(&out),
+        ["reassigned"],
+        "a second patrol officer at the same level"
+    );
     assert_eq!(assignee(&last_incident(&out), Track::Community), "cop-far");
     let out = desk.on_tick(&roster, T0 + 300_000);
     let incident = last_incident(&out);
-    assert_eq!(incident.assignments[0].level, EscalationLevel::PoliceDesk as i32);
+    assert_eq!(
+        incident.assignments[0].level,
+        EscalationLevel::PoliceDesk as i32
+    );
     assert_eq!(incident.state, IncidentState::Waiting as i32);
-    assert!(desk.on_tick(&roster, T0 + 10_000_000).is_empty(), "the desk has no deadline");
+    assert!(
+        desk.on_tick(&roster, T0 + 10_000_000).is_empty(),
+        "the desk has no deadline"
+    );
     assert_eq!(desk.load_of("cop-far"), 0);
 }
 
@@ -299,11 +439,19 @@ fn acknowledged_assignments_do_not_expire() {
     let mut desk = Desk::new(policy());
     let roster = city();
     desk.on_help_event(P, &press("e1", "h1", PressKind::Help, T0), &roster, T0);
-    let (reason, out) = desk.on_command(P, &command("c1", "inc-e1", "w1", ValidAction::Acknowledge), &roster, T0 + 10);
+    let (reason, out) = desk.on_command(
+        P,
+        &command("c1", "inc-e1", "w1", ValidAction::Acknowledge),
+        &roster,
+        T0 + 10,
+    );
     assert_eq!(reason, None);
     assert_eq!(changes(&out), ["acknowledged"]);
     assert_eq!(out[0].event.cause_id, "c1");
-    assert_eq!(last_incident(&out).state, IncidentState::Acknowledged as i32);
+    assert_eq!(
+        last_incident(&out).state,
+        IncidentState::Acknowledged as i32
+    );
     assert!(desk.on_tick(&roster, T0 + 1_000_000).is_empty());
     assert_eq!(desk.next_deadline(), None);
 }
@@ -313,15 +461,30 @@ fn a_wrong_responders_acknowledge_is_refused_and_changes_nothing() {
     let mut desk = Desk::new(policy());
     let roster = city();
     desk.on_help_event(P, &press("e1", "h1", PressKind::Help, T0), &roster, T0);
-    let (reason, out) = desk.on_command(P, &command("c1", "inc-e1", "w2", ValidAction::Acknowledge), &roster, T0 + 10);
+    let (reason, out) = desk.on_command(
+        P,
+        &command("c1", "inc-e1", "w2", ValidAction::Acknowledge),
+        &roster,
+        T0 + 10,
+    );
     assert_eq!(reason, Some(RejectReason::NotPermitted));
     let (_, message) = rejection(&out);
-    assert!(message.contains("w2 is not assigned to incident inc-e1"), "{message}");
-    assert_eq!(out[0].event.envelope.as_ref().map(|e| e.event_id.as_str()), Some("c1:rejected"));
+    assert!(
+        message.contains("w2 is not assigned to incident inc-e1"),
+        "{message}"
+    );
+    assert_eq!(
+        out[0].event.envelope.as_ref().map(|e| e.event_id.as_str()),
+        Some("c1:rejected")
+    );
     let incident = desk.get("inc-e1").expect("still there");
     assert_eq!(incident.revision, 2);
     assert_eq!(incident.state, IncidentState::Assigned as i32);
-    assert_eq!(desk.next_deadline(), Some(T0 + 60_000), "the deadline still runs");
+    assert_eq!(
+        desk.next_deadline(),
+        Some(T0 + 60_000),
+        "the deadline still runs"
+    );
 }
 
 #[test]
@@ -329,13 +492,26 @@ fn a_supervisor_of_the_grid_may_acknowledge_and_close_for_the_worker() {
     let mut desk = Desk::new(policy());
     let roster = city();
     desk.on_help_event(P, &press("e1", "h1", PressKind::Help, T0), &roster, T0);
-    let (reason, out) = desk.on_command(P, &command("c1", "inc-e1", "sup", ValidAction::Acknowledge), &roster, T0 + 1);
+    let (reason, out) = desk.on_command(
+        P,
+        &command("c1", "inc-e1", "sup", ValidAction::Acknowledge),
+        &roster,
+        T0 + 1,
+    );
     assert_eq!(reason, None);
     match out[0].event.change.as_ref() {
-        Some(Change::Acknowledged(a)) => assert_eq!((a.responder_id.as_str(), a.acknowledged_by.as_str()), ("w1", "sup")),
+        Some(Change::Acknowledged(a)) => assert_eq!(
+            (a.responder_id.as_str(), a.acknowledged_by.as_str()),
+            ("w1", "sup")
+        ),
         other => panic!("{other:?}"),
     }
-    let (reason, out) = desk.on_command(P, &command("c2", "inc-e1", "sup", close_action()), &roster, T0 + 2);
+    let (reason, out) = desk.on_command(
+        P,
+        &command("c2", "inc-e1", "sup", close_action()),
+        &roster,
+        T0 + 2,
+    );
     assert_eq!(reason, None);
     assert_eq!(last_incident(&out).closed_by, "sup");
 }
@@ -345,7 +521,12 @@ fn closing_before_acknowledging_is_refused() {
     let mut desk = Desk::new(policy());
     let roster = city();
     desk.on_help_event(P, &press("e1", "h1", PressKind::Help, T0), &roster, T0);
-    let (reason, out) = desk.on_command(P, &command("c1", "inc-e1", "w1", close_action()), &roster, T0 + 1);
+    let (reason, out) = desk.on_command(
+        P,
+        &command("c1", "inc-e1", "w1", close_action()),
+        &roster,
+        T0 + 1,
+    );
     assert_eq!(reason, Some(RejectReason::WrongState));
     assert!(rejection(&out).1.contains("must be acknowledged before"));
 }
@@ -355,22 +536,42 @@ fn close_frees_the_responder_and_a_closed_incident_refuses_further_commands() {
     let mut desk = Desk::new(policy());
     let roster = city();
     desk.on_help_event(P, &press("e1", "h1", PressKind::Help, T0), &roster, T0);
-    desk.on_command(P, &command("c1", "inc-e1", "w1", ValidAction::Acknowledge), &roster, T0 + 1);
+    desk.on_command(
+        P,
+        &command("c1", "inc-e1", "w1", ValidAction::Acknowledge),
+        &roster,
+        T0 + 1,
+    );
     assert_eq!(desk.load_of("w1"), 1);
-    let (_, out) = desk.on_command(P, &command("c2", "inc-e1", "w1", close_action()), &roster, T0 + 2);
+    let (_, out) = desk.on_command(
+        P,
+        &command("c2", "inc-e1", "w1", close_action()),
+        &roster,
+        T0 + 2,
+    );
     let incident = last_incident(&out);
     assert_eq!(incident.state, IncidentState::Closed as i32);
     assert_eq!(incident.resolution, Resolution::Resolved as i32);
     assert_eq!(desk.load_of("w1"), 0);
     assert_eq!(desk.open_count(), 0);
-    let (reason, _) = desk.on_command(P, &command("c3", "inc-e1", "w1", ValidAction::Acknowledge), &roster, T0 + 3);
+    let (reason, _) = desk.on_command(
+        P,
+        &command("c3", "inc-e1", "w1", ValidAction::Acknowledge),
+        &roster,
+        T0 + 3,
+    );
     assert_eq!(reason, Some(RejectReason::WrongState));
 }
 
 #[test]
 fn commands_for_unknown_incidents_are_rejected_as_not_found_in_the_commands_partition() {
     let mut desk = Desk::new(policy());
-    let (reason, out) = desk.on_command(5, &command("c1", "inc-nope", "w1", ValidAction::Acknowledge), &city(), T0);
+    let (reason, out) = desk.on_command(
+        5,
+        &command("c1", "inc-nope", "w1", ValidAction::Acknowledge),
+        &city(),
+        T0,
+    );
     assert_eq!(reason, Some(RejectReason::NotFound));
     assert_eq!((out[0].partition, out[0].key.as_str()), (5, "g1"));
     assert!(out[0].event.incident.is_none());
@@ -379,9 +580,19 @@ fn commands_for_unknown_incidents_are_rejected_as_not_found_in_the_commands_part
 #[test]
 fn a_patrol_officer_may_take_an_incident_waiting_at_the_police_desk() {
     let mut desk = Desk::new(policy());
-    desk.on_help_event(P, &press("e1", "h1", PressKind::Help, T0), &Roster::default(), T0);
+    desk.on_help_event(
+        P,
+        &press("e1", "h1", PressKind::Help, T0),
+        &Roster::default(),
+        T0,
+    );
     let roster = city();
-    let (reason, out) = desk.on_command(P, &command("c1", "inc-e1", "cop-far", ValidAction::Acknowledge), &roster, T0 + 1);
+    let (reason, out) = desk.on_command(
+        P,
+        &command("c1", "inc-e1", "cop-far", ValidAction::Acknowledge),
+        &roster,
+        T0 + 1,
+    );
     assert_eq!(reason, None);
     let incident = last_incident(&out);
     assert_eq!(assignee(&incident, Track::Community), "cop-far");
@@ -393,9 +604,23 @@ fn restoring_from_the_emitted_events_gives_the_same_state_and_deadlines() {
     let roster = city();
     let mut live = Desk::new(policy());
     let mut log = Vec::new();
-    log.extend(live.on_help_event(P, &press("e1", "h1", PressKind::Help, T0), &roster, T0).1);
-    log.extend(live.on_help_event(P, &press("e2", "h2", PressKind::Urgent, T0), &roster, T0).1);
-    log.extend(live.on_command(P, &command("c1", "inc-e1", "w1", ValidAction::Acknowledge), &roster, T0 + 5).1);
+    log.extend(
+        live.on_help_event(P, &press("e1", "h1", PressKind::Help, T0), &roster, T0)
+            .1,
+    );
+    log.extend(
+        live.on_help_event(P, &press("e2", "h2", PressKind::Urgent, T0), &roster, T0)
+            .1,
+    );
+    log.extend(
+        live.on_command(
+            P,
+            &command("c1", "inc-e1", "w1", ValidAction::Acknowledge),
+            &roster,
+            T0 + 5,
+        )
+        .1,
+    );
     let mut restored = Desk::new(policy());
     for o in &log {
         restored.restore(o.partition, &o.event, T0 + 10);
@@ -411,7 +636,8 @@ fn restoring_from_the_emitted_events_gives_the_same_state_and_deadlines() {
     restored.restore(P, &log[0].event, late);
     assert_eq!(restored.get("inc-e1"), live.get("inc-e1"));
     // A repeat of an event restored from the log is still recognised.
-    let (outcome, _) = restored.on_help_event(P, &press("e2", "h2", PressKind::Urgent, T0), &roster, late);
+    let (outcome, _) =
+        restored.on_help_event(P, &press("e2", "h2", PressKind::Urgent, T0), &roster, late);
     assert_eq!(outcome, HelpOutcome::Duplicate);
 }
 
@@ -422,8 +648,20 @@ fn the_same_inputs_give_the_same_decisions() {
         let mut desk = Desk::new(policy());
         let mut out = Vec::new();
         for i in 0..20 {
-            let kind = if i % 3 == 0 { PressKind::Urgent } else { PressKind::Help };
-            out.extend(desk.on_help_event(P, &press(&format!("e{i}"), &format!("h{i}"), kind, T0 + i), &roster, T0 + i).1);
+            let kind = if i % 3 == 0 {
+                PressKind::Urgent
+            } else {
+                PressKind::Help
+            };
+            out.extend(
+                desk.on_help_event(
+                    P,
+                    &press(&format!("e{i}"), &format!("h{i}"), kind, T0 + i),
+                    &roster,
+                    T0 + i,
+                )
+                .1,
+            );
         }
         out.extend(desk.on_tick(&roster, T0 + 90_000));
         out
@@ -436,8 +674,18 @@ fn closed_incidents_are_forgotten_after_the_retention_time() {
     let mut desk = Desk::new(policy());
     let roster = city();
     desk.on_help_event(P, &press("e1", "h1", PressKind::Help, T0), &roster, T0);
-    desk.on_command(P, &command("c1", "inc-e1", "w1", ValidAction::Acknowledge), &roster, T0);
-    desk.on_command(P, &command("c2", "inc-e1", "w1", close_action()), &roster, T0);
+    desk.on_command(
+        P,
+        &command("c1", "inc-e1", "w1", ValidAction::Acknowledge),
+        &roster,
+        T0,
+    );
+    desk.on_command(
+        P,
+        &command("c2", "inc-e1", "w1", close_action()),
+        &roster,
+        T0,
+    );
     desk.on_tick(&roster, T0 + 600_000);
     assert_eq!(desk.len(), 1, "kept until the retention time has passed");
     desk.on_tick(&roster, T0 + 600_001);

@@ -45,7 +45,10 @@ impl Policy {
 
 /// Labels where someone may be hurt: they need the police and the community at once.
 pub fn is_severe(label: CameraLabel) -> bool {
-    matches!(label, CameraLabel::Fire | CameraLabel::Fall | CameraLabel::Fight)
+    matches!(
+        label,
+        CameraLabel::Fire | CameraLabel::Fall | CameraLabel::Fight
+    )
 }
 
 pub fn camera_priority(label: CameraLabel) -> Priority {

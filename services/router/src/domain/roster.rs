@@ -21,7 +21,8 @@ impl Roster {
                 .or_default()
                 .insert(responder.responder_id.clone());
         }
-        self.responders.insert(responder.responder_id.clone(), responder);
+        self.responders
+            .insert(responder.responder_id.clone(), responder);
     }
 
     pub fn remove(&mut self, responder_id: &str) {
@@ -101,14 +102,22 @@ pub fn distance_m(a: &GeoPoint, b: &GeoPoint) -> f64 {
 pub(crate) mod tests {
     use super::*;
 
-    pub fn responder(id: &str, role: ResponderRole, grids: &[&str], at: Option<(f64, f64)>) -> Responder {
+    pub fn responder(
+        id: &str,
+        role: ResponderRole,
+        grids: &[&str],
+        at: Option<(f64, f64)>,
+    ) -> Responder {
         Responder {
             responder_id: id.into(),
             display_name: format!("Name {id}"),
             role: role as i32,
             grid_ids: grids.iter().map(|g| (*g).to_owned()).collect(),
             on_duty: true,
-            last_location: at.map(|(latitude, longitude)| GeoPoint { latitude, longitude }),
+            last_location: at.map(|(latitude, longitude)| GeoPoint {
+                latitude,
+                longitude,
+            }),
             location_updated_at: None,
         }
     }
@@ -120,22 +129,65 @@ pub(crate) mod tests {
     #[test]
     fn lowest_load_wins_over_distance() {
         let mut roster = Roster::default();
-        roster.upsert(responder("near", ResponderRole::GridWorker, &["g1"], Some((32.68, 109.02))));
-        roster.upsert(responder("far", ResponderRole::GridWorker, &["g1"], Some((32.70, 109.10))));
-        let here = GeoPoint { latitude: 32.68, longitude: 109.02 };
+        roster.upsert(responder(
+            "near",
+            ResponderRole::GridWorker,
+            &["g1"],
+            Some((32.68, 109.02)),
+        ));
+        roster.upsert(responder(
+            "far",
+            ResponderRole::GridWorker,
+            &["g1"],
+            Some((32.70, 109.10)),
+        ));
+        let here = GeoPoint {
+            latitude: 32.68,
+            longitude: 109.02,
+        };
         let load = |id: &str| u32::from(id == "near");
-        let best = roster.best_candidate(ResponderRole::GridWorker, "g1", Some(&here), &HashSet::new(), load);
+        let best = roster.best_candidate(
+            ResponderRole::GridWorker,
+            "g1",
+            Some(&here),
+            &HashSet::new(),
+            load,
+        );
         assert_eq!(best.map(|r| r.responder_id.as_str()), Some("far"));
     }
 
     #[test]
     fn nearest_wins_at_equal_load_and_unknown_location_comes_last() {
         let mut roster = Roster::default();
-        roster.upsert(responder("a-nowhere", ResponderRole::PatrolOfficer, &["g1"], None));
-        roster.upsert(responder("far", ResponderRole::PatrolOfficer, &["g1"], Some((32.70, 109.10))));
-        roster.upsert(responder("near", ResponderRole::PatrolOfficer, &["g1"], Some((32.681, 109.021))));
-        let here = GeoPoint { latitude: 32.68, longitude: 109.02 };
-        let best = roster.best_candidate(ResponderRole::PatrolOfficer, "g1", Some(&here), &HashSet::new(), no_load);
+        roster.upsert(responder(
+            "a-nowhere",
+            ResponderRole::PatrolOfficer,
+            &["g1"],
+            None,
+        ));
+        roster.upsert(responder(
+            "far",
+            ResponderRole::PatrolOfficer,
+            &["g1"],
+            Some((32.70, 109.10)),
+        ));
+        roster.upsert(responder(
+            "near",
+            ResponderRole::PatrolOfficer,
+            &["g1"],
+            Some((32.681, 109.021)),
+        ));
+        let here = GeoPoint {
+            latitude: 32.68,
+            longitude: 109.02,
+        };
+        let best = roster.best_candidate(
+            ResponderRole::PatrolOfficer,
+            "g1",
+            Some(&here),
+            &HashSet::new(),
+            no_load,
+        );
         assert_eq!(best.map(|r| r.responder_id.as_str()), Some("near"));
     }
 
@@ -144,7 +196,13 @@ pub(crate) mod tests {
         let mut roster = Roster::default();
         roster.upsert(responder("w2", ResponderRole::GridWorker, &["g1"], None));
         roster.upsert(responder("w1", ResponderRole::GridWorker, &["g1"], None));
-        let best = roster.best_candidate(ResponderRole::GridWorker, "g1", None, &HashSet::new(), no_load);
+        let best = roster.best_candidate(
+            ResponderRole::GridWorker,
+            "g1",
+            None,
+            &HashSet::new(),
+            no_load,
+        );
         assert_eq!(best.map(|r| r.responder_id.as_str()), Some("w1"));
     }
 
@@ -154,11 +212,30 @@ pub(crate) mod tests {
         let mut off = responder("off", ResponderRole::GridWorker, &["g1"], None);
         off.on_duty = false;
         roster.upsert(off);
-        roster.upsert(responder("cop", ResponderRole::PatrolOfficer, &["g1"], None));
-        roster.upsert(responder("elsewhere", ResponderRole::GridWorker, &["g2"], None));
-        roster.upsert(responder("timed-out", ResponderRole::GridWorker, &["g1"], None));
+        roster.upsert(responder(
+            "cop",
+            ResponderRole::PatrolOfficer,
+            &["g1"],
+            None,
+        ));
+        roster.upsert(responder(
+            "elsewhere",
+            ResponderRole::GridWorker,
+            &["g2"],
+            None,
+        ));
+        roster.upsert(responder(
+            "timed-out",
+            ResponderRole::GridWorker,
+            &["g1"],
+            None,
+        ));
         let excluded = HashSet::from(["timed-out"]);
-        assert!(roster.best_candidate(ResponderRole::GridWorker, "g1", None, &excluded, no_load).is_none());
+        assert!(
+            roster
+                .best_candidate(ResponderRole::GridWorker, "g1", None, &excluded, no_load)
+                .is_none()
+        );
     }
 
     #[test]
@@ -166,16 +243,42 @@ pub(crate) mod tests {
         let mut roster = Roster::default();
         roster.upsert(responder("w1", ResponderRole::GridWorker, &["g1"], None));
         roster.upsert(responder("w1", ResponderRole::GridWorker, &["g2"], None));
-        assert!(roster.best_candidate(ResponderRole::GridWorker, "g1", None, &HashSet::new(), no_load).is_none());
-        assert!(roster.best_candidate(ResponderRole::GridWorker, "g2", None, &HashSet::new(), no_load).is_some());
+        assert!(
+            roster
+                .best_candidate(
+                    ResponderRole::GridWorker,
+                    "g1",
+                    None,
+                    &HashSet::new(),
+                    no_load
+                )
+                .is_none()
+        );
+        assert!(
+            roster
+                .best_candidate(
+                    ResponderRole::GridWorker,
+                    "g2",
+                    None,
+                    &HashSet::new(),
+                    no_load
+                )
+                .is_some()
+        );
         roster.remove("w1");
         assert!(roster.is_empty());
     }
 
     #[test]
     fn distance_of_one_degree_latitude_is_about_111_km() {
-        let a = GeoPoint { latitude: 32.0, longitude: 109.0 };
-        let b = GeoPoint { latitude: 33.0, longitude: 109.0 };
+        let a = GeoPoint {
+            latitude: 32.0,
+            longitude: 109.0,
+        };
+        let b = GeoPoint {
+            latitude: 33.0,
+            longitude: 109.0,
+        };
         let d = distance_m(&a, &b);
         assert!((d - 111_195.0).abs() < 100.0, "{d}");
     }

@@ -27,7 +27,10 @@ pub enum Invalid {
     #[error("record is {0} bytes, more than the {MAX_RECORD_BYTES} allowed")]
     TooLarge(usize),
     #[error("not a valid protobuf {message}: {detail}")]
-    Undecodable { message: &'static str, detail: String },
+    Undecodable {
+        message: &'static str,
+        detail: String,
+    },
     #[error("{0}")]
     Field(String),
 }
@@ -56,7 +59,10 @@ fn check_size(payload: Option<&[u8]>) -> Result<&[u8], Invalid> {
 }
 
 fn decode<M: Message + Default>(bytes: &[u8], message: &'static str) -> Result<M, Invalid> {
-    M::decode(bytes).map_err(|e| Invalid::Undecodable { message, detail: e.to_string() })
+    M::decode(bytes).map_err(|e| Invalid::Undecodable {
+        message,
+        detail: e.to_string(),
+    })
 }
 
 fn check_id(name: &str, value: &str) -> Result<(), Invalid> {
@@ -64,7 +70,10 @@ fn check_id(name: &str, value: &str) -> Result<(), Invalid> {
         return Err(field(format!("{name} is missing")));
     }
     if value.len() > MAX_ID_LEN {
-        return Err(field(format!("{name} is {} bytes long, at most {MAX_ID_LEN} allowed", value.len())));
+        return Err(field(format!(
+            "{name} is {} bytes long, at most {MAX_ID_LEN} allowed",
+            value.len()
+        )));
     }
     if value.chars().any(char::is_control) {
         return Err(field(format!("{name} contains control characters")));
@@ -79,7 +88,10 @@ fn check_location(location: Option<&GeoPoint>) -> Result<(), Invalid> {
             && (-90.0..=90.0).contains(&p.latitude)
             && (-180.0..=180.0).contains(&p.longitude);
         if !ok {
-            return Err(field(format!("location ({}, {}) is not a valid WGS84 position", p.latitude, p.longitude)));
+            return Err(field(format!(
+                "location ({}, {}) is not a valid WGS84 position",
+                p.latitude, p.longitude
+            )));
         }
     }
     Ok(())
@@ -105,7 +117,10 @@ pub fn check_envelope(envelope: Option<&Envelope>, now: Millis) -> Result<Millis
         )));
     }
     if occurred_at < now.saturating_sub(MAX_EVENT_AGE_MS) {
-        return Err(field(format!("envelope.occurred_at is {} h in the past", (now - occurred_at) / 3_600_000)));
+        return Err(field(format!(
+            "envelope.occurred_at is {} h in the past",
+            (now - occurred_at) / 3_600_000
+        )));
     }
     Ok(occurred_at)
 }
@@ -120,8 +135,14 @@ pub struct ValidHelpEvent {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum ValidBody {
-    Press { press: pb::ButtonPress, kind: PressKind },
-    Camera { alert: pb::CameraAlert, label: CameraLabel },
+    Press {
+        press: pb::ButtonPress,
+        kind: PressKind,
+    },
+    Camera {
+        alert: pb::CameraAlert,
+        label: CameraLabel,
+    },
 }
 
 impl ValidHelpEvent {
@@ -142,18 +163,32 @@ pub fn validate_help_event(event: HelpEvent, now: Millis) -> Result<ValidHelpEve
     let occurred_at = check_envelope(event.envelope.as_ref(), now)?;
     let event_id = event.envelope.map(|e| e.event_id).unwrap_or_default();
     let body = match event.body {
-        None => return Err(field("body is missing: expected button_press or camera_alert")),
+        None => {
+            return Err(field(
+                "body is missing: expected button_press or camera_alert",
+            ));
+        }
         Some(help_event::Body::ButtonPress(press)) => {
             check_id("button_press.device_id", &press.device_id)?;
             check_id("button_press.household_id", &press.household_id)?;
             check_id("button_press.grid_id", &press.grid_id)?;
             let kind = match PressKind::try_from(press.kind) {
-                Ok(PressKind::Unspecified) => return Err(field("button_press.kind is unspecified")),
+                Ok(PressKind::Unspecified) => {
+                    return Err(field("button_press.kind is unspecified"));
+                }
                 Ok(kind) => kind,
-                Err(_) => return Err(field(format!("button_press.kind {} is unknown", press.kind))),
+                Err(_) => {
+                    return Err(field(format!(
+                        "button_press.kind {} is unknown",
+                        press.kind
+                    )));
+                }
             };
             if press.battery_percent > 100 {
-                return Err(field(format!("button_press.battery_percent {} is above 100", press.battery_percent)));
+                return Err(field(format!(
+                    "button_press.battery_percent {} is above 100",
+                    press.battery_percent
+                )));
             }
             check_location(press.location.as_ref())?;
             ValidBody::Press { press, kind }
@@ -162,12 +197,22 @@ pub fn validate_help_event(event: HelpEvent, now: Millis) -> Result<ValidHelpEve
             check_id("camera_alert.camera_id", &alert.camera_id)?;
             check_id("camera_alert.grid_id", &alert.grid_id)?;
             let label = match CameraLabel::try_from(alert.label) {
-                Ok(CameraLabel::Unspecified) => return Err(field("camera_alert.label is unspecified")),
+                Ok(CameraLabel::Unspecified) => {
+                    return Err(field("camera_alert.label is unspecified"));
+                }
                 Ok(label) => label,
-                Err(_) => return Err(field(format!("camera_alert.label {} is unknown", alert.label))),
+                Err(_) => {
+                    return Err(field(format!(
+                        "camera_alert.label {} is unknown",
+                        alert.label
+                    )));
+                }
             };
             if !(alert.confidence.is_finite() && (0.0..=1.0).contains(&alert.confidence)) {
-                return Err(field(format!("camera_alert.confidence {} is outside 0..1", alert.confidence)));
+                return Err(field(format!(
+                    "camera_alert.confidence {} is outside 0..1",
+                    alert.confidence
+                )));
             }
             if alert.zone.len() > MAX_ID_LEN || alert.snapshot_ref.len() > 2048 {
                 return Err(field("camera_alert.zone or snapshot_ref is too long"));
@@ -176,7 +221,11 @@ pub fn validate_help_event(event: HelpEvent, now: Millis) -> Result<ValidHelpEve
             ValidBody::Camera { alert, label }
         }
     };
-    Ok(ValidHelpEvent { event_id, occurred_at, body })
+    Ok(ValidHelpEvent {
+        event_id,
+        occurred_at,
+        body,
+    })
 }
 
 /// A command that passed every check.
@@ -193,7 +242,10 @@ pub struct ValidCommand {
 #[derive(Debug, Clone, PartialEq)]
 pub enum ValidAction {
     Acknowledge,
-    Close { resolution: Resolution, note: String },
+    Close {
+        resolution: Resolution,
+        note: String,
+    },
 }
 
 pub fn decode_command(payload: Option<&[u8]>, now: Millis) -> Result<ValidCommand, Invalid> {
@@ -211,14 +263,24 @@ pub fn validate_command(command: IncidentCommand, now: Millis) -> Result<ValidCo
         Some(incident_command::Action::Acknowledge(_)) => ValidAction::Acknowledge,
         Some(incident_command::Action::Close(close)) => {
             let resolution = match Resolution::try_from(close.resolution) {
-                Ok(Resolution::Unspecified) => return Err(field("close.resolution is unspecified")),
+                Ok(Resolution::Unspecified) => {
+                    return Err(field("close.resolution is unspecified"));
+                }
                 Ok(r) => r,
-                Err(_) => return Err(field(format!("close.resolution {} is unknown", close.resolution))),
+                Err(_) => {
+                    return Err(field(format!(
+                        "close.resolution {} is unknown",
+                        close.resolution
+                    )));
+                }
             };
             if close.note.len() > 4096 {
                 return Err(field("close.note is longer than 4096 bytes"));
             }
-            ValidAction::Close { resolution, note: close.note }
+            ValidAction::Close {
+                resolution,
+                note: close.note,
+            }
         }
     };
     Ok(ValidCommand {
@@ -237,7 +299,9 @@ pub fn decode_roster_record(payload: Option<&[u8]>) -> Result<Option<Responder>,
         Some(bytes) => check_size(Some(bytes))?,
     };
     let record: RosterRecord = decode(bytes, "helpgrid.v1.RosterRecord")?;
-    let responder = record.responder.ok_or_else(|| field("responder is missing"))?;
+    let responder = record
+        .responder
+        .ok_or_else(|| field("responder is missing"))?;
     validate_responder(&responder)?;
     Ok(Some(responder))
 }
@@ -316,35 +380,69 @@ mod tests {
     #[test]
     fn random_bytes_empty_and_oversized_records_are_refused_with_a_kind() {
         assert_eq!(decode_help_event(None, NOW).unwrap_err().kind(), "empty");
-        assert_eq!(decode_help_event(Some(&[0xff, 0xff, 0xff]), NOW).unwrap_err().kind(), "undecodable");
+        assert_eq!(
+            decode_help_event(Some(&[0xff, 0xff, 0xff]), NOW)
+                .unwrap_err()
+                .kind(),
+            "undecodable"
+        );
         let big = vec![0u8; MAX_RECORD_BYTES + 1];
-        assert_eq!(decode_help_event(Some(&big), NOW).unwrap_err().kind(), "too_large");
+        assert_eq!(
+            decode_help_event(Some(&big), NOW).unwrap_err().kind(),
+            "too_large"
+        );
         let bytes = press().encode_to_vec();
         let truncated = &bytes[..bytes.len() - 3];
-        assert_eq!(decode_help_event(Some(truncated), NOW).unwrap_err().kind(), "undecodable");
+        assert_eq!(
+            decode_help_event(Some(truncated), NOW).unwrap_err().kind(),
+            "undecodable"
+        );
     }
 
     #[test]
     fn missing_and_unknown_fields_are_named_in_the_reason() {
-        assert!(reason(with_press(|p| p.grid_id.clear())).contains("button_press.grid_id is missing"));
+        assert!(
+            reason(with_press(|p| p.grid_id.clear())).contains("button_press.grid_id is missing")
+        );
         assert!(reason(with_press(|p| p.kind = 42)).contains("button_press.kind 42 is unknown"));
         assert!(reason(with_press(|p| p.kind = 0)).contains("unspecified"));
         assert!(reason(with_press(|p| p.battery_percent = 101)).contains("battery_percent"));
         assert!(
-            reason(with_press(|p| p.location = Some(GeoPoint { latitude: 91.0, longitude: 0.0 })))
-                .contains("not a valid WGS84")
+            reason(with_press(|p| p.location = Some(GeoPoint {
+                latitude: 91.0,
+                longitude: 0.0
+            })))
+            .contains("not a valid WGS84")
         );
-        assert!(reason(HelpEvent { envelope: Some(envelope()), body: None }).contains("body is missing"));
-        assert!(reason(HelpEvent { envelope: None, ..press() }).contains("envelope is missing"));
+        assert!(
+            reason(HelpEvent {
+                envelope: Some(envelope()),
+                body: None
+            })
+            .contains("body is missing")
+        );
+        assert!(
+            reason(HelpEvent {
+                envelope: None,
+                ..press()
+            })
+            .contains("envelope is missing")
+        );
     }
 
     #[test]
     fn absurd_timestamps_are_refused() {
         let mut future = press();
-        future.envelope = Some(Envelope { occurred_at: Some(to_timestamp(NOW + 3_600_000)), ..envelope() });
+        future.envelope = Some(Envelope {
+            occurred_at: Some(to_timestamp(NOW + 3_600_000)),
+            ..envelope()
+        });
         assert!(reason(future).contains("in the future"));
         let mut ancient = press();
-        ancient.envelope = Some(Envelope { occurred_at: Some(to_timestamp(0)), ..envelope() });
+        ancient.envelope = Some(Envelope {
+            occurred_at: Some(to_timestamp(0)),
+            ..envelope()
+        });
         assert!(reason(ancient).contains("in the past"));
     }
 
@@ -357,14 +455,35 @@ mod tests {
             actor_id: "w1".into(),
             action: None,
         };
-        assert!(validate_command(base.clone(), NOW).unwrap_err().to_string().contains("action is missing"));
+        assert!(
+            validate_command(base.clone(), NOW)
+                .unwrap_err()
+                .to_string()
+                .contains("action is missing")
+        );
         let close = IncidentCommand {
-            action: Some(incident_command::Action::Close(pb::CloseIncident { resolution: 0, note: String::new() })),
+            action: Some(incident_command::Action::Close(pb::CloseIncident {
+                resolution: 0,
+                note: String::new(),
+            })),
             ..base.clone()
         };
-        assert!(validate_command(close, NOW).unwrap_err().to_string().contains("resolution is unspecified"));
-        let ack = IncidentCommand { action: Some(incident_command::Action::Acknowledge(pb::AcknowledgeIncident {})), ..base };
-        assert_eq!(validate_command(ack, NOW).map(|c| c.action), Ok(ValidAction::Acknowledge));
+        assert!(
+            validate_command(close, NOW)
+                .unwrap_err()
+                .to_string()
+                .contains("resolution is unspecified")
+        );
+        let ack = IncidentCommand {
+            action: Some(incident_command::Action::Acknowledge(
+                pb::AcknowledgeIncident {},
+            )),
+            ..base
+        };
+        assert_eq!(
+            validate_command(ack, NOW).map(|c| c.action),
+            Ok(ValidAction::Acknowledge)
+        );
     }
 
     #[test]

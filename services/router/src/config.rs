@@ -1,0 +1,103 @@
+//! The router's settings: command-line flags, each with an environment variable.
+
+use crate::domain::Policy;
+use helpgrid_common::kafka::KafkaArgs;
+use std::net::SocketAddr;
+
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    name = "helpgrid-router",
+    about = "Routes HelpGrid help events to on-duty responders"
+)]
+pub struct RouterArgs {
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// Consumer group shared by all router instances.
+    #[arg(long, env = "HELPGRID_ROUTER_GROUP", default_value = "helpgrid-router")]
+    pub group_id: String,
+    /// Transactional id of this instance: stable across restarts of the same instance (so a
+    /// restart fences its predecessor), different between instances. Default: derived from
+    /// the host name.
+    #[arg(long, env = "HELPGRID_ROUTER_TRANSACTIONAL_ID")]
+    pub transactional_id: Option<String>,
+    /// Serve Prometheus metrics on this address (http://ADDR/metrics).
+    #[arg(long, env = "HELPGRID_ROUTER_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Most input records handled in one Kafka transaction.
+    #[arg(long, env = "HELPGRID_ROUTER_BATCH_MAX", default_value_t = 500)]
+    pub batch_max: usize,
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+}
+
+/// The routing rules; see `domain::policy`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PolicyArgs {
+    /// Seconds a responder has to acknowledge a normal-priority incident.
+    #[arg(long, env = "HELPGRID_ACK_DEADLINE_NORMAL_S", default_value_t = 120.0)]
+    pub ack_deadline_normal_s: f64,
+    #[arg(long, env = "HELPGRID_ACK_DEADLINE_HIGH_S", default_value_t = 60.0)]
+    pub ack_deadline_high_s: f64,
+    #[arg(long, env = "HELPGRID_ACK_DEADLINE_CRITICAL_S", default_value_t = 30.0)]
+    pub ack_deadline_critical_s: f64,
+    /// Offers to different responders at one escalation level before escalating.
+    #[arg(long, env = "HELPGRID_MAX_ATTEMPTS_PER_LEVEL", default_value_t = 2)]
+    pub max_attempts_per_level: u32,
+    /// Camera detections under this confidence (0..1) open nothing.
+    #[arg(long, env = "HELPGRID_CAMERA_MIN_CONFIDENCE", default_value_t = 0.6)]
+    pub camera_min_confidence: f32,
+    /// Repeats of the same camera and label within this many seconds attach to the incident.
+    #[arg(long, env = "HELPGRID_CAMERA_DEDUP_WINDOW_S", default_value_t = 300.0)]
+    pub camera_dedup_window_s: f64,
+    /// Closed incidents are kept in memory this long (late repeats and commands).
+    #[arg(long, env = "HELPGRID_CLOSED_RETENTION_S", default_value_t = 3600.0)]
+    pub closed_retention_s: f64,
+}
+
+fn millis(seconds: f64) -> i64 {
+    // At least 1 ms: a zero deadline would fire in the same instant it is set.
+    ((seconds * 1000.0).round() as i64).max(1)
+}
+
+impl PolicyArgs {
+    pub fn to_policy(&self) -> Policy {
+        Policy {
+            ack_deadline_normal_ms: millis(self.ack_deadline_normal_s),
+            ack_deadline_high_ms: millis(self.ack_deadline_high_s),
+            ack_deadline_critical_ms: millis(self.ack_deadline_critical_s),
+            max_attempts_per_level: self.max_attempts_per_level.max(1),
+            camera_min_confidence: self.camera_min_confidence,
+            camera_dedup_window_ms: millis(self.camera_dedup_window_s),
+            closed_retention_ms: millis(self.closed_retention_s),
+        }
+    }
+}
+
+/// Everything `run` needs, already resolved.
+#[derive(Debug, Clone)]
+pub struct RouterConfig {
+    pub kafka: KafkaArgs,
+    pub group_id: String,
+    pub transactional_id: String,
+    pub batch_max: usize,
+    pub policy: Policy,
+}
+
+impl RouterArgs {
+    pub fn into_config(self) -> RouterConfig {
+        let transactional_id = self.transactional_id.unwrap_or_else(|| {
+            let host = std::env::var("HOSTNAME")
+                .ok()
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| "local".to_owned());
+            format!("helpgrid-router-{host}")
+        });
+        RouterConfig {
+            kafka: self.kafka,
+            group_id: self.group_id,
+            transactional_id,
+            batch_max: self.batch_max.max(1),
+            policy: self.policy.to_policy(),
+        }
+    }
+}

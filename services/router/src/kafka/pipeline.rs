@@ -1,0 +1,304 @@
+//! consume → decide → produce, exactly once.
+//!
+//! Each turn polls a batch of help events and commands (read_committed), lets the desk
+//! decide, fires due acknowledgement deadlines, and writes the resulting incident events,
+//! the dead letters and the batch's input offsets in ONE Kafka transaction. A crash before
+//! the commit loses the in-memory changes and the uncommitted output together; the next
+//! owner rebuilds from what was committed and re-reads the same inputs.
+//!
+//! Any transaction error ends the pipeline with an error; the caller starts a fresh one
+//! (new clients, state rebuilt from Kafka), so memory and log can never disagree.
+
+use super::dead_letter::{DeadLetter, dead_letter};
+use super::rebalance::{Ownership, RouterContext};
+use crate::config::RouterConfig;
+use crate::domain::desk::{HelpOutcome, Output};
+use crate::domain::{Desk, Roster, validate};
+use crate::telemetry;
+use helpgrid_common::time::{Millis, now_millis};
+use helpgrid_common::topics::Topics;
+use prost::Message as _;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+const TXN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest wait for input when no deadline is due sooner; bounds shutdown latency too.
+const MAX_IDLE_POLL: Duration = Duration::from_millis(100);
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error("cannot create Kafka client: {0}")]
+    Client(KafkaError),
+    #[error("Kafka transaction failed during {step}: {source}")]
+    Transaction {
+        step: &'static str,
+        source: KafkaError,
+    },
+    #[error("{0}")]
+    Restore(String),
+}
+
+fn txn(step: &'static str) -> impl FnOnce(KafkaError) -> PipelineError {
+    move |source| PipelineError::Transaction { step, source }
+}
+
+/// What one batch produced.
+#[derive(Default)]
+struct BatchOutput {
+    events: Vec<Output>,
+    dead_letters: Vec<DeadLetter>,
+    /// Next offset to consume, per (topic, partition).
+    offsets: BTreeMap<(String, i32), i64>,
+}
+
+/// Runs until `cancel` fires (Ok) or a Kafka error ends this pipeline (Err).
+pub fn run_pipeline(
+    config: &RouterConfig,
+    topics: &Topics,
+    roster: &RwLock<Roster>,
+    cancel: &CancellationToken,
+) -> Result<(), PipelineError> {
+    let ownership = Ownership::new(
+        Desk::new(config.policy.clone()),
+        config.kafka.clone(),
+        topics.clone(),
+    );
+    let producer: BaseProducer = config
+        .kafka
+        .transactional_producer_config("helpgrid-router", &config.transactional_id)
+        .create()
+        .map_err(PipelineError::Client)?;
+    producer
+        .init_transactions(TXN_TIMEOUT)
+        .map_err(txn("init"))?;
+    let mut consumer_config = config
+        .kafka
+        .group_consumer_config("helpgrid-router", &config.group_id);
+    consumer_config.set("statistics.interval.ms", "5000");
+    let consumer: BaseConsumer<RouterContext> = consumer_config
+        .create_with_context(RouterContext {
+            ownership: Arc::clone(&ownership),
+        })
+        .map_err(PipelineError::Client)?;
+    consumer
+        .subscribe(&[&topics.help_events, &topics.incident_commands])
+        .map_err(PipelineError::Client)?;
+    tracing::info!(group = %config.group_id, transactional_id = %config.transactional_id, "router pipeline started");
+
+    while !cancel.is_cancelled() {
+        let generation = ownership.generation();
+        let wait = ownership
+            .desk()
+            .next_deadline()
+            .map_or(MAX_IDLE_POLL, |at| {
+                Duration::from_millis((at - now_millis()).clamp(0, 100) as u64)
+            });
+        let batch = poll_batch(&consumer, wait, config.batch_max);
+        if let Some(failure) = ownership.take_failure() {
+            return Err(PipelineError::Restore(failure));
+        }
+        if ownership.generation() != generation {
+            // A rebalance happened while polling: the consumer rewinds to the committed
+            // offsets of what it owns now, so these records will come again if still ours.
+            tracing::debug!(
+                dropped = batch.len(),
+                "batch polled across a rebalance dropped"
+            );
+            continue;
+        }
+        let now = now_millis();
+        let output = {
+            let roster = roster
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut desk = ownership.desk();
+            let mut output = decide(&mut desk, &roster, topics, &batch, &ownership, now);
+            output.events.extend(desk.on_tick(&roster, now));
+            telemetry::set_open_incidents(desk.open_count());
+            output
+        };
+        if output.events.is_empty() && output.dead_letters.is_empty() && output.offsets.is_empty() {
+            continue;
+        }
+        commit(&producer, &consumer, topics, &output, batch.len())?;
+        for o in &output.events {
+            telemetry::record_incident_event(&o.event, now);
+        }
+    }
+    tracing::info!("router pipeline stopping");
+    Ok(())
+}
+
+/// Waits up to `wait` for the first record, then takes what is already there.
+fn poll_batch(
+    consumer: &BaseConsumer<RouterContext>,
+    wait: Duration,
+    max: usize,
+) -> Vec<OwnedMessage> {
+    let mut batch = Vec::new();
+    let mut timeout = wait;
+    while batch.len() < max {
+        match consumer.poll(timeout) {
+            None => break,
+            Some(Ok(message)) => batch.push(message.detach()),
+            Some(Err(error)) => {
+                tracing::warn!(%error, "consumer error");
+                break;
+            }
+        }
+        timeout = Duration::ZERO;
+    }
+    batch
+}
+
+fn decide(
+    desk: &mut Desk,
+    roster: &Roster,
+    topics: &Topics,
+    batch: &[OwnedMessage],
+    ownership: &Ownership,
+    now: Millis,
+) -> BatchOutput {
+    let mut out = BatchOutput::default();
+    for message in batch {
+        let (topic, partition) = (message.topic(), message.partition());
+        if !ownership.owns(partition) {
+            continue;
+        }
+        out.offsets
+            .insert((topic.to_owned(), partition), message.offset() + 1);
+        metrics::counter!(telemetry::RECORDS_IN, "topic" => topic.to_owned()).increment(1);
+        let result = if topic == topics.help_events {
+            validate::decode_help_event(message.payload(), now).map(|event| {
+                let (outcome, events) = desk.on_help_event(partition, &event, roster, now);
+                metrics::counter!(telemetry::HELP_EVENTS, "outcome" => outcome.as_str())
+                    .increment(1);
+                if outcome == HelpOutcome::Duplicate {
+                    tracing::debug!(event_id = %event.event_id, "duplicate help event ignored");
+                }
+                events
+            })
+        } else {
+            validate::decode_command(message.payload(), now).map(|command| {
+                let action = match command.action {
+                    validate::ValidAction::Acknowledge => "acknowledge",
+                    validate::ValidAction::Close { .. } => "close",
+                };
+                metrics::counter!(telemetry::COMMANDS, "action" => action).increment(1);
+                desk.on_command(partition, &command, roster, now).1
+            })
+        };
+        match result {
+            Ok(events) => out.events.extend(events),
+            Err(invalid) => {
+                tracing::warn!(topic, partition, offset = message.offset(), %invalid, "record dead-lettered");
+                out.dead_letters.push(dead_letter(message, &invalid));
+            }
+        }
+    }
+    out
+}
+
+fn send(
+    producer: &BaseProducer,
+    mut record: BaseRecord<'_, [u8], [u8]>,
+) -> Result<(), PipelineError> {
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((
+                KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
+                back,
+            )) => {
+                record = back;
+                producer.poll(Duration::from_millis(50));
+            }
+            Err((error, _)) => return Err(txn("produce")(error)),
+        }
+    }
+}
+
+fn commit(
+    producer: &BaseProducer,
+    consumer: &BaseConsumer<RouterContext>,
+    topics: &Topics,
+    output: &BatchOutput,
+    batch_len: usize,
+) -> Result<(), PipelineError> {
+    let started = Instant::now();
+    let result = produce_in_transaction(producer, consumer, topics, output);
+    let outcome = if result.is_ok() {
+        "committed"
+    } else {
+        "failed"
+    };
+    metrics::counter!(telemetry::TRANSACTIONS, "result" => outcome).increment(1);
+    if let Err(error) = &result {
+        tracing::error!(%error, "transaction failed; aborting");
+        if let Err(abort) = producer.abort_transaction(TXN_TIMEOUT) {
+            tracing::error!(error = %abort, "abort failed");
+        }
+        return result;
+    }
+    metrics::histogram!(telemetry::TRANSACTION_SECONDS).record(started.elapsed().as_secs_f64());
+    metrics::histogram!(telemetry::BATCH_RECORDS).record(batch_len as f64);
+    for dl in &output.dead_letters {
+        metrics::counter!(telemetry::DEAD_LETTERS, "topic" => dl.origin_topic.clone(), "kind" => dl.kind).increment(1);
+    }
+    Ok(())
+}
+
+fn produce_in_transaction(
+    producer: &BaseProducer,
+    consumer: &BaseConsumer<RouterContext>,
+    topics: &Topics,
+    output: &BatchOutput,
+) -> Result<(), PipelineError> {
+    producer.begin_transaction().map_err(txn("begin"))?;
+    for o in &output.events {
+        let payload = o.event.encode_to_vec();
+        let record = BaseRecord::to(&topics.incident_events)
+            .partition(o.partition)
+            .key(o.key.as_bytes())
+            .payload(payload.as_slice());
+        send(producer, record)?;
+    }
+    for dl in &output.dead_letters {
+        let mut record =
+            BaseRecord::<[u8], [u8]>::to(&topics.dead_letters).headers(dl.headers.clone());
+        if let Some(key) = dl.key.as_deref() {
+            record = record.key(key);
+        }
+        if let Some(payload) = dl.payload.as_deref() {
+            record = record.payload(payload);
+        }
+        send(producer, record)?;
+    }
+    if !output.offsets.is_empty() {
+        let mut offsets = TopicPartitionList::new();
+        for ((topic, partition), next) in &output.offsets {
+            offsets
+                .add_partition_offset(topic, *partition, Offset::Offset(*next))
+                .map_err(txn("offsets"))?;
+        }
+        let group = consumer
+            .group_metadata()
+            .ok_or(PipelineError::Transaction {
+                step: "offsets",
+                source: KafkaError::Canceled,
+            })?;
+        producer
+            .send_offsets_to_transaction(&offsets, &group, TXN_TIMEOUT)
+            .map_err(txn("offsets"))?;
+    }
+    producer
+        .commit_transaction(TXN_TIMEOUT)
+        .map_err(txn("commit"))
+}

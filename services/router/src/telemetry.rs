@@ -1,0 +1,134 @@
+//! Every metric the router emits, named in one place, and the one function that turns an
+//! emitted incident event into the lifecycle metrics.
+
+use helpgrid_common::time::{Millis, from_timestamp};
+use helpgrid_proto::pb::{
+    EscalationLevel, IncidentEvent, IncidentSource, RejectReason, incident_event::Change,
+};
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
+
+pub const RECORDS_IN: &str = "helpgrid_router_records_in_total";
+pub const HELP_EVENTS: &str = "helpgrid_router_help_events_total";
+pub const INCIDENTS_OPENED: &str = "helpgrid_router_incidents_opened_total";
+pub const TIME_TO_ASSIGN: &str = "helpgrid_router_time_to_assign_seconds";
+pub const TIME_TO_ACKNOWLEDGE: &str = "helpgrid_router_time_to_acknowledge_seconds";
+pub const TIME_TO_CLOSE: &str = "helpgrid_router_time_to_close_seconds";
+pub const ESCALATIONS: &str = "helpgrid_router_escalations_total";
+pub const REASSIGNMENTS: &str = "helpgrid_router_reassignments_total";
+pub const COMMANDS: &str = "helpgrid_router_commands_total";
+pub const COMMANDS_REJECTED: &str = "helpgrid_router_commands_rejected_total";
+pub const DEAD_LETTERS: &str = "helpgrid_router_dead_letters_total";
+pub const TRANSACTIONS: &str = "helpgrid_router_transactions_total";
+pub const TRANSACTION_SECONDS: &str = "helpgrid_router_transaction_seconds";
+pub const BATCH_RECORDS: &str = "helpgrid_router_batch_records";
+pub const OPEN_INCIDENTS: &str = "helpgrid_router_open_incidents";
+pub const ROSTER_RESPONDERS: &str = "helpgrid_router_roster_responders";
+pub const ROSTER_INVALID: &str = "helpgrid_router_roster_invalid_total";
+pub const REBALANCES: &str = "helpgrid_router_rebalances_total";
+pub const RESTORED_EVENTS: &str = "helpgrid_router_restored_events_total";
+pub const CONSUMER_LAG: &str = "helpgrid_router_consumer_lag";
+pub const PIPELINE_RESTARTS: &str = "helpgrid_router_pipeline_restarts_total";
+
+pub fn describe() {
+    describe_counter!(RECORDS_IN, "Records consumed, by topic");
+    describe_counter!(
+        HELP_EVENTS,
+        "Valid help events, by outcome (opened, attached, duplicate, below_threshold)"
+    );
+    describe_counter!(INCIDENTS_OPENED, "Incidents opened, by source");
+    describe_histogram!(
+        TIME_TO_ASSIGN,
+        metrics::Unit::Seconds,
+        "From the press or detection to the first assignment"
+    );
+    describe_histogram!(
+        TIME_TO_ACKNOWLEDGE,
+        metrics::Unit::Seconds,
+        "From opening to the first acknowledgement"
+    );
+    describe_histogram!(
+        TIME_TO_CLOSE,
+        metrics::Unit::Seconds,
+        "From opening to closing"
+    );
+    describe_counter!(ESCALATIONS, "Escalations, by level reached");
+    describe_counter!(
+        REASSIGNMENTS,
+        "Reassignments after a missed acknowledgement deadline"
+    );
+    describe_counter!(COMMANDS, "Valid commands, by action");
+    describe_counter!(COMMANDS_REJECTED, "Commands rejected, by reason");
+    describe_counter!(
+        DEAD_LETTERS,
+        "Records sent to the dead-letter topic, by topic and kind"
+    );
+    describe_counter!(TRANSACTIONS, "Kafka transactions, by result");
+    describe_histogram!(
+        TRANSACTION_SECONDS,
+        metrics::Unit::Seconds,
+        "Time to produce and commit one transaction"
+    );
+    describe_histogram!(BATCH_RECORDS, "Input records per transaction");
+    describe_gauge!(OPEN_INCIDENTS, "Open incidents owned by this instance");
+    describe_gauge!(ROSTER_RESPONDERS, "Responders on the roster");
+    describe_counter!(ROSTER_INVALID, "Roster records that could not be used");
+    describe_counter!(REBALANCES, "Consumer group rebalances, by kind");
+    describe_counter!(
+        RESTORED_EVENTS,
+        "Incident events read back to rebuild state"
+    );
+    describe_gauge!(
+        CONSUMER_LAG,
+        "Records behind the end of each input partition"
+    );
+    describe_counter!(PIPELINE_RESTARTS, "Pipeline restarts after a Kafka error");
+}
+
+fn seconds_between(from: Option<Millis>, to: Millis) -> Option<f64> {
+    from.map(|f| ((to - f).max(0) as f64) / 1000.0)
+}
+
+/// Lifecycle metrics of one emitted event, measured against `now`.
+pub fn record_incident_event(event: &IncidentEvent, now: Millis) {
+    let incident = event.incident.as_ref();
+    let opened_at = incident.and_then(|i| from_timestamp(i.opened_at.as_ref()));
+    match event.change.as_ref() {
+        Some(Change::Opened(_)) => {
+            let source = incident
+                .and_then(|i| IncidentSource::try_from(i.source).ok())
+                .map_or("unknown", |s| s.as_str_name());
+            counter!(INCIDENTS_OPENED, "source" => source).increment(1);
+        }
+        Some(Change::Assigned(_)) => {
+            let reported = incident.and_then(|i| from_timestamp(i.reported_at.as_ref()));
+            if let Some(s) = seconds_between(reported, now) {
+                histogram!(TIME_TO_ASSIGN).record(s);
+            }
+        }
+        Some(Change::Escalated(e)) => {
+            let level =
+                EscalationLevel::try_from(e.to_level).map_or("unknown", |l| l.as_str_name());
+            counter!(ESCALATIONS, "level" => level).increment(1);
+        }
+        Some(Change::Reassigned(_)) => counter!(REASSIGNMENTS).increment(1),
+        Some(Change::Acknowledged(_)) => {
+            if let Some(s) = seconds_between(opened_at, now) {
+                histogram!(TIME_TO_ACKNOWLEDGE).record(s);
+            }
+        }
+        Some(Change::Closed(_)) => {
+            if let Some(s) = seconds_between(opened_at, now) {
+                histogram!(TIME_TO_CLOSE).record(s);
+            }
+        }
+        Some(Change::Rejected(r)) => {
+            let reason = RejectReason::try_from(r.reason).map_or("unknown", |r| r.as_str_name());
+            counter!(COMMANDS_REJECTED, "reason" => reason).increment(1);
+        }
+        Some(Change::Attached(_)) | None => {}
+    }
+}
+
+pub fn set_open_incidents(n: usize) {
+    gauge!(OPEN_INCIDENTS).set(n as f64);
+}
