@@ -1,0 +1,432 @@
+//! The router against a real Kafka broker: records in, incident events out.
+//! Needs HELPGRID_TEST_KAFKA (scripts/test sets it).
+
+use helpgrid_common::kafka::KafkaArgs;
+use helpgrid_common::reader::{self, Feed};
+use helpgrid_common::topics::{Topics, ensure_topics};
+use helpgrid_proto::pb::{
+    CameraLabel, EscalationLevel, HelpEvent, IncidentEvent, PressKind, ResponderRole, Track,
+    incident_event::Change,
+};
+use helpgrid_router::config::RouterConfig;
+use helpgrid_router::domain::Policy;
+use helpgrid_testkit::records::{camera, press, responder, roster_record};
+use helpgrid_testkit::{
+    IncidentLog, Publisher, WAIT, change_name, kafka_args, of_incident, summary,
+};
+use std::collections::HashMap;
+use std::time::Duration;
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+
+struct RunningRouter {
+    stop: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl RunningRouter {
+    fn start(args: &KafkaArgs, policy: Policy, transactional_id: &str) -> Self {
+        let config = RouterConfig {
+            kafka: args.clone(),
+            group_id: format!("{}router", args.topic_prefix),
+            transactional_id: transactional_id.to_owned(),
+            batch_max: 100,
+            policy,
+        };
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(helpgrid_router::run(config, async move {
+            let _ = stopped.await;
+        }));
+        Self { stop, task }
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        tokio::time::timeout(WAIT, self.task)
+            .await
+            .expect("router stops in time")
+            .expect("router task")
+            .expect("router ran without error");
+    }
+}
+
+struct Setup {
+    args: KafkaArgs,
+    topics: Topics,
+    publisher: Publisher,
+    log: IncidentLog,
+}
+
+/// Fresh topics, a roster written before the router starts, and a reader of the output.
+async fn setup(roster: Vec<helpgrid_proto::pb::Responder>) -> Setup {
+    let args = kafka_args();
+    let topics = Topics::with_prefix(&args.topic_prefix);
+    ensure_topics(&args, &topics).await.expect("topics");
+    let publisher = Publisher::new(&args);
+    for r in roster {
+        publisher
+            .send(&topics.roster, &r.responder_id.clone(), &roster_record(r))
+            .await;
+    }
+    let log = IncidentLog::follow(&args, &topics.incident_events).await;
+    Setup {
+        args,
+        topics,
+        publisher,
+        log,
+    }
+}
+
+fn event_id(event: &HelpEvent) -> String {
+    event
+        .envelope
+        .as_ref()
+        .map(|e| e.event_id.clone())
+        .expect("envelope")
+}
+
+fn quick_policy() -> Policy {
+    Policy {
+        ack_deadline_normal_ms: 600_000,
+        ack_deadline_high_ms: 600_000,
+        ack_deadline_critical_ms: 600_000,
+        ..Policy::default()
+    }
+}
+
+fn assigned_to(events: &[&IncidentEvent], track: Track) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|e| match e.change.as_ref() {
+            Some(Change::Assigned(a)) if a.track == track as i32 => Some(a.responder_id.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_press_is_assigned_to_the_on_duty_grid_worker_and_a_camera_alert_to_a_patrol_officer() {
+    let mut s = setup(vec![
+        responder("w-g1", ResponderRole::GridWorker, &["g1"], None),
+        responder("w-g2", ResponderRole::GridWorker, &["g2"], None),
+        responder(
+            "cop-1",
+            ResponderRole::PatrolOfficer,
+            &["g1", "g2"],
+            Some((32.685, 109.03)),
+        ),
+    ])
+    .await;
+    let router = RunningRouter::start(
+        &s.args,
+        quick_policy(),
+        &format!("{}r1", s.args.topic_prefix),
+    );
+    let p = press("h-100", "g1", PressKind::Help);
+    let c = camera("cam-9", "g2", CameraLabel::Intrusion, 0.92);
+    s.publisher.send(&s.topics.help_events, "g1", &p).await;
+    s.publisher.send(&s.topics.help_events, "g2", &c).await;
+    let (pi, ci) = (
+        format!("inc-{}", event_id(&p)),
+        format!("inc-{}", event_id(&c)),
+    );
+    let events = s
+        .log
+        .wait_until("both incidents assigned", |ev| {
+            ev.iter()
+                .filter(|e| matches!(e.change, Some(Change::Assigned(_))))
+                .count()
+                >= 2
+        })
+        .await;
+    assert_eq!(
+        assigned_to(&of_incident(&events, &pi), Track::Community),
+        ["w-g1"]
+    );
+    assert_eq!(
+        assigned_to(&of_incident(&events, &ci), Track::Police),
+        ["cop-1"]
+    );
+    router.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nobody_on_duty_escalates_to_the_police_desk_at_once() {
+    let mut s = setup(vec![responder(
+        "w-elsewhere",
+        ResponderRole::GridWorker,
+        &["g9"],
+        None,
+    )])
+    .await;
+    let router = RunningRouter::start(
+        &s.args,
+        quick_policy(),
+        &format!("{}r1", s.args.topic_prefix),
+    );
+    let p = press("h-1", "g-empty", PressKind::Help);
+    s.publisher.send(&s.topics.help_events, "g-empty", &p).await;
+    let events = s
+        .log
+        .wait_until("escalation", |ev| {
+            ev.iter()
+                .any(|e| matches!(e.change, Some(Change::Escalated(_))))
+        })
+        .await;
+    let escalated = events
+        .iter()
+        .find_map(|e| match e.change.as_ref() {
+            Some(Change::Escalated(x)) => Some(x.clone()),
+            _ => None,
+        })
+        .expect("escalated");
+    assert_eq!(escalated.to_level, EscalationLevel::PoliceDesk as i32);
+    assert!(
+        escalated.reason.contains("nobody on duty in grid g-empty"),
+        "{}",
+        escalated.reason
+    );
+    router.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unacknowledged_assignment_is_reassigned_after_its_deadline() {
+    let mut s = setup(vec![
+        responder("w-a", ResponderRole::GridWorker, &["g1"], None),
+        responder("w-b", ResponderRole::GridWorker, &["g1"], None),
+    ])
+    .await;
+    let policy = Policy {
+        ack_deadline_normal_ms: 1_500,
+        ..Policy::default()
+    };
+    let router = RunningRouter::start(&s.args, policy, &format!("{}r1", s.args.topic_prefix));
+    let p = press("h-1", "g1", PressKind::Help);
+    s.publisher.send(&s.topics.help_events, "g1", &p).await;
+    let events = s
+        .log
+        .wait_until("reassignment", |ev| {
+            ev.iter()
+                .any(|e| matches!(e.change, Some(Change::Reassigned(_))))
+        })
+        .await;
+    let reassigned = events
+        .iter()
+        .find_map(|e| match e.change.as_ref() {
+            Some(Change::Reassigned(r)) => Some(r.clone()),
+            _ => None,
+        })
+        .expect("reassigned");
+    assert_eq!(
+        (
+            reassigned.from_responder_id.as_str(),
+            reassigned.to_responder_id.as_str()
+        ),
+        ("w-a", "w-b")
+    );
+    router.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_press_from_the_household_attaches_and_raises_urgency() {
+    let mut s = setup(vec![responder(
+        "w-a",
+        ResponderRole::GridWorker,
+        &["g1"],
+        None,
+    )])
+    .await;
+    let router = RunningRouter::start(
+        &s.args,
+        quick_policy(),
+        &format!("{}r1", s.args.topic_prefix),
+    );
+    let first = press("h-7", "g1", PressKind::Help);
+    s.publisher.send(&s.topics.help_events, "g1", &first).await;
+    s.log
+        .wait_until("assignment", |ev| {
+            ev.iter()
+                .any(|e| matches!(e.change, Some(Change::Assigned(_))))
+        })
+        .await;
+    let second = press("h-7", "g1", PressKind::Help);
+    s.publisher.send(&s.topics.help_events, "g1", &second).await;
+    s.log
+        .wait_until("attachment", |ev| {
+            ev.iter()
+                .any(|e| matches!(e.change, Some(Change::Attached(_))))
+        })
+        .await;
+    let events = s.log.settle(Duration::from_millis(1500)).await;
+    let opened = events
+        .iter()
+        .filter(|e| matches!(e.change, Some(Change::Opened(_))))
+        .count();
+    assert_eq!(opened, 1, "{:?}", summary(&events));
+    let last = events
+        .last()
+        .and_then(|e| e.incident.clone())
+        .expect("incident");
+    assert_eq!(last.incident_id, format!("inc-{}", event_id(&first)));
+    assert_eq!(last.event_count, 2);
+    assert_eq!(last.priority, helpgrid_proto::pb::Priority::High as i32);
+    router.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_record_is_dead_lettered_with_its_reason_and_the_next_one_still_flows() {
+    let mut s = setup(vec![responder(
+        "w-a",
+        ResponderRole::GridWorker,
+        &["g1"],
+        None,
+    )])
+    .await;
+    let cancel = CancellationToken::new();
+    let mut dead = reader::follow(&s.args, "test-dlq", &s.topics.dead_letters, cancel.clone())
+        .await
+        .expect("follow dead letters");
+    let router = RunningRouter::start(
+        &s.args,
+        quick_policy(),
+        &format!("{}r1", s.args.topic_prefix),
+    );
+    s.publisher
+        .send_raw(
+            &s.topics.help_events,
+            "g1",
+            b"\xff\x00 definitely not protobuf",
+        )
+        .await;
+    let good = press("h-1", "g1", PressKind::Help);
+    s.publisher.send(&s.topics.help_events, "g1", &good).await;
+    s.log
+        .wait_until("the good press assigned", |ev| {
+            ev.iter()
+                .any(|e| matches!(e.change, Some(Change::Assigned(_))))
+        })
+        .await;
+    let record = loop {
+        match tokio::time::timeout(WAIT, dead.recv())
+            .await
+            .expect("a dead letter in time")
+        {
+            Some(Feed::Record(r)) => break r,
+            Some(Feed::CaughtUp) => continue,
+            None => panic!("dead-letter feed ended"),
+        }
+    };
+    let headers: HashMap<String, String> = record
+        .headers
+        .iter()
+        .map(|(k, v)| (k.clone(), String::from_utf8_lossy(v).into_owned()))
+        .collect();
+    assert_eq!(
+        record.payload.as_deref(),
+        Some(&b"\xff\x00 definitely not protobuf"[..])
+    );
+    assert_eq!(
+        headers.get("helpgrid.dlq.kind").map(String::as_str),
+        Some("undecodable")
+    );
+    assert!(
+        headers
+            .get("helpgrid.dlq.reason")
+            .is_some_and(|r| r.contains("helpgrid.v1.HelpEvent")),
+        "{headers:?}"
+    );
+    assert_eq!(
+        headers.get("helpgrid.dlq.origin.topic"),
+        Some(&s.topics.help_events)
+    );
+    assert!(
+        headers.contains_key("helpgrid.dlq.origin.partition")
+            && headers.contains_key("helpgrid.dlq.origin.offset")
+    );
+    router.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_router_restart_mid_stream_loses_nothing_and_doubles_nothing() {
+    let grids: Vec<String> = (0..12).map(|g| format!("g{g}")).collect();
+    let roster = grids
+        .iter()
+        .map(|g| {
+            responder(
+                &format!("w-{g}"),
+                ResponderRole::GridWorker,
+                &[g.as_str()],
+                None,
+            )
+        })
+        .collect();
+    let mut s = setup(roster).await;
+    let txn_id = format!("{}r1", s.args.topic_prefix);
+    // 400 presses from 150 households: many households press more than once.
+    let presses: Vec<(String, HelpEvent)> = (0..400)
+        .map(|i| {
+            let household = i % 150;
+            let grid = &grids[household % grids.len()];
+            (
+                grid.clone(),
+                press(&format!("h{household}"), grid, PressKind::Help),
+            )
+        })
+        .collect();
+    let router = RunningRouter::start(&s.args, quick_policy(), &txn_id);
+    for (grid, p) in &presses[..200] {
+        s.publisher.send(&s.topics.help_events, grid, p).await;
+    }
+    s.log.wait_until("some progress", |ev| ev.len() >= 50).await;
+    router.stop().await;
+    let router = RunningRouter::start(&s.args, quick_policy(), &txn_id);
+    for (grid, p) in &presses[200..] {
+        s.publisher.send(&s.topics.help_events, grid, p).await;
+    }
+    let accounted = |ev: &[IncidentEvent]| {
+        ev.iter()
+            .filter_map(|e| match e.change.as_ref() {
+                Some(Change::Opened(_)) => e
+                    .incident
+                    .as_ref()
+                    .and_then(|i| i.recent_event_ids.first().cloned()),
+                Some(Change::Attached(a)) => Some(a.event_id.clone()),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    s.log
+        .wait_until("every press accounted for", |ev| {
+            accounted(ev).len() >= presses.len()
+        })
+        .await;
+    let events = s.log.settle(Duration::from_secs(2)).await;
+    router.stop().await;
+
+    let mut per_press: HashMap<String, usize> = HashMap::new();
+    for id in accounted(&events) {
+        *per_press.entry(id).or_default() += 1;
+    }
+    for (_, p) in &presses {
+        assert_eq!(
+            per_press.get(&event_id(p)),
+            Some(&1),
+            "press {} must be in exactly one incident",
+            event_id(p)
+        );
+    }
+    let mut ids: Vec<&str> = events
+        .iter()
+        .filter_map(|e| e.envelope.as_ref())
+        .map(|e| e.event_id.as_str())
+        .collect();
+    let total = ids.len();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), total, "no incident event is written twice");
+    let opened = events.iter().filter(|e| change_name(e) == "opened").count();
+    assert_eq!(
+        opened, 150,
+        "one incident per household: none is closed in this test"
+    );
+}
