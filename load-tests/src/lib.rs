@@ -1,1 +1,14 @@
+//! A simulated city that drives HelpGrid end to end, the way real users would.
+//!
+//! - [`city`]: the synthetic city (grids, households, cameras, responders), from a seed.
+//! - [`residents`]: households pressing buttons and cameras raising alerts, onto Kafka.
+//! - [`responders`]: responders watching their incidents and acknowledging and closing them
+//!   over the gRPC API after human-like delays.
+//! - [`sim`]: wires them together for a run.
+//! - [`tally`]: live counts and time-to-assign / time-to-acknowledge percentiles.
 
+pub mod city;
+pub mod residents;
+pub mod responders;
+pub mod sim;
+pub mod tally;

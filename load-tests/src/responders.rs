@@ -1,0 +1,162 @@
+//! Responders as people: they watch the incident stream, acknowledge their assignments after
+//! a while (some never do, so deadlines and reassignment happen), then close them. Patrol
+//! officers take incidents that reached the police desk. Everything goes through the gRPC API.
+
+use crate::city::City;
+use crate::tally::Tally;
+use helpgrid_proto::pb::incident_service_client::IncidentServiceClient;
+use helpgrid_proto::pb::{
+    AcknowledgeRequest, CloseRequest, IncidentEvent, Resolution, ResponderRole,
+    WatchIncidentsRequest, incident_event::Change,
+};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct Behaviour {
+    /// Shortest and longest time before a responder acknowledges, in seconds.
+    #[arg(long, default_value_t = 1.0)]
+    pub ack_after_min_s: f64,
+    #[arg(long, default_value_t = 6.0)]
+    pub ack_after_max_s: f64,
+    /// Shortest and longest time on site before closing, in seconds.
+    #[arg(long, default_value_t = 3.0)]
+    pub close_after_min_s: f64,
+    #[arg(long, default_value_t = 12.0)]
+    pub close_after_max_s: f64,
+    /// Share of assignments a responder misses (the deadline then reassigns them).
+    #[arg(long, default_value_t = 0.1)]
+    pub miss_ratio: f64,
+}
+
+pub struct Responders {
+    pub city: Arc<City>,
+    pub behaviour: Behaviour,
+    pub client: IncidentServiceClient<Channel>,
+    pub tally: Arc<Mutex<Tally>>,
+    pub seed: u64,
+}
+
+fn between(rng: &mut fastrand::Rng, min: f64, max: f64) -> Duration {
+    Duration::from_secs_f64(min.max(0.0) + rng.f64() * (max - min).max(0.0))
+}
+
+impl Responders {
+    /// Watches from now and answers until cancelled. Returns when the stream ends.
+    pub async fn run(self, cancel: CancellationToken) -> Result<(), tonic::Status> {
+        let mut client = self.client.clone();
+        let mut stream = client
+            .watch_incidents(WatchIncidentsRequest {
+                grid_ids: vec![],
+                cursor: String::new(),
+                include_rejections: true,
+            })
+            .await?
+            .into_inner();
+        let mut rng = fastrand::Rng::with_seed(self.seed ^ 0x5eed);
+        loop {
+            let update = tokio::select! {
+                () = cancel.cancelled() => return Ok(()),
+                update = stream.message() => update?,
+            };
+            let Some(update) = update else { return Ok(()) };
+            let Some(event) = update.event else { continue };
+            if let Ok(mut t) = self.tally.lock() {
+                t.observe(&event);
+            }
+            if let Some((incident_id, responder_id)) = self.who_should_act(&event) {
+                if rng.f64() < self.behaviour.miss_ratio {
+                    continue;
+                }
+                let ack_after = between(
+                    &mut rng,
+                    self.behaviour.ack_after_min_s,
+                    self.behaviour.ack_after_max_s,
+                );
+                let close_after = between(
+                    &mut rng,
+                    self.behaviour.close_after_min_s,
+                    self.behaviour.close_after_max_s,
+                );
+                let resolution = if rng.f64() < 0.1 {
+                    Resolution::FalseAlarm
+                } else {
+                    Resolution::Resolved
+                };
+                tokio::spawn(respond(
+                    self.client.clone(),
+                    Arc::clone(&self.tally),
+                    cancel.clone(),
+                    incident_id,
+                    responder_id,
+                    ack_after,
+                    close_after,
+                    resolution,
+                ));
+            }
+        }
+    }
+
+    /// The responder who should now act on this event: the one just assigned, or for an
+    /// incident at the police desk, a patrol officer of the grid.
+    fn who_should_act(&self, event: &IncidentEvent) -> Option<(String, String)> {
+        let incident = event.incident.as_ref()?;
+        let responder = match event.change.as_ref()? {
+            Change::Assigned(a) => a.responder_id.clone(),
+            Change::Reassigned(r) => r.to_responder_id.clone(),
+            Change::Escalated(e) if !e.responder_id.is_empty() => e.responder_id.clone(),
+            Change::Escalated(_) => self
+                .city
+                .responders
+                .iter()
+                .find(|r| {
+                    r.role == ResponderRole::PatrolOfficer as i32
+                        && r.grid_ids.contains(&incident.grid_id)
+                })?
+                .responder_id
+                .clone(),
+            _ => return None,
+        };
+        Some((incident.incident_id.clone(), responder))
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn respond(
+    mut client: IncidentServiceClient<Channel>,
+    tally: Arc<Mutex<Tally>>,
+    cancel: CancellationToken,
+    incident_id: String,
+    responder_id: String,
+    ack_after: Duration,
+    close_after: Duration,
+    resolution: Resolution,
+) {
+    let refused = |status: tonic::Status| {
+        // Expected now and then: the deadline passed and the incident went to someone else.
+        tracing::debug!(code = ?status.code(), message = status.message(), "simulated responder refused");
+        if let Ok(mut t) = tally.lock() {
+            t.api_refusals += 1;
+        }
+    };
+    tokio::select! { () = cancel.cancelled() => return, () = tokio::time::sleep(ack_after) => {} }
+    let ack = AcknowledgeRequest {
+        incident_id: incident_id.clone(),
+        responder_id: responder_id.clone(),
+    };
+    if let Err(status) = client.acknowledge(ack).await {
+        return refused(status);
+    }
+    tokio::select! { () = cancel.cancelled() => return, () = tokio::time::sleep(close_after) => {} }
+    let close = CloseRequest {
+        incident_id,
+        responder_id,
+        resolution: resolution as i32,
+        note: "visited; resolved on site".into(),
+    };
+    if let Err(status) = client.close(close).await {
+        refused(status);
+    }
+}

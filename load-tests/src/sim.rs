@@ -1,0 +1,154 @@
+//! One run of the simulated city: register the responders, start the residents and the
+//! responders, report every few seconds, stop on the shutdown future.
+
+use crate::city::{City, CityShape};
+use crate::residents::{Activity, Residents};
+use crate::responders::{Behaviour, Responders};
+use crate::tally::Tally;
+use anyhow::Context;
+use helpgrid_common::kafka::KafkaArgs;
+use helpgrid_common::topics::Topics;
+use helpgrid_proto::pb::UpsertResponderRequest;
+use helpgrid_proto::pb::incident_service_client::IncidentServiceClient;
+use helpgrid_proto::pb::roster_service_client::RosterServiceClient;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+use tonic::transport::{Channel, Endpoint};
+
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    name = "helpgrid-city",
+    about = "A simulated city driving HelpGrid end to end"
+)]
+pub struct SimArgs {
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// The status service's gRPC address.
+    #[arg(
+        long,
+        env = "HELPGRID_STATUS_ADDR",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    pub status_addr: String,
+    /// Prefix for every grid, household, camera and responder id (lets runs share a broker).
+    #[arg(long, default_value = "")]
+    pub id_prefix: String,
+    /// Stop after this many seconds (default: run until Ctrl-C).
+    #[arg(long)]
+    pub duration_s: Option<f64>,
+    /// Seconds between summary lines.
+    #[arg(long, default_value_t = 5.0)]
+    pub summary_every_s: f64,
+    #[command(flatten)]
+    pub city: CityShape,
+    #[command(flatten)]
+    pub activity: Activity,
+    #[command(flatten)]
+    pub behaviour: Behaviour,
+}
+
+/// Connects to the status service, retrying while it starts (up to a minute).
+pub async fn connect(addr: &str) -> anyhow::Result<Channel> {
+    let endpoint = Endpoint::from_shared(addr.to_owned())?.connect_timeout(Duration::from_secs(2));
+    let started = Instant::now();
+    loop {
+        match endpoint.connect().await {
+            Ok(channel) => return Ok(channel),
+            Err(error) if started.elapsed() < Duration::from_secs(60) => {
+                tracing::debug!(%error, "status service not reachable yet");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(error) => {
+                return Err(error)
+                    .with_context(|| format!("cannot reach the status service at {addr}"));
+            }
+        }
+    }
+}
+
+/// Runs the city until `shutdown` resolves or the duration passes; `report` gets a summary
+/// line every `summary_every_s`. Returns the final tally.
+pub async fn run(
+    args: SimArgs,
+    shutdown: impl Future<Output = ()>,
+    report: impl Fn(Duration, &Tally),
+) -> anyhow::Result<Tally> {
+    let city = Arc::new(City::build(&args.city, &args.id_prefix));
+    let channel = connect(&args.status_addr).await?;
+    let mut roster = RosterServiceClient::new(channel.clone());
+    for responder in &city.responders {
+        roster
+            .upsert_responder(UpsertResponderRequest {
+                responder: Some(responder.clone()),
+            })
+            .await
+            .with_context(|| format!("registering {}", responder.responder_id))?;
+    }
+    tracing::info!(
+        grids = city.grids.len(),
+        responders = city.responders.len(),
+        households = city.households(),
+        "city registered"
+    );
+
+    let tally = Arc::new(Mutex::new(Tally::default()));
+    let cancel = CancellationToken::new();
+    let responders = Responders {
+        city: Arc::clone(&city),
+        behaviour: args.behaviour.clone(),
+        client: IncidentServiceClient::new(channel),
+        tally: Arc::clone(&tally),
+        seed: args.city.seed,
+    };
+    let watching = tokio::spawn(responders.run(cancel.clone()));
+    // Give the watch stream a moment to be established before the first press.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let producer = args.kafka.producer_config("helpgrid-city").create()?;
+    let topics = Topics::with_prefix(&args.kafka.topic_prefix);
+    let residents = Residents::new(
+        Arc::clone(&city),
+        args.activity.clone(),
+        producer,
+        topics.help_events,
+        args.city.seed,
+    );
+    let pressing = tokio::spawn(residents.run(Arc::clone(&tally), cancel.clone()));
+
+    let started = Instant::now();
+    let deadline = args.duration_s.map(Duration::from_secs_f64);
+    let mut every = tokio::time::interval(Duration::from_secs_f64(args.summary_every_s.max(0.5)));
+    every.tick().await;
+    tokio::pin!(shutdown);
+    let mut watching = watching;
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            _ = every.tick() => {
+                if let Ok(t) = tally.lock() {
+                    report(started.elapsed(), &t);
+                }
+                if deadline.is_some_and(|d| started.elapsed() >= d) {
+                    break;
+                }
+            }
+            ended = &mut watching => {
+                cancel.cancel();
+                match ended {
+                    Ok(Ok(())) => anyhow::bail!("the status service ended the watch stream"),
+                    Ok(Err(status)) => anyhow::bail!("watch stream failed: {status}"),
+                    Err(error) => anyhow::bail!("watcher task failed: {error}"),
+                }
+            }
+        }
+    }
+    cancel.cancel();
+    let _ = pressing.await;
+    let _ = watching.await;
+    let tally = Arc::try_unwrap(tally)
+        .map_err(|_| anyhow::anyhow!("tally still shared"))?
+        .into_inner()
+        .map_err(|_| anyhow::anyhow!("tally lock poisoned"))?;
+    Ok(tally)
+}
