@@ -66,7 +66,7 @@ impl Responders {
             if let Ok(mut t) = self.tally.lock() {
                 t.observe(&event);
             }
-            if let Some((incident_id, responder_id)) = self.who_should_act(&event) {
+            if let Some((incident_id, responder_id, closes)) = self.who_should_act(&event) {
                 if rng.f64() < self.behaviour.miss_ratio {
                     continue;
                 }
@@ -92,38 +92,43 @@ impl Responders {
                     incident_id,
                     responder_id,
                     ack_after,
-                    close_after,
-                    resolution,
+                    closes.then_some((close_after, resolution)),
                 ));
             }
         }
     }
 
     /// The responder who should now act on this event: the one just assigned, or for an
-    /// incident at the police desk, a patrol officer of the grid.
-    fn who_should_act(&self, event: &IncidentEvent) -> Option<(String, String)> {
+    /// incident at the police desk, a patrol officer of the grid. Where two responders go
+    /// (a community and a police track), the one on the first track closes the incident.
+    fn who_should_act(&self, event: &IncidentEvent) -> Option<(String, String, bool)> {
         let incident = event.incident.as_ref()?;
-        let responder = match event.change.as_ref()? {
-            Change::Assigned(a) => a.responder_id.clone(),
-            Change::Reassigned(r) => r.to_responder_id.clone(),
-            Change::Escalated(e) if !e.responder_id.is_empty() => e.responder_id.clone(),
-            Change::Escalated(_) => self
-                .city
-                .responders
-                .iter()
-                .find(|r| {
-                    r.role == ResponderRole::PatrolOfficer as i32
-                        && r.grid_ids.contains(&incident.grid_id)
-                })?
-                .responder_id
-                .clone(),
+        let (track, responder) = match event.change.as_ref()? {
+            Change::Assigned(a) => (a.track, a.responder_id.clone()),
+            Change::Reassigned(r) => (r.track, r.to_responder_id.clone()),
+            Change::Escalated(e) if !e.responder_id.is_empty() => (e.track, e.responder_id.clone()),
+            Change::Escalated(e) => (
+                e.track,
+                self.city
+                    .responders
+                    .iter()
+                    .find(|r| {
+                        r.role == ResponderRole::PatrolOfficer as i32
+                            && r.grid_ids.contains(&incident.grid_id)
+                    })?
+                    .responder_id
+                    .clone(),
+            ),
             _ => return None,
         };
-        Some((incident.incident_id.clone(), responder))
+        let closes = incident
+            .assignments
+            .first()
+            .is_some_and(|a| a.track == track);
+        Some((incident.incident_id.clone(), responder, closes))
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn respond(
     mut client: IncidentServiceClient<Channel>,
     tally: Arc<Mutex<Tally>>,
@@ -131,8 +136,7 @@ async fn respond(
     incident_id: String,
     responder_id: String,
     ack_after: Duration,
-    close_after: Duration,
-    resolution: Resolution,
+    close: Option<(Duration, Resolution)>,
 ) {
     let refused = |status: tonic::Status| {
         // Expected now and then: the deadline passed and the incident went to someone else.
@@ -149,6 +153,9 @@ async fn respond(
     if let Err(status) = client.acknowledge(ack).await {
         return refused(status);
     }
+    let Some((close_after, resolution)) = close else {
+        return;
+    };
     tokio::select! { () = cancel.cancelled() => return, () = tokio::time::sleep(close_after) => {} }
     let close = CloseRequest {
         incident_id,

@@ -16,6 +16,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Channel, Endpoint};
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
 
 #[derive(Debug, Clone, clap::Parser)]
 #[command(
@@ -49,23 +52,35 @@ pub struct SimArgs {
     pub behaviour: Behaviour,
 }
 
-/// Connects to the status service, retrying while it starts (up to a minute).
+/// Connects to the status service and waits until it reports SERVING (it has loaded its
+/// read model and the roster), retrying for up to a minute while it starts.
 pub async fn connect(addr: &str) -> anyhow::Result<Channel> {
     let endpoint = Endpoint::from_shared(addr.to_owned())?.connect_timeout(Duration::from_secs(2));
     let started = Instant::now();
-    loop {
+    let mut last = String::from("not tried");
+    while started.elapsed() < Duration::from_secs(60) {
         match endpoint.connect().await {
-            Ok(channel) => return Ok(channel),
-            Err(error) if started.elapsed() < Duration::from_secs(60) => {
-                tracing::debug!(%error, "status service not reachable yet");
-                tokio::time::sleep(Duration::from_millis(250)).await;
+            Ok(channel) => {
+                let mut health = HealthClient::new(channel.clone());
+                match health
+                    .check(HealthCheckRequest {
+                        service: String::new(),
+                    })
+                    .await
+                {
+                    Ok(r) if r.get_ref().status == ServingStatus::Serving as i32 => {
+                        return Ok(channel);
+                    }
+                    Ok(r) => last = format!("health status {}", r.get_ref().status),
+                    Err(status) => last = status.to_string(),
+                }
             }
-            Err(error) => {
-                return Err(error)
-                    .with_context(|| format!("cannot reach the status service at {addr}"));
-            }
+            Err(error) => last = error.to_string(),
         }
+        tracing::debug!(%last, "status service not ready yet");
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    anyhow::bail!("the status service at {addr} did not become ready within 60 s: {last}")
 }
 
 /// Runs the city until `shutdown` resolves or the duration passes; `report` gets a summary
@@ -146,9 +161,11 @@ pub async fn run(
     cancel.cancel();
     let _ = pressing.await;
     let _ = watching.await;
-    let tally = Arc::try_unwrap(tally)
-        .map_err(|_| anyhow::anyhow!("tally still shared"))?
-        .into_inner()
-        .map_err(|_| anyhow::anyhow!("tally lock poisoned"))?;
+    // Responder tasks still asleep hold the tally too; they were cancelled and count nothing more.
+    let tally = std::mem::take(
+        &mut *tally
+            .lock()
+            .map_err(|_| anyhow::anyhow!("tally lock poisoned"))?,
+    );
     Ok(tally)
 }

@@ -20,7 +20,9 @@ pub struct Cursor {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CursorError {
-    #[error("cursor must start with {PREFIX:?}; pass back a cursor exactly as the service returned it")]
+    #[error(
+        "cursor must start with {PREFIX:?}; pass back a cursor exactly as the service returned it"
+    )]
     UnknownVersion,
     #[error("cursor is longer than {MAX_ENCODED_LEN} characters")]
     TooLong,
@@ -36,7 +38,9 @@ pub enum CursorError {
 impl Cursor {
     /// Nothing delivered yet on any of `partitions`: a replay from the beginning.
     pub fn beginning(partitions: usize) -> Self {
-        Self { last_delivered: vec![-1; partitions] }
+        Self {
+            last_delivered: vec![-1; partitions],
+        }
     }
 
     /// Decodes a cursor for a topic of `partitions` partitions. A cursor with fewer entries is
@@ -45,7 +49,9 @@ impl Cursor {
         if encoded.len() > MAX_ENCODED_LEN {
             return Err(CursorError::TooLong);
         }
-        let body = encoded.strip_prefix(PREFIX).ok_or(CursorError::UnknownVersion)?;
+        let body = encoded
+            .strip_prefix(PREFIX)
+            .ok_or(CursorError::UnknownVersion)?;
         let mut last_delivered = Vec::new();
         for (index, entry) in body.split(',').enumerate() {
             last_delivered.push(parse_offset(entry).ok_or_else(|| CursorError::BadOffset {
@@ -54,7 +60,10 @@ impl Cursor {
             })?);
         }
         if last_delivered.len() > partitions {
-            return Err(CursorError::TooManyPartitions { found: last_delivered.len(), partitions });
+            return Err(CursorError::TooManyPartitions {
+                found: last_delivered.len(),
+                partitions,
+            });
         }
         last_delivered.resize(partitions, -1);
         Ok(Self { last_delivered })
@@ -84,7 +93,10 @@ impl Cursor {
     /// Records (`partition`, `offset`) as delivered. Never moves backwards; unknown partitions
     /// are ignored (the read model only reports partitions it was built with).
     pub fn advance(&mut self, partition: i32, offset: i64) {
-        if let Some(slot) = usize::try_from(partition).ok().and_then(|p| self.last_delivered.get_mut(p)) {
+        if let Some(slot) = usize::try_from(partition)
+            .ok()
+            .and_then(|p| self.last_delivered.get_mut(p))
+        {
             *slot = (*slot).max(offset);
         }
     }
@@ -142,21 +154,40 @@ mod tests {
     #[test]
     fn garbage_is_rejected_with_a_reason() {
         assert_eq!(Cursor::decode("hello", 3), Err(CursorError::UnknownVersion));
-        assert_eq!(Cursor::decode("v2:1,2,3", 3), Err(CursorError::UnknownVersion));
-        for bad in ["v1:", "v1:1,,2", "v1:+1", "v1: 1", "v1:-2", "v1:1.5", "v1:--1", "v1:-", "v1:99999999999999999999"] {
+        assert_eq!(
+            Cursor::decode("v2:1,2,3", 3),
+            Err(CursorError::UnknownVersion)
+        );
+        for bad in [
+            "v1:",
+            "v1:1,,2",
+            "v1:+1",
+            "v1: 1",
+            "v1:-2",
+            "v1:1.5",
+            "v1:--1",
+            "v1:-",
+            "v1:99999999999999999999",
+        ] {
             assert!(
                 matches!(Cursor::decode(bad, 3), Err(CursorError::BadOffset { .. })),
                 "{bad} should be rejected"
             );
         }
-        assert_eq!(Cursor::decode(&"v1:1".repeat(20_000), 3), Err(CursorError::TooLong));
+        assert_eq!(
+            Cursor::decode(&"v1:1".repeat(20_000), 3),
+            Err(CursorError::TooLong)
+        );
     }
 
     #[test]
     fn cursor_naming_more_partitions_than_the_topic_is_rejected() {
         assert_eq!(
             Cursor::decode("v1:1,2,3,4", 3),
-            Err(CursorError::TooManyPartitions { found: 4, partitions: 3 })
+            Err(CursorError::TooManyPartitions {
+                found: 4,
+                partitions: 3
+            })
         );
     }
 

@@ -1,1 +1,240 @@
+//! The HelpGrid status service: the gRPC front door to incidents and the roster.
+//!
+//! Reads come from a read model built from `incident-events`; writes go to Kafka (commands
+//! to the router, full records to the roster) and wait for their outcome.
+//!
+//! - [`config`]: command line/environment settings and what [`run`] needs.
+//! - [`cursor`]: a position in the incident-events log, as an opaque resumable string.
+//! - [`read_model`]: latest incident snapshots, their partitions, the event log; pure.
+//! - [`feed`]: Kafka → read model, live watchers and waiting commands.
+//! - [`watcher`]: one WatchIncidents stream: replay after a cursor, then live, exactly once.
+//! - [`commands`]: publish Acknowledge/Close to the incident's partition, await the answer.
+//! - [`roster`]: the roster table and its writes.
+//! - [`requests`]: validation of every request, once, at the edge.
+//! - [`errors`]: every failure and the gRPC status it becomes.
+//! - [`grpc`]: the tonic services.
+//! - [`telemetry`]: every metric name.
 
+pub mod commands;
+pub mod config;
+pub mod cursor;
+pub mod errors;
+pub mod feed;
+pub mod grpc;
+pub mod read_model;
+pub mod requests;
+pub mod roster;
+pub mod telemetry;
+pub mod watcher;
+
+use crate::commands::{CommandSender, PendingCommands};
+use crate::config::StatusConfig;
+use crate::feed::{IncidentFeed, SharedReadModel};
+use crate::grpc::{IncidentApi, RosterApi};
+use crate::roster::{Roster, keep_roster_table};
+use anyhow::Context;
+use helpgrid_common::reader::follow;
+use helpgrid_common::topics::{Topics, ensure_topics, partition_count};
+use helpgrid_proto::pb::incident_service_server::IncidentServiceServer;
+use helpgrid_proto::pb::roster_service_server::RosterServiceServer;
+use rdkafka::admin::AdminClient;
+use rdkafka::client::DefaultClientContext;
+use rdkafka::producer::FutureProducer;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::{broadcast, watch};
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+
+/// Kafka client id of the service; the feeds add a suffix.
+const CLIENT_ID: &str = "helpgrid-status";
+/// Live events buffered per watcher before it counts as lagging (and replays from the log).
+const LIVE_BUFFER: usize = 4096;
+/// Time allowed after the command timeout for open calls to finish at shutdown.
+const DRAIN_MARGIN: Duration = Duration::from_secs(2);
+/// Health service names: the whole server ("") and each API.
+const HEALTH_NAMES: [&str; 3] = [
+    "",
+    <IncidentServiceServer<IncidentApi> as tonic::server::NamedService>::NAME,
+    <RosterServiceServer<RosterApi> as tonic::server::NamedService>::NAME,
+];
+
+/// Serves the status API on `listener` until `shutdown` resolves, then stops accepting,
+/// ends Watch streams, waits for open calls and stops following Kafka.
+pub async fn run(
+    config: StatusConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    telemetry::describe();
+    let kafka = &config.kafka;
+    let topics = Topics::with_prefix(&kafka.topic_prefix);
+    let partitions = ensure_topics(kafka, &topics)
+        .await
+        .context("cannot set up the Kafka topics")?;
+    // `ensure_topics` waits only for the grid-keyed topics; the roster reader must see all
+    // roster partitions too, or it would miss responders.
+    let admin: AdminClient<DefaultClientContext> = kafka.admin_config(CLIENT_ID).create()?;
+    partition_count(&admin, &topics.roster).await?;
+    drop(admin);
+
+    let stop = CancellationToken::new();
+    let producer: FutureProducer = kafka
+        .producer_config(CLIENT_ID)
+        .create()
+        .context("cannot create the Kafka producer")?;
+    let read_model = SharedReadModel::new(partitions);
+    let (live, _) = broadcast::channel(LIVE_BUFFER);
+    let pending = Arc::new(PendingCommands::default());
+    let roster = Arc::new(Roster::new(
+        producer.clone(),
+        topics.roster.clone(),
+        config.command_timeout,
+    ));
+
+    let incident_records = follow(
+        kafka,
+        &format!("{CLIENT_ID}-incidents"),
+        &topics.incident_events,
+        stop.child_token(),
+    )
+    .await
+    .context("cannot follow the incident-events topic")?;
+    let roster_records = follow(
+        kafka,
+        &format!("{CLIENT_ID}-roster"),
+        &topics.roster,
+        stop.child_token(),
+    )
+    .await
+    .context("cannot follow the roster topic")?;
+    let (incidents_caught_up, incidents_loaded) = watch::channel(false);
+    let (roster_caught_up, roster_loaded) = watch::channel(false);
+    let incident_feed = IncidentFeed {
+        read_model: read_model.clone(),
+        live: live.clone(),
+        pending: Arc::clone(&pending),
+        topic: topics.incident_events.clone(),
+    };
+    let incident_task =
+        tokio::spawn(incident_feed.keep_read_model(incident_records, incidents_caught_up));
+    let roster_task = tokio::spawn({
+        let roster = Arc::clone(&roster);
+        let topic = topics.roster.clone();
+        async move { keep_roster_table(&roster, &topic, roster_records, roster_caught_up).await }
+    });
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    set_health(&health, ServingStatus::NotServing).await;
+    let (ready_tx, ready) = watch::channel(false);
+    let readiness_task = tokio::spawn({
+        let health = health.clone();
+        let stop = stop.clone();
+        async move {
+            tokio::select! {
+                biased;
+                () = stop.cancelled() => {}
+                () = both_loaded(incidents_loaded, roster_loaded) => {
+                    ready_tx.send_replace(true);
+                    set_health(&health, ServingStatus::Serving).await;
+                    tracing::info!("read model and roster loaded; serving");
+                }
+            }
+        }
+    });
+
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(helpgrid_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .context("cannot build the gRPC reflection service")?;
+    let incident_api = IncidentApi {
+        read_model,
+        live,
+        commands: CommandSender::new(
+            producer,
+            topics.incident_commands.clone(),
+            pending,
+            config.command_timeout,
+        ),
+        ready: ready.clone(),
+        shutdown: stop.clone(),
+    };
+    let roster_api = RosterApi { roster, ready };
+    let local_addr = listener.local_addr()?;
+    tracing::info!(%local_addr, topic_prefix = %kafka.topic_prefix, partitions, "status service listening");
+
+    let draining = {
+        let stop = stop.clone();
+        let health = health.clone();
+        async move {
+            tokio::select! {
+                () = shutdown => tracing::info!("shutting down: no new calls, ending watch streams"),
+                () = stop.cancelled() => {}
+            }
+            stop.cancel();
+            end_health(health).await;
+        }
+    };
+    let serving = Server::builder()
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(IncidentServiceServer::new(incident_api))
+        .add_service(RosterServiceServer::new(roster_api))
+        .serve_with_incoming_shutdown(TcpIncoming::from(listener), draining);
+    // Our own calls end within the command timeout once draining starts, but a client may
+    // hold a stream we do not control (a health Watch) open forever: bound the wait.
+    let drain_limit = config.command_timeout + DRAIN_MARGIN;
+    let drain_deadline = async {
+        stop.cancelled().await;
+        tokio::time::sleep(drain_limit).await;
+    };
+    let served = tokio::select! {
+        served = serving => served,
+        () = drain_deadline => {
+            tracing::warn!(?drain_limit, "calls still open after the drain limit; closing their connections");
+            Ok(())
+        }
+    };
+    // The server may also stop on an error: stop the feeds either way.
+    stop.cancel();
+    for task in [incident_task, roster_task, readiness_task] {
+        if let Err(error) = task.await {
+            tracing::error!(%error, "a background task of the status service failed");
+        }
+    }
+    served.context("the gRPC server failed")?;
+    tracing::info!("status service stopped");
+    Ok(())
+}
+
+async fn both_loaded(mut incidents: watch::Receiver<bool>, mut roster: watch::Receiver<bool>) {
+    // An error means the feed ended before catching up; then shutdown is under way.
+    let (incidents, roster) = tokio::join!(
+        async { incidents.wait_for(|loaded| *loaded).await.is_ok() },
+        async { roster.wait_for(|loaded| *loaded).await.is_ok() },
+    );
+    if !(incidents && roster) {
+        std::future::pending::<()>().await;
+    }
+}
+
+async fn set_health(health: &HealthReporter, status: ServingStatus) {
+    for name in HEALTH_NAMES {
+        health.set_service_status(name, status).await;
+    }
+}
+
+/// Tells health watchers NOT_SERVING, then ends their streams (a health Watch would
+/// otherwise keep its connection, and the shutdown, open).
+async fn end_health(mut health: HealthReporter) {
+    set_health(&health, ServingStatus::NotServing).await;
+    for name in HEALTH_NAMES {
+        health.clear_service_status(name).await;
+    }
+}

@@ -1,0 +1,309 @@
+//! HelpGrid end to end: a real Kafka broker, the router, and the status service's gRPC API
+//! on a real socket, used the way responders and the simulated city use them.
+//! Needs HELPGRID_TEST_KAFKA (scripts/test sets it).
+
+use helpgrid_common::kafka::KafkaArgs;
+use helpgrid_common::topics::Topics;
+use helpgrid_load_tests::city::CityShape;
+use helpgrid_load_tests::residents::Activity;
+use helpgrid_load_tests::responders::Behaviour;
+use helpgrid_load_tests::sim::{self, SimArgs};
+use helpgrid_proto::pb::incident_service_client::IncidentServiceClient;
+use helpgrid_proto::pb::roster_service_client::RosterServiceClient;
+use helpgrid_proto::pb::{
+    AcknowledgeRequest, CloseRequest, GetIncidentRequest, Incident, IncidentState, PressKind,
+    Resolution, ResponderRole, UpsertResponderRequest,
+};
+use helpgrid_router::config::RouterConfig;
+use helpgrid_router::domain::Policy;
+use helpgrid_status::config::StatusConfig;
+use helpgrid_testkit::records::{press, responder};
+use helpgrid_testkit::{Publisher, WAIT, kafka_args};
+use std::future::Future;
+use std::time::Duration;
+use tokio::sync::oneshot;
+use tonic::Code;
+use tonic::transport::Channel;
+
+/// A service running in this test process, stopped through its shutdown future.
+struct Running {
+    stop: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    fn spawn<F>(start: impl FnOnce(std::pin::Pin<Box<dyn Future<Output = ()> + Send>>) -> F) -> Self
+    where
+        F: Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        let (stop, stopped) = oneshot::channel::<()>();
+        let shutdown = Box::pin(async move {
+            let _ = stopped.await;
+        });
+        Self {
+            stop,
+            task: tokio::spawn(start(shutdown)),
+        }
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        tokio::time::timeout(WAIT, self.task)
+            .await
+            .expect("service stops in time")
+            .expect("service task")
+            .expect("service ran without error");
+    }
+}
+
+struct Stack {
+    args: KafkaArgs,
+    status: Running,
+    router: Option<Running>,
+    addr: String,
+}
+
+impl Stack {
+    /// Starts the status service, registers `roster` through its API, then starts the
+    /// router (which loads the roster before it routes anything).
+    async fn start(roster: Vec<helpgrid_proto::pb::Responder>) -> Self {
+        let args = kafka_args();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = format!("http://{}", listener.local_addr().expect("addr"));
+        let status_config = StatusConfig::new(args.clone());
+        let status =
+            Running::spawn(move |shutdown| helpgrid_status::run(status_config, listener, shutdown));
+        let channel = sim::connect(&addr).await.expect("status service reachable");
+        let mut roster_api = RosterServiceClient::new(channel);
+        for r in roster {
+            roster_api
+                .upsert_responder(UpsertResponderRequest { responder: Some(r) })
+                .await
+                .expect("upsert");
+        }
+        let router_config = RouterConfig {
+            kafka: args.clone(),
+            group_id: format!("{}router", args.topic_prefix),
+            transactional_id: format!("{}router-1", args.topic_prefix),
+            batch_max: 200,
+            policy: Policy::default(),
+        };
+        let router = Running::spawn(move |shutdown| helpgrid_router::run(router_config, shutdown));
+        Self {
+            args,
+            status,
+            router: Some(router),
+            addr,
+        }
+    }
+
+    async fn incidents(&self) -> IncidentServiceClient<Channel> {
+        IncidentServiceClient::new(sim::connect(&self.addr).await.expect("connect"))
+    }
+
+    async fn stop(mut self) {
+        if let Some(router) = self.router.take() {
+            router.stop().await;
+        }
+        self.status.stop().await;
+    }
+}
+
+/// Polls GetIncident until `done` holds (the read model follows Kafka asynchronously).
+async fn wait_for_incident(
+    client: &mut IncidentServiceClient<Channel>,
+    incident_id: &str,
+    what: &str,
+    done: impl Fn(&Incident) -> bool,
+) -> Incident {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let found = client
+            .get_incident(GetIncidentRequest {
+                incident_id: incident_id.to_owned(),
+            })
+            .await;
+        match found {
+            Ok(r) if done(r.get_ref()) => return r.into_inner(),
+            Ok(_) => {}
+            Err(status) if status.code() == Code::NotFound => {}
+            Err(status) => panic!("GetIncident failed: {status}"),
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {incident_id} to be {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn press_and_wait_assigned(stack: &Stack, household: &str, grid: &str) -> Incident {
+    let p = press(household, grid, PressKind::Help);
+    let incident_id = format!(
+        "inc-{}",
+        p.envelope
+            .as_ref()
+            .map(|e| e.event_id.clone())
+            .unwrap_or_default()
+    );
+    let topics = Topics::with_prefix(&stack.args.topic_prefix);
+    Publisher::new(&stack.args)
+        .send(&topics.help_events, grid, &p)
+        .await;
+    let mut client = stack.incidents().await;
+    wait_for_incident(&mut client, &incident_id, "assigned", |i| {
+        i.state == IncidentState::Assigned as i32
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_press_is_assigned_then_acknowledged_and_closed_over_grpc() {
+    let stack = Stack::start(vec![responder(
+        "wu-1",
+        ResponderRole::GridWorker,
+        &["g1"],
+        None,
+    )])
+    .await;
+    let incident = press_and_wait_assigned(&stack, "h-1", "g1").await;
+    assert_eq!(incident.assignments[0].responder_id, "wu-1");
+    let mut client = stack.incidents().await;
+    let acked = client
+        .acknowledge(AcknowledgeRequest {
+            incident_id: incident.incident_id.clone(),
+            responder_id: "wu-1".into(),
+        })
+        .await
+        .expect("the assigned worker may acknowledge")
+        .into_inner();
+    assert_eq!(acked.state, IncidentState::Acknowledged as i32);
+    assert!(acked.acknowledged_at.is_some());
+    let closed = client
+        .close(CloseRequest {
+            incident_id: incident.incident_id.clone(),
+            responder_id: "wu-1".into(),
+            resolution: Resolution::Resolved as i32,
+            note: "helped with the stairs".into(),
+        })
+        .await
+        .expect("the worker may close what they acknowledged")
+        .into_inner();
+    assert_eq!(closed.state, IncidentState::Closed as i32);
+    assert_eq!(closed.resolution_note, "helped with the stairs");
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_responder_is_refused_and_closing_before_acknowledging_fails_its_precondition() {
+    let stack = Stack::start(vec![
+        responder("wu-1", ResponderRole::GridWorker, &["g1"], None),
+        responder("wu-2", ResponderRole::GridWorker, &["g2"], None),
+    ])
+    .await;
+    let incident = press_and_wait_assigned(&stack, "h-1", "g1").await;
+    let mut client = stack.incidents().await;
+    let refused = client
+        .acknowledge(AcknowledgeRequest {
+            incident_id: incident.incident_id.clone(),
+            responder_id: "wu-2".into(),
+        })
+        .await
+        .expect_err("wu-2 is not assigned");
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused}");
+    assert!(
+        refused.message().contains("wu-2 is not assigned"),
+        "{}",
+        refused.message()
+    );
+    let early = client
+        .close(CloseRequest {
+            incident_id: incident.incident_id.clone(),
+            responder_id: "wu-1".into(),
+            resolution: Resolution::Resolved as i32,
+            note: String::new(),
+        })
+        .await
+        .expect_err("not acknowledged yet");
+    assert_eq!(early.code(), Code::FailedPrecondition, "{early}");
+    let unknown = client
+        .acknowledge(AcknowledgeRequest {
+            incident_id: "inc-does-not-exist".into(),
+            responder_id: "wu-1".into(),
+        })
+        .await
+        .expect_err("unknown incident");
+    assert_eq!(unknown.code(), Code::NotFound, "{unknown}");
+    let still = client
+        .get_incident(GetIncidentRequest {
+            incident_id: incident.incident_id.clone(),
+        })
+        .await
+        .expect("get")
+        .into_inner();
+    assert_eq!(
+        still.state,
+        IncidentState::Assigned as i32,
+        "refused commands change nothing"
+    );
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_simulated_city_gets_every_incident_acknowledged_and_closed() {
+    let shape = CityShape {
+        grids: 4,
+        workers_per_grid: 2,
+        households_per_grid: 30,
+        cameras_per_grid: 1,
+        grids_per_beat: 2,
+        officers_per_beat: 2,
+        seed: 11,
+    };
+    let city = helpgrid_load_tests::city::City::build(&shape, "sim-");
+    let stack = Stack::start(city.responders.clone()).await;
+    let args = SimArgs {
+        kafka: stack.args.clone(),
+        status_addr: stack.addr.clone(),
+        id_prefix: "sim-".into(),
+        duration_s: Some(12.0),
+        summary_every_s: 1.0,
+        city: shape,
+        activity: Activity {
+            presses_per_s: 4.0,
+            camera_alerts_per_s: 1.0,
+            repeat_press_ratio: 0.1,
+            urgent_ratio: 0.1,
+            medical_ratio: 0.05,
+        },
+        behaviour: Behaviour {
+            ack_after_min_s: 0.1,
+            ack_after_max_s: 0.5,
+            close_after_min_s: 0.1,
+            close_after_max_s: 0.5,
+            miss_ratio: 0.0,
+        },
+    };
+    let tally = sim::run(args, std::future::pending(), |_, _| {})
+        .await
+        .expect("the city ran");
+    stack.stop().await;
+    assert!(tally.presses_sent >= 40, "{tally}");
+    assert!(tally.opened >= 20, "{tally}");
+    assert!(
+        tally.opened + tally.attached <= tally.presses_sent + tally.alerts_sent,
+        "{tally}"
+    );
+    // Responders answer within a second and the deadlines are minutes: nobody is reassigned,
+    // nothing is refused, and all but the last second's incidents are closed.
+    assert_eq!(
+        (tally.reassigned, tally.rejected, tally.api_refusals),
+        (0, 0, 0),
+        "{tally}"
+    );
+    assert!(tally.acknowledged >= tally.opened - 10, "{tally}");
+    assert!(tally.closed >= tally.opened - 10, "{tally}");
+    assert!(!tally.time_to_assign_ms.is_empty(), "{tally}");
+}

@@ -1,0 +1,303 @@
+//! Incident commands: publish one to the partition that holds the incident (the router
+//! instance owning it reads that partition), then wait for the router's answer — the one
+//! incident event whose `cause_id` is the command's event id.
+//!
+//! The waiter is registered before the command is produced, so an answer that arrives
+//! before the delivery report is not lost.
+
+use crate::read_model::IncidentHome;
+use crate::telemetry;
+use helpgrid_common::envelope::new_envelope;
+use helpgrid_common::time::now_millis;
+use helpgrid_proto::pb::incident_command::Action;
+use helpgrid_proto::pb::incident_event::Change;
+use helpgrid_proto::pb::{
+    AcknowledgeIncident, CloseIncident, Incident, IncidentCommand, IncidentEvent, RejectReason,
+    Resolution,
+};
+use prost::Message;
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+
+/// The `source` written in the envelope of every command.
+pub const COMMAND_SOURCE: &str = "helpgrid-status";
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum CommandAction {
+    Acknowledge,
+    Close {
+        resolution: Resolution,
+        note: String,
+    },
+}
+
+impl CommandAction {
+    fn name(&self) -> &'static str {
+        match self {
+            Self::Acknowledge => "acknowledge",
+            Self::Close { .. } => "close",
+        }
+    }
+
+    fn into_proto(self) -> Action {
+        match self {
+            Self::Acknowledge => Action::Acknowledge(AcknowledgeIncident {}),
+            Self::Close { resolution, note } => Action::Close(CloseIncident {
+                resolution: resolution as i32,
+                note,
+            }),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error("the router rejected the command ({reason:?}): {message}")]
+    Rejected {
+        reason: RejectReason,
+        message: String,
+    },
+    #[error(
+        "the router did not answer within {} ms; the command may still be applied — check GetIncident",
+        timeout.as_millis()
+    )]
+    NoAnswer { timeout: Duration },
+    #[error(
+        "could not publish the command to Kafka topic {topic} ({source}); retry when Kafka is reachable"
+    )]
+    Publish { topic: String, source: KafkaError },
+    #[error("the router answered command {command_id} without the incident; this is a router bug")]
+    AnswerWithoutIncident { command_id: String },
+}
+
+impl CommandError {
+    fn outcome(&self) -> &'static str {
+        match self {
+            Self::Rejected { reason, .. } => match reason {
+                RejectReason::NotFound => "rejected_not_found",
+                RejectReason::NotPermitted => "rejected_not_permitted",
+                RejectReason::WrongState => "rejected_wrong_state",
+                RejectReason::Invalid => "rejected_invalid",
+                RejectReason::Unspecified => "rejected_unspecified",
+            },
+            Self::NoAnswer { .. } => "no_answer",
+            Self::Publish { .. } => "publish_failed",
+            Self::AnswerWithoutIncident { .. } => "malformed_answer",
+        }
+    }
+}
+
+/// Commands waiting for their answer, by command id. The incident feed resolves them.
+#[derive(Debug, Default)]
+pub struct PendingCommands {
+    waiters: Mutex<HashMap<String, oneshot::Sender<Arc<IncidentEvent>>>>,
+}
+
+impl PendingCommands {
+    /// Hands `event` to the command it answers, if one is waiting here.
+    pub fn resolve(&self, event: &Arc<IncidentEvent>) {
+        if event.cause_id.is_empty() {
+            return;
+        }
+        let waiter = self.lock().remove(&event.cause_id);
+        if let Some(waiter) = waiter {
+            // The requester may have given up already; nothing to do then.
+            let _ = waiter.send(Arc::clone(event));
+        }
+    }
+
+    fn register(self: &Arc<Self>, command_id: &str) -> Waiter {
+        let (tx, rx) = oneshot::channel();
+        self.lock().insert(command_id.to_owned(), tx);
+        Waiter {
+            pending: Arc::clone(self),
+            command_id: command_id.to_owned(),
+            answer: rx,
+        }
+    }
+
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<String, oneshot::Sender<Arc<IncidentEvent>>>> {
+        // A panic elsewhere while holding this map leaves it consistent (single inserts/removes).
+        self.waiters.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Removes its entry when dropped, so timed-out and abandoned requests leave nothing behind.
+struct Waiter {
+    pending: Arc<PendingCommands>,
+    command_id: String,
+    answer: oneshot::Receiver<Arc<IncidentEvent>>,
+}
+
+impl Drop for Waiter {
+    fn drop(&mut self) {
+        self.pending.lock().remove(&self.command_id);
+    }
+}
+
+/// Publishes incident commands and waits for the router's answers.
+#[derive(Clone)]
+pub struct CommandSender {
+    producer: FutureProducer,
+    /// The incident-commands topic.
+    topic: String,
+    pending: Arc<PendingCommands>,
+    /// How long a request waits for the router, publishing included.
+    timeout: Duration,
+}
+
+impl CommandSender {
+    pub fn new(
+        producer: FutureProducer,
+        topic: String,
+        pending: Arc<PendingCommands>,
+        timeout: Duration,
+    ) -> Self {
+        Self {
+            producer,
+            topic,
+            pending,
+            timeout,
+        }
+    }
+
+    /// Sends `action` on behalf of `actor_id` and returns the incident as the router left it.
+    pub async fn send(
+        &self,
+        incident_id: &str,
+        home: &IncidentHome,
+        actor_id: &str,
+        action: CommandAction,
+    ) -> Result<Incident, CommandError> {
+        let action_name = action.name();
+        let command = IncidentCommand {
+            envelope: Some(new_envelope(COMMAND_SOURCE, now_millis())),
+            incident_id: incident_id.to_owned(),
+            grid_id: home.grid_id.clone(),
+            actor_id: actor_id.to_owned(),
+            action: Some(action.into_proto()),
+        };
+        let command_id = command
+            .envelope
+            .as_ref()
+            .map(|e| e.event_id.clone())
+            .unwrap_or_default();
+        let payload = command.encode_to_vec();
+        let started = Instant::now();
+        let mut waiter = self.pending.register(&command_id);
+        let exchange = async {
+            let record = FutureRecord::to(&self.topic)
+                .partition(home.partition)
+                .key(&home.grid_id)
+                .payload(&payload);
+            self.producer
+                .send(record, self.timeout)
+                .await
+                .map_err(|(source, _)| CommandError::Publish {
+                    topic: self.topic.clone(),
+                    source,
+                })?;
+            telemetry::command_sent(action_name);
+            let answer = (&mut waiter.answer)
+                .await
+                .map_err(|_| CommandError::NoAnswer {
+                    timeout: self.timeout,
+                })?;
+            telemetry::command_answered_after(started.elapsed());
+            outcome_of(&command_id, &answer)
+        };
+        let result = tokio::time::timeout(self.timeout, exchange)
+            .await
+            .unwrap_or(Err(CommandError::NoAnswer {
+                timeout: self.timeout,
+            }));
+        match &result {
+            Ok(incident) => {
+                telemetry::command_outcome("applied");
+                tracing::info!(%command_id, incident_id, actor_id, action = action_name, revision = incident.revision, "command applied");
+            }
+            Err(error) => {
+                telemetry::command_outcome(error.outcome());
+                tracing::info!(%command_id, incident_id, actor_id, action = action_name, %error, "command not applied");
+            }
+        }
+        result
+    }
+}
+
+/// What the router's answer means for the requester.
+fn outcome_of(command_id: &str, answer: &IncidentEvent) -> Result<Incident, CommandError> {
+    if let Some(Change::Rejected(rejection)) = &answer.change {
+        return Err(CommandError::Rejected {
+            reason: RejectReason::try_from(rejection.reason).unwrap_or(RejectReason::Unspecified),
+            message: rejection.message.clone(),
+        });
+    }
+    answer
+        .incident
+        .clone()
+        .ok_or_else(|| CommandError::AnswerWithoutIncident {
+            command_id: command_id.to_owned(),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use helpgrid_proto::pb::{Acknowledged, CommandRejected};
+
+    #[test]
+    fn an_acknowledged_answer_returns_the_incident_after_the_change() {
+        let answer = IncidentEvent {
+            incident: Some(Incident {
+                incident_id: "i".into(),
+                revision: 3,
+                ..Default::default()
+            }),
+            change: Some(Change::Acknowledged(Acknowledged::default())),
+            ..Default::default()
+        };
+        assert_eq!(outcome_of("c", &answer).ok().map(|i| i.revision), Some(3));
+    }
+
+    #[test]
+    fn a_rejection_carries_the_routers_reason_and_message() {
+        let answer = IncidentEvent {
+            incident: Some(Incident::default()),
+            change: Some(Change::Rejected(CommandRejected {
+                reason: RejectReason::WrongState as i32,
+                message: "incident is closed".into(),
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        let error = outcome_of("c", &answer).err();
+        assert!(matches!(
+            error,
+            Some(CommandError::Rejected { reason: RejectReason::WrongState, ref message }) if message == "incident is closed"
+        ));
+    }
+
+    #[test]
+    fn an_answer_is_delivered_once_and_a_dropped_waiter_leaves_nothing_behind() {
+        let pending = Arc::new(PendingCommands::default());
+        let mut waiter = pending.register("cmd-1");
+        let answer = Arc::new(IncidentEvent {
+            cause_id: "cmd-1".into(),
+            ..Default::default()
+        });
+        pending.resolve(&answer);
+        assert!(pending.lock().is_empty());
+        assert!(waiter.answer.try_recv().is_ok());
+
+        let abandoned = pending.register("cmd-2");
+        drop(abandoned);
+        assert!(pending.lock().is_empty());
+    }
+}

@@ -1,0 +1,522 @@
+//! The incidents as the router last described them, built from incident-events. Pure: the
+//! feed hands it records, the gRPC layer asks it questions; no Kafka or gRPC in here.
+//!
+//! It keeps three things: the latest snapshot of every incident (and the partition its
+//! events live in, where its commands must go), an index by opening time for newest-first
+//! listing, and the log of events per partition so a Watch can replay from a cursor.
+
+use crate::cursor::Cursor;
+use helpgrid_common::time::{Millis, from_timestamp};
+use helpgrid_proto::pb::{Incident, IncidentEvent};
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::ops::Bound;
+use std::sync::Arc;
+
+/// One event as it sits in the incident-events log.
+#[derive(Debug, Clone)]
+pub struct LoggedEvent {
+    pub partition: i32,
+    pub offset: i64,
+    pub event: Arc<IncidentEvent>,
+}
+
+/// Where an incident's events are, so its commands can be sent to the router that owns it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IncidentHome {
+    pub partition: i32,
+    pub grid_id: String,
+}
+
+#[derive(Debug)]
+struct StoredIncident {
+    incident: Incident,
+    partition: i32,
+    /// `opened_at` as indexed in `by_opened` (absent = 0), so the index entry can be found.
+    opened_at: Millis,
+}
+
+#[derive(Debug)]
+pub struct ReadModel {
+    incidents: HashMap<String, StoredIncident>,
+    /// (opened_at, incident_id), iterated backwards for newest-first pages.
+    by_opened: BTreeSet<(Millis, String)>,
+    /// Index = partition; every applied event in offset order.
+    log: Vec<Vec<LoggedEvent>>,
+    /// Last offset seen per partition, decodable or not.
+    position: Cursor,
+}
+
+/// A validated ListIncidents request.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct IncidentQuery {
+    /// Empty: all grids.
+    pub grid_ids: HashSet<String>,
+    /// `IncidentState` values; empty: all states.
+    pub states: HashSet<i32>,
+    /// Exclusive bounds on `opened_at`.
+    pub opened_after: Option<Millis>,
+    pub opened_before: Option<Millis>,
+    pub page_size: usize,
+    /// Continue after this entry (from the previous page's token).
+    pub page_after: Option<PageKey>,
+}
+
+#[derive(Debug)]
+pub struct IncidentPage {
+    pub incidents: Vec<Incident>,
+    /// Present when more incidents match.
+    pub next_page: Option<PageKey>,
+    /// The read model's position when the page was taken.
+    pub position: Cursor,
+}
+
+/// The last entry of a page: listing resumes strictly after (older than) it, so incidents
+/// opened meanwhile neither shift nor repeat later pages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageKey {
+    opened_at: Millis,
+    incident_id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "page_token is not one this service issued; pass next_page_token back unchanged, or leave it empty for the first page"
+)]
+pub struct PageTokenError;
+
+const PAGE_TOKEN_PREFIX: &str = "p1:";
+
+impl PageKey {
+    pub fn encode(&self) -> String {
+        format!("{PAGE_TOKEN_PREFIX}{}:{}", self.opened_at, self.incident_id)
+    }
+
+    pub fn decode(token: &str) -> Result<Self, PageTokenError> {
+        let body = token
+            .strip_prefix(PAGE_TOKEN_PREFIX)
+            .ok_or(PageTokenError)?;
+        let (opened_at, incident_id) = body.split_once(':').ok_or(PageTokenError)?;
+        let opened_at = opened_at.parse::<Millis>().map_err(|_| PageTokenError)?;
+        if incident_id.is_empty() {
+            return Err(PageTokenError);
+        }
+        Ok(Self {
+            opened_at,
+            incident_id: incident_id.to_owned(),
+        })
+    }
+}
+
+impl ReadModel {
+    pub fn new(partitions: usize) -> Self {
+        Self {
+            incidents: HashMap::new(),
+            by_opened: BTreeSet::new(),
+            log: vec![Vec::new(); partitions],
+            position: Cursor::beginning(partitions),
+        }
+    }
+
+    /// Applies the event read at (`partition`, `offset`). Returns it as logged, or `None` when
+    /// it was not new (an offset already applied, or a partition this model was not built for).
+    pub fn apply(
+        &mut self,
+        partition: i32,
+        offset: i64,
+        event: IncidentEvent,
+    ) -> Option<LoggedEvent> {
+        let log = usize::try_from(partition)
+            .ok()
+            .and_then(|p| self.log.get_mut(p))?;
+        if !self.position.is_before(partition, offset) {
+            return None;
+        }
+        self.position.advance(partition, offset);
+        let event = Arc::new(event);
+        let logged = LoggedEvent {
+            partition,
+            offset,
+            event: Arc::clone(&event),
+        };
+        log.push(logged.clone());
+        if let Some(incident) = &event.incident {
+            self.store_snapshot(partition, incident);
+        }
+        Some(logged)
+    }
+
+    /// Moves past a record that could not be decoded, so positions stay truthful.
+    pub fn skip(&mut self, partition: i32, offset: i64) {
+        self.position.advance(partition, offset);
+    }
+
+    /// Keeps the newest revision only: a snapshot older than the stored one changes nothing.
+    fn store_snapshot(&mut self, partition: i32, incident: &Incident) {
+        let opened_at = from_timestamp(incident.opened_at.as_ref()).unwrap_or(0);
+        if let Some(stored) = self.incidents.get(&incident.incident_id) {
+            if stored.incident.revision >= incident.revision {
+                return;
+            }
+            self.by_opened
+                .remove(&(stored.opened_at, incident.incident_id.clone()));
+        }
+        self.by_opened
+            .insert((opened_at, incident.incident_id.clone()));
+        self.incidents.insert(
+            incident.incident_id.clone(),
+            StoredIncident {
+                incident: incident.clone(),
+                partition,
+                opened_at,
+            },
+        );
+    }
+
+    pub fn incident(&self, incident_id: &str) -> Option<&Incident> {
+        self.incidents.get(incident_id).map(|s| &s.incident)
+    }
+
+    pub fn home(&self, incident_id: &str) -> Option<IncidentHome> {
+        self.incidents.get(incident_id).map(|s| IncidentHome {
+            partition: s.partition,
+            grid_id: s.incident.grid_id.clone(),
+        })
+    }
+
+    pub fn incident_count(&self) -> usize {
+        self.incidents.len()
+    }
+
+    /// Everything applied so far, as a cursor: a Watch from here sees only later events.
+    pub fn position(&self) -> Cursor {
+        self.position.clone()
+    }
+
+    pub fn partitions(&self) -> usize {
+        self.log.len()
+    }
+
+    /// Newest first by `opened_at` (then incident id, descending).
+    pub fn list(&self, query: &IncidentQuery) -> IncidentPage {
+        let mut upper = Bound::Unbounded;
+        if let Some(before) = query.opened_before {
+            // (before, "") is the smallest key opened at `before`: everything below is earlier.
+            upper = Bound::Excluded((before, String::new()));
+        }
+        if let Some(key) = &query.page_after {
+            let page_bound = (key.opened_at, key.incident_id.clone());
+            let tighter = match &upper {
+                Bound::Excluded(b) => page_bound < *b,
+                _ => true,
+            };
+            if tighter {
+                upper = Bound::Excluded(page_bound);
+            }
+        }
+        let mut matching = self
+            .by_opened
+            .range((Bound::Unbounded, upper))
+            .rev()
+            .take_while(|(opened_at, _)| query.opened_after.is_none_or(|after| *opened_at > after))
+            .filter_map(|(_, id)| self.incidents.get(id))
+            .filter(|s| query.grid_ids.is_empty() || query.grid_ids.contains(&s.incident.grid_id))
+            .filter(|s| query.states.is_empty() || query.states.contains(&s.incident.state));
+        let incidents: Vec<&StoredIncident> = matching.by_ref().take(query.page_size).collect();
+        let next_page = match (matching.next(), incidents.last()) {
+            (Some(_), Some(last)) => Some(PageKey {
+                opened_at: last.opened_at,
+                incident_id: last.incident.incident_id.clone(),
+            }),
+            _ => None,
+        };
+        IncidentPage {
+            incidents: incidents.into_iter().map(|s| s.incident.clone()).collect(),
+            next_page,
+            position: self.position(),
+        }
+    }
+
+    /// Up to `limit` logged events after `cursor`, partition by partition, each partition in
+    /// offset order.
+    pub fn events_after(&self, cursor: &Cursor, limit: usize) -> Vec<LoggedEvent> {
+        let mut events = Vec::new();
+        for (partition, log) in self.log.iter().enumerate() {
+            let Ok(partition) = i32::try_from(partition) else {
+                break;
+            };
+            let delivered = cursor.last_delivered(partition);
+            let start = log.partition_point(|e| e.offset <= delivered);
+            let room = limit.saturating_sub(events.len());
+            events.extend(log[start..].iter().take(room).cloned());
+            if events.len() >= limit {
+                break;
+            }
+        }
+        events
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use helpgrid_common::time::to_timestamp;
+    use helpgrid_proto::pb::{
+        CommandRejected, IncidentState, RejectReason, incident_event::Change,
+    };
+
+    fn incident(
+        id: &str,
+        grid: &str,
+        opened_at: Millis,
+        revision: u64,
+        state: IncidentState,
+    ) -> Incident {
+        Incident {
+            incident_id: id.into(),
+            grid_id: grid.into(),
+            state: state as i32,
+            opened_at: Some(to_timestamp(opened_at)),
+            revision,
+            ..Default::default()
+        }
+    }
+
+    fn event(incident: Incident) -> IncidentEvent {
+        IncidentEvent {
+            incident: Some(incident),
+            ..Default::default()
+        }
+    }
+
+    fn query(page_size: usize) -> IncidentQuery {
+        IncidentQuery {
+            page_size,
+            ..Default::default()
+        }
+    }
+
+    fn ids(page: &IncidentPage) -> Vec<&str> {
+        page.incidents
+            .iter()
+            .map(|i| i.incident_id.as_str())
+            .collect()
+    }
+
+    #[test]
+    fn latest_revision_wins_and_an_older_one_arriving_later_is_ignored() {
+        let mut model = ReadModel::new(2);
+        model.apply(
+            1,
+            0,
+            event(incident("a", "g1", 100, 2, IncidentState::Acknowledged)),
+        );
+        model.apply(
+            1,
+            1,
+            event(incident("a", "g1", 100, 1, IncidentState::Assigned)),
+        );
+        let stored = model.incident("a").map(|i| (i.revision, i.state));
+        assert_eq!(stored, Some((2, IncidentState::Acknowledged as i32)));
+        assert_eq!(
+            model.home("a"),
+            Some(IncidentHome {
+                partition: 1,
+                grid_id: "g1".into()
+            })
+        );
+        assert_eq!(model.incident_count(), 1);
+    }
+
+    #[test]
+    fn an_offset_applied_twice_is_not_logged_twice() {
+        let mut model = ReadModel::new(1);
+        assert!(
+            model
+                .apply(
+                    0,
+                    5,
+                    event(incident("a", "g", 1, 1, IncidentState::Waiting))
+                )
+                .is_some()
+        );
+        assert!(
+            model
+                .apply(
+                    0,
+                    5,
+                    event(incident("a", "g", 1, 1, IncidentState::Waiting))
+                )
+                .is_none()
+        );
+        assert!(
+            model
+                .apply(
+                    3,
+                    0,
+                    event(incident("b", "g", 1, 1, IncidentState::Waiting))
+                )
+                .is_none()
+        );
+        assert_eq!(model.events_after(&Cursor::beginning(1), 10).len(), 1);
+    }
+
+    #[test]
+    fn rejection_without_an_incident_is_logged_but_changes_no_incident() {
+        let mut model = ReadModel::new(1);
+        let rejection = IncidentEvent {
+            change: Some(Change::Rejected(CommandRejected {
+                reason: RejectReason::NotFound as i32,
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        assert!(model.apply(0, 0, rejection).is_some());
+        assert_eq!(model.incident_count(), 0);
+        assert_eq!(model.position().encode(), "v1:0");
+    }
+
+    #[test]
+    fn list_is_newest_first_and_pages_without_repeats_or_gaps() {
+        let mut model = ReadModel::new(1);
+        for (offset, (id, opened)) in [("a", 10), ("b", 30), ("c", 20), ("d", 30), ("e", 5)]
+            .into_iter()
+            .enumerate()
+        {
+            model.apply(
+                0,
+                offset as i64,
+                event(incident(id, "g", opened, 1, IncidentState::Assigned)),
+            );
+        }
+        let first = model.list(&query(2));
+        assert_eq!(ids(&first), ["d", "b"]);
+        let second = model.list(&IncidentQuery {
+            page_after: first.next_page.clone(),
+            ..query(2)
+        });
+        assert_eq!(ids(&second), ["c", "a"]);
+        let third = model.list(&IncidentQuery {
+            page_after: second.next_page.clone(),
+            ..query(2)
+        });
+        assert_eq!(ids(&third), ["e"]);
+        assert_eq!(third.next_page, None);
+    }
+
+    #[test]
+    fn a_full_last_page_has_no_next_page_token() {
+        let mut model = ReadModel::new(1);
+        model.apply(
+            0,
+            0,
+            event(incident("a", "g", 1, 1, IncidentState::Assigned)),
+        );
+        model.apply(
+            0,
+            1,
+            event(incident("b", "g", 2, 1, IncidentState::Assigned)),
+        );
+        assert_eq!(model.list(&query(2)).next_page, None);
+    }
+
+    #[test]
+    fn list_filters_by_grid_state_and_exclusive_opening_bounds() {
+        let mut model = ReadModel::new(1);
+        model.apply(
+            0,
+            0,
+            event(incident("a", "g1", 10, 1, IncidentState::Assigned)),
+        );
+        model.apply(
+            0,
+            1,
+            event(incident("b", "g2", 20, 1, IncidentState::Assigned)),
+        );
+        model.apply(
+            0,
+            2,
+            event(incident("c", "g1", 30, 1, IncidentState::Closed)),
+        );
+        model.apply(
+            0,
+            3,
+            event(incident("d", "g1", 40, 1, IncidentState::Assigned)),
+        );
+        let by_grid = IncidentQuery {
+            grid_ids: HashSet::from(["g1".to_owned()]),
+            ..query(10)
+        };
+        assert_eq!(ids(&model.list(&by_grid)), ["d", "c", "a"]);
+        let open_in_g1 = IncidentQuery {
+            states: HashSet::from([IncidentState::Assigned as i32]),
+            ..by_grid
+        };
+        assert_eq!(ids(&model.list(&open_in_g1)), ["d", "a"]);
+        let window = IncidentQuery {
+            opened_after: Some(10),
+            opened_before: Some(40),
+            ..query(10)
+        };
+        assert_eq!(ids(&model.list(&window)), ["c", "b"]);
+    }
+
+    #[test]
+    fn list_reports_the_position_it_was_taken_at() {
+        let mut model = ReadModel::new(2);
+        model.apply(
+            1,
+            4,
+            event(incident("a", "g", 1, 1, IncidentState::Assigned)),
+        );
+        model.skip(0, 2);
+        assert_eq!(model.list(&query(10)).position.encode(), "v1:2,4");
+    }
+
+    #[test]
+    fn replay_after_a_cursor_returns_only_later_events_in_offset_order() {
+        let mut model = ReadModel::new(2);
+        model.apply(
+            0,
+            0,
+            event(incident("a", "g", 1, 1, IncidentState::Assigned)),
+        );
+        model.apply(
+            1,
+            0,
+            event(incident("b", "h", 1, 1, IncidentState::Assigned)),
+        );
+        model.apply(
+            0,
+            2,
+            event(incident("a", "g", 1, 2, IncidentState::Acknowledged)),
+        );
+        model.apply(1, 1, event(incident("b", "h", 1, 2, IncidentState::Closed)));
+        let mut cursor = Cursor::beginning(2);
+        cursor.advance(0, 0);
+        let replay: Vec<(i32, i64)> = model
+            .events_after(&cursor, 10)
+            .iter()
+            .map(|e| (e.partition, e.offset))
+            .collect();
+        assert_eq!(replay, [(0, 2), (1, 0), (1, 1)]);
+        let limited: Vec<(i32, i64)> = model
+            .events_after(&cursor, 2)
+            .iter()
+            .map(|e| (e.partition, e.offset))
+            .collect();
+        assert_eq!(limited, [(0, 2), (1, 0)]);
+        assert!(model.events_after(&model.position(), 10).is_empty());
+    }
+
+    #[test]
+    fn page_tokens_round_trip_and_garbage_is_rejected() {
+        let key = PageKey {
+            opened_at: -5,
+            incident_id: "in:1".into(),
+        };
+        assert_eq!(PageKey::decode(&key.encode()), Ok(key));
+        for bad in ["", "p1:", "p1:12", "p1:x:id", "p1:12:", "p2:1:a", "zzz"] {
+            assert_eq!(PageKey::decode(bad), Err(PageTokenError), "{bad}");
+        }
+    }
+}

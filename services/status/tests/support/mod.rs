@@ -1,0 +1,407 @@
+//! Test harness: a real Kafka broker (address in `HELPGRID_TEST_KAFKA`), fresh topics per
+//! test (random prefix), the real status server on a port-0 socket, and the router's part
+//! played by producing incident events directly.
+#![allow(dead_code, clippy::unwrap_used)] // each test binary uses part of the harness
+
+use helpgrid_common::envelope::new_envelope;
+use helpgrid_common::kafka::KafkaArgs;
+use helpgrid_common::reader::{Feed, follow};
+use helpgrid_common::time::{Millis, now_millis, to_timestamp};
+use helpgrid_common::topics::{Topics, ensure_topics};
+use helpgrid_proto::pb::incident_command::Action;
+use helpgrid_proto::pb::incident_event::Change;
+use helpgrid_proto::pb::incident_service_client::IncidentServiceClient;
+use helpgrid_proto::pb::roster_service_client::RosterServiceClient;
+use helpgrid_proto::pb::{
+    Acknowledged, Assignment, CommandRejected, EscalationLevel, Incident, IncidentClosed,
+    IncidentCommand, IncidentEvent, IncidentOpened, IncidentState, IncidentUpdate, Priority,
+    RejectReason, ResponderRole, Track,
+};
+use helpgrid_status::config::StatusConfig;
+use prost::Message;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tonic::Streaming;
+use tonic::transport::Channel;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+/// Partitions of the test topics: few, so topic creation is quick, more than one, so
+/// partition routing is really tested.
+pub const PARTITIONS: i32 = 3;
+/// Upper bound for anything a test waits for.
+pub const PATIENCE: Duration = Duration::from_secs(30);
+
+pub fn kafka_bootstrap() -> String {
+    match std::env::var("HELPGRID_TEST_KAFKA") {
+        Ok(address) if !address.trim().is_empty() => address,
+        _ => panic!(
+            "HELPGRID_TEST_KAFKA is not set. These tests need a real Kafka broker: start one with \
+             `bash deploy/local/kafka.sh start`, then run \
+             `HELPGRID_TEST_KAFKA=$(bash deploy/local/kafka.sh bootstrap) cargo test -p helpgrid-status`"
+        ),
+    }
+}
+
+/// Bounded wait on a future; a test that would hang fails with `what` instead.
+pub async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
+    match tokio::time::timeout(PATIENCE, future).await {
+        Ok(value) => value,
+        Err(_) => panic!("timed out after {PATIENCE:?} waiting for {what}"),
+    }
+}
+
+/// A private set of topics on the test broker.
+pub struct TestKafka {
+    pub args: KafkaArgs,
+    pub topics: Topics,
+    producer: FutureProducer,
+}
+
+impl TestKafka {
+    pub async fn new() -> Self {
+        // The service's logs go straight to stderr (past the test harness's capture): only
+        // when asked for.
+        if std::env::var_os("RUST_LOG").is_some() {
+            helpgrid_common::telemetry::init_tracing();
+        }
+        let mut args = KafkaArgs::new(
+            kafka_bootstrap(),
+            format!("status-test-{}.", uuid::Uuid::new_v4()),
+        );
+        args.topic_partitions = PARTITIONS;
+        let topics = Topics::with_prefix(&args.topic_prefix);
+        within("topic creation", ensure_topics(&args, &topics))
+            .await
+            .unwrap();
+        let producer = args.producer_config("status-test-router").create().unwrap();
+        Self {
+            args,
+            topics,
+            producer,
+        }
+    }
+
+    /// Writes `event` to incident-events as the router would (key = grid id); returns its offset.
+    pub async fn publish_event(&self, partition: i32, event: &IncidentEvent) -> i64 {
+        let key = event
+            .incident
+            .as_ref()
+            .map(|i| i.grid_id.clone())
+            .unwrap_or_default();
+        self.publish_raw(
+            &self.topics.incident_events.clone(),
+            partition,
+            &key,
+            &event.encode_to_vec(),
+        )
+        .await
+    }
+
+    pub async fn publish_raw(&self, topic: &str, partition: i32, key: &str, payload: &[u8]) -> i64 {
+        let record = FutureRecord::to(topic)
+            .partition(partition)
+            .key(key)
+            .payload(payload);
+        let delivery = within("produce", self.producer.send(record, PATIENCE)).await;
+        delivery.map_err(|(e, _)| e).unwrap().offset
+    }
+
+    /// Records in `topic` now (sum of high watermarks).
+    pub fn records_in(&self, topic: &str) -> i64 {
+        let consumer: BaseConsumer = self
+            .args
+            .reader_config("status-test-watermarks")
+            .create()
+            .unwrap();
+        (0..PARTITIONS)
+            .map(|p| consumer.fetch_watermarks(topic, p, PATIENCE).unwrap().1)
+            .sum()
+    }
+
+    pub async fn start_service(&self, command_timeout: Duration) -> TestService {
+        let config = StatusConfig {
+            kafka: self.args.clone(),
+            command_timeout,
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        let server = tokio::spawn(helpgrid_status::run(
+            config,
+            listener,
+            stop.clone().cancelled_owned(),
+        ));
+        let channel = Channel::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect_lazy();
+        let service = TestService {
+            addr,
+            channel,
+            stop,
+            server,
+        };
+        within("the service to report SERVING", service.serving()).await;
+        service
+    }
+
+    /// Plays the router for commands: every command read from incident-commands is recorded
+    /// and, if `answer` returns an event, that event is written to incident-events in the
+    /// partition the command came in on.
+    pub async fn answer_commands<F>(self: &Arc<Self>, answer: F) -> CommandLog
+    where
+        F: Fn(&IncidentCommand) -> Option<IncidentEvent> + Send + 'static,
+    {
+        let stop = CancellationToken::new();
+        let mut feed = follow(
+            &self.args,
+            "status-test-router-commands",
+            &self.topics.incident_commands,
+            stop.clone(),
+        )
+        .await
+        .unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let kafka = Arc::clone(self);
+        let log = Arc::clone(&seen);
+        tokio::spawn(async move {
+            while let Some(item) = feed.recv().await {
+                let Feed::Record(record) = item else { continue };
+                let command =
+                    IncidentCommand::decode(record.payload.as_deref().unwrap_or_default()).unwrap();
+                let key = String::from_utf8(record.key.clone().unwrap_or_default()).unwrap();
+                log.lock().unwrap().push(SeenCommand {
+                    partition: record.partition,
+                    key,
+                    command: command.clone(),
+                });
+                if let Some(event) = answer(&command) {
+                    kafka.publish_event(record.partition, &event).await;
+                }
+            }
+        });
+        CommandLog {
+            seen,
+            _stop: stop.drop_guard(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SeenCommand {
+    pub partition: i32,
+    pub key: String,
+    pub command: IncidentCommand,
+}
+
+/// Commands the in-test router has read; it stops when this is dropped.
+pub struct CommandLog {
+    seen: Arc<Mutex<Vec<SeenCommand>>>,
+    _stop: tokio_util::sync::DropGuard,
+}
+
+impl CommandLog {
+    pub fn seen(&self) -> Vec<SeenCommand> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+/// The real status server, on a socket.
+pub struct TestService {
+    pub addr: SocketAddr,
+    pub channel: Channel,
+    stop: CancellationToken,
+    server: JoinHandle<anyhow::Result<()>>,
+}
+
+impl TestService {
+    pub fn incidents(&self) -> IncidentServiceClient<Channel> {
+        IncidentServiceClient::new(self.channel.clone())
+    }
+
+    pub fn roster(&self) -> RosterServiceClient<Channel> {
+        RosterServiceClient::new(self.channel.clone())
+    }
+
+    pub fn health(&self) -> HealthClient<Channel> {
+        HealthClient::new(self.channel.clone())
+    }
+
+    /// Follows the server's health until the whole server reports SERVING (both feeds have
+    /// caught up). Retries while the server is still setting up its topics.
+    async fn serving(&self) {
+        loop {
+            if let Ok(response) = self
+                .health()
+                .watch(HealthCheckRequest {
+                    service: String::new(),
+                })
+                .await
+            {
+                let mut statuses = response.into_inner();
+                while let Ok(Some(health)) = statuses.message().await {
+                    if health.status == ServingStatus::Serving as i32 {
+                        return;
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Shuts the server down and returns what `run` returned.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.stop.cancel();
+        within("the server to stop", self.server).await.unwrap()
+    }
+}
+
+/// The next update of a Watch stream (fails the test on error, end or timeout).
+pub async fn next_update(stream: &mut Streaming<IncidentUpdate>) -> IncidentUpdate {
+    match within("the next watch update", stream.message()).await {
+        Ok(Some(update)) => update,
+        other => panic!("expected an update, got {other:?}"),
+    }
+}
+
+pub fn event_id(update: &IncidentUpdate) -> String {
+    update
+        .event
+        .as_ref()
+        .and_then(|e| e.envelope.as_ref())
+        .map(|e| e.event_id.clone())
+        .unwrap_or_default()
+}
+
+// ---- incident events in the shapes the router writes ----
+
+/// A just-opened button incident in `grid_id`, assigned to `responder_id` (revision 2:
+/// opened, then assigned).
+pub fn assigned_incident(
+    incident_id: &str,
+    grid_id: &str,
+    responder_id: &str,
+    opened_at: Millis,
+) -> Incident {
+    Incident {
+        incident_id: incident_id.into(),
+        grid_id: grid_id.into(),
+        state: IncidentState::Assigned as i32,
+        priority: Priority::Normal as i32,
+        source: helpgrid_proto::pb::IncidentSource::Button as i32,
+        household_id: format!("hh-{incident_id}"),
+        device_id: format!("dev-{incident_id}"),
+        reported_at: Some(to_timestamp(opened_at - 20)),
+        opened_at: Some(to_timestamp(opened_at)),
+        assignments: vec![Assignment {
+            track: Track::Community as i32,
+            level: EscalationLevel::GridWorker as i32,
+            responder_id: responder_id.into(),
+            responder_role: ResponderRole::GridWorker as i32,
+            attempt: 1,
+            assigned_at: Some(to_timestamp(opened_at)),
+            ack_deadline: Some(to_timestamp(opened_at + 120_000)),
+            ..Default::default()
+        }],
+        event_count: 1,
+        revision: 2,
+        ..Default::default()
+    }
+}
+
+pub fn router_event(incident: Option<&Incident>, cause_id: &str, change: Change) -> IncidentEvent {
+    IncidentEvent {
+        envelope: Some(new_envelope("router", now_millis())),
+        incident: incident.cloned(),
+        cause_id: cause_id.into(),
+        change: Some(change),
+    }
+}
+
+pub fn opened_event(incident: &Incident) -> IncidentEvent {
+    router_event(
+        Some(incident),
+        &format!("press-{}", incident.incident_id),
+        Change::Opened(IncidentOpened {}),
+    )
+}
+
+fn command_id(command: &IncidentCommand) -> String {
+    command
+        .envelope
+        .as_ref()
+        .map(|e| e.event_id.clone())
+        .unwrap_or_default()
+}
+
+/// The router accepting an Acknowledge: the incident after the change.
+pub fn acknowledged_answer(command: &IncidentCommand, before: &Incident) -> IncidentEvent {
+    let mut after = before.clone();
+    after.state = IncidentState::Acknowledged as i32;
+    after.acknowledged_at = Some(to_timestamp(now_millis()));
+    after.revision += 1;
+    if let Some(assignment) = after.assignments.first_mut() {
+        assignment.acknowledged_at = after.acknowledged_at;
+        assignment.ack_deadline = None;
+        assignment.acknowledged_by = command.actor_id.clone();
+    }
+    router_event(
+        Some(&after),
+        &command_id(command),
+        Change::Acknowledged(Acknowledged {
+            track: Track::Community as i32,
+            responder_id: command.actor_id.clone(),
+            acknowledged_by: command.actor_id.clone(),
+        }),
+    )
+}
+
+/// The router accepting a Close.
+pub fn closed_answer(command: &IncidentCommand, before: &Incident) -> IncidentEvent {
+    let Some(Action::Close(close)) = &command.action else {
+        panic!("not a close command: {command:?}")
+    };
+    let mut after = before.clone();
+    after.state = IncidentState::Closed as i32;
+    after.closed_at = Some(to_timestamp(now_millis()));
+    after.resolution = close.resolution;
+    after.resolution_note = close.note.clone();
+    after.closed_by = command.actor_id.clone();
+    after.revision += 1;
+    router_event(
+        Some(&after),
+        &command_id(command),
+        Change::Closed(IncidentClosed {
+            resolution: close.resolution,
+            note: close.note.clone(),
+            closed_by: command.actor_id.clone(),
+        }),
+    )
+}
+
+/// The router refusing a command; the incident is unchanged.
+pub fn rejected_answer(
+    command: &IncidentCommand,
+    unchanged: Option<&Incident>,
+    reason: RejectReason,
+    message: &str,
+) -> IncidentEvent {
+    router_event(
+        unchanged,
+        &command_id(command),
+        Change::Rejected(CommandRejected {
+            command_id: command_id(command),
+            incident_id: command.incident_id.clone(),
+            actor_id: command.actor_id.clone(),
+            reason: reason as i32,
+            message: message.into(),
+        }),
+    )
+}
