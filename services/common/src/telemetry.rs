@@ -1,5 +1,6 @@
 //! Logs and metrics set-up. Each service names its own metrics in its `telemetry` module.
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 
 /// Structured logs to stderr; `RUST_LOG` filters (default `info`).
@@ -10,6 +11,8 @@ pub fn init_tracing() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, never in log files.
+        .with_ansi(std::io::stderr().is_terminal())
         .try_init();
 }
 
