@@ -56,6 +56,7 @@ impl IncidentFeed {
                 Feed::Record(record) => self.apply_record(&record),
                 Feed::CaughtUp => {
                     let incidents = self.read_model.read().incident_count();
+                    telemetry::read_model_incidents(incidents);
                     tracing::info!(topic = %self.topic, incidents, "read model caught up");
                     caught_up.send_replace(true);
                 }

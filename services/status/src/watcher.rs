@@ -301,6 +301,10 @@ mod tests {
         let cursors = next_offsets(&mut stream, 10).await;
         let expected: Vec<String> = (0..10).map(|o| format!("v1:{o}")).collect();
         assert_eq!(cursors, expected);
+        // The broadcast still holds the last events; they must not come a second time.
+        apply(&read_model, logged(0, 10, "g"));
+        let _ = live.send(logged(0, 10, "g"));
+        assert_eq!(next_offsets(&mut stream, 1).await, ["v1:10"]);
     }
 
     #[tokio::test]
