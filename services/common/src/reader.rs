@@ -40,12 +40,27 @@ pub async fn follow(
     shutdown: CancellationToken,
 ) -> Result<mpsc::Receiver<Feed>, KafkaError> {
     let consumer: StreamConsumer = args.reader_config(client_id).create()?;
-    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(30))?;
-    let partitions: Vec<i32> = metadata
-        .topics()
-        .first()
-        .map(|t| t.partitions().iter().map(|p| p.id()).collect())
-        .unwrap_or_default();
+    // A topic created a moment ago may show no partitions yet: wait for them (up to 10 s)
+    // rather than report "caught up" on nothing.
+    let mut partitions: Vec<i32> = Vec::new();
+    for _ in 0..100 {
+        let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(30))?;
+        partitions = metadata
+            .topics()
+            .first()
+            .filter(|t| t.error().is_none())
+            .map(|t| t.partitions().iter().map(|p| p.id()).collect())
+            .unwrap_or_default();
+        if !partitions.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    if partitions.is_empty() {
+        return Err(KafkaError::MetadataFetch(
+            rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition,
+        ));
+    }
     let mut assignment = TopicPartitionList::new();
     for p in &partitions {
         assignment.add_partition_offset(topic, *p, Offset::Beginning)?;
@@ -55,9 +70,6 @@ pub async fn follow(
     let topic = topic.to_owned();
     tokio::spawn(async move {
         let mut pending: HashSet<i32> = partitions.into_iter().collect();
-        if pending.is_empty() && tx.send(Feed::CaughtUp).await.is_err() {
-            return;
-        }
         loop {
             let item = tokio::select! {
                 () = shutdown.cancelled() => return,

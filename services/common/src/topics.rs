@@ -105,6 +105,9 @@ pub async fn ensure_topics(args: &KafkaArgs, topics: &Topics) -> Result<usize, T
             }
         }
     }
+    // Wait for every topic's metadata, so readers that start next see all partitions.
+    partition_count(&admin, &topics.roster).await?;
+    partition_count(&admin, &topics.dead_letters).await?;
     let mut counts = Vec::new();
     for name in topics.grid_keyed() {
         counts.push((name.to_owned(), partition_count(&admin, name).await?));

@@ -34,11 +34,9 @@ use crate::grpc::{IncidentApi, RosterApi};
 use crate::roster::{Roster, keep_roster_table};
 use anyhow::Context;
 use helpgrid_common::reader::follow;
-use helpgrid_common::topics::{Topics, ensure_topics, partition_count};
+use helpgrid_common::topics::{Topics, ensure_topics};
 use helpgrid_proto::pb::incident_service_server::IncidentServiceServer;
 use helpgrid_proto::pb::roster_service_server::RosterServiceServer;
-use rdkafka::admin::AdminClient;
-use rdkafka::client::DefaultClientContext;
 use rdkafka::producer::FutureProducer;
 use std::future::Future;
 use std::sync::Arc;
@@ -77,11 +75,6 @@ pub async fn run(
     let partitions = ensure_topics(kafka, &topics)
         .await
         .context("cannot set up the Kafka topics")?;
-    // `ensure_topics` waits only for the grid-keyed topics; the roster reader must see all
-    // roster partitions too, or it would miss responders.
-    let admin: AdminClient<DefaultClientContext> = kafka.admin_config(CLIENT_ID).create()?;
-    partition_count(&admin, &topics.roster).await?;
-    drop(admin);
 
     let stop = CancellationToken::new();
     let producer: FutureProducer = kafka
