@@ -12,8 +12,8 @@ use helpgrid_common::time::now_millis;
 use helpgrid_proto::pb::incident_command::Action;
 use helpgrid_proto::pb::incident_event::Change;
 use helpgrid_proto::pb::{
-    AcknowledgeIncident, CloseIncident, Incident, IncidentCommand, IncidentEvent, RejectReason,
-    Resolution,
+    AcknowledgeIncident, ActorRole, CloseIncident, Incident, IncidentCommand, IncidentEvent,
+    RejectReason, Resolution,
 };
 use prost::Message;
 use rdkafka::error::KafkaError;
@@ -173,6 +173,7 @@ impl CommandSender {
         incident_id: &str,
         home: &IncidentHome,
         actor_id: &str,
+        actor_role: ActorRole,
         action: CommandAction,
     ) -> Result<Incident, CommandError> {
         let action_name = action.name();
@@ -181,6 +182,7 @@ impl CommandSender {
             incident_id: incident_id.to_owned(),
             grid_id: home.grid_id.clone(),
             actor_id: actor_id.to_owned(),
+            actor_role: actor_role as i32,
             action: Some(action.into_proto()),
         };
         let command_id = command

@@ -108,6 +108,7 @@ impl IncidentApi {
                 &command.incident_id,
                 &home,
                 &command.actor_id,
+                helpgrid_proto::pb::ActorRole::Unspecified,
                 command.action,
             )
             .await?)

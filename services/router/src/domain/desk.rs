@@ -11,7 +11,7 @@ use super::roster::Roster;
 use super::validate::{ValidAction, ValidBody, ValidCommand, ValidHelpEvent};
 use helpgrid_common::time::{Millis, from_timestamp, to_timestamp};
 use helpgrid_proto::pb::{
-    self, Assignment, AttachKind, Envelope, EscalationLevel, Incident, IncidentEvent,
+    self, ActorRole, Assignment, AttachKind, Envelope, EscalationLevel, Incident, IncidentEvent,
     IncidentSource, IncidentState, PressKind, Priority, RejectReason, ResponderRole, Track,
     incident_event::Change,
 };
@@ -750,8 +750,8 @@ impl Desk {
         };
         let (incident, home) = (&tracked.incident, tracked.partition);
         let decision = match &command.action {
-            ValidAction::Acknowledge => acknowledge_decision(incident, &command.actor_id, roster),
-            ValidAction::Close { .. } => close_decision(incident, &command.actor_id, roster),
+            ValidAction::Acknowledge => acknowledge_decision(incident, command, roster),
+            ValidAction::Close { .. } => close_decision(incident, command, roster),
         };
         let idx = match decision {
             Ok(idx) => idx,
@@ -801,19 +801,51 @@ fn supervises(roster: &Roster, actor: &str, incident: &Incident) -> bool {
     roster.covers(actor, ResponderRole::GridSupervisor, &incident.grid_id)
 }
 
-/// Which track `actor` acknowledges: their own; for a supervisor of the grid, the first
-/// unacknowledged one; for a patrol officer of the grid, one waiting at the police desk.
+/// A track meant for police: the police track, or any track that climbed to a patrol
+/// officer or the police desk. What a dispatch identity may take.
+fn is_police_bound(a: &Assignment) -> bool {
+    track_of(a) == Track::Police
+        || matches!(
+            level_of(a),
+            EscalationLevel::PatrolOfficer | EscalationLevel::PoliceDesk
+        )
+}
+
+/// Refuses roles that never act on incidents (consoles read, admins keep the roster).
+fn refuse_non_actors(command: &ValidCommand, verb: &str) -> Result<(), Refusal> {
+    match command.actor_role {
+        ActorRole::Console | ActorRole::Admin => Err((
+            RejectReason::NotPermitted,
+            format!(
+                "{} acts as {}, which may not {verb} incidents",
+                command.actor_id,
+                command.actor_role.as_str_name()
+            ),
+        )),
+        ActorRole::Unspecified
+        | ActorRole::Responder
+        | ActorRole::Supervisor
+        | ActorRole::Dispatch => Ok(()),
+    }
+}
+
+/// Which track the actor acknowledges: their own; for a supervisor of the grid, the first
+/// unacknowledged one; for a patrol officer of the grid, one waiting at the police desk; for a
+/// dispatch identity, the first unacknowledged police-bound one. The role the status service
+/// authenticated narrows what the roster allows: a responder token gets no supervisor rights.
 fn acknowledge_decision(
     incident: &Incident,
-    actor: &str,
+    command: &ValidCommand,
     roster: &Roster,
 ) -> Result<usize, Refusal> {
+    let actor = command.actor_id.as_str();
     if !is_open(incident) {
         return Err((
             RejectReason::WrongState,
             format!("incident {} is already closed", incident.incident_id),
         ));
     }
+    refuse_non_actors(command, "acknowledge")?;
     let tracks = &incident.assignments;
     if let Some(idx) = tracks.iter().position(|a| a.responder_id == actor) {
         if tracks[idx].acknowledged_at.is_some() {
@@ -828,7 +860,22 @@ fn acknowledge_decision(
         return Ok(idx);
     }
     let waiting = |a: &Assignment| a.acknowledged_at.is_none();
-    if supervises(roster, actor, incident) {
+    if command.actor_role == ActorRole::Dispatch {
+        if let Some(idx) = tracks.iter().position(|a| waiting(a) && is_police_bound(a)) {
+            return Ok(idx);
+        }
+        let (reason, why) = if tracks.iter().any(is_police_bound) {
+            (RejectReason::WrongState, "is already acknowledged")
+        } else {
+            (RejectReason::NotPermitted, "is not meant for police")
+        };
+        return Err((reason, format!("incident {} {why}", incident.incident_id)));
+    }
+    let may_supervise = matches!(
+        command.actor_role,
+        ActorRole::Supervisor | ActorRole::Unspecified
+    );
+    if may_supervise && supervises(roster, actor, incident) {
         return tracks.iter().position(waiting).ok_or_else(|| {
             (
                 RejectReason::WrongState,
@@ -893,28 +940,47 @@ fn acknowledge(tx: &mut Transition<'_>, idx: usize, actor: &str, roster: &Roster
     tx.record(Change::Acknowledged(change));
 }
 
-/// Whether `actor` may close: an assigned responder or a supervisor of the grid, and only
-/// after someone acknowledged (an incident nobody has seen must not vanish).
-fn close_decision(incident: &Incident, actor: &str, roster: &Roster) -> Result<usize, Refusal> {
+/// Whether the actor may close: an assigned responder, a supervisor of the grid, or a
+/// dispatch identity for an incident meant for police — and only after someone acknowledged
+/// (an incident nobody has seen must not vanish).
+fn close_decision(
+    incident: &Incident,
+    command: &ValidCommand,
+    roster: &Roster,
+) -> Result<usize, Refusal> {
+    let actor = command.actor_id.as_str();
     if !is_open(incident) {
         return Err((
             RejectReason::WrongState,
             format!("incident {} is already closed", incident.incident_id),
         ));
     }
-    let assigned = incident
-        .assignments
-        .iter()
-        .position(|a| a.responder_id == actor);
-    if assigned.is_none() && !supervises(roster, actor, incident) {
-        return Err((
-            RejectReason::NotPermitted,
+    refuse_non_actors(command, "close")?;
+    let tracks = &incident.assignments;
+    let allowed = match command.actor_role {
+        ActorRole::Dispatch => tracks
+            .iter()
+            .position(|a| a.responder_id == actor)
+            .or_else(|| tracks.iter().position(is_police_bound)),
+        ActorRole::Responder => tracks.iter().position(|a| a.responder_id == actor),
+        ActorRole::Supervisor | ActorRole::Unspecified | ActorRole::Console | ActorRole::Admin => {
+            tracks
+                .iter()
+                .position(|a| a.responder_id == actor)
+                .or_else(|| supervises(roster, actor, incident).then_some(0))
+        }
+    };
+    let Some(idx) = allowed else {
+        let why = if command.actor_role == ActorRole::Dispatch {
+            format!("incident {} is not meant for police", incident.incident_id)
+        } else {
             format!(
                 "{actor} is not assigned to incident {} and does not supervise grid {}",
                 incident.incident_id, incident.grid_id
-            ),
-        ));
-    }
+            )
+        };
+        return Err((RejectReason::NotPermitted, why));
+    };
     if incident.acknowledged_at.is_none() {
         return Err((
             RejectReason::WrongState,
@@ -924,7 +990,7 @@ fn close_decision(incident: &Incident, actor: &str, roster: &Roster) -> Result<u
             ),
         ));
     }
-    Ok(assigned.unwrap_or(0))
+    Ok(idx)
 }
 
 #[cfg(test)]

@@ -104,6 +104,7 @@ fn command(id: &str, incident: &str, actor: &str, action: ValidAction) -> ValidC
         incident_id: incident.into(),
         grid_id: "g1".into(),
         actor_id: actor.into(),
+        actor_role: ActorRole::Unspecified,
         action,
     }
 }
@@ -702,4 +703,82 @@ fn dropping_a_partition_forgets_its_incidents_and_their_load() {
     assert!(desk.get("inc-e1").is_none());
     assert!(desk.get("inc-e2").is_some());
     assert_eq!(desk.load_of("w1"), 0);
+}
+
+fn as_role(mut command: ValidCommand, role: ActorRole) -> ValidCommand {
+    command.actor_role = role;
+    command
+}
+
+#[test]
+fn a_dispatch_identity_may_acknowledge_and_close_the_police_track_of_a_camera_alert() {
+    let mut desk = Desk::new(policy());
+    let roster = city();
+    desk.on_help_event(P, &camera("e1", CameraLabel::Fight, 0.9, T0), &roster, T0);
+    let ack = as_role(
+        command("c1", "inc-e1", "dispatch-110", ValidAction::Acknowledge),
+        ActorRole::Dispatch,
+    );
+    let (reason, out) = desk.on_command(P, &ack, &roster, T0 + 1);
+    assert_eq!(reason, None);
+    match out[0].event.change.as_ref() {
+        Some(Change::Acknowledged(a)) => {
+            assert_eq!(a.track, Track::Police as i32);
+            assert_eq!(
+                (a.responder_id.as_str(), a.acknowledged_by.as_str()),
+                ("cop-near", "dispatch-110")
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    let close = as_role(
+        command("c2", "inc-e1", "dispatch-110", close_action()),
+        ActorRole::Dispatch,
+    );
+    let (reason, out) = desk.on_command(P, &close, &roster, T0 + 2);
+    assert_eq!(reason, None);
+    assert_eq!(last_incident(&out).closed_by, "dispatch-110");
+}
+
+#[test]
+fn a_dispatch_identity_may_not_touch_an_incident_meant_for_the_community_only() {
+    let mut desk = Desk::new(policy());
+    let roster = city();
+    desk.on_help_event(P, &press("e1", "h1", PressKind::Help, T0), &roster, T0);
+    let ack = as_role(
+        command("c1", "inc-e1", "dispatch-110", ValidAction::Acknowledge),
+        ActorRole::Dispatch,
+    );
+    let (reason, out) = desk.on_command(P, &ack, &roster, T0 + 1);
+    assert_eq!(reason, Some(RejectReason::NotPermitted));
+    assert!(rejection(&out).1.contains("not meant for police"));
+}
+
+#[test]
+fn consoles_and_admins_may_not_act_and_a_responder_token_gets_no_supervisor_rights() {
+    let mut desk = Desk::new(policy());
+    let roster = city();
+    desk.on_help_event(P, &press("e1", "h1", PressKind::Help, T0), &roster, T0);
+    for (actor, role) in [
+        ("console-1", ActorRole::Console),
+        ("admin", ActorRole::Admin),
+        ("sup", ActorRole::Responder),
+    ] {
+        let ack = as_role(
+            command("c1", "inc-e1", actor, ValidAction::Acknowledge),
+            role,
+        );
+        let (reason, _) = desk.on_command(P, &ack, &roster, T0 + 1);
+        assert_eq!(reason, Some(RejectReason::NotPermitted), "{role:?}");
+    }
+    let as_supervisor = as_role(
+        command("c2", "inc-e1", "sup", ValidAction::Acknowledge),
+        ActorRole::Supervisor,
+    );
+    assert_eq!(desk.on_command(P, &as_supervisor, &roster, T0 + 2).0, None);
+    let own = as_role(
+        command("c3", "inc-e1", "w1", close_action()),
+        ActorRole::Responder,
+    );
+    assert_eq!(desk.on_command(P, &own, &roster, T0 + 3).0, None);
 }

@@ -5,8 +5,8 @@
 
 use helpgrid_common::time::{Millis, from_timestamp};
 use helpgrid_proto::pb::{
-    self, CameraLabel, Envelope, GeoPoint, HelpEvent, IncidentCommand, PressKind, Resolution,
-    Responder, ResponderRole, RosterRecord, help_event, incident_command,
+    self, ActorRole, CameraLabel, Envelope, GeoPoint, HelpEvent, IncidentCommand, PressKind,
+    Resolution, Responder, ResponderRole, RosterRecord, help_event, incident_command,
 };
 use prost::Message;
 
@@ -236,6 +236,9 @@ pub struct ValidCommand {
     /// The grid the sender believes the incident is in; used to key a rejection.
     pub grid_id: String,
     pub actor_id: String,
+    /// The role the status service authenticated the actor with (`Unspecified` from a status
+    /// service without authentication).
+    pub actor_role: ActorRole,
     pub action: ValidAction,
 }
 
@@ -258,6 +261,8 @@ pub fn validate_command(command: IncidentCommand, now: Millis) -> Result<ValidCo
     check_id("incident_id", &command.incident_id)?;
     check_id("grid_id", &command.grid_id)?;
     check_id("actor_id", &command.actor_id)?;
+    let actor_role = ActorRole::try_from(command.actor_role)
+        .map_err(|_| field(format!("actor_role {} is unknown", command.actor_role)))?;
     let action = match command.action {
         None => return Err(field("action is missing: expected acknowledge or close")),
         Some(incident_command::Action::Acknowledge(_)) => ValidAction::Acknowledge,
@@ -288,6 +293,7 @@ pub fn validate_command(command: IncidentCommand, now: Millis) -> Result<ValidCo
         incident_id: command.incident_id,
         grid_id: command.grid_id,
         actor_id: command.actor_id,
+        actor_role,
         action,
     })
 }
@@ -453,6 +459,7 @@ mod tests {
             incident_id: "i1".into(),
             grid_id: "g1".into(),
             actor_id: "w1".into(),
+            actor_role: ActorRole::Responder as i32,
             action: None,
         };
         assert!(
@@ -481,8 +488,18 @@ mod tests {
             ..base
         };
         assert_eq!(
-            validate_command(ack, NOW).map(|c| c.action),
-            Ok(ValidAction::Acknowledge)
+            validate_command(ack.clone(), NOW).map(|c| (c.action, c.actor_role)),
+            Ok((ValidAction::Acknowledge, ActorRole::Responder))
+        );
+        let unknown_role = IncidentCommand {
+            actor_role: 99,
+            ..ack
+        };
+        assert!(
+            validate_command(unknown_role, NOW)
+                .unwrap_err()
+                .to_string()
+                .contains("actor_role 99 is unknown")
         );
     }
 

@@ -1,0 +1,82 @@
+//! `helpgrid-token`: make a key file, and mint development tokens with it.
+//!
+//!   helpgrid-token new-key --out .helpgrid/auth.key
+//!   helpgrid-token mint --key-file .helpgrid/auth.key --subject console-anlan --role console --grid grid-0001
+//!
+//! The token is written to stdout, so scripts can capture it.
+
+use anyhow::Context;
+use clap::Parser;
+use helpgrid_auth::{Role, TokenKey};
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, clap::Parser)]
+#[command(
+    name = "helpgrid-token",
+    version,
+    about = "Key files and development tokens for HelpGrid"
+)]
+enum Command {
+    /// Write a new random 32-byte key (hex) to a file only the owner can read.
+    NewKey {
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Mint a token and print it.
+    Mint {
+        #[arg(long, env = "HELPGRID_AUTH_KEY_FILE")]
+        key_file: PathBuf,
+        /// The caller: a responder id, a console or dispatch system name.
+        #[arg(long)]
+        subject: String,
+        #[arg(long, value_enum)]
+        role: Role,
+        /// A grid the caller may see or act in (repeatable); `*` for every grid.
+        #[arg(long = "grid")]
+        grids: Vec<String>,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = 12 * 3600)]
+        ttl_s: u64,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    match Command::parse() {
+        Command::NewKey { out } => {
+            let mut secret = [0u8; 32];
+            std::fs::File::open("/dev/urandom")
+                .and_then(|mut f| f.read_exact(&mut secret))
+                .context("cannot read random bytes from /dev/urandom")?;
+            let hex: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+            write_private(&out, hex.as_bytes())
+                .with_context(|| format!("cannot write {}", out.display()))?;
+        }
+        Command::Mint {
+            key_file,
+            subject,
+            role,
+            grids,
+            ttl_s,
+        } => {
+            let key = TokenKey::from_file(&key_file)?;
+            let token = key.mint(&subject, role, &grids, Duration::from_secs(ttl_s))?;
+            let mut stdout = std::io::stdout().lock();
+            stdout.write_all(token.as_bytes())?;
+            stdout.write_all(b"\n")?;
+        }
+    }
+    Ok(())
+}
+
+/// Creates `path` (never overwriting) readable by its owner only.
+fn write_private(path: &std::path::Path, contents: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(contents)
+}
