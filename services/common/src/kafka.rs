@@ -136,7 +136,10 @@ impl KafkaArgs {
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
-            .set("enable.partition.eof", "true");
+            .set("enable.partition.eof", "true")
+            // Reaching the end of an idle partition should not wait for data that is not
+            // coming: start-up and restore wait for "end of partition" on every partition.
+            .set("fetch.wait.max.ms", "20");
         self.finish(config)
     }
 }

@@ -2,10 +2,14 @@
 //!
 //! - [`kafka_args`]: the broker from `HELPGRID_TEST_KAFKA` (tests fail loudly without it) and a
 //!   unique topic prefix, so tests run side by side.
+//! - [`reconcile`]: what went in against what came out (the fault suite's check).
+//! - [`process`]: services as child processes, to kill and restart.
 //! - [`records`]: builders for help events and roster records as devices and offices send them.
 //! - [`Publisher`]: writes raw or protobuf records.
 //! - [`IncidentLog`]: follows the incident-events topic and waits for what a test expects.
 
+pub mod process;
+pub mod reconcile;
 pub mod records;
 
 use helpgrid_common::kafka::KafkaArgs;
@@ -82,7 +86,11 @@ impl Publisher {
 /// Everything written to an incident-events topic, as it arrives.
 pub struct IncidentLog {
     feed: mpsc::Receiver<Feed>,
-    pub events: Vec<(i32, i64, IncidentEvent)>,
+    /// (partition, offset) of each event in `events`.
+    pub positions: Vec<(i32, i64)>,
+    /// When each event arrived here.
+    pub arrivals: Vec<std::time::Instant>,
+    pub events: Vec<IncidentEvent>,
     _stop: tokio_util::sync::DropGuard,
 }
 
@@ -94,8 +102,20 @@ impl IncidentLog {
             .expect("follow incident events");
         Self {
             feed,
+            positions: Vec::new(),
+            arrivals: Vec::new(),
             events: Vec::new(),
             _stop: cancel.drop_guard(),
+        }
+    }
+
+    fn push(&mut self, item: Feed) {
+        if let Feed::Record(record) = item {
+            let event = IncidentEvent::decode(record.payload.as_deref().unwrap_or_default())
+                .expect("incident events are valid protobuf");
+            self.positions.push((record.partition, record.offset));
+            self.arrivals.push(std::time::Instant::now());
+            self.events.push(event);
         }
     }
 
@@ -105,31 +125,46 @@ impl IncidentLog {
         what: &str,
         done: impl Fn(&[IncidentEvent]) -> bool,
     ) -> Vec<IncidentEvent> {
-        let deadline = tokio::time::Instant::now() + WAIT;
+        self.wait_until_for(what, WAIT, done).await
+    }
+
+    /// As `wait_until`, with an explicit time limit (for long fault runs). Checks `done`
+    /// after each burst of records, not after each record.
+    pub async fn wait_until_for(
+        &mut self,
+        what: &str,
+        limit: Duration,
+        done: impl Fn(&[IncidentEvent]) -> bool,
+    ) -> Vec<IncidentEvent> {
+        let deadline = tokio::time::Instant::now() + limit;
         loop {
-            let seen: Vec<IncidentEvent> = self.events.iter().map(|(_, _, e)| e.clone()).collect();
-            if done(&seen) {
-                return seen;
+            if done(&self.events) {
+                return self.events.clone();
             }
             let item = tokio::time::timeout_at(deadline, self.feed.recv())
                 .await
                 .unwrap_or_else(|_| {
+                    let tail = summary(&self.events[self.events.len().saturating_sub(40)..]);
                     panic!(
-                        "timed out waiting for {what}; saw {} events: {:#?}",
-                        seen.len(),
-                        summary(&seen)
+                        "timed out waiting for {what}; saw {} events, the last ones: {tail:#?}",
+                        self.events.len()
                     )
                 });
             match item {
-                Some(Feed::Record(record)) => {
-                    let event =
-                        IncidentEvent::decode(record.payload.as_deref().unwrap_or_default())
-                            .expect("incident events are valid protobuf");
-                    self.events.push((record.partition, record.offset, event));
-                }
-                Some(Feed::CaughtUp) => {}
+                Some(item) => self.push(item),
                 None => panic!("incident event feed ended"),
             }
+            while let Ok(item) = self.feed.try_recv() {
+                self.push(item);
+            }
+        }
+    }
+
+    /// Reads whatever arrives during `duration`.
+    pub async fn read_for(&mut self, duration: Duration) {
+        let deadline = tokio::time::Instant::now() + duration;
+        while let Ok(Some(item)) = tokio::time::timeout_at(deadline, self.feed.recv()).await {
+            self.push(item);
         }
     }
 
@@ -137,13 +172,9 @@ impl IncidentLog {
     /// more happens (e.g. no second incident).
     pub async fn settle(&mut self, quiet: Duration) -> Vec<IncidentEvent> {
         while let Ok(Some(item)) = tokio::time::timeout(quiet, self.feed.recv()).await {
-            if let Feed::Record(record) = item {
-                let event = IncidentEvent::decode(record.payload.as_deref().unwrap_or_default())
-                    .expect("incident events are valid protobuf");
-                self.events.push((record.partition, record.offset, event));
-            }
+            self.push(item);
         }
-        self.events.iter().map(|(_, _, e)| e.clone()).collect()
+        self.events.clone()
     }
 }
 

@@ -81,7 +81,11 @@ pub fn run_pipeline(
     let mut consumer_config = config
         .kafka
         .group_consumer_config("helpgrid-router", &config.group_id);
-    consumer_config.set("statistics.interval.ms", "5000");
+    consumer_config
+        .set("statistics.interval.ms", "5000")
+        // Static membership: a restarted instance (same id) takes its partitions back at once
+        // instead of waiting out a rebalance; its state is rebuilt on assignment either way.
+        .set("group.instance.id", &config.transactional_id);
     let consumer: BaseConsumer<RouterContext> = consumer_config
         .create_with_context(RouterContext {
             ownership: Arc::clone(&ownership),

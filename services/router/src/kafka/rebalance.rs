@@ -176,14 +176,15 @@ impl ConsumerContext for RouterContext {
         }
         // Reading the committed offsets waits until they are stable, i.e. until a transaction
         // of the previous owner is committed or aborted, so its events are all visible below.
+        let started = Instant::now();
         if let Err(error) = consumer.committed_offsets((*tpl).clone(), Duration::from_secs(60)) {
             tracing::warn!(%error, "committed offsets not confirmed stable before restore");
         }
-        let started = Instant::now();
+        let stable_ms = started.elapsed().as_millis() as u64;
         match own.restore(&assigned) {
             Ok(events) => {
                 lock(&own.owned).extend(assigned.iter().copied());
-                tracing::info!(partitions = ?assigned, events, elapsed_ms = started.elapsed().as_millis() as u64, "partitions assigned and state restored");
+                tracing::info!(partitions = ?assigned, events, stable_ms, elapsed_ms = started.elapsed().as_millis() as u64, "partitions assigned and state restored");
             }
             Err(error) => {
                 tracing::error!(%error, partitions = ?assigned, "restoring state failed");
