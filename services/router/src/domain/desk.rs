@@ -65,10 +65,10 @@ pub struct Desk {
     load: HashMap<String, u32>,
     /// (ack deadline, incident id) for every unacknowledged assignment.
     deadlines: BTreeSet<(Millis, String)>,
-    /// (grid, household) -> the open button incident of that household.
-    open_by_household: HashMap<(String, String), String>,
-    /// (camera, label) -> the open camera incident for that detection.
-    open_by_camera: HashMap<(String, i32), String>,
+    /// (grid, household) -> the open button incidents of that household.
+    open_by_household: OpenByKey<(String, String)>,
+    /// (camera, label) -> the open camera incidents for that detection (newest attaches).
+    open_by_camera: OpenByKey<(String, i32)>,
     /// source event id -> incident, for events of incidents still in memory.
     seen_events: HashMap<String, String>,
     /// (closed at, incident id), to forget closed incidents after the retention time.
@@ -272,20 +272,14 @@ impl Desk {
                 ))),
                 _ => None,
             };
-            match (key, sign > 0) {
-                (Some(DedupKey::Household(k)), true) => {
-                    self.open_by_household.insert(k, id.clone());
+            match key {
+                Some(DedupKey::Household(k)) => {
+                    update_dedup_key(&mut self.open_by_household, k, incident, sign)
                 }
-                (Some(DedupKey::Household(k)), false) => {
-                    self.open_by_household.remove(&k);
+                Some(DedupKey::Camera(k)) => {
+                    update_dedup_key(&mut self.open_by_camera, k, incident, sign)
                 }
-                (Some(DedupKey::Camera(k)), true) => {
-                    self.open_by_camera.insert(k, id.clone());
-                }
-                (Some(DedupKey::Camera(k)), false) => {
-                    self.open_by_camera.remove(&k);
-                }
-                (None, _) => {}
+                None => {}
             }
         } else if let Some(closed_at) = from_timestamp(incident.closed_at.as_ref()) {
             if sign > 0 {
@@ -371,7 +365,7 @@ impl Desk {
         match &event.body {
             ValidBody::Press { press, kind } => {
                 let key = (press.grid_id.clone(), press.household_id.clone());
-                if let Some(id) = self.open_by_household.get(&key).cloned() {
+                if let Some(id) = newest_open(&self.open_by_household, &key) {
                     let out = self.attach(&id, event, AttachKind::RepeatPress, now);
                     return (HelpOutcome::Attached, out);
                 }
@@ -402,7 +396,7 @@ impl Desk {
                     return (HelpOutcome::BelowThreshold, Vec::new());
                 }
                 let key = (alert.camera_id.clone(), *label as i32);
-                if let Some(id) = self.open_by_camera.get(&key).cloned() {
+                if let Some(id) = newest_open(&self.open_by_camera, &key) {
                     let last = self
                         .get(&id)
                         .and_then(|i| from_timestamp(i.last_event_at.as_ref()))
@@ -720,6 +714,69 @@ impl Desk {
         }
     }
 
+    /// Recomputes every derived index from the incidents and compares: the check behind
+    /// the randomised sequence tests and the fuzzer. `Err` names the first difference.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        let mut fresh = Desk::new(self.policy.clone());
+        for (id, t) in &self.incidents {
+            if *id != t.incident.incident_id {
+                return Err(format!(
+                    "incident {} stored under {id}",
+                    t.incident.incident_id
+                ));
+            }
+            let i = &t.incident;
+            if i.state != derive_state(i) as i32 {
+                return Err(format!(
+                    "{id}: state {} but derived {:?}",
+                    i.state,
+                    derive_state(i)
+                ));
+            }
+            let holders: Vec<&str> = i
+                .assignments
+                .iter()
+                .map(|a| a.responder_id.as_str())
+                .filter(|r| !r.is_empty())
+                .collect();
+            if holders.iter().collect::<HashSet<_>>().len() != holders.len() {
+                return Err(format!("{id}: one responder holds two tracks: {holders:?}"));
+            }
+            for a in &i.assignments {
+                let waiting =
+                    is_open(i) && a.acknowledged_at.is_none() && !a.responder_id.is_empty();
+                if waiting != a.ack_deadline.is_some() {
+                    return Err(format!(
+                        "{id}: deadline {:?} does not match the assignment {a:?}",
+                        a.ack_deadline
+                    ));
+                }
+            }
+            fresh.index(i, 1);
+        }
+        if fresh.load != self.load {
+            return Err(format!(
+                "load {:?} but recomputed {:?}",
+                self.load, fresh.load
+            ));
+        }
+        if fresh.deadlines != self.deadlines {
+            return Err(format!(
+                "deadlines {:?} but recomputed {:?}",
+                self.deadlines, fresh.deadlines
+            ));
+        }
+        if fresh.open_by_household != self.open_by_household
+            || fresh.open_by_camera != self.open_by_camera
+        {
+            return Err("dedup keys differ from the open incidents".into());
+        }
+        if fresh.seen_events != self.seen_events || fresh.closed != self.closed {
+            return Err("seen events or closed set differ from the incidents".into());
+        }
+        Ok(())
+    }
+
     // ---- commands -----------------------------------------------------------------------
 
     /// Applies an acknowledge or close command, or rejects it with a reason. Returns the
@@ -788,6 +845,37 @@ impl Desk {
         self.store(home, incident);
         (None, out)
     }
+}
+
+/// The open incidents sharing a dedup key, oldest first. Usually one; two when a camera fires
+/// again after the window while the first incident is still open. New detections attach to
+/// the newest.
+type OpenByKey<K> = HashMap<K, BTreeSet<(Option<Millis>, String)>>;
+
+fn update_dedup_key<K: std::hash::Hash + Eq>(
+    map: &mut OpenByKey<K>,
+    key: K,
+    incident: &Incident,
+    sign: i8,
+) {
+    let entry = (
+        from_timestamp(incident.opened_at.as_ref()),
+        incident.incident_id.clone(),
+    );
+    if sign > 0 {
+        map.entry(key).or_default().insert(entry);
+    } else if let Some(set) = map.get_mut(&key) {
+        set.remove(&entry);
+        if set.is_empty() {
+            map.remove(&key);
+        }
+    }
+}
+
+fn newest_open<K: std::hash::Hash + Eq>(map: &OpenByKey<K>, key: &K) -> Option<String> {
+    map.get(key)
+        .and_then(|set| set.last())
+        .map(|(_, id)| id.clone())
 }
 
 enum DedupKey {

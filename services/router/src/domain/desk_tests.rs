@@ -782,3 +782,121 @@ fn consoles_and_admins_may_not_act_and_a_responder_token_gets_no_supervisor_righ
     );
     assert_eq!(desk.on_command(P, &own, &roster, T0 + 3).0, None);
 }
+
+#[test]
+fn a_camera_key_stays_with_the_newest_open_incident() {
+    let mut desk = Desk::new(policy());
+    let roster = city();
+    // The first loitering incident stays open past the window; the next detection opens a
+    // second one. Acknowledging the first must not take the key away from the second.
+    desk.on_help_event(
+        P,
+        &camera("e1", CameraLabel::Loitering, 0.9, T0),
+        &roster,
+        T0,
+    );
+    let late = T0 + 200_000;
+    let (o2, _) = desk.on_help_event(
+        P,
+        &camera("e2", CameraLabel::Loitering, 0.9, late),
+        &roster,
+        late,
+    );
+    assert_eq!(o2, HelpOutcome::Opened);
+    desk.on_command(
+        P,
+        &command("c1", "inc-e1", "cop-near", ValidAction::Acknowledge),
+        &roster,
+        late + 1,
+    );
+    desk.on_command(
+        P,
+        &command("c2", "inc-e1", "cop-near", close_action()),
+        &roster,
+        late + 2,
+    );
+    let (o3, out) = desk.on_help_event(
+        P,
+        &camera("e3", CameraLabel::Loitering, 0.9, late + 10),
+        &roster,
+        late + 10,
+    );
+    assert_eq!(o3, HelpOutcome::Attached);
+    assert_eq!(last_incident(&out).incident_id, "inc-e2");
+    desk.check_invariants()
+        .expect("indexes match the incidents");
+}
+
+/// Random but seeded sequences of presses, detections, commands from random people, and
+/// time passing; after every step the derived indexes must match the incidents.
+#[test]
+fn random_sequences_keep_every_index_consistent() {
+    let roster = city();
+    let people = ["w1", "w2", "sup", "cop-near", "cop-far", "nobody"];
+    let labels = [
+        CameraLabel::Loitering,
+        CameraLabel::Fire,
+        CameraLabel::Intrusion,
+    ];
+    for seed in 0..40 {
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let mut desk = Desk::new(policy());
+        let mut now = T0;
+        let mut opened: Vec<String> = Vec::new();
+        for step in 0..300 {
+            now += rng.i64(0..20_000);
+            let id = format!("s{seed}-{step}");
+            match rng.u8(..10) {
+                0..=3 => {
+                    let kind =
+                        [PressKind::Help, PressKind::Urgent, PressKind::Medical][rng.usize(..3)];
+                    let (_, out) = desk.on_help_event(
+                        P,
+                        &press(&id, &format!("h{}", rng.u8(..6)), kind, now),
+                        &roster,
+                        now,
+                    );
+                    opened.extend(
+                        out.iter().filter_map(|o| {
+                            o.event.incident.as_ref().map(|i| i.incident_id.clone())
+                        }),
+                    );
+                }
+                4 | 5 => {
+                    let e = camera(
+                        &id,
+                        labels[rng.usize(..labels.len())],
+                        0.5 + rng.f32() / 2.0,
+                        now,
+                    );
+                    let (_, out) = desk.on_help_event(P, &e, &roster, now);
+                    opened.extend(
+                        out.iter().filter_map(|o| {
+                            o.event.incident.as_ref().map(|i| i.incident_id.clone())
+                        }),
+                    );
+                }
+                6 | 7 if !opened.is_empty() => {
+                    let target = opened[rng.usize(..opened.len())].clone();
+                    let action = if rng.bool() {
+                        ValidAction::Acknowledge
+                    } else {
+                        close_action()
+                    };
+                    desk.on_command(
+                        P,
+                        &command(&id, &target, people[rng.usize(..people.len())], action),
+                        &roster,
+                        now,
+                    );
+                }
+                _ => {
+                    desk.on_tick(&roster, now);
+                }
+            }
+            if let Err(problem) = desk.check_invariants() {
+                panic!("seed {seed}, step {step}: {problem}");
+            }
+        }
+    }
+}
