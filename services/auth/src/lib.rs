@@ -10,6 +10,7 @@
 //!
 //! - [`TokenKey`]: the secret; mints and verifies tokens.
 //! - [`Identity`]: a verified caller: subject, role, [`Scope`].
+//! - [`Bearer`]: for clients: attaches a token to every gRPC call.
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
@@ -219,6 +220,40 @@ impl TokenKey {
             subject: claims.sub,
             role: claims.role,
         })
+    }
+}
+
+/// A gRPC client interceptor that sends `authorization: Bearer <token>` with every call:
+/// `IncidentServiceClient::with_interceptor(channel, Bearer::new(&token)?)`.
+#[derive(Clone)]
+pub struct Bearer(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
+
+impl fmt::Debug for Bearer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Bearer(..)")
+    }
+}
+
+impl Bearer {
+    pub fn new(token: &str) -> Result<Self, TokenError> {
+        format!("Bearer {}", token.trim())
+            .parse()
+            .map(Self)
+            .map_err(|_| {
+                TokenError::Invalid("the token has characters a header cannot carry".into())
+            })
+    }
+}
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        request
+            .metadata_mut()
+            .insert("authorization", self.0.clone());
+        Ok(request)
     }
 }
 

@@ -1,8 +1,13 @@
 //! Settings of the status service: command line and environment (`StatusArgs`), and what
 //! `run` needs of them (`StatusConfig`).
 
+use crate::access::Gate;
+use crate::cap::CapSender;
+use anyhow::Context;
+use helpgrid_auth::TokenKey;
 use helpgrid_common::kafka::KafkaArgs;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// How long a write waits for the router (or the roster read-back) unless configured.
@@ -33,30 +38,111 @@ pub struct StatusArgs {
         value_parser = clap::value_parser!(u64).range(1..=600_000)
     )]
     pub command_timeout_ms: u64,
+    /// File holding the secret that signs bearer tokens (HS256, at least 32 bytes; make one
+    /// with `helpgrid-token new-key`). Required unless --insecure-no-auth.
+    #[arg(long, env = "HELPGRID_AUTH_KEY_FILE")]
+    pub auth_key_file: Option<PathBuf>,
+    /// Serve without authentication: every caller may do everything. For experiments on a
+    /// closed machine only; the service refuses to start with neither this nor a key file.
+    #[arg(
+        long,
+        env = "HELPGRID_INSECURE_NO_AUTH",
+        conflicts_with = "auth_key_file"
+    )]
+    pub insecure_no_auth: bool,
+    /// PEM certificate chain: serve gRPC and the console over TLS (with --tls-key-file).
+    #[arg(long, env = "HELPGRID_TLS_CERT_FILE", requires = "tls_key_file")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of the certificate.
+    #[arg(long, env = "HELPGRID_TLS_KEY_FILE", requires = "tls_cert_file")]
+    pub tls_key_file: Option<PathBuf>,
+    /// Address of the big-screen console (HTTP, or HTTPS with TLS); no console if unset.
+    #[arg(long, env = "HELPGRID_CONSOLE_LISTEN")]
+    pub console_listen: Option<SocketAddr>,
+    /// The `sender` of CAP alerts (GetIncidentCap), e.g. `helpgrid.ankang.example`.
+    #[arg(long, env = "HELPGRID_CAP_SENDER", default_value = "helpgrid")]
+    pub cap_sender: String,
 }
 
 impl StatusArgs {
-    pub fn config(&self) -> StatusConfig {
-        StatusConfig {
+    /// Reads the key and certificate files named on the command line.
+    pub fn config(&self) -> anyhow::Result<StatusConfig> {
+        let gate = match (&self.auth_key_file, self.insecure_no_auth) {
+            (Some(path), _) => Gate::new(Some(TokenKey::from_file(path)?)),
+            (None, true) => Gate::new(None),
+            (None, false) => anyhow::bail!(
+                "no --auth-key-file (HELPGRID_AUTH_KEY_FILE): refusing to serve without authentication; \
+                 make a key with `helpgrid-token new-key --out <file>`, or pass --insecure-no-auth for a local experiment"
+            ),
+        };
+        let tls = match (&self.tls_cert_file, &self.tls_key_file) {
+            (Some(cert), Some(key)) => Some(TlsFiles::read(cert, key)?),
+            _ => None,
+        };
+        Ok(StatusConfig {
             kafka: self.kafka.clone(),
             command_timeout: Duration::from_millis(self.command_timeout_ms),
-        }
+            gate,
+            tls,
+            cap_sender: CapSender {
+                sender: self.cap_sender.clone(),
+                ..CapSender::default()
+            },
+        })
     }
 }
 
-/// What `run` needs; the listener and the shutdown signal are passed separately.
+/// A certificate chain and its key, as PEM, read at start-up.
+#[derive(Clone)]
+pub struct TlsFiles {
+    pub cert_pem: Vec<u8>,
+    pub key_pem: Vec<u8>,
+}
+
+impl std::fmt::Debug for TlsFiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TlsFiles(..)")
+    }
+}
+
+impl TlsFiles {
+    pub fn read(cert: &std::path::Path, key: &std::path::Path) -> anyhow::Result<Self> {
+        Ok(Self {
+            cert_pem: std::fs::read(cert)
+                .with_context(|| format!("cannot read the TLS certificate {}", cert.display()))?,
+            key_pem: std::fs::read(key)
+                .with_context(|| format!("cannot read the TLS key {}", key.display()))?,
+        })
+    }
+}
+
+/// What `run` needs; the listeners and the shutdown signal are passed separately.
 #[derive(Debug, Clone)]
 pub struct StatusConfig {
     pub kafka: KafkaArgs,
     pub command_timeout: Duration,
+    /// Token verification; off only when explicitly asked for.
+    pub gate: Gate,
+    /// Serve gRPC and the console over TLS.
+    pub tls: Option<TlsFiles>,
+    pub cap_sender: CapSender,
 }
 
 impl StatusConfig {
+    /// Authentication off, plain TCP: for tests that are about something else.
     pub fn new(kafka: KafkaArgs) -> Self {
         Self {
             kafka,
             command_timeout: DEFAULT_COMMAND_TIMEOUT,
+            gate: Gate::new(None),
+            tls: None,
+            cap_sender: CapSender::default(),
         }
+    }
+
+    pub fn with_auth(mut self, key: TokenKey) -> Self {
+        self.gate = Gate::new(Some(key));
+        self
     }
 }
 
@@ -67,18 +153,34 @@ mod tests {
 
     #[test]
     fn defaults_listen_locally_with_a_five_second_command_timeout() {
-        let args = StatusArgs::try_parse_from(["helpgrid-status"]);
+        let args = StatusArgs::try_parse_from(["helpgrid-status", "--insecure-no-auth"]);
         let args = args.map(|a| {
             (
                 a.listen.to_string(),
                 a.metrics_listen,
-                a.config().command_timeout,
+                a.config().map(|c| c.command_timeout).ok(),
             )
         });
         assert_eq!(
             args.ok(),
-            Some(("127.0.0.1:50051".to_owned(), None, Duration::from_secs(5)))
+            Some((
+                "127.0.0.1:50051".to_owned(),
+                None,
+                Some(Duration::from_secs(5))
+            ))
         );
+    }
+
+    #[test]
+    fn without_a_key_file_the_service_refuses_to_start_unless_told_it_is_insecure() {
+        let args = StatusArgs::try_parse_from(["helpgrid-status"]).expect("parse");
+        let refused = args.config().err().map(|e| e.to_string());
+        assert!(refused.is_some_and(|m| m.contains("refusing to serve without authentication")));
+        let insecure = StatusArgs::try_parse_from(["helpgrid-status", "--insecure-no-auth"])
+            .expect("parse")
+            .config()
+            .expect("config");
+        assert!(!insecure.gate.is_on());
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Everything a request can fail with, and — in this one place — the gRPC status each
 //! failure becomes.
 
+use crate::access::AccessError;
 use crate::commands::CommandError;
 use crate::requests::RequestError;
 use crate::roster::RosterError;
@@ -11,6 +12,8 @@ use tonic::{Code, Status};
 pub enum ApiError {
     #[error(transparent)]
     Invalid(#[from] RequestError),
+    #[error(transparent)]
+    Access(#[from] AccessError),
     #[error(
         "the status service is still loading incidents and the roster from Kafka; retry in a few seconds"
     )]
@@ -33,6 +36,7 @@ impl ApiError {
     pub fn code(&self) -> Code {
         match self {
             Self::Invalid(_) => Code::InvalidArgument,
+            Self::Access(error) => error.code(),
             Self::NotReady | Self::ShuttingDown => Code::Unavailable,
             Self::IncidentNotFound { .. } => Code::NotFound,
             Self::Command(error) => match error {

@@ -1,7 +1,10 @@
-//! The tonic adapters: `IncidentService` and `RosterService`. Each handler validates its
-//! request (`requests`), asks the read model, the roster or the command sender, and turns
+//! The tonic adapters: `IncidentService`, `DispatchService` and `RosterService`. Each handler
+//! takes the caller the access layer admitted, validates its request (`requests`), lets
+//! `access` say whether this caller may touch what it names, asks the read model, the roster or the command sender, and turns
 //! the outcome into a response or a status (`errors`). Nothing else happens here.
 
+use crate::access::{self, Caller};
+use crate::cap::{self, CapSender};
 use crate::commands::CommandSender;
 use crate::errors::ApiError;
 use crate::feed::SharedReadModel;
@@ -10,13 +13,16 @@ use crate::requests;
 use crate::roster::Roster;
 use crate::telemetry;
 use crate::watcher::{UpdateStream, start_watch};
+use helpgrid_common::time::now_millis;
+use helpgrid_proto::pb::dispatch_service_server::DispatchService;
 use helpgrid_proto::pb::incident_service_server::IncidentService;
 use helpgrid_proto::pb::roster_service_server::RosterService;
 use helpgrid_proto::pb::{
-    AcknowledgeRequest, CloseRequest, GetIncidentRequest, GetResponderRequest, Incident,
-    ListIncidentsRequest, ListIncidentsResponse, ListRespondersRequest, ListRespondersResponse,
-    Responder, SetDutyRequest, UpdateLocationRequest, UpsertResponderRequest,
-    WatchIncidentsRequest,
+    AcknowledgeRequest, CapAlert, CloseRequest, GetIncidentCapRequest, GetIncidentRequest,
+    GetResponderRequest, Incident, ListIncidentsRequest, ListIncidentsResponse,
+    ListRespondersRequest, ListRespondersResponse, Responder, SetDutyRequest,
+    UpdateLocationRequest, UpsertResponderRequest, WatchIncidentsRequest,
+    WatchPoliceIncidentsRequest,
 };
 use std::sync::Arc;
 use tokio::sync::{broadcast, watch};
@@ -49,6 +55,7 @@ fn ensure_ready(ready: &watch::Receiver<bool>) -> Result<(), ApiError> {
     }
 }
 
+#[derive(Clone)]
 pub struct IncidentApi {
     pub read_model: SharedReadModel,
     pub live: broadcast::Sender<LoggedEvent>,
@@ -56,21 +63,32 @@ pub struct IncidentApi {
     pub ready: watch::Receiver<bool>,
     /// Cancelled at shutdown: ends every Watch stream.
     pub shutdown: CancellationToken,
+    /// How CAP alerts name their sender.
+    pub cap_sender: Arc<CapSender>,
 }
 
 impl IncidentApi {
-    fn get(&self, request: &GetIncidentRequest) -> Result<Incident, ApiError> {
+    fn get(&self, caller: &Caller, request: &GetIncidentRequest) -> Result<Incident, ApiError> {
         let incident_id = requests::id("incident_id", &request.incident_id)?;
         ensure_ready(&self.ready)?;
-        self.read_model
+        let incident = self
+            .read_model
             .read()
             .incident(&incident_id)
             .cloned()
-            .ok_or(ApiError::IncidentNotFound { incident_id })
+            .ok_or(ApiError::IncidentNotFound { incident_id })?;
+        caller.may_read(&incident)?;
+        Ok(incident)
     }
 
-    fn list(&self, request: &ListIncidentsRequest) -> Result<ListIncidentsResponse, ApiError> {
-        let query = requests::list_query(request)?;
+    fn list(
+        &self,
+        caller: &Caller,
+        request: &ListIncidentsRequest,
+    ) -> Result<ListIncidentsResponse, ApiError> {
+        let mut query = requests::list_query(request)?;
+        query.grid_ids = caller.grid_filter(query.grid_ids)?;
+        query.police_only = caller.police_only();
         ensure_ready(&self.ready)?;
         let page = self.read_model.read().list(&query);
         Ok(ListIncidentsResponse {
@@ -80,9 +98,16 @@ impl IncidentApi {
         })
     }
 
-    fn watch(&self, request: &WatchIncidentsRequest) -> Result<UpdateStream, ApiError> {
+    fn watch(
+        &self,
+        caller: &Caller,
+        request: &WatchIncidentsRequest,
+        police_only: bool,
+    ) -> Result<UpdateStream, ApiError> {
         let partitions = self.read_model.read().partitions();
-        let request = requests::watch(request, partitions)?;
+        let mut request = requests::watch(request, partitions)?;
+        request.filter.grid_ids = caller.grid_filter(request.filter.grid_ids)?;
+        request.filter.police_only = police_only || caller.police_only();
         ensure_ready(&self.ready)?;
         Ok(start_watch(
             self.read_model.clone(),
@@ -94,25 +119,53 @@ impl IncidentApi {
 
     async fn command(
         &self,
+        caller: &Caller,
         command: Result<requests::ValidCommand, requests::RequestError>,
     ) -> Result<Incident, ApiError> {
         let command = command?;
         ensure_ready(&self.ready)?;
-        let home = self.read_model.read().home(&command.incident_id);
-        let home = home.ok_or_else(|| ApiError::IncidentNotFound {
-            incident_id: command.incident_id.clone(),
-        })?;
+        let (home, incident) = {
+            let model = self.read_model.read();
+            (
+                model.home(&command.incident_id),
+                model.incident(&command.incident_id).cloned(),
+            )
+        };
+        let (Some(home), Some(incident)) = (home, incident) else {
+            return Err(ApiError::IncidentNotFound {
+                incident_id: command.incident_id,
+            });
+        };
+        caller.may_command(&incident)?;
         Ok(self
             .commands
             .send(
                 &command.incident_id,
                 &home,
                 &command.actor_id,
-                helpgrid_proto::pb::ActorRole::Unspecified,
+                caller.actor_role(),
                 command.action,
             )
             .await?)
     }
+
+    fn cap(&self, caller: &Caller, request: &GetIncidentCapRequest) -> Result<CapAlert, ApiError> {
+        let incident = self.get(
+            caller,
+            &GetIncidentRequest {
+                incident_id: request.incident_id.clone(),
+            },
+        )?;
+        Ok(CapAlert {
+            xml: cap::render(&incident, &self.cap_sender, now_millis()),
+            incident_id: incident.incident_id,
+        })
+    }
+}
+
+/// The caller the access layer admitted, or the refusal.
+fn caller<T>(request: &Request<T>) -> Result<Caller, ApiError> {
+    Ok(access::caller_of(request)?)
 }
 
 #[tonic::async_trait]
@@ -123,38 +176,79 @@ impl IncidentService for IncidentApi {
         &self,
         request: Request<GetIncidentRequest>,
     ) -> Result<Response<Incident>, Status> {
-        answer("GetIncident", self.get(request.get_ref()))
+        let result = caller(&request).and_then(|c| self.get(&c, request.get_ref()));
+        answer("GetIncident", result)
     }
 
     async fn list_incidents(
         &self,
         request: Request<ListIncidentsRequest>,
     ) -> Result<Response<ListIncidentsResponse>, Status> {
-        answer("ListIncidents", self.list(request.get_ref()))
+        let result = caller(&request).and_then(|c| self.list(&c, request.get_ref()));
+        answer("ListIncidents", result)
     }
 
     async fn watch_incidents(
         &self,
         request: Request<WatchIncidentsRequest>,
     ) -> Result<Response<Self::WatchIncidentsStream>, Status> {
-        answer("WatchIncidents", self.watch(request.get_ref()))
+        let result = caller(&request).and_then(|c| self.watch(&c, request.get_ref(), false));
+        answer("WatchIncidents", result)
     }
 
     async fn acknowledge(
         &self,
         request: Request<AcknowledgeRequest>,
     ) -> Result<Response<Incident>, Status> {
-        answer(
-            "Acknowledge",
-            self.command(requests::acknowledge(request.get_ref())).await,
-        )
+        let result = async {
+            let caller = caller(&request)?;
+            let mut request = request.into_inner();
+            request.responder_id = caller.actor_id(&request.responder_id)?;
+            self.command(&caller, requests::acknowledge(&request)).await
+        };
+        answer("Acknowledge", result.await)
     }
 
     async fn close(&self, request: Request<CloseRequest>) -> Result<Response<Incident>, Status> {
-        answer(
-            "Close",
-            self.command(requests::close(request.get_ref())).await,
-        )
+        let result = async {
+            let caller = caller(&request)?;
+            let mut request = request.into_inner();
+            request.responder_id = caller.actor_id(&request.responder_id)?;
+            self.command(&caller, requests::close(&request)).await
+        };
+        answer("Close", result.await)
+    }
+}
+
+/// The dispatch API: the same read model and watch machinery, kept to police-bound incidents.
+pub struct DispatchApi(pub IncidentApi);
+
+#[tonic::async_trait]
+impl DispatchService for DispatchApi {
+    type WatchPoliceIncidentsStream = UpdateStream;
+
+    async fn watch_police_incidents(
+        &self,
+        request: Request<WatchPoliceIncidentsRequest>,
+    ) -> Result<Response<Self::WatchPoliceIncidentsStream>, Status> {
+        let result = caller(&request).and_then(|c| {
+            let request = request.get_ref();
+            let watch = WatchIncidentsRequest {
+                grid_ids: request.grid_ids.clone(),
+                cursor: request.cursor.clone(),
+                include_rejections: false,
+            };
+            self.0.watch(&c, &watch, true)
+        });
+        answer("WatchPoliceIncidents", result)
+    }
+
+    async fn get_incident_cap(
+        &self,
+        request: Request<GetIncidentCapRequest>,
+    ) -> Result<Response<CapAlert>, Status> {
+        let result = caller(&request).and_then(|c| self.0.cap(&c, request.get_ref()));
+        answer("GetIncidentCap", result)
     }
 }
 
@@ -164,41 +258,60 @@ pub struct RosterApi {
 }
 
 impl RosterApi {
-    async fn upsert(&self, request: &UpsertResponderRequest) -> Result<Responder, ApiError> {
+    async fn upsert(
+        &self,
+        caller: &Caller,
+        request: &UpsertResponderRequest,
+    ) -> Result<Responder, ApiError> {
         let responder = requests::upsert_responder(request)?;
+        caller.may_write_roster(&responder)?;
         ensure_ready(&self.ready)?;
         Ok(self.roster.upsert(responder).await?)
     }
 
-    fn get(&self, request: &GetResponderRequest) -> Result<Responder, ApiError> {
+    fn get(&self, caller: &Caller, request: &GetResponderRequest) -> Result<Responder, ApiError> {
         let responder_id = requests::id("responder_id", &request.responder_id)?;
         ensure_ready(&self.ready)?;
-        Ok(self.roster.get(&responder_id)?)
+        let responder = self.roster.get(&responder_id)?;
+        caller.may_read_responder(&responder)?;
+        Ok(responder)
     }
 
-    fn list(&self, request: &ListRespondersRequest) -> Result<ListRespondersResponse, ApiError> {
+    fn list(
+        &self,
+        caller: &Caller,
+        request: &ListRespondersRequest,
+    ) -> Result<ListRespondersResponse, ApiError> {
         let grid_id = match request.grid_id.as_str() {
             "" => None,
             grid_id => Some(requests::id("grid_id", grid_id)?),
         };
+        caller.may_list_grid(grid_id.as_deref())?;
         ensure_ready(&self.ready)?;
-        Ok(ListRespondersResponse {
-            responders: self.roster.list(grid_id.as_deref(), request.on_duty_only),
-        })
+        let mut responders = self.roster.list(grid_id.as_deref(), request.on_duty_only);
+        responders.retain(|r| caller.sees_responder(r));
+        Ok(ListRespondersResponse { responders })
     }
 
-    async fn change_duty(&self, request: &SetDutyRequest) -> Result<Responder, ApiError> {
+    async fn change_duty(
+        &self,
+        caller: &Caller,
+        request: &SetDutyRequest,
+    ) -> Result<Responder, ApiError> {
         let responder_id = requests::id("responder_id", &request.responder_id)?;
         ensure_ready(&self.ready)?;
+        caller.may_update_responder(&self.roster.get(&responder_id)?)?;
         Ok(self.roster.set_duty(&responder_id, request.on_duty).await?)
     }
 
     async fn record_location(
         &self,
+        caller: &Caller,
         request: &UpdateLocationRequest,
     ) -> Result<Responder, ApiError> {
         let (responder_id, location) = requests::update_location(request)?;
         ensure_ready(&self.ready)?;
+        caller.may_update_responder(&self.roster.get(&responder_id)?)?;
         Ok(self.roster.update_location(&responder_id, location).await?)
     }
 }
@@ -209,37 +322,48 @@ impl RosterService for RosterApi {
         &self,
         request: Request<UpsertResponderRequest>,
     ) -> Result<Response<Responder>, Status> {
-        answer("UpsertResponder", self.upsert(request.get_ref()).await)
+        let result = match caller(&request) {
+            Ok(c) => self.upsert(&c, request.get_ref()).await,
+            Err(error) => Err(error),
+        };
+        answer("UpsertResponder", result)
     }
 
     async fn get_responder(
         &self,
         request: Request<GetResponderRequest>,
     ) -> Result<Response<Responder>, Status> {
-        answer("GetResponder", self.get(request.get_ref()))
+        let result = caller(&request).and_then(|c| self.get(&c, request.get_ref()));
+        answer("GetResponder", result)
     }
 
     async fn list_responders(
         &self,
         request: Request<ListRespondersRequest>,
     ) -> Result<Response<ListRespondersResponse>, Status> {
-        answer("ListResponders", self.list(request.get_ref()))
+        let result = caller(&request).and_then(|c| self.list(&c, request.get_ref()));
+        answer("ListResponders", result)
     }
 
     async fn set_duty(
         &self,
         request: Request<SetDutyRequest>,
     ) -> Result<Response<Responder>, Status> {
-        answer("SetDuty", self.change_duty(request.get_ref()).await)
+        let result = match caller(&request) {
+            Ok(c) => self.change_duty(&c, request.get_ref()).await,
+            Err(error) => Err(error),
+        };
+        answer("SetDuty", result)
     }
 
     async fn update_location(
         &self,
         request: Request<UpdateLocationRequest>,
     ) -> Result<Response<Responder>, Status> {
-        answer(
-            "UpdateLocation",
-            self.record_location(request.get_ref()).await,
-        )
+        let result = match caller(&request) {
+            Ok(c) => self.record_location(&c, request.get_ref()).await,
+            Err(error) => Err(error),
+        };
+        answer("UpdateLocation", result)
     }
 }

@@ -4,6 +4,12 @@
 //! to the router, full records to the roster) and wait for their outcome.
 //!
 //! - [`config`]: command line/environment settings and what [`run`] needs.
+//! - [`access`]: who may do what: the token check and policy table in front of every RPC,
+//!   and the scope questions handlers ask.
+//! - [`police`]: which incidents are meant for police (the dispatch subscription).
+//! - [`cap`]: an incident as an OASIS CAP 1.2 alert.
+//! - [`console`]: the community big-screen console: a web page and its event stream.
+//! - [`tls`]: certificates from files, for gRPC and the console.
 //! - [`cursor`]: a position in the incident-events log, as an opaque resumable string.
 //! - [`read_model`]: latest incident snapshots, their partitions, the event log; pure.
 //! - [`feed`]: Kafka → read model, live watchers and waiting commands.
@@ -15,26 +21,33 @@
 //! - [`grpc`]: the tonic services.
 //! - [`telemetry`]: every metric name.
 
+pub mod access;
+pub mod cap;
 pub mod commands;
 pub mod config;
+pub mod console;
 pub mod cursor;
 pub mod errors;
 pub mod feed;
 pub mod grpc;
+pub mod police;
 pub mod read_model;
 pub mod requests;
 pub mod roster;
 pub mod telemetry;
+pub mod tls;
 pub mod watcher;
 
+use crate::access::AccessLayer;
 use crate::commands::{CommandSender, PendingCommands};
 use crate::config::StatusConfig;
 use crate::feed::{IncidentFeed, SharedReadModel};
-use crate::grpc::{IncidentApi, RosterApi};
+use crate::grpc::{DispatchApi, IncidentApi, RosterApi};
 use crate::roster::{Roster, keep_roster_table};
 use anyhow::Context;
 use helpgrid_common::reader::follow;
 use helpgrid_common::topics::{Topics, ensure_topics};
+use helpgrid_proto::pb::dispatch_service_server::DispatchServiceServer;
 use helpgrid_proto::pb::incident_service_server::IncidentServiceServer;
 use helpgrid_proto::pb::roster_service_server::RosterServiceServer;
 use rdkafka::producer::FutureProducer;
@@ -56,9 +69,10 @@ const LIVE_BUFFER: usize = 4096;
 /// Time allowed after the command timeout for open calls to finish at shutdown.
 const DRAIN_MARGIN: Duration = Duration::from_secs(2);
 /// Health service names: the whole server ("") and each API.
-const HEALTH_NAMES: [&str; 3] = [
+const HEALTH_NAMES: [&str; 4] = [
     "",
     <IncidentServiceServer<IncidentApi> as tonic::server::NamedService>::NAME,
+    <DispatchServiceServer<DispatchApi> as tonic::server::NamedService>::NAME,
     <RosterServiceServer<RosterApi> as tonic::server::NamedService>::NAME,
 ];
 
@@ -67,6 +81,16 @@ const HEALTH_NAMES: [&str; 3] = [
 pub async fn run(
     config: StatusConfig,
     listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    run_with_console(config, listener, None, shutdown).await
+}
+
+/// [`run`], and the big-screen console on `console` if given.
+pub async fn run_with_console(
+    config: StatusConfig,
+    listener: TcpListener,
+    console: Option<TcpListener>,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     telemetry::describe();
@@ -157,6 +181,28 @@ pub async fn run(
         ),
         ready: ready.clone(),
         shutdown: stop.clone(),
+        cap_sender: Arc::new(config.cap_sender.clone()),
+    };
+    let dispatch_api = DispatchApi(incident_api.clone());
+    let console_task = match console {
+        Some(console_listener) => {
+            let site = console::Console {
+                read_model: incident_api.read_model.clone(),
+                live: incident_api.live.clone(),
+                roster: Arc::clone(&roster),
+                gate: config.gate.clone(),
+                ready: ready.clone(),
+                shutdown: stop.clone(),
+            };
+            let tls = config.tls.as_ref().map(tls::console_acceptor).transpose()?;
+            Some(tokio::spawn(console::serve(
+                console_listener,
+                tls,
+                site,
+                stop.clone(),
+            )))
+        }
+        None => None,
     };
     let roster_api = RosterApi { roster, ready };
     let local_addr = listener.local_addr()?;
@@ -174,10 +220,23 @@ pub async fn run(
             end_health(health).await;
         }
     };
-    let serving = Server::builder()
+    let mut server = Server::builder();
+    if let Some(files) = &config.tls {
+        server = server
+            .tls_config(tls::grpc_config(files))
+            .context("cannot use the TLS certificate and key")?;
+    }
+    tracing::info!(
+        auth = config.gate.is_on(),
+        tls = config.tls.is_some(),
+        "access settings"
+    );
+    let serving = server
+        .layer(AccessLayer::new(config.gate.clone()))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(IncidentServiceServer::new(incident_api))
+        .add_service(DispatchServiceServer::new(dispatch_api))
         .add_service(RosterServiceServer::new(roster_api))
         .serve_with_incoming_shutdown(TcpIncoming::from(listener), draining);
     // Our own calls end within the command timeout once draining starts, but a client may
@@ -194,8 +253,15 @@ pub async fn run(
             Ok(())
         }
     };
-    // The server may also stop on an error: stop the feeds either way.
+    // The server may also stop on an error: stop the feeds (and the console) either way.
     stop.cancel();
+    if let Some(console_task) = console_task {
+        match console_task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::error!(%error, "the console server failed"),
+            Err(error) => tracing::error!(%error, "the console task failed"),
+        }
+    }
     for task in [incident_task, roster_task, readiness_task] {
         if let Err(error) = task.await {
             tracing::error!(%error, "a background task of the status service failed");

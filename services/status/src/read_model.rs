@@ -6,6 +6,7 @@
 //! listing, and the log of events per partition so a Watch can replay from a cursor.
 
 use crate::cursor::Cursor;
+use crate::police::is_police_bound;
 use helpgrid_common::time::{Millis, from_timestamp};
 use helpgrid_proto::pb::{Incident, IncidentEvent};
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -59,6 +60,8 @@ pub struct IncidentQuery {
     pub page_size: usize,
     /// Continue after this entry (from the previous page's token).
     pub page_after: Option<PageKey>,
+    /// Only incidents meant for police (dispatch callers).
+    pub police_only: bool,
 }
 
 #[derive(Debug)]
@@ -220,7 +223,8 @@ impl ReadModel {
             .take_while(|(opened_at, _)| query.opened_after.is_none_or(|after| *opened_at > after))
             .filter_map(|(_, id)| self.incidents.get(id))
             .filter(|s| query.grid_ids.is_empty() || query.grid_ids.contains(&s.incident.grid_id))
-            .filter(|s| query.states.is_empty() || query.states.contains(&s.incident.state));
+            .filter(|s| query.states.is_empty() || query.states.contains(&s.incident.state))
+            .filter(|s| !query.police_only || is_police_bound(&s.incident));
         let incidents: Vec<&StoredIncident> = matching.by_ref().take(query.page_size).collect();
         let next_page = match (matching.next(), incidents.last()) {
             (Some(_), Some(last)) => Some(PageKey {

@@ -166,6 +166,7 @@ pub fn list_query(request: &ListIncidentsRequest) -> Result<IncidentQuery, Reque
         opened_before,
         page_size,
         page_after,
+        police_only: false,
     })
 }
 
@@ -182,6 +183,7 @@ pub fn watch(
         filter: WatchFilter {
             grid_ids,
             include_rejections: request.include_rejections,
+            police_only: false,
         },
         resume_after,
     })

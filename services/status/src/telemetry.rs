@@ -14,6 +14,8 @@ const WATCH_REPLAYS: &str = "helpgrid_status_watch_replays_total";
 const READ_MODEL_INCIDENTS: &str = "helpgrid_status_read_model_incidents";
 const UNDECODABLE_RECORDS: &str = "helpgrid_status_undecodable_records_total";
 const ROSTER_WRITES: &str = "helpgrid_status_roster_writes_total";
+const ACCESS_REFUSED: &str = "helpgrid_status_access_refused_total";
+const CONSOLE_STREAMS: &str = "helpgrid_status_console_streams";
 
 /// Registers descriptions, so `/metrics` explains each series.
 pub fn describe() {
@@ -46,6 +48,11 @@ pub fn describe() {
         "Kafka records skipped because they could not be decoded, by topic"
     );
     describe_counter!(ROSTER_WRITES, "roster records published, by operation");
+    describe_counter!(
+        ACCESS_REFUSED,
+        "calls refused before reaching a handler (no or bad token, role not allowed), by code"
+    );
+    describe_gauge!(CONSOLE_STREAMS, "big-screen console event streams open now");
 }
 
 pub fn grpc_request(method: &'static str, code: tonic::Code) {
@@ -90,4 +97,16 @@ pub fn undecodable_record(topic: &str) {
 
 pub fn roster_write(operation: &'static str) {
     counter!(ROSTER_WRITES, "operation" => operation).increment(1);
+}
+
+pub fn access_refused(code: tonic::Code) {
+    counter!(ACCESS_REFUSED, "code" => format!("{code:?}")).increment(1);
+}
+
+pub fn console_stream_opened() {
+    gauge!(CONSOLE_STREAMS).increment(1.0);
+}
+
+pub fn console_stream_closed() {
+    gauge!(CONSOLE_STREAMS).decrement(1.0);
 }

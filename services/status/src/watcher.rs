@@ -10,6 +10,7 @@
 use crate::cursor::Cursor;
 use crate::errors::ApiError;
 use crate::feed::SharedReadModel;
+use crate::police::is_police_bound;
 use crate::read_model::LoggedEvent;
 use crate::telemetry;
 use helpgrid_proto::pb::incident_event::Change;
@@ -32,11 +33,16 @@ pub struct WatchFilter {
     /// Empty: all grids.
     pub grid_ids: HashSet<String>,
     pub include_rejections: bool,
+    /// Only incidents meant for police (dispatch subscriptions).
+    pub police_only: bool,
 }
 
 impl WatchFilter {
     pub fn matches(&self, event: &IncidentEvent) -> bool {
         if matches!(event.change, Some(Change::Rejected(_))) && !self.include_rejections {
+            return false;
+        }
+        if self.police_only && !event.incident.as_ref().is_some_and(is_police_bound) {
             return false;
         }
         // A rejection of an unknown incident names no grid: only unfiltered watchers see it.
@@ -219,6 +225,7 @@ mod tests {
         let audit_g1 = WatchFilter {
             grid_ids: HashSet::from(["g1".to_owned()]),
             include_rejections: true,
+            ..Default::default()
         };
         assert!(audit_g1.matches(&rejection));
         assert!(!audit_g1.matches(&unknown_incident));

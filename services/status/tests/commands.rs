@@ -3,6 +3,7 @@
 
 mod support;
 
+use helpgrid_auth::Role;
 use helpgrid_proto::pb::incident_command::Action;
 use helpgrid_proto::pb::{
     AcknowledgeRequest, CloseIncident, CloseRequest, GetIncidentRequest, Incident, IncidentState,
@@ -12,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use support::{
     TestKafka, acknowledged_answer, assigned_incident, closed_answer, opened_event,
-    rejected_answer, within,
+    rejected_answer, token, within,
 };
 use tonic::Code;
 
@@ -111,6 +112,11 @@ async fn acknowledge_then_close_return_the_incident_as_the_router_left_it() {
             ("in-1", "g7")
         );
         assert_eq!(command.command.actor_id, "r1");
+        assert_eq!(
+            command.command.actor_role,
+            helpgrid_proto::pb::ActorRole::Responder as i32,
+            "the router re-checks with the role the token named"
+        );
         let envelope = command.command.envelope.as_ref().unwrap();
         assert_eq!(
             (envelope.source.as_str(), envelope.schema_version),
@@ -156,7 +162,9 @@ async fn router_rejections_become_permission_denied_and_failed_precondition_with
         .await;
     let mut incidents = service.incidents();
 
-    let denied = incidents
+    // r9 may call Acknowledge (a responder token of every grid); the router says no.
+    let denied = service
+        .incidents_as(&token("r9", Role::Responder, &["*"]))
         .acknowledge(acknowledge("in-1", "r9"))
         .await
         .unwrap_err();
@@ -254,15 +262,18 @@ async fn malformed_commands_are_invalid_argument_and_not_published() {
     let service = kafka.start_service(Duration::from_secs(10)).await;
     let mut incidents = service.incidents();
 
-    let no_responder = incidents
-        .acknowledge(acknowledge("in-1", ""))
+    // Acting under someone else's id is refused before anything is published.
+    let impostor = incidents
+        .acknowledge(acknowledge("in-1", "r2"))
         .await
         .unwrap_err();
-    assert_eq!(no_responder.code(), Code::InvalidArgument);
+    assert_eq!(impostor.code(), Code::PermissionDenied);
     assert!(
-        no_responder.message().contains("responder_id"),
+        impostor
+            .message()
+            .contains("responder_id \"r2\" is not you (r1)"),
         "{}",
-        no_responder.message()
+        impostor.message()
     );
     let spaced = incidents
         .acknowledge(acknowledge("in 1", "r1"))

@@ -3,11 +3,13 @@
 //! played by producing incident events directly.
 #![allow(dead_code, clippy::unwrap_used)] // each test binary uses part of the harness
 
+use helpgrid_auth::{Bearer, Role, TokenKey};
 use helpgrid_common::envelope::new_envelope;
 use helpgrid_common::kafka::KafkaArgs;
 use helpgrid_common::reader::{Feed, follow};
 use helpgrid_common::time::{Millis, now_millis, to_timestamp};
 use helpgrid_common::topics::{Topics, ensure_topics};
+use helpgrid_proto::pb::dispatch_service_client::DispatchServiceClient;
 use helpgrid_proto::pb::incident_command::Action;
 use helpgrid_proto::pb::incident_event::Change;
 use helpgrid_proto::pb::incident_service_client::IncidentServiceClient;
@@ -28,6 +30,7 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::Streaming;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -38,6 +41,23 @@ use tonic_health::pb::health_client::HealthClient;
 pub const PARTITIONS: i32 = 3;
 /// Upper bound for anything a test waits for.
 pub const PATIENCE: Duration = Duration::from_secs(30);
+/// The token key of every test service.
+pub const TEST_KEY: &[u8] = b"status-tests-key-status-tests-key";
+
+pub fn test_key() -> TokenKey {
+    TokenKey::from_secret(TEST_KEY).unwrap()
+}
+
+/// A token of the test key.
+pub fn token(subject: &str, role: Role, grids: &[&str]) -> String {
+    let grids: Vec<String> = grids.iter().map(|g| (*g).to_owned()).collect();
+    test_key()
+        .mint(subject, role, &grids, Duration::from_secs(600))
+        .unwrap()
+}
+
+/// A gRPC channel whose calls carry `token` (none: calls without a token).
+pub type Authed = InterceptedService<Channel, Bearer>;
 
 pub fn kafka_bootstrap() -> String {
     match std::env::var("HELPGRID_TEST_KAFKA") {
@@ -127,10 +147,8 @@ impl TestKafka {
     }
 
     pub async fn start_service(&self, command_timeout: Duration) -> TestService {
-        let config = StatusConfig {
-            kafka: self.args.clone(),
-            command_timeout,
-        };
+        let mut config = StatusConfig::new(self.args.clone()).with_auth(test_key());
+        config.command_timeout = command_timeout;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let stop = CancellationToken::new();
@@ -222,12 +240,27 @@ pub struct TestService {
 }
 
 impl TestService {
-    pub fn incidents(&self) -> IncidentServiceClient<Channel> {
-        IncidentServiceClient::new(self.channel.clone())
+    /// Incidents as responder r1, who may see every grid (access itself is tested in
+    /// tests/access.rs and src/access.rs).
+    pub fn incidents(&self) -> IncidentServiceClient<Authed> {
+        self.incidents_as(&token("r1", Role::Responder, &["*"]))
     }
 
-    pub fn roster(&self) -> RosterServiceClient<Channel> {
-        RosterServiceClient::new(self.channel.clone())
+    pub fn incidents_as(&self, token: &str) -> IncidentServiceClient<Authed> {
+        IncidentServiceClient::with_interceptor(self.channel.clone(), Bearer::new(token).unwrap())
+    }
+
+    /// The roster as an admin of every grid.
+    pub fn roster(&self) -> RosterServiceClient<Authed> {
+        self.roster_as(&token("admin", Role::Admin, &["*"]))
+    }
+
+    pub fn roster_as(&self, token: &str) -> RosterServiceClient<Authed> {
+        RosterServiceClient::with_interceptor(self.channel.clone(), Bearer::new(token).unwrap())
+    }
+
+    pub fn dispatch_as(&self, token: &str) -> DispatchServiceClient<Authed> {
+        DispatchServiceClient::with_interceptor(self.channel.clone(), Bearer::new(token).unwrap())
     }
 
     pub fn health(&self) -> HealthClient<Channel> {

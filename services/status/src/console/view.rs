@@ -1,0 +1,262 @@
+//! What the wall display may show of an incident, and nothing more: the projection is built
+//! field by field, so personal data cannot leak by being forgotten. Responder names are
+//! masked the local way (吴建国 → 吴某); no phone numbers, notes, device ids or coordinates
+//! leave the service. Pure.
+
+use helpgrid_common::time::{Millis, from_timestamp};
+use helpgrid_proto::pb::{
+    Assignment, CameraLabel, EscalationLevel, Incident, IncidentSource, IncidentState, PressKind,
+    Priority, ResponderRole, Track, incident_event::Change,
+};
+use serde::Serialize;
+
+/// Two-character surnames common enough to mask correctly (欧阳修 → 欧阳某, not 欧某).
+const COMPOUND_SURNAMES: &[&str] = &[
+    "欧阳", "司马", "上官", "诸葛", "东方", "皇甫", "尉迟", "公孙", "慕容", "令狐", "长孙", "宇文",
+    "司徒", "夏侯", "端木", "轩辕", "西门", "独孤", "南宫", "万俟", "呼延", "澹台",
+];
+
+/// Surname + 某. Names in Latin letters keep their first word (the family name in Chinese
+/// order: "Wu Jianguo" → "Wu 某"); an empty name stays empty.
+pub fn mask_name(name: &str) -> String {
+    let name = name.trim();
+    if name.is_empty() {
+        return String::new();
+    }
+    if name.chars().next().is_some_and(|c| c.is_ascii()) {
+        let family = name.split_whitespace().next().unwrap_or(name);
+        return format!("{family} 某");
+    }
+    let surname: String = match COMPOUND_SURNAMES.iter().find(|s| name.starts_with(**s)) {
+        Some(compound) if name.chars().count() > 2 => (*compound).to_owned(),
+        _ => name.chars().take(1).collect(),
+    };
+    format!("{surname}某")
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ResponderView {
+    /// Masked display name, or the role if the roster has no name.
+    pub name: String,
+    pub role: &'static str,
+    pub track: &'static str,
+    pub acknowledged: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct IncidentView {
+    pub id: String,
+    pub grid: String,
+    pub state: &'static str,
+    pub priority: &'static str,
+    pub source: &'static str,
+    /// "Help", "Urgent", "Medical", or the camera's label.
+    pub kind: &'static str,
+    /// Household id, or camera id and zone.
+    pub place: String,
+    pub opened_at: Option<Millis>,
+    pub acknowledged_at: Option<Millis>,
+    pub closed_at: Option<Millis>,
+    /// Earliest pending acknowledgement deadline.
+    pub deadline: Option<Millis>,
+    pub escalated: bool,
+    pub reports: u32,
+    pub responders: Vec<ResponderView>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ChangeView {
+    pub change: &'static str,
+    pub incident: IncidentView,
+}
+
+pub fn change_name(change: Option<&Change>) -> &'static str {
+    match change {
+        Some(Change::Opened(_)) => "opened",
+        Some(Change::Assigned(_)) => "assigned",
+        Some(Change::Attached(_)) => "attached",
+        Some(Change::Acknowledged(_)) => "acknowledged",
+        Some(Change::Reassigned(_)) => "reassigned",
+        Some(Change::Escalated(_)) => "escalated",
+        Some(Change::Closed(_)) => "closed",
+        Some(Change::Rejected(_)) => "rejected",
+        None => "changed",
+    }
+}
+
+fn state(incident: &Incident) -> &'static str {
+    match IncidentState::try_from(incident.state) {
+        Ok(IncidentState::Waiting) => "waiting",
+        Ok(IncidentState::Assigned) => "assigned",
+        Ok(IncidentState::Acknowledged) => "acknowledged",
+        Ok(IncidentState::Closed) => "closed",
+        _ => "unknown",
+    }
+}
+
+fn priority(incident: &Incident) -> &'static str {
+    match Priority::try_from(incident.priority) {
+        Ok(Priority::Critical) => "critical",
+        Ok(Priority::High) => "high",
+        _ => "normal",
+    }
+}
+
+fn kind(incident: &Incident) -> &'static str {
+    if incident.source == IncidentSource::Camera as i32 {
+        match CameraLabel::try_from(incident.camera_label) {
+            Ok(CameraLabel::Intrusion) => "Intrusion",
+            Ok(CameraLabel::Fight) => "Fight",
+            Ok(CameraLabel::Fall) => "Fall",
+            Ok(CameraLabel::Fire) => "Fire",
+            Ok(CameraLabel::Crowd) => "Crowd",
+            Ok(CameraLabel::Loitering) => "Loitering",
+            _ => "Camera alert",
+        }
+    } else {
+        match PressKind::try_from(incident.press_kind) {
+            Ok(PressKind::Urgent) => "Urgent",
+            Ok(PressKind::Medical) => "Medical",
+            _ => "Help",
+        }
+    }
+}
+
+fn role_name(assignment: &Assignment) -> &'static str {
+    if assignment.responder_id.is_empty() {
+        return "police desk";
+    }
+    match ResponderRole::try_from(assignment.responder_role) {
+        Ok(ResponderRole::GridWorker) => "grid worker",
+        Ok(ResponderRole::GridSupervisor) => "supervisor",
+        Ok(ResponderRole::PatrolOfficer) => "patrol officer",
+        _ => "dispatch",
+    }
+}
+
+fn escalated(a: &Assignment) -> bool {
+    let first = if a.track == Track::Police as i32 {
+        EscalationLevel::PatrolOfficer
+    } else {
+        EscalationLevel::GridWorker
+    };
+    a.level > first as i32
+}
+
+/// The console's view of `incident`; `display_name` looks a responder's name up (the roster),
+/// and it is masked here.
+pub fn incident_view(
+    incident: &Incident,
+    display_name: impl Fn(&str) -> Option<String>,
+) -> IncidentView {
+    let camera = incident.source == IncidentSource::Camera as i32;
+    let place = if camera {
+        match incident.zone.as_str() {
+            "" => incident.camera_id.clone(),
+            zone => format!("{} · {zone}", incident.camera_id),
+        }
+    } else {
+        incident.household_id.clone()
+    };
+    let responders = incident
+        .assignments
+        .iter()
+        .map(|a| {
+            let role = role_name(a);
+            let name = display_name(&a.responder_id)
+                .map(|n| mask_name(&n))
+                .unwrap_or_default();
+            ResponderView {
+                name,
+                role,
+                track: if a.track == Track::Police as i32 {
+                    "police"
+                } else {
+                    "community"
+                },
+                acknowledged: a.acknowledged_at.is_some(),
+            }
+        })
+        .collect();
+    IncidentView {
+        id: incident.incident_id.clone(),
+        grid: incident.grid_id.clone(),
+        state: state(incident),
+        priority: priority(incident),
+        source: if camera { "camera" } else { "button" },
+        kind: kind(incident),
+        place,
+        opened_at: from_timestamp(incident.opened_at.as_ref()),
+        acknowledged_at: from_timestamp(incident.acknowledged_at.as_ref()),
+        closed_at: from_timestamp(incident.closed_at.as_ref()),
+        deadline: incident
+            .assignments
+            .iter()
+            .filter_map(|a| from_timestamp(a.ack_deadline.as_ref()))
+            .min(),
+        escalated: incident.assignments.iter().any(escalated),
+        reports: incident.event_count,
+        responders,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use helpgrid_common::time::to_timestamp;
+    use helpgrid_proto::pb::GeoPoint;
+
+    #[test]
+    fn names_become_surname_and_mou() {
+        assert_eq!(mask_name("吴建国"), "吴某");
+        assert_eq!(mask_name("李娜"), "李某");
+        assert_eq!(mask_name("欧阳修"), "欧阳某");
+        assert_eq!(mask_name("欧阳"), "欧某");
+        assert_eq!(mask_name("Wu Jianguo"), "Wu 某");
+        assert_eq!(mask_name("  "), "");
+    }
+
+    #[test]
+    fn the_view_masks_names_and_carries_no_location_notes_or_device() {
+        let roster = |id: &str| (id == "w-42").then(|| "吴建国".to_owned());
+        let incident = Incident {
+            incident_id: "inc-1".into(),
+            grid_id: "grid-0001".into(),
+            state: IncidentState::Assigned as i32,
+            source: IncidentSource::Button as i32,
+            press_kind: PressKind::Medical as i32,
+            household_id: "hh-7".into(),
+            device_id: "dev-secret".into(),
+            location: Some(GeoPoint {
+                latitude: 32.6812345,
+                longitude: 109.0212345,
+            }),
+            resolution_note: "call 13800138000".into(),
+            opened_at: Some(to_timestamp(1000)),
+            assignments: vec![Assignment {
+                track: Track::Community as i32,
+                level: EscalationLevel::GridWorker as i32,
+                responder_id: "w-42".into(),
+                responder_role: ResponderRole::GridWorker as i32,
+                ack_deadline: Some(to_timestamp(61_000)),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let view = incident_view(&incident, roster);
+        assert_eq!(view.responders[0].name, "吴某");
+        assert_eq!(view.kind, "Medical");
+        assert_eq!(view.deadline, Some(61_000));
+        let json = serde_json::to_string(&view).expect("json");
+        for secret in [
+            "吴建国",
+            "32.68",
+            "109.02",
+            "13800138000",
+            "dev-secret",
+            "w-42",
+        ] {
+            assert!(!json.contains(secret), "{secret} leaked: {json}");
+        }
+    }
+}
