@@ -277,7 +277,12 @@ fn description(incident: &Incident) -> String {
         "Incident {} is {} (priority {}).",
         incident.incident_id,
         state_name(incident.state),
-        Priority::try_from(incident.priority).map_or("unknown", |p| p.as_str_name())
+        match Priority::try_from(incident.priority) {
+            Ok(Priority::Critical) => "critical",
+            Ok(Priority::High) => "high",
+            Ok(Priority::Normal) => "normal",
+            _ => "unknown",
+        }
     );
     if is_camera(incident) && !incident.zone.is_empty() {
         let _ = write!(
