@@ -41,6 +41,8 @@ use tonic_health::pb::health_client::HealthClient;
 pub const PARTITIONS: i32 = 3;
 /// Upper bound for anything a test waits for.
 pub const PATIENCE: Duration = Duration::from_secs(30);
+pub mod browser;
+
 /// The token key of every test service.
 pub const TEST_KEY: &[u8] = b"status-tests-key-status-tests-key";
 
@@ -147,14 +149,33 @@ impl TestKafka {
     }
 
     pub async fn start_service(&self, command_timeout: Duration) -> TestService {
+        self.start_service_with_console(command_timeout, None).await
+    }
+
+    /// The service, with the big-screen console on `console` (port 0: any free port).
+    pub async fn start_service_with_console(
+        &self,
+        command_timeout: Duration,
+        console: Option<u16>,
+    ) -> TestService {
         let mut config = StatusConfig::new(self.args.clone()).with_auth(test_key());
         config.command_timeout = command_timeout;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let console = match console {
+            Some(port) => Some(
+                tokio::net::TcpListener::bind(("127.0.0.1", port))
+                    .await
+                    .unwrap(),
+            ),
+            None => None,
+        };
+        let console_addr = console.as_ref().map(|l| l.local_addr().unwrap());
         let stop = CancellationToken::new();
-        let server = tokio::spawn(helpgrid_status::run(
+        let server = tokio::spawn(helpgrid_status::run_with_console(
             config,
             listener,
+            console,
             stop.clone().cancelled_owned(),
         ));
         let channel = Channel::from_shared(format!("http://{addr}"))
@@ -162,6 +183,7 @@ impl TestKafka {
             .connect_lazy();
         let service = TestService {
             addr,
+            console_addr,
             channel,
             stop,
             server,
@@ -234,6 +256,8 @@ impl CommandLog {
 /// The real status server, on a socket.
 pub struct TestService {
     pub addr: SocketAddr,
+    /// The console's address, if it was started.
+    pub console_addr: Option<SocketAddr>,
     pub channel: Channel,
     stop: CancellationToken,
     server: JoinHandle<anyhow::Result<()>>,

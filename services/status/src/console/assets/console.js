@@ -195,7 +195,7 @@ function tick() {
 
 $("sound").addEventListener("click", () => {
   soundOn = !soundOn;
-  $("sound").textContent = soundOn ? "🔔 声音开" : "🔇 声音关";
+  $("sound").textContent = soundOn ? "声音 Sound: on" : "声音 Sound: off";
   if (soundOn) beep();
 });
 
