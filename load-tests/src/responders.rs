@@ -3,6 +3,7 @@
 //! officers take incidents that reached the police desk. Everything goes through the gRPC API.
 
 use crate::city::City;
+use crate::sim::{AuthedChannel, Credentials};
 use crate::tally::Tally;
 use helpgrid_proto::pb::incident_service_client::IncidentServiceClient;
 use helpgrid_proto::pb::{
@@ -34,7 +35,11 @@ pub struct Behaviour {
 pub struct Responders {
     pub city: Arc<City>,
     pub behaviour: Behaviour,
-    pub client: IncidentServiceClient<Channel>,
+    /// Follows every incident, as a read-only console of the whole city.
+    pub watcher: IncidentServiceClient<AuthedChannel>,
+    /// Each responder acts over this channel with their own token.
+    pub channel: Channel,
+    pub credentials: Arc<Credentials>,
     pub tally: Arc<Mutex<Tally>>,
     pub seed: u64,
 }
@@ -46,8 +51,8 @@ fn between(rng: &mut fastrand::Rng, min: f64, max: f64) -> Duration {
 impl Responders {
     /// Watches from now and answers until cancelled. Returns when the stream ends.
     pub async fn run(self, cancel: CancellationToken) -> Result<(), tonic::Status> {
-        let mut client = self.client.clone();
-        let mut stream = client
+        let mut watcher = self.watcher.clone();
+        let mut stream = watcher
             .watch_incidents(WatchIncidentsRequest {
                 grid_ids: vec![],
                 cursor: String::new(),
@@ -85,8 +90,16 @@ impl Responders {
                 } else {
                     Resolution::Resolved
                 };
+                let bearer = match self.credentials.responder(&responder_id) {
+                    Ok(bearer) => bearer,
+                    Err(error) => {
+                        tracing::warn!(%responder_id, %error, "cannot mint a token");
+                        continue;
+                    }
+                };
+                let client = IncidentServiceClient::with_interceptor(self.channel.clone(), bearer);
                 tokio::spawn(respond(
-                    self.client.clone(),
+                    client,
                     Arc::clone(&self.tally),
                     cancel.clone(),
                     incident_id,
@@ -130,7 +143,7 @@ impl Responders {
 }
 
 async fn respond(
-    mut client: IncidentServiceClient<Channel>,
+    mut client: IncidentServiceClient<AuthedChannel>,
     tally: Arc<Mutex<Tally>>,
     cancel: CancellationToken,
     incident_id: String,

@@ -6,15 +6,18 @@ use crate::residents::{Activity, Residents};
 use crate::responders::{Behaviour, Responders};
 use crate::tally::Tally;
 use anyhow::Context;
+use helpgrid_auth::{ALL_GRIDS, Bearer, Role, TokenKey};
 use helpgrid_common::kafka::KafkaArgs;
 use helpgrid_common::topics::Topics;
-use helpgrid_proto::pb::UpsertResponderRequest;
 use helpgrid_proto::pb::incident_service_client::IncidentServiceClient;
 use helpgrid_proto::pb::roster_service_client::RosterServiceClient;
+use helpgrid_proto::pb::{ResponderRole, UpsertResponderRequest};
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -50,6 +53,75 @@ pub struct SimArgs {
     pub activity: Activity,
     #[command(flatten)]
     pub behaviour: Behaviour,
+    /// The status service's token key: the city mints an admin token to register its roster
+    /// and a token per responder, who then act as themselves. Unset: no tokens are sent (for a
+    /// status service started with --insecure-no-auth).
+    #[arg(long, env = "HELPGRID_AUTH_KEY_FILE")]
+    pub auth_key_file: Option<std::path::PathBuf>,
+}
+
+/// A gRPC channel whose calls carry one caller's token.
+pub type AuthedChannel = InterceptedService<Channel, Bearer>;
+
+/// The tokens of the simulated people, minted from the status service's key.
+pub struct Credentials {
+    /// `None`: the status service runs without authentication.
+    key: Option<TokenKey>,
+    /// Responder id → (role, grids), from the city's roster.
+    responders: HashMap<String, (Role, Vec<String>)>,
+}
+
+/// Long enough for any run; the simulated people never refresh a token.
+const TOKEN_LIFETIME: Duration = Duration::from_secs(7 * 24 * 3600);
+
+impl Credentials {
+    pub fn new(key: Option<TokenKey>, city: &City) -> Self {
+        let responders = city
+            .responders
+            .iter()
+            .map(|r| {
+                let role = if r.role == ResponderRole::GridSupervisor as i32 {
+                    Role::Supervisor
+                } else {
+                    Role::Responder
+                };
+                (r.responder_id.clone(), (role, r.grid_ids.clone()))
+            })
+            .collect();
+        Self { key, responders }
+    }
+
+    fn bearer(&self, subject: &str, role: Role, grids: &[String]) -> anyhow::Result<Bearer> {
+        match &self.key {
+            None => Ok(Bearer::anonymous()),
+            Some(key) => Ok(Bearer::new(&key.mint(
+                subject,
+                role,
+                grids,
+                TOKEN_LIFETIME,
+            )?)?),
+        }
+    }
+
+    /// Registers the roster.
+    pub fn admin(&self) -> anyhow::Result<Bearer> {
+        self.bearer("city-admin", Role::Admin, &[ALL_GRIDS.to_owned()])
+    }
+
+    /// Follows every incident (a read-only console of the whole city).
+    pub fn watcher(&self) -> anyhow::Result<Bearer> {
+        self.bearer("city-watch", Role::Console, &[ALL_GRIDS.to_owned()])
+    }
+
+    /// One responder, acting as themselves in their grids.
+    pub fn responder(&self, responder_id: &str) -> anyhow::Result<Bearer> {
+        let (role, grids) = self
+            .responders
+            .get(responder_id)
+            .cloned()
+            .unwrap_or((Role::Responder, Vec::new()));
+        self.bearer(responder_id, role, &grids)
+    }
 }
 
 /// Connects to the status service and waits until it reports SERVING (it has loaded its
@@ -91,8 +163,13 @@ pub async fn run(
     report: impl Fn(Duration, &Tally),
 ) -> anyhow::Result<Tally> {
     let city = Arc::new(City::build(&args.city, &args.id_prefix));
+    let key = match &args.auth_key_file {
+        Some(path) => Some(TokenKey::from_file(path)?),
+        None => None,
+    };
+    let credentials = Arc::new(Credentials::new(key, &city));
     let channel = connect(&args.status_addr).await?;
-    let mut roster = RosterServiceClient::new(channel.clone());
+    let mut roster = RosterServiceClient::with_interceptor(channel.clone(), credentials.admin()?);
     for responder in &city.responders {
         roster
             .upsert_responder(UpsertResponderRequest {
@@ -113,7 +190,9 @@ pub async fn run(
     let responders = Responders {
         city: Arc::clone(&city),
         behaviour: args.behaviour.clone(),
-        client: IncidentServiceClient::new(channel),
+        watcher: IncidentServiceClient::with_interceptor(channel.clone(), credentials.watcher()?),
+        channel,
+        credentials,
         tally: Arc::clone(&tally),
         seed: args.city.seed,
     };

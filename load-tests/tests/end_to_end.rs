@@ -1,13 +1,14 @@
 //! HelpGrid end to end: a real Kafka broker, the router, and the status service's gRPC API
-//! on a real socket, used the way responders and the simulated city use them.
-//! Needs HELPGRID_TEST_KAFKA (scripts/test sets it).
+//! on a real socket with authentication on, used the way responders and the simulated city
+//! use them. Needs HELPGRID_TEST_KAFKA (scripts/test sets it).
 
+use helpgrid_auth::{Bearer, Role, TokenKey};
 use helpgrid_common::kafka::KafkaArgs;
 use helpgrid_common::topics::Topics;
 use helpgrid_load_tests::city::CityShape;
 use helpgrid_load_tests::residents::Activity;
 use helpgrid_load_tests::responders::Behaviour;
-use helpgrid_load_tests::sim::{self, SimArgs};
+use helpgrid_load_tests::sim::{self, AuthedChannel, SimArgs};
 use helpgrid_proto::pb::incident_service_client::IncidentServiceClient;
 use helpgrid_proto::pb::roster_service_client::RosterServiceClient;
 use helpgrid_proto::pb::{
@@ -23,7 +24,18 @@ use std::future::Future;
 use std::time::Duration;
 use tokio::sync::oneshot;
 use tonic::Code;
-use tonic::transport::Channel;
+
+/// The status service's token key in these tests.
+const KEY: &[u8] = b"end-to-end-tests-key-end-to-end-tests";
+
+fn bearer(subject: &str, role: Role, grids: &[&str]) -> Bearer {
+    let grids: Vec<String> = grids.iter().map(|g| (*g).to_owned()).collect();
+    let token = TokenKey::from_secret(KEY)
+        .expect("key")
+        .mint(subject, role, &grids, Duration::from_secs(600))
+        .expect("mint");
+    Bearer::new(&token).expect("bearer")
+}
 
 /// A service running in this test process, stopped through its shutdown future.
 struct Running {
@@ -72,11 +84,13 @@ impl Stack {
             .await
             .expect("bind");
         let addr = format!("http://{}", listener.local_addr().expect("addr"));
-        let status_config = StatusConfig::new(args.clone());
+        let status_config =
+            StatusConfig::new(args.clone()).with_auth(TokenKey::from_secret(KEY).expect("key"));
         let status =
             Running::spawn(move |shutdown| helpgrid_status::run(status_config, listener, shutdown));
         let channel = sim::connect(&addr).await.expect("status service reachable");
-        let mut roster_api = RosterServiceClient::new(channel);
+        let mut roster_api =
+            RosterServiceClient::with_interceptor(channel, bearer("admin", Role::Admin, &["*"]));
         for r in roster {
             roster_api
                 .upsert_responder(UpsertResponderRequest { responder: Some(r) })
@@ -99,8 +113,20 @@ impl Stack {
         }
     }
 
-    async fn incidents(&self) -> IncidentServiceClient<Channel> {
-        IncidentServiceClient::new(sim::connect(&self.addr).await.expect("connect"))
+    /// Incidents as `subject` with `role` in `grids`.
+    async fn incidents_as(
+        &self,
+        subject: &str,
+        role: Role,
+        grids: &[&str],
+    ) -> IncidentServiceClient<AuthedChannel> {
+        let channel = sim::connect(&self.addr).await.expect("connect");
+        IncidentServiceClient::with_interceptor(channel, bearer(subject, role, grids))
+    }
+
+    /// Incidents as a read-only console of every grid.
+    async fn incidents(&self) -> IncidentServiceClient<AuthedChannel> {
+        self.incidents_as("console", Role::Console, &["*"]).await
     }
 
     async fn stop(mut self) {
@@ -113,7 +139,7 @@ impl Stack {
 
 /// Polls GetIncident until `done` holds (the read model follows Kafka asynchronously).
 async fn wait_for_incident(
-    client: &mut IncidentServiceClient<Channel>,
+    client: &mut IncidentServiceClient<AuthedChannel>,
     incident_id: &str,
     what: &str,
     done: impl Fn(&Incident) -> bool,
@@ -170,7 +196,7 @@ async fn a_press_is_assigned_then_acknowledged_and_closed_over_grpc() {
     .await;
     let incident = press_and_wait_assigned(&stack, "h-1", "g1").await;
     assert_eq!(incident.assignments[0].responder_id, "wu-1");
-    let mut client = stack.incidents().await;
+    let mut client = stack.incidents_as("wu-1", Role::Responder, &["g1"]).await;
     let acked = client
         .acknowledge(AcknowledgeRequest {
             incident_id: incident.incident_id.clone(),
@@ -204,7 +230,11 @@ async fn a_wrong_responder_is_refused_and_closing_before_acknowledging_fails_its
     ])
     .await;
     let incident = press_and_wait_assigned(&stack, "h-1", "g1").await;
-    let mut client = stack.incidents().await;
+    // wu-2's token covers g1 too, so the status service lets the call through and the
+    // router's own check refuses it.
+    let mut client = stack
+        .incidents_as("wu-2", Role::Responder, &["g1", "g2"])
+        .await;
     let refused = client
         .acknowledge(AcknowledgeRequest {
             incident_id: incident.incident_id.clone(),
@@ -218,6 +248,7 @@ async fn a_wrong_responder_is_refused_and_closing_before_acknowledging_fails_its
         "{}",
         refused.message()
     );
+    let mut client = stack.incidents_as("wu-1", Role::Responder, &["g1"]).await;
     let early = client
         .close(CloseRequest {
             incident_id: incident.incident_id.clone(),
@@ -264,6 +295,8 @@ async fn the_simulated_city_gets_every_incident_acknowledged_and_closed() {
     };
     let city = helpgrid_load_tests::city::City::build(&shape, "sim-");
     let stack = Stack::start(city.responders.clone()).await;
+    let key_file = std::env::temp_dir().join(format!("helpgrid-e2e-{}.key", std::process::id()));
+    std::fs::write(&key_file, KEY).expect("key file");
     let args = SimArgs {
         kafka: stack.args.clone(),
         status_addr: stack.addr.clone(),
@@ -285,10 +318,12 @@ async fn the_simulated_city_gets_every_incident_acknowledged_and_closed() {
             close_after_max_s: 0.5,
             miss_ratio: 0.0,
         },
+        auth_key_file: Some(key_file.clone()),
     };
     let tally = sim::run(args, std::future::pending(), |_, _| {})
         .await
         .expect("the city ran");
+    let _ = std::fs::remove_file(&key_file);
     stack.stop().await;
     assert!(tally.presses_sent >= 40, "{tally}");
     assert!(tally.opened >= 20, "{tally}");

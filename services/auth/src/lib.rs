@@ -225,8 +225,9 @@ impl TokenKey {
 
 /// A gRPC client interceptor that sends `authorization: Bearer <token>` with every call:
 /// `IncidentServiceClient::with_interceptor(channel, Bearer::new(&token)?)`.
+/// [`Bearer::anonymous`] sends nothing (for a server running without authentication).
 #[derive(Clone)]
-pub struct Bearer(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
+pub struct Bearer(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
 
 impl fmt::Debug for Bearer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -238,10 +239,14 @@ impl Bearer {
     pub fn new(token: &str) -> Result<Self, TokenError> {
         format!("Bearer {}", token.trim())
             .parse()
-            .map(Self)
+            .map(|value| Self(Some(value)))
             .map_err(|_| {
                 TokenError::Invalid("the token has characters a header cannot carry".into())
             })
+    }
+
+    pub fn anonymous() -> Self {
+        Self(None)
     }
 }
 
@@ -250,9 +255,11 @@ impl tonic::service::Interceptor for Bearer {
         &mut self,
         mut request: tonic::Request<()>,
     ) -> Result<tonic::Request<()>, tonic::Status> {
-        request
-            .metadata_mut()
-            .insert("authorization", self.0.clone());
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
         Ok(request)
     }
 }
