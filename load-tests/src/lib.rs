@@ -6,8 +6,11 @@
 //!   over the gRPC API after human-like delays.
 //! - [`sim`]: wires them together for a run.
 //! - [`tally`]: live counts and time-to-assign / time-to-acknowledge percentiles.
+//! - [`load`]: the load generator and benchmark harness (`helpgrid-load`, `helpgrid-relay`),
+//!   with the scenarios documented in load-tests/README.md.
 
 pub mod city;
+pub mod load;
 pub mod residents;
 pub mod responders;
 pub mod sim;

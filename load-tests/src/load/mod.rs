@@ -1,0 +1,20 @@
+//! The load generator and benchmark harness (`helpgrid-load`, `helpgrid-relay`).
+//!
+//! - [`plan`]: what a run sends (ids that lead back to the event), drawn from the city.
+//! - [`generator`]: sends it open loop at a rate or as a burst; when each event left.
+//! - [`observer`]: reads the output topic; latencies, counts, the reconciliation.
+//! - [`services`]: starts and stops the processes under test.
+//! - [`procstat`]: their CPU and memory from /proc, and the consumer lag.
+//! - [`watchers`]: many WatchIncidents streams at once.
+//! - [`relay`]: the bare consume → produce relay that HelpGrid is compared with.
+//! - [`scenario`]: the scenarios, each one command; [`report`]: JSON, markdown, SVG.
+
+pub mod generator;
+pub mod observer;
+pub mod plan;
+pub mod procstat;
+pub mod relay;
+pub mod report;
+pub mod scenario;
+pub mod services;
+pub mod watchers;

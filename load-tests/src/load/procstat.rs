@@ -1,0 +1,181 @@
+//! CPU and memory of the processes under test, from /proc (Linux), and the consumer lag of
+//! the group under test, sampled once a second.
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{Offset, TopicPartitionList};
+use std::time::Duration;
+
+/// Clock ticks per second for /proc/<pid>/stat times. 100 on every Linux this runs on
+/// (USER_HZ); reading sysconf would need libc.
+const TICKS_PER_S: f64 = 100.0;
+
+/// Total CPU time (user + system) of a process in seconds, and its resident and peak
+/// resident memory in MiB. None once the process is gone.
+pub fn read(pid: u32) -> Option<(f64, f64, f64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces: fields are counted after its closing parenthesis.
+    let after = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // After ")": state is field 3 of stat(5), so utime (14) and stime (15) are at 11 and 12.
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib = |key: &str| -> f64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    Some((
+        (utime + stime) / TICKS_PER_S,
+        kib("VmRSS:") / 1024.0,
+        kib("VmHWM:") / 1024.0,
+    ))
+}
+
+/// A watched process.
+#[derive(Debug, Clone)]
+pub struct Watched {
+    pub name: String,
+    pub pid: u32,
+}
+
+/// One sample: seconds since the run began, per process (CPU % of one core, RSS MiB), and
+/// the group's lag in records (None when it could not be read).
+#[derive(Debug, Clone)]
+pub struct Sample {
+    pub at_s: f64,
+    pub processes: Vec<(String, f64, f64)>,
+    pub lag: Option<i64>,
+}
+
+/// Per process: average and peak CPU %, peak RSS.
+#[derive(Debug, Clone)]
+pub struct Usage {
+    pub name: String,
+    pub cpu_avg_pct: f64,
+    pub cpu_max_pct: f64,
+    pub rss_max_mib: f64,
+    pub cpu_seconds: f64,
+}
+
+pub struct Sampler {
+    watched: Vec<Watched>,
+    last: Vec<Option<(f64, std::time::Instant)>>,
+    first: Vec<Option<f64>>,
+    peak_rss: Vec<f64>,
+    lag: Option<(BaseConsumer, String)>,
+}
+
+impl Sampler {
+    /// `lag`: a consumer configured with the group id under test (it never joins the
+    /// group, it only reads its committed offsets) and the input topic.
+    pub fn new(watched: Vec<Watched>, lag: Option<(BaseConsumer, String)>) -> Self {
+        let n = watched.len();
+        Self {
+            watched,
+            last: vec![None; n],
+            first: vec![None; n],
+            peak_rss: vec![0.0; n],
+            lag,
+        }
+    }
+
+    pub fn sample(&mut self, at_s: f64) -> Sample {
+        let now = std::time::Instant::now();
+        let mut processes = Vec::new();
+        for (i, w) in self.watched.iter().enumerate() {
+            let Some((cpu_s, rss, hwm)) = read(w.pid) else {
+                continue;
+            };
+            self.first[i].get_or_insert(cpu_s);
+            self.peak_rss[i] = self.peak_rss[i].max(hwm).max(rss);
+            let pct = match self.last[i] {
+                Some((prev, then)) => {
+                    let dt = now.duration_since(then).as_secs_f64();
+                    if dt > 0.0 {
+                        100.0 * (cpu_s - prev) / dt
+                    } else {
+                        0.0
+                    }
+                }
+                None => 0.0,
+            };
+            self.last[i] = Some((cpu_s, now));
+            processes.push((w.name.clone(), pct, rss));
+        }
+        Sample {
+            at_s,
+            processes,
+            lag: self.lag(),
+        }
+    }
+
+    fn lag(&self) -> Option<i64> {
+        let (consumer, topic) = self.lag.as_ref()?;
+        let metadata = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(2))
+            .ok()?;
+        let mut tpl = TopicPartitionList::new();
+        for p in metadata.topics().first()?.partitions() {
+            tpl.add_partition(topic, p.id());
+        }
+        let committed = consumer
+            .committed_offsets(tpl, Duration::from_secs(2))
+            .ok()?;
+        let mut lag = 0;
+        for e in committed.elements() {
+            let (low, high) = consumer
+                .fetch_watermarks(topic, e.partition(), Duration::from_secs(2))
+                .ok()?;
+            let position = match e.offset() {
+                Offset::Offset(o) => o,
+                _ => low,
+            };
+            lag += (high - position).max(0);
+        }
+        Some(lag)
+    }
+
+    /// Usage over the whole run, from samples taken by this sampler.
+    pub fn usage(&self, samples: &[Sample], elapsed_s: f64) -> Vec<Usage> {
+        self.watched
+            .iter()
+            .enumerate()
+            .map(|(i, w)| {
+                let pcts: Vec<f64> = samples
+                    .iter()
+                    .filter_map(|s| s.processes.iter().find(|p| p.0 == w.name))
+                    .map(|p| p.1)
+                    .collect();
+                let cpu_seconds = match (self.first[i], self.last[i]) {
+                    (Some(first), Some((last, _))) => last - first,
+                    _ => 0.0,
+                };
+                Usage {
+                    name: w.name.clone(),
+                    cpu_avg_pct: if elapsed_s > 0.0 {
+                        100.0 * cpu_seconds / elapsed_s
+                    } else {
+                        0.0
+                    },
+                    cpu_max_pct: pcts.iter().copied().fold(0.0, f64::max),
+                    rss_max_mib: self.peak_rss[i],
+                    cpu_seconds,
+                }
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn reads_this_process() {
+        let (cpu, rss, hwm) = super::read(std::process::id()).expect("own /proc entry");
+        assert!(cpu >= 0.0);
+        assert!(rss > 0.0 && hwm >= rss);
+    }
+}
