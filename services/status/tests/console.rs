@@ -172,10 +172,10 @@ async fn a_press_appears_on_the_console_turns_acknowledged_and_survives_a_server
         Value::Bool(true),
         "the page was not reloaded"
     );
-    let requests = browser
-        .eval("return document.getElementById('f-requests').textContent;")
+    let open = browser
+        .eval("return document.getElementById('open-count').textContent;")
         .await;
-    assert_eq!(requests, "2");
+    assert_eq!(open, "2", "the open-incident counter agrees");
 
     browser.quit().await;
     restarted.stop().await.unwrap();
