@@ -45,6 +45,55 @@ fn start_router(
 const ROWS: &str = "return [...document.querySelectorAll('#rows tr')].map(r => \
     ({ id: r.dataset.incident, state: r.dataset.state, text: r.innerText }));";
 
+/// The status code of a plain HTTP GET (the console refuses before it streams anything).
+async fn http_status(port: u16, path: &str, authorization: Option<&str>) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let auth = authorization
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let request =
+        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n{auth}Connection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).await.unwrap();
+    String::from_utf8_lossy(&head[9..12]).parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_refuses_missing_wrong_role_and_out_of_scope_tokens() {
+    let kafka = Arc::new(TestKafka::new().await);
+    let port = support::browser::free_port();
+    let service = kafka
+        .start_service_with_console(Duration::from_secs(5), Some(port))
+        .await;
+    let console = token("office", Role::Console, &["grid-0001"]);
+    let responder = token("w-1", Role::Responder, &["grid-0001"]);
+    assert_eq!(http_status(port, "/console/console.js", None).await, 200);
+    assert_eq!(http_status(port, "/console/", None).await, 401);
+    assert_eq!(http_status(port, "/console/?token=forged", None).await, 401);
+    assert_eq!(
+        http_status(port, &format!("/console/?token={responder}"), None).await,
+        403
+    );
+    assert_eq!(
+        http_status(port, &format!("/console/?token={console}"), None).await,
+        303
+    );
+    assert_eq!(http_status(port, "/console/events", None).await, 401);
+    assert_eq!(
+        http_status(port, "/console/events?grids=grid-0009", Some(&console)).await,
+        403
+    );
+    assert_eq!(
+        http_status(port, "/console/events?cursor=garbage", Some(&console)).await,
+        400
+    );
+    service.stop().await.unwrap();
+}
+
 fn row_of<'a>(rows: &'a Value, household: &str) -> Option<&'a Value> {
     rows.as_array()?
         .iter()
@@ -171,6 +220,12 @@ async fn a_press_appears_on_the_console_turns_acknowledged_and_survives_a_server
         browser.eval("return window.sameDocument === true;").await,
         Value::Bool(true),
         "the page was not reloaded"
+    );
+    let stream = browser.eval("return window.helpgridConsole;").await;
+    assert_eq!(stream["repeats"], 0, "no update arrived twice: {stream}");
+    assert_eq!(
+        stream["snapshots"], 1,
+        "resumed by cursor, not re-snapshotted: {stream}"
     );
     let open = browser
         .eval("return document.getElementById('open-count').textContent;")

@@ -61,6 +61,8 @@ pub struct IncidentView {
     pub deadline: Option<Millis>,
     pub escalated: bool,
     pub reports: u32,
+    /// The incident's revision: the page ignores an update it already holds.
+    pub revision: u64,
     pub responders: Vec<ResponderView>,
 }
 
@@ -196,6 +198,7 @@ pub fn incident_view(
             .min(),
         escalated: incident.assignments.iter().any(escalated),
         reports: incident.event_count,
+        revision: incident.revision,
         responders,
     }
 }

@@ -5,6 +5,9 @@
 
 const incidents = new Map(); // id -> incident view, as the server sent it
 const seenOverdue = new Set(); // ids already announced as overdue
+// What the stream delivered; `repeats` counts updates the page already held (there should be
+// none: the cursor resumes exactly after the last event).
+window.helpgridConsole = { changes: 0, repeats: 0, snapshots: 0 };
 let lastCursor = "";
 let source = null;
 let soundOn = false;
@@ -30,6 +33,7 @@ function connect() {
   source.addEventListener("snapshot", (e) => {
     const snapshot = JSON.parse(e.data);
     lastCursor = e.lastEventId;
+    window.helpgridConsole.snapshots += 1;
     incidents.clear();
     for (const incident of snapshot.incidents) incidents.set(incident.id, incident);
     for (const incident of snapshot.incidents) if (isOverdue(incident)) seenOverdue.add(incident.id);
@@ -40,7 +44,13 @@ function connect() {
   source.addEventListener("change", (e) => {
     const change = JSON.parse(e.data);
     lastCursor = e.lastEventId;
-    const known = incidents.has(change.incident.id);
+    const held = incidents.get(change.incident.id);
+    window.helpgridConsole.changes += 1;
+    if (held && held.revision >= change.incident.revision) {
+      window.helpgridConsole.repeats += 1;
+      return;
+    }
+    const known = held !== undefined;
     incidents.set(change.incident.id, change.incident);
     if (!known && change.incident.state !== "closed") announce(change.incident.id);
     render();
