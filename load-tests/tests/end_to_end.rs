@@ -2,188 +2,19 @@
 //! on a real socket with authentication on, used the way responders and the simulated city
 //! use them. Needs HELPGRID_TEST_KAFKA (scripts/test sets it).
 
-use helpgrid_auth::{Bearer, Role, TokenKey};
-use helpgrid_common::kafka::KafkaArgs;
-use helpgrid_common::topics::Topics;
+mod support;
+
+use helpgrid_auth::Role;
 use helpgrid_load_tests::city::CityShape;
 use helpgrid_load_tests::residents::Activity;
 use helpgrid_load_tests::responders::Behaviour;
-use helpgrid_load_tests::sim::{self, AuthedChannel, SimArgs};
-use helpgrid_proto::pb::incident_service_client::IncidentServiceClient;
-use helpgrid_proto::pb::roster_service_client::RosterServiceClient;
+use helpgrid_load_tests::sim::{self, SimArgs};
 use helpgrid_proto::pb::{
-    AcknowledgeRequest, CloseRequest, GetIncidentRequest, Incident, IncidentState, PressKind,
-    Resolution, ResponderRole, UpsertResponderRequest,
+    AcknowledgeRequest, CloseRequest, GetIncidentRequest, IncidentState, Resolution, ResponderRole,
 };
-use helpgrid_router::config::RouterConfig;
-use helpgrid_router::domain::Policy;
-use helpgrid_status::config::StatusConfig;
-use helpgrid_testkit::records::{press, responder};
-use helpgrid_testkit::{Publisher, WAIT, kafka_args};
-use std::future::Future;
-use std::time::Duration;
-use tokio::sync::oneshot;
+use helpgrid_testkit::records::responder;
+use support::{KEY, Stack, press_and_wait_assigned};
 use tonic::Code;
-
-/// The status service's token key in these tests.
-const KEY: &[u8] = b"end-to-end-tests-key-end-to-end-tests";
-
-fn bearer(subject: &str, role: Role, grids: &[&str]) -> Bearer {
-    let grids: Vec<String> = grids.iter().map(|g| (*g).to_owned()).collect();
-    let token = TokenKey::from_secret(KEY)
-        .expect("key")
-        .mint(subject, role, &grids, Duration::from_secs(600))
-        .expect("mint");
-    Bearer::new(&token).expect("bearer")
-}
-
-/// A service running in this test process, stopped through its shutdown future.
-struct Running {
-    stop: oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
-}
-
-impl Running {
-    fn spawn<F>(start: impl FnOnce(std::pin::Pin<Box<dyn Future<Output = ()> + Send>>) -> F) -> Self
-    where
-        F: Future<Output = anyhow::Result<()>> + Send + 'static,
-    {
-        let (stop, stopped) = oneshot::channel::<()>();
-        let shutdown = Box::pin(async move {
-            let _ = stopped.await;
-        });
-        Self {
-            stop,
-            task: tokio::spawn(start(shutdown)),
-        }
-    }
-
-    async fn stop(self) {
-        let _ = self.stop.send(());
-        tokio::time::timeout(WAIT, self.task)
-            .await
-            .expect("service stops in time")
-            .expect("service task")
-            .expect("service ran without error");
-    }
-}
-
-struct Stack {
-    args: KafkaArgs,
-    status: Running,
-    router: Option<Running>,
-    addr: String,
-}
-
-impl Stack {
-    /// Starts the status service, registers `roster` through its API, then starts the
-    /// router (which loads the roster before it routes anything).
-    async fn start(roster: Vec<helpgrid_proto::pb::Responder>) -> Self {
-        let args = kafka_args();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = format!("http://{}", listener.local_addr().expect("addr"));
-        let status_config =
-            StatusConfig::new(args.clone()).with_auth(TokenKey::from_secret(KEY).expect("key"));
-        let status =
-            Running::spawn(move |shutdown| helpgrid_status::run(status_config, listener, shutdown));
-        let channel = sim::connect(&addr).await.expect("status service reachable");
-        let mut roster_api =
-            RosterServiceClient::with_interceptor(channel, bearer("admin", Role::Admin, &["*"]));
-        for r in roster {
-            roster_api
-                .upsert_responder(UpsertResponderRequest { responder: Some(r) })
-                .await
-                .expect("upsert");
-        }
-        let router_config = RouterConfig {
-            kafka: args.clone(),
-            group_id: format!("{}router", args.topic_prefix),
-            transactional_id: format!("{}router-1", args.topic_prefix),
-            batch_max: 200,
-            policy: Policy::default(),
-        };
-        let router = Running::spawn(move |shutdown| helpgrid_router::run(router_config, shutdown));
-        Self {
-            args,
-            status,
-            router: Some(router),
-            addr,
-        }
-    }
-
-    /// Incidents as `subject` with `role` in `grids`.
-    async fn incidents_as(
-        &self,
-        subject: &str,
-        role: Role,
-        grids: &[&str],
-    ) -> IncidentServiceClient<AuthedChannel> {
-        let channel = sim::connect(&self.addr).await.expect("connect");
-        IncidentServiceClient::with_interceptor(channel, bearer(subject, role, grids))
-    }
-
-    /// Incidents as a read-only console of every grid.
-    async fn incidents(&self) -> IncidentServiceClient<AuthedChannel> {
-        self.incidents_as("console", Role::Console, &["*"]).await
-    }
-
-    async fn stop(mut self) {
-        if let Some(router) = self.router.take() {
-            router.stop().await;
-        }
-        self.status.stop().await;
-    }
-}
-
-/// Polls GetIncident until `done` holds (the read model follows Kafka asynchronously).
-async fn wait_for_incident(
-    client: &mut IncidentServiceClient<AuthedChannel>,
-    incident_id: &str,
-    what: &str,
-    done: impl Fn(&Incident) -> bool,
-) -> Incident {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let found = client
-            .get_incident(GetIncidentRequest {
-                incident_id: incident_id.to_owned(),
-            })
-            .await;
-        match found {
-            Ok(r) if done(r.get_ref()) => return r.into_inner(),
-            Ok(_) => {}
-            Err(status) if status.code() == Code::NotFound => {}
-            Err(status) => panic!("GetIncident failed: {status}"),
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {incident_id} to be {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-async fn press_and_wait_assigned(stack: &Stack, household: &str, grid: &str) -> Incident {
-    let p = press(household, grid, PressKind::Help);
-    let incident_id = format!(
-        "inc-{}",
-        p.envelope
-            .as_ref()
-            .map(|e| e.event_id.clone())
-            .unwrap_or_default()
-    );
-    let topics = Topics::with_prefix(&stack.args.topic_prefix);
-    Publisher::new(&stack.args)
-        .send(&topics.help_events, grid, &p)
-        .await;
-    let mut client = stack.incidents().await;
-    wait_for_incident(&mut client, &incident_id, "assigned", |i| {
-        i.state == IncidentState::Assigned as i32
-    })
-    .await
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_press_is_assigned_then_acknowledged_and_closed_over_grpc() {

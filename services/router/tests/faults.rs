@@ -14,6 +14,7 @@ use helpgrid_proto::pb::{
     self, CameraLabel, GeoPoint, HelpEvent, IncidentEvent, PressKind, Responder, ResponderRole,
     help_event,
 };
+use helpgrid_testkit::broker::OwnBroker;
 use helpgrid_testkit::process::ServiceProcess;
 use helpgrid_testkit::reconcile::{Report, accounted_event_id, reconcile};
 use helpgrid_testkit::records::roster_record;
@@ -562,47 +563,6 @@ async fn every_malformed_record_is_dead_lettered_and_every_good_one_routed() {
 #[ignore = "full fault suite: scripts/faults"]
 async fn full_ten_thousand_malformed_records() {
     bad_input(10_000, 1_000).await;
-}
-
-/// A broker of this test's own (the shared one must not be restarted under other tests).
-struct OwnBroker {
-    dir: String,
-    script: PathBuf,
-}
-
-impl OwnBroker {
-    fn start() -> (Self, String) {
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../deploy/local/kafka.sh");
-        let dir = format!("/tmp/helpgrid-kafka-faults-{}", std::process::id());
-        let broker = Self { dir, script };
-        let out = broker.run("start");
-        (broker, out.trim().to_owned())
-    }
-
-    fn run(&self, command: &str) -> String {
-        let out = std::process::Command::new("bash")
-            .arg(&self.script)
-            .arg(command)
-            .env("HELPGRID_KAFKA_DIR", &self.dir)
-            .output()
-            .expect("run kafka.sh");
-        assert!(
-            out.status.success(),
-            "kafka.sh {command} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-}
-
-impl Drop for OwnBroker {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("bash")
-            .arg(&self.script)
-            .args(["stop", "--clean"])
-            .env("HELPGRID_KAFKA_DIR", &self.dir)
-            .output();
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -70,6 +70,11 @@ pub enum CommandError {
         "could not publish the command to Kafka topic {topic} ({source}); retry when Kafka is reachable"
     )]
     Publish { topic: String, source: KafkaError },
+    #[error(
+        "Kafka did not take the command within {} ms (are the brokers reachable?); it was not applied — retry",
+        timeout.as_millis()
+    )]
+    NotPublished { timeout: Duration },
     #[error("the router answered command {command_id} without the incident; this is a router bug")]
     AnswerWithoutIncident { command_id: String },
 }
@@ -85,7 +90,7 @@ impl CommandError {
                 RejectReason::Unspecified => "rejected_unspecified",
             },
             Self::NoAnswer { .. } => "no_answer",
-            Self::Publish { .. } => "publish_failed",
+            Self::Publish { .. } | Self::NotPublished { .. } => "publish_failed",
             Self::AnswerWithoutIncident { .. } => "malformed_answer",
         }
     }
@@ -193,32 +198,38 @@ impl CommandSender {
         let payload = command.encode_to_vec();
         let started = Instant::now();
         let mut waiter = self.pending.register(&command_id);
-        let exchange = async {
-            let record = FutureRecord::to(&self.topic)
-                .partition(home.partition)
-                .key(&home.grid_id)
-                .payload(&payload);
-            self.producer
-                .send(record, self.timeout)
-                .await
-                .map_err(|(source, _)| CommandError::Publish {
-                    topic: self.topic.clone(),
-                    source,
-                })?;
-            telemetry::command_sent(action_name);
-            let answer = (&mut waiter.answer)
-                .await
-                .map_err(|_| CommandError::NoAnswer {
-                    timeout: self.timeout,
-                })?;
-            telemetry::command_answered_after(started.elapsed());
-            outcome_of(&command_id, &answer)
-        };
-        let result = tokio::time::timeout(self.timeout, exchange)
-            .await
-            .unwrap_or(Err(CommandError::NoAnswer {
+        // One deadline for the whole exchange, but two ways to miss it: Kafka never took the
+        // command (UNAVAILABLE: it was not applied, since the producer gives up at the same
+        // deadline), or Kafka took it and the router did not answer (DEADLINE_EXCEEDED: it may
+        // still be applied).
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let record = FutureRecord::to(&self.topic)
+            .partition(home.partition)
+            .key(&home.grid_id)
+            .payload(&payload);
+        let published =
+            tokio::time::timeout_at(deadline, self.producer.send(record, self.timeout)).await;
+        let result = match published {
+            Err(_) => Err(CommandError::NotPublished {
                 timeout: self.timeout,
-            }));
+            }),
+            Ok(Err((source, _))) => Err(CommandError::Publish {
+                topic: self.topic.clone(),
+                source,
+            }),
+            Ok(Ok(_)) => {
+                telemetry::command_sent(action_name);
+                match tokio::time::timeout_at(deadline, &mut waiter.answer).await {
+                    Ok(Ok(answer)) => {
+                        telemetry::command_answered_after(started.elapsed());
+                        outcome_of(&command_id, &answer)
+                    }
+                    Ok(Err(_)) | Err(_) => Err(CommandError::NoAnswer {
+                        timeout: self.timeout,
+                    }),
+                }
+            }
+        };
         match &result {
             Ok(incident) => {
                 telemetry::command_outcome("applied");

@@ -49,7 +49,9 @@ impl ApiError {
                     RejectReason::Unspecified => Code::Unknown,
                 },
                 CommandError::NoAnswer { .. } => Code::DeadlineExceeded,
-                CommandError::Publish { .. } => Code::Unavailable,
+                CommandError::Publish { .. } | CommandError::NotPublished { .. } => {
+                    Code::Unavailable
+                }
                 CommandError::AnswerWithoutIncident { .. } => Code::Internal,
             },
             Self::Roster(error) => match error {

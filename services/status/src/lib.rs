@@ -101,8 +101,14 @@ pub async fn run_with_console(
         .context("cannot set up the Kafka topics")?;
 
     let stop = CancellationToken::new();
-    let producer: FutureProducer = kafka
-        .producer_config(CLIENT_ID)
+    let mut producer_config = kafka.producer_config(CLIENT_ID);
+    // Give up on a record when the caller gives up on it, so a command reported as not
+    // taken (UNAVAILABLE) can never be applied later behind the caller's back.
+    producer_config.set(
+        "message.timeout.ms",
+        config.command_timeout.as_millis().to_string(),
+    );
+    let producer: FutureProducer = producer_config
         .create()
         .context("cannot create the Kafka producer")?;
     let read_model = SharedReadModel::new(partitions);

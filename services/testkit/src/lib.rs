@@ -3,11 +3,13 @@
 //! - [`kafka_args`]: the broker from `HELPGRID_TEST_KAFKA` (tests fail loudly without it) and a
 //!   unique topic prefix, so tests run side by side.
 //! - [`reconcile`]: what went in against what came out (the fault suite's check).
+//! - [`broker`]: a broker of a test's own, to stop and restart.
 //! - [`process`]: services as child processes, to kill and restart.
 //! - [`records`]: builders for help events and roster records as devices and offices send them.
 //! - [`Publisher`]: writes raw or protobuf records.
 //! - [`IncidentLog`]: follows the incident-events topic and waits for what a test expects.
 
+pub mod broker;
 pub mod process;
 pub mod reconcile;
 pub mod records;

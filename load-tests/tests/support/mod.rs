@@ -1,0 +1,220 @@
+//! The whole stack in one test process: the status service on a real socket with
+//! authentication on, the router, and clients holding tokens. Shared by the end-to-end and
+//! status fault tests.
+#![allow(dead_code)] // each test file uses a different part
+
+use helpgrid_auth::{Bearer, Role, TokenKey};
+use helpgrid_common::kafka::KafkaArgs;
+use helpgrid_common::topics::Topics;
+use helpgrid_load_tests::sim::{self, AuthedChannel};
+use helpgrid_proto::pb::incident_service_client::IncidentServiceClient;
+use helpgrid_proto::pb::roster_service_client::RosterServiceClient;
+use helpgrid_proto::pb::{
+    GetIncidentRequest, Incident, IncidentState, PressKind, UpsertResponderRequest,
+};
+use helpgrid_router::config::RouterConfig;
+use helpgrid_router::domain::Policy;
+use helpgrid_status::config::StatusConfig;
+use helpgrid_testkit::records::press;
+use helpgrid_testkit::{Publisher, WAIT, kafka_args};
+use std::future::Future;
+use std::time::Duration;
+use tokio::sync::oneshot;
+use tonic::Code;
+
+/// The status service's token key in these tests.
+pub const KEY: &[u8] = b"end-to-end-tests-key-end-to-end-tests";
+
+pub fn bearer(subject: &str, role: Role, grids: &[&str]) -> Bearer {
+    let grids: Vec<String> = grids.iter().map(|g| (*g).to_owned()).collect();
+    let token = TokenKey::from_secret(KEY)
+        .expect("key")
+        .mint(subject, role, &grids, Duration::from_secs(600))
+        .expect("mint");
+    Bearer::new(&token).expect("bearer")
+}
+
+/// A service running in this test process, stopped through its shutdown future.
+pub struct Running {
+    stop: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    pub fn spawn<F>(
+        start: impl FnOnce(std::pin::Pin<Box<dyn Future<Output = ()> + Send>>) -> F,
+    ) -> Self
+    where
+        F: Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        let (stop, stopped) = oneshot::channel::<()>();
+        let shutdown = Box::pin(async move {
+            let _ = stopped.await;
+        });
+        Self {
+            stop,
+            task: tokio::spawn(start(shutdown)),
+        }
+    }
+
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        tokio::time::timeout(WAIT, self.task)
+            .await
+            .expect("service stops in time")
+            .expect("service task")
+            .expect("service ran without error");
+    }
+}
+
+pub struct Stack {
+    pub args: KafkaArgs,
+    pub status: Option<Running>,
+    pub router: Option<Running>,
+    pub addr: String,
+    pub command_timeout: Duration,
+}
+
+/// A status service with authentication on, on a fresh port.
+pub async fn start_status(args: &KafkaArgs, command_timeout: Duration) -> (Running, String) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = format!("http://{}", listener.local_addr().expect("addr"));
+    let mut config =
+        StatusConfig::new(args.clone()).with_auth(TokenKey::from_secret(KEY).expect("key"));
+    config.command_timeout = command_timeout;
+    let status = Running::spawn(move |shutdown| helpgrid_status::run(config, listener, shutdown));
+    (status, addr)
+}
+
+impl Stack {
+    /// Starts the status service, registers `roster` through its API, then starts the
+    /// router (which loads the roster before it routes anything).
+    pub async fn start(roster: Vec<helpgrid_proto::pb::Responder>) -> Self {
+        Self::start_on(
+            kafka_args(),
+            roster,
+            StatusConfig::new(kafka_args()).command_timeout,
+        )
+        .await
+    }
+
+    /// As `start`, on given Kafka settings and with a given command timeout.
+    pub async fn start_on(
+        args: KafkaArgs,
+        roster: Vec<helpgrid_proto::pb::Responder>,
+        command_timeout: Duration,
+    ) -> Self {
+        let (status, addr) = start_status(&args, command_timeout).await;
+        let channel = sim::connect(&addr).await.expect("status service reachable");
+        let mut roster_api =
+            RosterServiceClient::with_interceptor(channel, bearer("admin", Role::Admin, &["*"]));
+        for r in roster {
+            roster_api
+                .upsert_responder(UpsertResponderRequest { responder: Some(r) })
+                .await
+                .expect("upsert");
+        }
+        let router_config = RouterConfig {
+            kafka: args.clone(),
+            group_id: format!("{}router", args.topic_prefix),
+            transactional_id: format!("{}router-1", args.topic_prefix),
+            batch_max: 200,
+            policy: Policy::default(),
+        };
+        let router = Running::spawn(move |shutdown| helpgrid_router::run(router_config, shutdown));
+        Self {
+            args,
+            status: Some(status),
+            router: Some(router),
+            addr,
+            command_timeout,
+        }
+    }
+
+    /// Stops the status service (the router keeps routing).
+    pub async fn stop_status(&mut self) {
+        if let Some(status) = self.status.take() {
+            status.stop().await;
+        }
+    }
+
+    /// Starts a fresh status service (new read model, new port).
+    pub async fn start_status_again(&mut self) {
+        let (status, addr) = start_status(&self.args, self.command_timeout).await;
+        self.status = Some(status);
+        self.addr = addr;
+    }
+
+    /// Incidents as `subject` with `role` in `grids`.
+    pub async fn incidents_as(
+        &self,
+        subject: &str,
+        role: Role,
+        grids: &[&str],
+    ) -> IncidentServiceClient<AuthedChannel> {
+        let channel = sim::connect(&self.addr).await.expect("connect");
+        IncidentServiceClient::with_interceptor(channel, bearer(subject, role, grids))
+    }
+
+    /// Incidents as a read-only console of every grid.
+    pub async fn incidents(&self) -> IncidentServiceClient<AuthedChannel> {
+        self.incidents_as("console", Role::Console, &["*"]).await
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(router) = self.router.take() {
+            router.stop().await;
+        }
+        self.stop_status().await;
+    }
+}
+
+/// Polls GetIncident until `done` holds (the read model follows Kafka asynchronously).
+pub async fn wait_for_incident(
+    client: &mut IncidentServiceClient<AuthedChannel>,
+    incident_id: &str,
+    what: &str,
+    done: impl Fn(&Incident) -> bool,
+) -> Incident {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let found = client
+            .get_incident(GetIncidentRequest {
+                incident_id: incident_id.to_owned(),
+            })
+            .await;
+        match found {
+            Ok(r) if done(r.get_ref()) => return r.into_inner(),
+            Ok(_) => {}
+            Err(status) if status.code() == Code::NotFound => {}
+            Err(status) => panic!("GetIncident failed: {status}"),
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {incident_id} to be {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub async fn press_and_wait_assigned(stack: &Stack, household: &str, grid: &str) -> Incident {
+    let p = press(household, grid, PressKind::Help);
+    let incident_id = format!(
+        "inc-{}",
+        p.envelope
+            .as_ref()
+            .map(|e| e.event_id.clone())
+            .unwrap_or_default()
+    );
+    let topics = Topics::with_prefix(&stack.args.topic_prefix);
+    Publisher::new(&stack.args)
+        .send(&topics.help_events, grid, &p)
+        .await;
+    let mut client = stack.incidents().await;
+    wait_for_incident(&mut client, &incident_id, "assigned", |i| {
+        i.state == IncidentState::Assigned as i32
+    })
+    .await
+}
