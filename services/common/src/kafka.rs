@@ -106,7 +106,11 @@ impl KafkaArgs {
         let mut config = self.producer_config(client_id);
         config
             .set("transactional.id", transactional_id)
-            .set("transaction.timeout.ms", "30000");
+            .set("transaction.timeout.ms", "30000")
+            // Right after a commit the coordinator answers CONCURRENT_TRANSACTIONS while it
+            // writes the markers; the default 100 ms retry backoff then stalled every batch.
+            .set("retry.backoff.ms", "1")
+            .set("retry.backoff.max.ms", "10");
         self.finish(config)
     }
 
