@@ -14,3 +14,21 @@ pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("help
 
 /// Envelope `schema_version` written by this build.
 pub const SCHEMA_VERSION: u32 = 1;
+
+impl pb::incident_event::Change {
+    /// A short stable name for the kind of change ("opened", "assigned", …), for logs,
+    /// metrics labels and the console.
+    pub fn name(&self) -> &'static str {
+        use pb::incident_event::Change;
+        match self {
+            Change::Opened(_) => "opened",
+            Change::Assigned(_) => "assigned",
+            Change::Attached(_) => "attached",
+            Change::Acknowledged(_) => "acknowledged",
+            Change::Reassigned(_) => "reassigned",
+            Change::Escalated(_) => "escalated",
+            Change::Closed(_) => "closed",
+            Change::Rejected(_) => "rejected",
+        }
+    }
+}

@@ -124,19 +124,6 @@ pub struct Observed {
 const FIRST_ASSIGNED: u8 = 1;
 const ACKNOWLEDGED: u8 = 2;
 
-fn change_name(change: &Change) -> &'static str {
-    match change {
-        Change::Opened(_) => "opened",
-        Change::Assigned(_) => "assigned",
-        Change::Attached(_) => "attached",
-        Change::Acknowledged(_) => "acknowledged",
-        Change::Reassigned(_) => "reassigned",
-        Change::Escalated(_) => "escalated",
-        Change::Closed(_) => "closed",
-        Change::Rejected(_) => "rejected",
-    }
-}
-
 /// A compact key for an event id: the UUID's 128 bits, or a hash for anything else.
 fn id_key(id: &str) -> u128 {
     let hex: String = id.chars().filter(|c| *c != '-').collect();
@@ -290,7 +277,7 @@ impl Observed {
         let Some(change) = event.change.as_ref() else {
             return;
         };
-        *self.changes.entry(change_name(change)).or_default() += 1;
+        *self.changes.entry(change.name()).or_default() += 1;
         let Some(incident) = event.incident.as_ref() else {
             return;
         };

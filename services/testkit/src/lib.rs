@@ -16,7 +16,7 @@ pub mod records;
 
 use helpgrid_common::kafka::KafkaArgs;
 use helpgrid_common::reader::{self, Feed};
-use helpgrid_proto::pb::{IncidentEvent, incident_event::Change};
+use helpgrid_proto::pb::IncidentEvent;
 use prost::Message;
 use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -192,17 +192,7 @@ pub fn summary(events: &[IncidentEvent]) -> Vec<String> {
 }
 
 pub fn change_name(event: &IncidentEvent) -> &'static str {
-    match event.change.as_ref() {
-        Some(Change::Opened(_)) => "opened",
-        Some(Change::Assigned(_)) => "assigned",
-        Some(Change::Attached(_)) => "attached",
-        Some(Change::Acknowledged(_)) => "acknowledged",
-        Some(Change::Reassigned(_)) => "reassigned",
-        Some(Change::Escalated(_)) => "escalated",
-        Some(Change::Closed(_)) => "closed",
-        Some(Change::Rejected(_)) => "rejected",
-        None => "none",
-    }
+    event.change.as_ref().map_or("none", |c| c.name())
 }
 
 /// Events of one incident, in order.

@@ -118,17 +118,7 @@ fn close_action() -> ValidAction {
 
 fn changes(out: &[Output]) -> Vec<&'static str> {
     out.iter()
-        .map(|o| match o.event.change.as_ref() {
-            Some(Change::Opened(_)) => "opened",
-            Some(Change::Assigned(_)) => "assigned",
-            Some(Change::Attached(_)) => "attached",
-            Some(Change::Acknowledged(_)) => "acknowledged",
-            Some(Change::Reassigned(_)) => "reassigned",
-            Some(Change::Escalated(_)) => "escalated",
-            Some(Change::Closed(_)) => "closed",
-            Some(Change::Rejected(_)) => "rejected",
-            None => "none",
-        })
+        .map(|o| o.event.change.as_ref().map_or("none", Change::name))
         .collect()
 }
 

@@ -41,7 +41,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{broadcast, watch};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
-use view::{ChangeView, IncidentView, change_name, incident_view};
+use view::{ChangeView, IncidentView, incident_view};
 
 const PAGE: &str = include_str!("assets/index.html");
 const SCRIPT: &str = include_str!("assets/console.js");
@@ -285,7 +285,7 @@ async fn events(
                 let event = update.event?;
                 let incident = event.incident.as_ref()?;
                 let change = ChangeView {
-                    change: change_name(event.change.as_ref()),
+                    change: event.change.as_ref().map_or("changed", |c| c.name()),
                     incident: incident_view(incident, |id| display_name(&roster, id)),
                 };
                 Some(json_event("change", &update.cursor, &change))

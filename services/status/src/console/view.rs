@@ -6,7 +6,7 @@
 use helpgrid_common::time::{Millis, from_timestamp};
 use helpgrid_proto::pb::{
     Assignment, CameraLabel, EscalationLevel, Incident, IncidentSource, IncidentState, PressKind,
-    Priority, ResponderRole, Track, incident_event::Change,
+    Priority, ResponderRole, Track,
 };
 use serde::Serialize;
 
@@ -70,20 +70,6 @@ pub struct IncidentView {
 pub struct ChangeView {
     pub change: &'static str,
     pub incident: IncidentView,
-}
-
-pub fn change_name(change: Option<&Change>) -> &'static str {
-    match change {
-        Some(Change::Opened(_)) => "opened",
-        Some(Change::Assigned(_)) => "assigned",
-        Some(Change::Attached(_)) => "attached",
-        Some(Change::Acknowledged(_)) => "acknowledged",
-        Some(Change::Reassigned(_)) => "reassigned",
-        Some(Change::Escalated(_)) => "escalated",
-        Some(Change::Closed(_)) => "closed",
-        Some(Change::Rejected(_)) => "rejected",
-        None => "changed",
-    }
 }
 
 fn state(incident: &Incident) -> &'static str {
