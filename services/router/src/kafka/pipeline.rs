@@ -235,15 +235,20 @@ fn send(
 /// docs/performance.md). A failed delivery still fails the commit that follows.
 fn await_deliveries(producer: &BaseProducer) -> Result<(), PipelineError> {
     let started = Instant::now();
-    while producer.in_flight_count() > 0 {
+    loop {
+        // A zero-timeout poll serves what is there. (`poll` with a 1 ms timeout spins for the
+        // whole millisecond: rdkafka rounds the remaining wait down to a non-blocking poll.)
+        producer.poll(Duration::ZERO);
+        if producer.in_flight_count() == 0 {
+            return Ok(());
+        }
         if started.elapsed() > TXN_TIMEOUT {
             return Err(txn("deliver")(KafkaError::Flush(
                 rdkafka::types::RDKafkaErrorCode::MessageTimedOut,
             )));
         }
-        producer.poll(Duration::from_millis(1));
+        std::thread::sleep(Duration::from_micros(500));
     }
-    Ok(())
 }
 
 fn commit(
