@@ -7,7 +7,7 @@ use crate::sim::{AuthedChannel, Credentials};
 use crate::tally::Tally;
 use helpgrid_proto::pb::incident_service_client::IncidentServiceClient;
 use helpgrid_proto::pb::{
-    AcknowledgeRequest, CloseRequest, IncidentEvent, Resolution, ResponderRole,
+    AcknowledgeRequest, CloseRequest, GetIncidentRequest, IncidentEvent, Resolution, ResponderRole,
     WatchIncidentsRequest, incident_event::Change,
 };
 use std::sync::{Arc, Mutex};
@@ -170,6 +170,26 @@ async fn respond(
         return;
     };
     tokio::select! { () = cancel.cancelled() => return, () = tokio::time::sleep(close_after) => {} }
+    // Where a second responder is on the way too (urgent presses, fire, fall, fight), the one
+    // who closes waits until both have acknowledged: closing under the other's feet would
+    // leave them a refused acknowledgement. Bounded, so a responder who never answers does
+    // not hold the incident open for ever.
+    for _ in 0..300 {
+        let incident = client
+            .get_incident(GetIncidentRequest {
+                incident_id: incident_id.clone(),
+            })
+            .await;
+        match incident {
+            Ok(i)
+                if i.get_ref()
+                    .assignments
+                    .iter()
+                    .any(|a| a.acknowledged_at.is_none()) => {}
+            _ => break,
+        }
+        tokio::select! { () = cancel.cancelled() => return, () = tokio::time::sleep(Duration::from_millis(100)) => {} }
+    }
     let close = CloseRequest {
         incident_id,
         responder_id,
