@@ -32,7 +32,8 @@ pub struct Activity {
     pub medical_ratio: f64,
 }
 
-const LABELS: [CameraLabel; 6] = [
+/// Camera labels from everyday to severe; the load generator draws from the same list.
+pub const LABELS: [CameraLabel; 6] = [
     CameraLabel::Loitering,
     CameraLabel::Crowd,
     CameraLabel::Intrusion,

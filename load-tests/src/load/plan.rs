@@ -5,6 +5,7 @@
 //! table. Phases are contiguous ranges of sequence numbers (warm-up, then one per step).
 
 use crate::city::City;
+use crate::residents::LABELS;
 use helpgrid_common::time::{Millis, to_timestamp};
 use helpgrid_proto::SCHEMA_VERSION;
 use helpgrid_proto::pb::{
@@ -69,15 +70,6 @@ pub struct Mix {
     /// Share of camera detections under the router's confidence threshold.
     pub low_confidence_ratio: f64,
 }
-
-const LABELS: [CameraLabel; 6] = [
-    CameraLabel::Loitering,
-    CameraLabel::Crowd,
-    CameraLabel::Intrusion,
-    CameraLabel::Fall,
-    CameraLabel::Fight,
-    CameraLabel::Fire,
-];
 
 /// Draws events for a city: presses from random households (some repeating a recent
 /// press), and camera detections.

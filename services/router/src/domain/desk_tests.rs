@@ -1,9 +1,9 @@
 //! The incident state machine, as specifications. Time is a plain number; nothing sleeps.
 
 use super::*;
-use crate::domain::roster::tests::responder;
 use crate::domain::validate::{ValidAction, ValidBody, ValidCommand, ValidHelpEvent};
 use helpgrid_proto::pb::{CameraLabel, GeoPoint, Resolution};
+use helpgrid_testkit::records::responder;
 
 const T0: Millis = 1_780_000_000_000;
 const P: i32 = 3;

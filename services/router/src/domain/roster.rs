@@ -99,28 +99,9 @@ pub fn distance_m(a: &GeoPoint, b: &GeoPoint) -> f64 {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
-
-    pub fn responder(
-        id: &str,
-        role: ResponderRole,
-        grids: &[&str],
-        at: Option<(f64, f64)>,
-    ) -> Responder {
-        Responder {
-            responder_id: id.into(),
-            display_name: format!("Name {id}"),
-            role: role as i32,
-            grid_ids: grids.iter().map(|g| (*g).to_owned()).collect(),
-            on_duty: true,
-            last_location: at.map(|(latitude, longitude)| GeoPoint {
-                latitude,
-                longitude,
-            }),
-            location_updated_at: None,
-        }
-    }
+    use helpgrid_testkit::records::responder;
 
     fn no_load(_: &str) -> u32 {
         0
