@@ -10,6 +10,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/helpgrid/v1/roster.proto",
         "proto/helpgrid/v1/incidents.proto",
         "proto/helpgrid/v1/api.proto",
+        "proto/helpgrid/v1/devices.proto",
     ];
     for file in &files {
         println!("cargo:rerun-if-changed={file}");
