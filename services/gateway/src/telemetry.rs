@@ -1,0 +1,41 @@
+//! Every metric the gateway reports, named in one place.
+
+/// Device messages received, by `source` (z2m, frigate, http) and `outcome` (event, health,
+/// ignored, dead_letter, refused).
+pub const MESSAGES: &str = "helpgrid_gateway_messages_total";
+/// Help events Kafka acknowledged, by `kind` (press, alert).
+pub const EVENTS_PUBLISHED: &str = "helpgrid_gateway_events_published_total";
+/// Seconds from receiving a device message to Kafka's acknowledgement of its help event.
+pub const PUBLISH_SECONDS: &str = "helpgrid_gateway_publish_seconds";
+/// Device messages written to the dead-letter topic, by `kind` (the reason's label).
+pub const DEAD_LETTERS: &str = "helpgrid_gateway_dead_letters_total";
+/// Presses or alerts from devices the registry does not route (unknown, disabled, wrong
+/// kind), by `reason`. Someone may be behind each one: alert on any increase.
+pub const UNROUTABLE_DEVICES: &str = "helpgrid_gateway_unroutable_device_messages_total";
+/// HTTP answers, by `status`.
+pub const HTTP_RESPONSES: &str = "helpgrid_gateway_http_responses_total";
+/// Devices in the registry table.
+pub const DEVICES: &str = "helpgrid_gateway_devices";
+/// 1 while connected to the MQTT broker.
+pub const MQTT_CONNECTED: &str = "helpgrid_gateway_mqtt_connected";
+/// Kafka sends retried after a failure.
+pub const KAFKA_RETRIES: &str = "helpgrid_gateway_kafka_retries_total";
+
+pub fn describe() {
+    metrics::describe_counter!(MESSAGES, "Device messages received, by source and outcome");
+    metrics::describe_counter!(EVENTS_PUBLISHED, "Help events acknowledged by Kafka");
+    metrics::describe_histogram!(
+        PUBLISH_SECONDS,
+        metrics::Unit::Seconds,
+        "Device message received to Kafka acknowledgement"
+    );
+    metrics::describe_counter!(DEAD_LETTERS, "Device messages dead-lettered, by reason");
+    metrics::describe_counter!(
+        UNROUTABLE_DEVICES,
+        "Presses/alerts from unknown, disabled or mis-registered devices"
+    );
+    metrics::describe_counter!(HTTP_RESPONSES, "HTTP answers by status");
+    metrics::describe_gauge!(DEVICES, "Devices in the registry table");
+    metrics::describe_gauge!(MQTT_CONNECTED, "1 while connected to the MQTT broker");
+    metrics::describe_counter!(KAFKA_RETRIES, "Kafka sends retried after a failure");
+}
