@@ -11,6 +11,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/helpgrid/v1/incidents.proto",
         "proto/helpgrid/v1/api.proto",
         "proto/helpgrid/v1/devices.proto",
+        "proto/helpgrid/v1/archive.proto",
     ];
     for file in &files {
         println!("cargo:rerun-if-changed={file}");

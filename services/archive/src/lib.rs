@@ -1,0 +1,121 @@
+//! The HelpGrid archive: incident history and reports in PostgreSQL.
+//!
+//! The sink consumes `incident-events` and writes incidents (latest state), their full event
+//! trail and their assignments exactly once: a batch's rows and its Kafka offsets commit in
+//! one PostgreSQL transaction. The same process serves history and reports.
+//!
+//! - [`config`]: command line/environment settings and what [`run`] needs.
+//! - [`rows`]: what a batch of records becomes in PostgreSQL; pure.
+//! - [`schema`]: embedded migrations, applied and checked at start.
+//! - [`store`]: one batch, rows and offsets, in one transaction.
+//! - [`sink`]: Kafka → batches → store; seeks to the stored offsets; dead letters.
+//! - [`health`]: `/metrics`, `/livez`, `/readyz`.
+//! - [`telemetry`]: every metric name.
+
+pub mod config;
+pub mod health;
+pub mod rows;
+pub mod schema;
+pub mod sink;
+pub mod store;
+pub mod telemetry;
+
+use crate::config::ArchiveConfig;
+use anyhow::Context;
+use helpgrid_common::topics::{Topics, ensure_topics};
+use metrics_exporter_prometheus::PrometheusHandle;
+use std::future::Future;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+/// The sockets the archive serves on; each is optional.
+#[derive(Debug, Default)]
+pub struct Listeners {
+    /// gRPC history and report API.
+    pub grpc: Option<TcpListener>,
+    /// Report page and CSV export.
+    pub http: Option<TcpListener>,
+    /// `/metrics`, `/livez`, `/readyz`.
+    pub metrics: Option<TcpListener>,
+}
+
+/// Archives until `shutdown` resolves, then finishes the batch in hand and stops.
+/// Refuses to start (returns an error) when the database has a schema this build does not
+/// know; waits for PostgreSQL when it is not reachable yet.
+pub async fn run(
+    config: ArchiveConfig,
+    listeners: Listeners,
+    prometheus: Option<PrometheusHandle>,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    telemetry::describe();
+    let stop = CancellationToken::new();
+    let (ready_tx, ready) = watch::channel(false);
+    let health_task = listeners.metrics.map(|listener| {
+        tokio::spawn(health::serve(
+            listener,
+            prometheus.clone(),
+            ready.clone(),
+            stop.clone(),
+        ))
+    });
+    let stopper = {
+        let stop = stop.clone();
+        async move {
+            shutdown.await;
+            tracing::info!("shutting down: finishing the batch in hand");
+            stop.cancel();
+            // The work below sees the cancellation and ends on its own.
+            std::future::pending::<()>().await;
+        }
+    };
+    let work = async {
+        let topics = Topics::with_prefix(&config.kafka.topic_prefix);
+        ensure_topics(&config.kafka, &topics)
+            .await
+            .context("cannot set up the Kafka topics")?;
+        let Some(mut client) = connect_until_up(&config.postgres_url, &stop).await else {
+            return Ok(());
+        };
+        let version = schema::migrate(&mut client)
+            .await
+            .context("the archive's PostgreSQL schema")?;
+        tracing::info!(
+            schema_version = version,
+            topic_prefix = %config.kafka.topic_prefix,
+            group_id = %config.group_id(),
+            "archive started"
+        );
+        sink::run_sink(config.clone(), client, ready_tx, stop.clone())
+            .await
+            .context("the archive sink failed")
+    };
+    let result = tokio::select! {
+        result = work => result,
+        () = stopper => Ok(()),
+    };
+    stop.cancel();
+    if let Some(task) = health_task {
+        let _ = task.await;
+    }
+    tracing::info!("archive stopped");
+    result
+}
+
+/// Connects to PostgreSQL, retrying while it is down; `None` when stopped first.
+async fn connect_until_up(url: &str, stop: &CancellationToken) -> Option<tokio_postgres::Client> {
+    loop {
+        match store::connect(url).await {
+            Ok(client) => return Some(client),
+            Err(error) => {
+                tracing::warn!(%error, "PostgreSQL unreachable; waiting for it");
+            }
+        }
+        tokio::select! {
+            () = stop.cancelled() => return None,
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}

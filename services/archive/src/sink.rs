@@ -1,0 +1,274 @@
+//! Kafka side of the sink: incident-events (read_committed) → batches → [`store`].
+//!
+//! Exactly once, in six lines:
+//! 1. The truth about progress is `kafka_offsets` in PostgreSQL, never Kafka's group offsets.
+//! 2. At start (and after any failed batch) the consumer is assigned every partition at the
+//!    offset stored there (manual assignment: no rebalance can move a partition mid-batch).
+//! 3. A batch's rows and its next offsets are written in one PostgreSQL transaction.
+//! 4. Inside it, records below the stored offset are dropped (a second instance, a replay).
+//! 5. After the commit the offsets are also committed to the `<prefix>archive` group, only
+//!    so that standard tools show the archive's lag.
+//! 6. A failed batch is rolled back and re-read from the stored offsets: nothing lost, nothing
+//!    doubled, PostgreSQL being down only makes the archive lag.
+
+use crate::config::ArchiveConfig;
+use crate::rows::{Refused, SourceRecord};
+use crate::store::{self, StoreError};
+use crate::telemetry;
+use helpgrid_common::time::now_millis;
+use helpgrid_common::topics::Topics;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+use tokio_postgres::Client;
+use tokio_util::sync::CancellationToken;
+
+pub const HEADER_REASON: &str = "helpgrid.dlq.reason";
+pub const HEADER_KIND: &str = "helpgrid.dlq.kind";
+pub const HEADER_TOPIC: &str = "helpgrid.dlq.origin.topic";
+pub const HEADER_PARTITION: &str = "helpgrid.dlq.origin.partition";
+pub const HEADER_OFFSET: &str = "helpgrid.dlq.origin.offset";
+
+const CLIENT_ID: &str = "helpgrid-archive";
+/// Pause after a failed batch or connection attempt before trying again.
+const RETRY_BACKOFF: Duration = Duration::from_millis(500);
+
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("Kafka: {0}")]
+    Kafka(#[from] KafkaError),
+    #[error("topic {0} has no partitions")]
+    NoPartitions(String),
+}
+
+/// Archives incident-events until `stop` is cancelled. `ready` is true while batches commit
+/// (and PostgreSQL answers), false while the archive is failing to write.
+pub async fn run_sink(
+    config: ArchiveConfig,
+    mut client: Client,
+    ready: watch::Sender<bool>,
+    stop: CancellationToken,
+) -> Result<(), SinkError> {
+    let topics = Topics::with_prefix(&config.kafka.topic_prefix);
+    let topic = topics.incident_events.clone();
+    let mut consumer_config = config
+        .kafka
+        .group_consumer_config(CLIENT_ID, &config.group_id());
+    consumer_config.set("fetch.wait.max.ms", "50");
+    let consumer: StreamConsumer = consumer_config.create()?;
+    let producer: FutureProducer = config.kafka.producer_config(CLIENT_ID).create()?;
+    let partitions = partitions_of(&consumer, &topic)?;
+    let mut assigned = false;
+    loop {
+        if stop.is_cancelled() {
+            return Ok(());
+        }
+        if client.is_closed() {
+            ready.send_replace(false);
+            match store::connect(&config.postgres_url).await {
+                Ok(c) => client = c,
+                Err(error) => {
+                    tracing::warn!(%error, "PostgreSQL unreachable; the archive lags until it is back");
+                    pause(&stop).await;
+                    continue;
+                }
+            }
+        }
+        if !assigned {
+            match store::stored_offsets(&client, &topic).await {
+                Ok(offsets) => {
+                    assign(&consumer, &topic, &partitions, &offsets)?;
+                    tracing::info!(topic = %topic, ?offsets, "resuming from the offsets stored in PostgreSQL");
+                    assigned = true;
+                    ready.send_replace(true);
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "cannot read the stored offsets; retrying");
+                    ready.send_replace(false);
+                    pause(&stop).await;
+                    continue;
+                }
+            }
+        }
+        let batch = tokio::select! {
+            () = stop.cancelled() => return Ok(()),
+            batch = next_batch(&consumer, config.batch_max, config.batch_linger) => batch,
+        };
+        if batch.is_empty() {
+            continue;
+        }
+        let started = Instant::now();
+        let outcome = store::archive_batch(&mut client, &topic, &batch, |refused| {
+            dead_letter(&producer, &topics.dead_letters, &topic, refused)
+        })
+        .await;
+        match outcome {
+            Ok(archived) => {
+                let lag = archived
+                    .newest
+                    .map(|t| Duration::from_millis(now_millis().saturating_sub(t).max(0) as u64));
+                telemetry::batch_committed(archived.events, started.elapsed(), lag);
+                tracing::debug!(
+                    events = archived.events,
+                    refused = archived.refused,
+                    skipped = archived.skipped,
+                    "batch archived"
+                );
+                commit_for_monitoring(&consumer, &topic, &archived.positions);
+                ready.send_replace(true);
+            }
+            Err(error) => {
+                telemetry::store_failed();
+                tracing::warn!(%error, records = batch.len(), "batch not archived; re-reading from the stored offsets");
+                ready.send_replace(false);
+                assigned = false;
+                pause(&stop).await;
+            }
+        }
+    }
+}
+
+async fn pause(stop: &CancellationToken) {
+    tokio::select! {
+        () = stop.cancelled() => {}
+        () = tokio::time::sleep(RETRY_BACKOFF) => {}
+    }
+}
+
+fn partitions_of(consumer: &StreamConsumer, topic: &str) -> Result<Vec<i32>, SinkError> {
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(30))?;
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .first()
+        .filter(|t| t.error().is_none())
+        .map(|t| t.partitions().iter().map(|p| p.id()).collect())
+        .unwrap_or_default();
+    if partitions.is_empty() {
+        return Err(SinkError::NoPartitions(topic.to_owned()));
+    }
+    Ok(partitions)
+}
+
+/// Assigns every partition at its stored offset (the beginning where none is stored).
+/// Re-assigning drops whatever the consumer had fetched beyond those offsets.
+fn assign(
+    consumer: &StreamConsumer,
+    topic: &str,
+    partitions: &[i32],
+    offsets: &HashMap<i32, i64>,
+) -> Result<(), KafkaError> {
+    let mut list = TopicPartitionList::new();
+    for p in partitions {
+        let offset = offsets
+            .get(p)
+            .map_or(Offset::Beginning, |o| Offset::Offset(*o));
+        list.add_partition_offset(topic, *p, offset)?;
+    }
+    consumer.assign(&list)
+}
+
+/// Up to `max` records: waits for the first, then for more as long as they keep coming
+/// within `linger`.
+async fn next_batch(consumer: &StreamConsumer, max: usize, linger: Duration) -> Vec<SourceRecord> {
+    let mut batch = Vec::new();
+    let mut deadline: Option<tokio::time::Instant> = None;
+    while batch.len() < max {
+        let received = match deadline {
+            None => Ok(consumer.recv().await),
+            Some(at) => tokio::time::timeout_at(at, consumer.recv()).await,
+        };
+        match received {
+            Ok(Ok(message)) => {
+                batch.push(SourceRecord {
+                    partition: message.partition(),
+                    offset: message.offset(),
+                    key: message.key().map(<[u8]>::to_vec),
+                    payload: message.payload().map(<[u8]>::to_vec),
+                });
+                deadline.get_or_insert_with(|| tokio::time::Instant::now() + linger);
+            }
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "reading incident-events failed; librdkafka retries");
+                if !batch.is_empty() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(_) => break,
+        }
+    }
+    batch
+}
+
+/// Sends refused records to the dead-letter topic and waits for Kafka's acknowledgement,
+/// before the batch commits (so a refused record is never lost; after a crash between the
+/// two it may be dead-lettered twice, which the headers' origin makes recognisable).
+async fn dead_letter(
+    producer: &FutureProducer,
+    dead_letters: &str,
+    origin_topic: &str,
+    refused: Vec<Refused>,
+) -> Result<(), StoreError> {
+    for r in refused {
+        let reason = r.why.to_string();
+        let partition = r.record.partition.to_string();
+        let offset = r.record.offset.to_string();
+        let headers = OwnedHeaders::new()
+            .insert(Header {
+                key: HEADER_REASON,
+                value: Some(reason.as_str()),
+            })
+            .insert(Header {
+                key: HEADER_KIND,
+                value: Some(r.why.kind()),
+            })
+            .insert(Header {
+                key: HEADER_TOPIC,
+                value: Some(origin_topic),
+            })
+            .insert(Header {
+                key: HEADER_PARTITION,
+                value: Some(partition.as_str()),
+            })
+            .insert(Header {
+                key: HEADER_OFFSET,
+                value: Some(offset.as_str()),
+            });
+        let mut record: FutureRecord<'_, [u8], [u8]> =
+            FutureRecord::to(dead_letters).headers(headers);
+        if let Some(key) = r.record.key.as_deref() {
+            record = record.key(key);
+        }
+        if let Some(payload) = r.record.payload.as_deref() {
+            record = record.payload(payload);
+        }
+        producer
+            .send(record, Duration::from_secs(10))
+            .await
+            .map_err(|(e, _)| StoreError::DeadLetter(e.to_string()))?;
+        telemetry::dead_lettered(r.why.kind());
+        tracing::warn!(reason = %reason, partition = %partition, offset = %offset, "record dead-lettered");
+    }
+    Ok(())
+}
+
+/// Mirrors the committed position into the consumer group, for lag dashboards only.
+fn commit_for_monitoring(consumer: &StreamConsumer, topic: &str, positions: &HashMap<i32, i64>) {
+    let mut list = TopicPartitionList::new();
+    for (p, next) in positions {
+        if list
+            .add_partition_offset(topic, *p, Offset::Offset(*next))
+            .is_err()
+        {
+            return;
+        }
+    }
+    if let Err(error) = consumer.commit(&list, CommitMode::Async) {
+        tracing::debug!(%error, "cannot mirror the archive's position to Kafka");
+    }
+}

@@ -1,0 +1,327 @@
+//! PostgreSQL side of the sink: one batch of records, its rows and its Kafka offsets in ONE
+//! transaction.
+//!
+//! The transaction first locks the batch's partitions in `kafka_offsets` and drops every
+//! record below the stored position (already archived by an earlier run or another instance),
+//! so even a replayed or concurrently consumed record is written once. It then writes the
+//! events (COPY, binary), upserts incidents and assignments (multi-row, from arrays), hands
+//! refused records to the dead-letter callback, advances the offsets and commits. Any error
+//! rolls everything back; the sink then seeks Kafka back to the stored offsets.
+
+use crate::rows::{BatchRows, Refused, SourceRecord, batch_rows};
+use helpgrid_common::time::Millis;
+use std::collections::HashMap;
+use std::future::Future;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::{Client, NoTls};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("PostgreSQL: {0}")]
+    Database(#[from] tokio_postgres::Error),
+    #[error("cannot dead-letter a refused record: {0}")]
+    DeadLetter(String),
+}
+
+/// Connects and drives the connection in the background; the client fails once it drops.
+pub async fn connect(url: &str) -> Result<Client, tokio_postgres::Error> {
+    let (client, connection) = tokio_postgres::connect(url, NoTls).await?;
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            tracing::warn!(%error, "PostgreSQL connection ended");
+        }
+    });
+    Ok(client)
+}
+
+/// Next offset to archive for each partition of `topic` that has one.
+pub async fn stored_offsets(
+    client: &Client,
+    topic: &str,
+) -> Result<HashMap<i32, i64>, tokio_postgres::Error> {
+    Ok(client
+        .query(
+            "SELECT kafka_partition, next_offset FROM kafka_offsets WHERE topic = $1",
+            &[&topic],
+        )
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect())
+}
+
+/// What a committed batch did.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Archived {
+    pub events: usize,
+    pub refused: usize,
+    /// Records below the stored position, already archived.
+    pub skipped: usize,
+    /// occurred_at of the newest archived event (for the lag gauge).
+    pub newest: Option<Millis>,
+    /// Next offset per partition after the commit.
+    pub positions: HashMap<i32, i64>,
+}
+
+pub fn at(ms: Millis) -> SystemTime {
+    if ms >= 0 {
+        UNIX_EPOCH + Duration::from_millis(ms as u64)
+    } else {
+        UNIX_EPOCH - Duration::from_millis(ms.unsigned_abs())
+    }
+}
+
+fn at_opt(ms: Option<Millis>) -> Option<SystemTime> {
+    ms.map(at)
+}
+
+/// Writes `records` (any partitions, in offset order within each) exactly once.
+pub async fn archive_batch<F, Fut>(
+    client: &mut Client,
+    topic: &str,
+    records: &[SourceRecord],
+    dead_letter: F,
+) -> Result<Archived, StoreError>
+where
+    F: FnOnce(Vec<Refused>) -> Fut,
+    Fut: Future<Output = Result<(), StoreError>>,
+{
+    let mut last: HashMap<i32, i64> = HashMap::new();
+    for r in records {
+        let next = last.entry(r.partition).or_insert(r.offset + 1);
+        *next = (*next).max(r.offset + 1);
+    }
+    let partitions: Vec<i32> = last.keys().copied().collect();
+    let tx = client.transaction().await?;
+    let stored: HashMap<i32, i64> = tx
+        .query(
+            "SELECT kafka_partition, next_offset FROM kafka_offsets \
+             WHERE topic = $1 AND kafka_partition = ANY($2) FOR UPDATE",
+            &[&topic, &partitions],
+        )
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let fresh: Vec<SourceRecord> = records
+        .iter()
+        .filter(|r| {
+            stored
+                .get(&r.partition)
+                .is_none_or(|next| r.offset >= *next)
+        })
+        .cloned()
+        .collect();
+    let skipped = records.len() - fresh.len();
+    let rows = batch_rows(&fresh);
+    write_rows(&tx, &rows).await?;
+    let refused = rows.refused.len();
+    if refused > 0 {
+        dead_letter(rows.refused.clone()).await?;
+    }
+    let (parts, nexts): (Vec<i32>, Vec<i64>) = last.iter().map(|(p, n)| (*p, *n)).unzip();
+    tx.execute(
+        "INSERT INTO kafka_offsets (topic, kafka_partition, next_offset) \
+         SELECT $1, p, n FROM unnest($2::int4[], $3::int8[]) AS t(p, n) \
+         ON CONFLICT (topic, kafka_partition) \
+         DO UPDATE SET next_offset = GREATEST(kafka_offsets.next_offset, EXCLUDED.next_offset)",
+        &[&topic, &parts, &nexts],
+    )
+    .await?;
+    tx.commit().await?;
+    let mut positions = stored;
+    for (p, n) in last {
+        let e = positions.entry(p).or_insert(n);
+        *e = (*e).max(n);
+    }
+    Ok(Archived {
+        events: rows.events.len(),
+        refused,
+        skipped,
+        newest: rows.events.iter().filter_map(|e| e.occurred_at).max(),
+        positions,
+    })
+}
+
+async fn write_rows(
+    tx: &tokio_postgres::Transaction<'_>,
+    rows: &BatchRows,
+) -> Result<(), tokio_postgres::Error> {
+    if !rows.events.is_empty() {
+        let sink = tx
+            .copy_in(
+                "COPY incident_events (kafka_partition, kafka_offset, event_id, incident_id, \
+                 grid_id, revision, change, occurred_at, cause_id, actor, record) \
+                 FROM STDIN BINARY",
+            )
+            .await?;
+        let types = [
+            Type::INT4,
+            Type::INT8,
+            Type::TEXT,
+            Type::TEXT,
+            Type::TEXT,
+            Type::INT8,
+            Type::TEXT,
+            Type::TIMESTAMPTZ,
+            Type::TEXT,
+            Type::TEXT,
+            Type::BYTEA,
+        ];
+        let mut writer = std::pin::pin!(BinaryCopyInWriter::new(sink, &types));
+        for e in &rows.events {
+            let occurred = at_opt(e.occurred_at);
+            let values: [&(dyn ToSql + Sync); 11] = [
+                &e.partition,
+                &e.offset,
+                &e.event_id,
+                &e.incident_id,
+                &e.grid_id,
+                &e.revision,
+                &e.change,
+                &occurred,
+                &e.cause_id,
+                &e.actor,
+                &e.record,
+            ];
+            writer.as_mut().write(&values).await?;
+        }
+        writer.finish().await?;
+    }
+    if !rows.incidents.is_empty() {
+        upsert_incidents(tx, rows).await?;
+    }
+    if !rows.assignments.is_empty() {
+        upsert_assignments(tx, rows).await?;
+    }
+    Ok(())
+}
+
+async fn upsert_incidents(
+    tx: &tokio_postgres::Transaction<'_>,
+    rows: &BatchRows,
+) -> Result<(), tokio_postgres::Error> {
+    let i = &rows.incidents;
+    let col = |f: fn(&crate::rows::IncidentRow) -> String| i.iter().map(f).collect::<Vec<_>>();
+    let small = |f: fn(&crate::rows::IncidentRow) -> i16| i.iter().map(f).collect::<Vec<_>>();
+    let time = |f: fn(&crate::rows::IncidentRow) -> Option<Millis>| {
+        i.iter().map(|r| at_opt(f(r))).collect::<Vec<_>>()
+    };
+    let count = |f: fn(&crate::rows::IncidentRow) -> i32| i.iter().map(f).collect::<Vec<_>>();
+    let ids = col(|r| r.incident_id.clone());
+    let grids = col(|r| r.grid_id.clone());
+    let states = small(|r| r.state);
+    let sources = small(|r| r.source);
+    let priorities = small(|r| r.priority);
+    let kinds = col(|r| r.kind.clone());
+    let households = col(|r| r.household_id.clone());
+    let devices = col(|r| r.device_id.clone());
+    let cameras = col(|r| r.camera_id.clone());
+    let reported = time(|r| r.reported_at);
+    let opened: Vec<SystemTime> = i.iter().map(|r| at(r.opened_at)).collect();
+    let acked = time(|r| r.acknowledged_at);
+    let closed = time(|r| r.closed_at);
+    let resolutions = small(|r| r.resolution);
+    let closed_by = col(|r| r.closed_by.clone());
+    let settled: Vec<Option<i16>> = i.iter().map(|r| r.settled_level).collect();
+    let revisions: Vec<i64> = i.iter().map(|r| r.revision).collect();
+    let escalations = count(|r| r.escalations);
+    let reassignments = count(|r| r.reassignments);
+    let repeats = count(|r| r.repeat_presses);
+    let snapshots: Vec<&[u8]> = i.iter().map(|r| r.snapshot.as_slice()).collect();
+    // Personal fields of an incident already pseudonymised stay pseudonymised even if a late
+    // event for it arrives.
+    tx.execute(
+        "INSERT INTO incidents (incident_id, grid_id, state, source, priority, kind, \
+           household_id, device_id, camera_id, reported_at, opened_at, acknowledged_at, \
+           closed_at, resolution, closed_by, settled_level, revision, escalations, \
+           reassignments, repeat_presses, snapshot) \
+         SELECT * FROM unnest($1::text[], $2::text[], $3::int2[], $4::int2[], $5::int2[], \
+           $6::text[], $7::text[], $8::text[], $9::text[], $10::timestamptz[], \
+           $11::timestamptz[], $12::timestamptz[], $13::timestamptz[], $14::int2[], $15::text[], \
+           $16::int2[], $17::int8[], $18::int4[], $19::int4[], $20::int4[], $21::bytea[]) \
+         ON CONFLICT (incident_id) DO UPDATE SET \
+           grid_id = EXCLUDED.grid_id, state = EXCLUDED.state, source = EXCLUDED.source, \
+           priority = EXCLUDED.priority, kind = EXCLUDED.kind, \
+           household_id = CASE WHEN incidents.pseudonymised_at IS NULL \
+             THEN EXCLUDED.household_id ELSE incidents.household_id END, \
+           device_id = CASE WHEN incidents.pseudonymised_at IS NULL \
+             THEN EXCLUDED.device_id ELSE incidents.device_id END, \
+           camera_id = EXCLUDED.camera_id, reported_at = EXCLUDED.reported_at, \
+           opened_at = EXCLUDED.opened_at, acknowledged_at = EXCLUDED.acknowledged_at, \
+           closed_at = EXCLUDED.closed_at, resolution = EXCLUDED.resolution, \
+           closed_by = EXCLUDED.closed_by, settled_level = EXCLUDED.settled_level, \
+           revision = EXCLUDED.revision, \
+           escalations = incidents.escalations + EXCLUDED.escalations, \
+           reassignments = incidents.reassignments + EXCLUDED.reassignments, \
+           repeat_presses = incidents.repeat_presses + EXCLUDED.repeat_presses, \
+           snapshot = CASE WHEN incidents.pseudonymised_at IS NULL \
+             THEN EXCLUDED.snapshot ELSE incidents.snapshot END",
+        &[
+            &ids,
+            &grids,
+            &states,
+            &sources,
+            &priorities,
+            &kinds,
+            &households,
+            &devices,
+            &cameras,
+            &reported,
+            &opened,
+            &acked,
+            &closed,
+            &resolutions,
+            &closed_by,
+            &settled,
+            &revisions,
+            &escalations,
+            &reassignments,
+            &repeats,
+            &snapshots,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+async fn upsert_assignments(
+    tx: &tokio_postgres::Transaction<'_>,
+    rows: &BatchRows,
+) -> Result<(), tokio_postgres::Error> {
+    let a = &rows.assignments;
+    let ids: Vec<&str> = a.iter().map(|r| r.incident_id.as_str()).collect();
+    let tracks: Vec<i16> = a.iter().map(|r| r.track).collect();
+    let levels: Vec<i16> = a.iter().map(|r| r.level).collect();
+    let attempts: Vec<i32> = a.iter().map(|r| r.attempt).collect();
+    let responders: Vec<&str> = a.iter().map(|r| r.responder_id.as_str()).collect();
+    let roles: Vec<i16> = a.iter().map(|r| r.responder_role).collect();
+    let assigned: Vec<Option<SystemTime>> = a.iter().map(|r| at_opt(r.assigned_at)).collect();
+    let acked: Vec<Option<SystemTime>> = a.iter().map(|r| at_opt(r.acknowledged_at)).collect();
+    let acked_by: Vec<&str> = a.iter().map(|r| r.acknowledged_by.as_str()).collect();
+    tx.execute(
+        "INSERT INTO assignments (incident_id, track, level, attempt, responder_id, \
+           responder_role, assigned_at, acknowledged_at, acknowledged_by) \
+         SELECT * FROM unnest($1::text[], $2::int2[], $3::int2[], $4::int4[], $5::text[], \
+           $6::int2[], $7::timestamptz[], $8::timestamptz[], $9::text[]) \
+         ON CONFLICT (incident_id, track, level, attempt) DO UPDATE SET \
+           responder_id = EXCLUDED.responder_id, responder_role = EXCLUDED.responder_role, \
+           assigned_at = EXCLUDED.assigned_at, acknowledged_at = EXCLUDED.acknowledged_at, \
+           acknowledged_by = EXCLUDED.acknowledged_by",
+        &[
+            &ids,
+            &tracks,
+            &levels,
+            &attempts,
+            &responders,
+            &roles,
+            &assigned,
+            &acked,
+            &acked_by,
+        ],
+    )
+    .await?;
+    Ok(())
+}
