@@ -12,6 +12,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/helpgrid/v1/api.proto",
         "proto/helpgrid/v1/devices.proto",
         "proto/helpgrid/v1/archive.proto",
+        "proto/helpgrid/v1/notify.proto",
     ];
     for file in &files {
         println!("cargo:rerun-if-changed={file}");

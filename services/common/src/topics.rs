@@ -18,6 +18,8 @@ pub struct Topics {
     pub incident_events: String,
     pub roster: String,
     pub dead_letters: String,
+    /// Webhook subscriptions (compacted), written and read by helpgrid-notify.
+    pub notify_subscriptions: String,
 }
 
 impl Topics {
@@ -28,6 +30,7 @@ impl Topics {
             incident_events: format!("{prefix}incident-events"),
             roster: format!("{prefix}roster"),
             dead_letters: format!("{prefix}dead-letters"),
+            notify_subscriptions: format!("{prefix}notify-subscriptions"),
         }
     }
 

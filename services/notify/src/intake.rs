@@ -1,0 +1,321 @@
+//! incident-events (read_committed, consumer group) → notices → endpoint lanes, and the
+//! offsets committed behind them.
+//!
+//! The rule: a partition's offset is committed only past events whose every notification
+//! is delivered or dead-lettered, and whose re-notification has fired or become moot. So
+//! a crash repeats notifications (with the same idempotency key) but never loses one.
+
+use crate::dead_letter::{self, DeadLetter, Origin};
+use crate::delivery::{Delivery, Dispatcher, Finished, Transport};
+use crate::domain::body::render;
+use crate::domain::notice::{Notice, NoticeKind, notice_of};
+use crate::domain::offsets::OffsetTracker;
+use crate::domain::renotify::RenotifyPlan;
+use crate::store::SubscriptionStore;
+use crate::telemetry;
+use helpgrid_common::time::{Millis, now_millis};
+use helpgrid_proto::pb::IncidentEvent;
+use prost::Message as _;
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::producer::FutureProducer;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// Wall-clock milliseconds that follow tokio's clock, so tests can pause and advance it.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    wall: Millis,
+    start: Instant,
+}
+
+impl Clock {
+    pub fn new() -> Self {
+        Self {
+            wall: now_millis(),
+            start: Instant::now(),
+        }
+    }
+
+    pub fn now(&self) -> Millis {
+        self.wall + self.start.elapsed().as_millis() as Millis
+    }
+
+    pub fn instant_at(&self, at: Millis) -> Instant {
+        self.start + Duration::from_millis((at - self.wall).max(0) as u64)
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Partitions taken away by a rebalance, for the loop to forget.
+#[derive(Default)]
+pub struct IntakeContext {
+    revoked: Mutex<Vec<i32>>,
+}
+
+impl ClientContext for IntakeContext {}
+
+impl ConsumerContext for IntakeContext {
+    fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(list) = rebalance {
+            let mut revoked = self
+                .revoked
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            revoked.extend(list.elements().iter().map(|e| e.partition()));
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IntakeError {
+    #[error("cannot create the Kafka consumer: {0}")]
+    Client(KafkaError),
+}
+
+/// Where an event's work is counted: its (partition, offset).
+type Hold = (i32, i64);
+
+pub struct Intake<T: Transport> {
+    pub store: Arc<SubscriptionStore>,
+    pub dispatcher: Dispatcher<T>,
+    pub finished: mpsc::UnboundedReceiver<Finished>,
+    pub dead_letter_producer: FutureProducer,
+    pub dead_letter_topic: String,
+    pub topic: String,
+    pub commit_interval: Duration,
+    pub clock: Clock,
+    tracker: OffsetTracker,
+    plan: RenotifyPlan<Hold>,
+}
+
+impl<T: Transport> Intake<T> {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        store: Arc<SubscriptionStore>,
+        dispatcher: Dispatcher<T>,
+        finished: mpsc::UnboundedReceiver<Finished>,
+        dead_letter_producer: FutureProducer,
+        dead_letter_topic: String,
+        topic: String,
+        commit_interval: Duration,
+        clock: Clock,
+    ) -> Self {
+        Self {
+            store,
+            dispatcher,
+            finished,
+            dead_letter_producer,
+            dead_letter_topic,
+            topic,
+            commit_interval,
+            clock,
+            tracker: OffsetTracker::default(),
+            plan: RenotifyPlan::default(),
+        }
+    }
+
+    /// Consumes until `cancel` fires, then commits what is finished.
+    pub async fn run(
+        mut self,
+        consumer: StreamConsumer<IntakeContext>,
+        cancel: CancellationToken,
+    ) -> Result<(), IntakeError> {
+        consumer
+            .subscribe(&[&self.topic])
+            .map_err(IntakeError::Client)?;
+        let mut commit_tick = tokio::time::interval(self.commit_interval);
+        commit_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let renotify_at = self.plan.next_due().map(|at| self.clock.instant_at(at));
+            tokio::select! {
+                biased;
+                () = cancel.cancelled() => break,
+                Some(done) = self.finished.recv() => {
+                    self.tracker.finish(done.partition, done.offset);
+                    while let Ok(done) = self.finished.try_recv() {
+                        self.tracker.finish(done.partition, done.offset);
+                    }
+                }
+                _ = commit_tick.tick() => self.commit(&consumer, CommitMode::Async),
+                () = sleep_until_opt(renotify_at) => self.fire_renotifications(),
+                received = consumer.recv() => match received {
+                    Ok(message) => {
+                        let origin = Origin {
+                            topic: message.topic().to_owned(),
+                            partition: message.partition(),
+                            offset: message.offset(),
+                            key: message.key().map(<[u8]>::to_vec),
+                            payload: message.payload().map(Arc::from),
+                        };
+                        self.take_in(origin, &cancel);
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "consumer error");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                },
+            }
+        }
+        while let Ok(done) = self.finished.try_recv() {
+            self.tracker.finish(done.partition, done.offset);
+        }
+        self.commit(&consumer, CommitMode::Sync);
+        tracing::info!(
+            unfinished = self.tracker.pending(),
+            "intake stopped; unfinished notifications will be sent again by the next instance"
+        );
+        Ok(())
+    }
+
+    fn commit(&mut self, consumer: &StreamConsumer<IntakeContext>, mode: CommitMode) {
+        let revoked: Vec<i32> = std::mem::take(
+            &mut *consumer
+                .context()
+                .revoked
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        for partition in revoked {
+            self.tracker.forget(partition);
+        }
+        metrics::gauge!(telemetry::UNFINISHED).set(self.tracker.pending() as f64);
+        metrics::gauge!(telemetry::RENOTIFY_PLANNED).set(self.plan.len() as f64);
+        let ready = self.tracker.committable();
+        if ready.is_empty() {
+            return;
+        }
+        let mut list = TopicPartitionList::new();
+        for (partition, next) in &ready {
+            if let Err(error) =
+                list.add_partition_offset(&self.topic, *partition, Offset::Offset(*next))
+            {
+                tracing::warn!(%error, partition, "cannot name an offset to commit");
+            }
+        }
+        if let Err(error) = consumer.commit(&list, mode) {
+            // Not fatal: a later commit covers it; a crash before then repeats notifications.
+            tracing::warn!(%error, "offset commit failed");
+        }
+    }
+
+    fn take_in(&mut self, origin: Origin, cancel: &CancellationToken) {
+        let origin = Arc::new(origin);
+        let (partition, offset) = (origin.partition, origin.offset);
+        let event = match IncidentEvent::decode(origin.payload.as_deref().unwrap_or_default()) {
+            Ok(event) => event,
+            Err(error) => {
+                metrics::counter!(telemetry::EVENTS_IN, "change" => "undecodable").increment(1);
+                tracing::warn!(partition, offset, %error, "undecodable incident event dead-lettered");
+                self.tracker.begin(partition, offset, 1);
+                let producer = self.dead_letter_producer.clone();
+                let topic = self.dead_letter_topic.clone();
+                let cancel = cancel.clone();
+                let finished = self.dispatcher_finished();
+                tokio::spawn(async move {
+                    let letter = DeadLetter {
+                        origin: &origin,
+                        kind: "undecodable",
+                        reason: format!("not an IncidentEvent: {error}"),
+                        subscription_id: "",
+                        idempotency_key: "",
+                        attempts: 0,
+                    };
+                    if dead_letter::write(&producer, &topic, &letter, &cancel).await {
+                        metrics::counter!(telemetry::DEAD_LETTERS, "subscription" => "", "kind" => "undecodable").increment(1);
+                        let _ = finished.send(Finished { partition, offset });
+                    }
+                });
+                return;
+            }
+        };
+        let change = event.change.as_ref().map_or("none", |c| c.name());
+        metrics::counter!(telemetry::EVENTS_IN, "change" => change).increment(1);
+        let Some(notice) = notice_of(&event) else {
+            self.tracker.begin(partition, offset, 0);
+            return;
+        };
+        let now = self.clock.now();
+        let observed = if self.store.wants(NoticeKind::Renotify) {
+            self.plan.observe(&notice, (partition, offset), now)
+        } else {
+            crate::domain::renotify::Observed {
+                cancelled: Vec::new(),
+                unused: Some((partition, offset)),
+            }
+        };
+        let held = usize::from(observed.unused.is_none());
+        let subscriptions = self.store.matching(&notice);
+        self.tracker
+            .begin(partition, offset, subscriptions.len() + held);
+        for (p, o) in observed.cancelled {
+            self.tracker.finish(p, o);
+        }
+        self.dispatch(&notice, &subscriptions, &origin, notice.occurred_at);
+    }
+
+    fn dispatcher_finished(&self) -> mpsc::UnboundedSender<Finished> {
+        self.dispatcher.finished_sender()
+    }
+
+    fn dispatch(
+        &mut self,
+        notice: &Notice,
+        subscriptions: &[Arc<crate::domain::subscription::Subscription>],
+        origin: &Arc<Origin>,
+        since: Millis,
+    ) {
+        for subscription in subscriptions {
+            let body = render(subscription.template, notice, &subscription.id);
+            self.dispatcher.dispatch(Delivery {
+                subscription_id: Arc::from(subscription.id.as_str()),
+                url: Arc::from(subscription.url.as_str()),
+                secret: Arc::from(subscription.secret.as_slice()),
+                incident_id: notice.incident.incident_id.clone(),
+                kind: notice.kind.as_str(),
+                idempotency_key: notice.idempotency_key.clone(),
+                body: Arc::from(body),
+                since,
+                origin: Arc::clone(origin),
+            });
+        }
+    }
+
+    fn fire_renotifications(&mut self) {
+        let now = self.clock.now();
+        for (notice, (partition, offset)) in self.plan.take_due(now) {
+            let subscriptions = self.store.matching(&notice);
+            tracing::info!(incident = %notice.incident.incident_id, responder = notice.responder_id().unwrap_or(""), endpoints = subscriptions.len(), "re-notifying an assignee who has not acknowledged");
+            self.tracker.add(partition, offset, subscriptions.len());
+            // The original record is the origin: a dead letter names the event that assigned.
+            let origin = Arc::new(Origin {
+                topic: self.topic.clone(),
+                partition,
+                offset,
+                key: Some(notice.incident.grid_id.clone().into_bytes()),
+                payload: None,
+            });
+            self.dispatch(&notice, &subscriptions, &origin, now);
+            self.tracker.finish(partition, offset);
+        }
+    }
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
