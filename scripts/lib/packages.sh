@@ -11,9 +11,10 @@
 HELPGRID_BUILD_PACKAGES=(libssl-dev zlib1g-dev pkg-config openssl python3)
 # Every server and tool the test suite starts or drives: Chromium through chromedriver (with
 # a CJK font so screenshots are legible), xmllint for CAP, Mosquitto (MQTT), PostgreSQL,
-# Prometheus and promtool.
+# Prometheus and promtool; Python's grpcio and protobuf (a stock gRPC client for notify).
 HELPGRID_TEST_PACKAGES=("${HELPGRID_BUILD_PACKAGES[@]}" chromium chromium-driver libxml2-utils
-  fonts-wqy-microhei mosquitto mosquitto-clients postgresql prometheus)
+  fonts-wqy-microhei mosquitto mosquitto-clients postgresql prometheus python3-grpcio
+  python3-protobuf)
 # What scripts/run-city starts.
 HELPGRID_RUN_PACKAGES=("${HELPGRID_BUILD_PACKAGES[@]}" mosquitto mosquitto-clients postgresql)
 
