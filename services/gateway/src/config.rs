@@ -1,6 +1,7 @@
 //! The gateway's settings: command-line flags, each with an environment variable.
 
 use crate::domain::frigate::CameraRules;
+use crate::domain::health::HealthPolicy;
 use crate::domain::z2m::ActionMap;
 use helpgrid_common::kafka::KafkaArgs;
 use std::collections::HashMap;
@@ -110,6 +111,27 @@ pub struct GatewayArgs {
     /// Serve Prometheus metrics, /livez and /readyz on this address.
     #[arg(long, env = "HELPGRID_GATEWAY_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
+    /// A Zigbee button silent this long needs maintenance (seconds; 0 = never).
+    #[arg(
+        long,
+        env = "HELPGRID_GATEWAY_SILENCE_ZIGBEE_BUTTON_S",
+        default_value_t = 14_400
+    )]
+    pub silence_zigbee_button_s: u64,
+    /// A battery under this percentage needs replacing.
+    #[arg(
+        long,
+        env = "HELPGRID_GATEWAY_LOW_BATTERY_PERCENT",
+        default_value_t = 15
+    )]
+    pub low_battery_percent: u8,
+    /// How often silence is checked (milliseconds).
+    #[arg(
+        long,
+        env = "HELPGRID_GATEWAY_HEALTH_CHECK_MS",
+        default_value_t = 30_000
+    )]
+    pub health_check_ms: u64,
 }
 
 /// An MQTT broker address.
@@ -139,6 +161,8 @@ pub struct GatewayConfig {
     pub rate_burst: u32,
     pub rate_per_minute: u32,
     pub metrics_listen: Option<SocketAddr>,
+    pub health: HealthPolicy,
+    pub health_check_ms: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -244,6 +268,12 @@ impl GatewayArgs {
             rate_burst: self.rate_burst,
             rate_per_minute: self.rate_per_minute,
             metrics_listen: self.metrics_listen,
+            health: HealthPolicy {
+                zigbee_button_silence_ms: (self.silence_zigbee_button_s.min(i64::MAX as u64 / 1000)
+                    * 1000) as i64,
+                low_battery_percent: self.low_battery_percent,
+            },
+            health_check_ms: self.health_check_ms.max(10),
         })
     }
 }
@@ -266,6 +296,8 @@ impl GatewayConfig {
             rate_burst: 5,
             rate_per_minute: 12,
             metrics_listen: None,
+            health: HealthPolicy::default(),
+            health_check_ms: 30_000,
         }
     }
 }

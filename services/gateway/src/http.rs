@@ -33,6 +33,7 @@ pub struct HttpIntake {
     pub table: Arc<RwLock<DeviceTable>>,
     pub outbox: Outbox,
     pub limiter: Mutex<RateLimiter>,
+    pub health: Arc<crate::health_watch::HealthWatch>,
 }
 
 pub fn router(intake: Arc<HttpIntake>) -> Router {
@@ -279,6 +280,7 @@ async fn press(State(s): State<Arc<HttpIntake>>, headers: HeaderMap, body: Bytes
         Ok(p) => p,
         Err(e) => return bad_body(&e).into_response(),
     };
+    s.health.heard(&device, p.battery_percent).await;
     let pressed_at = p.pressed_at.unwrap_or(signed_at);
     let id = event_id::derive(&[
         "http-press",

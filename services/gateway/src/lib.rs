@@ -5,6 +5,7 @@
 //! - [`mqtt`]: Zigbee2MQTT and Frigate over MQTT (persistent session, manual acks).
 //! - [`http`]: signed HTTP for cellular buttons and NVRs.
 //! - [`kafka`]: help events and dead letters out, the device registry in.
+//! - [`health_watch`]: device health → one maintenance report per device and problem.
 //! - [`config`], [`telemetry`]: flags and metric names.
 //!
 //! A Zigbee2MQTT press travels: MQTT `<base>/<friendly_name>` → [`domain::z2m::decode_state`]
@@ -13,6 +14,7 @@
 
 pub mod config;
 pub mod domain;
+pub mod health_watch;
 pub mod http;
 pub mod kafka;
 pub mod mqtt;
@@ -90,6 +92,18 @@ pub async fn run(
     let count = table.read().map(|t| t.len()).unwrap_or(0);
     tracing::info!(devices = count, topic = %devices, "device registry loaded");
 
+    let health = Arc::new(health_watch::HealthWatch {
+        book: Mutex::new(domain::health::HealthBook::new(
+            config.health.clone(),
+            helpgrid_common::time::now_millis(),
+        )),
+        table: Arc::clone(&table),
+        outbox: outbox.clone(),
+        cancel: cancel.clone(),
+    });
+    tokio::spawn(
+        Arc::clone(&health).run_checks(std::time::Duration::from_millis(config.health_check_ms)),
+    );
     let mut mqtt_task = None;
     let (mqtt_up_tx, mqtt_up) = watch::channel(config.mqtt.is_none());
     if let Some(mqtt) = config.mqtt.clone() {
@@ -98,6 +112,7 @@ pub async fn run(
             table: Arc::clone(&table),
             outbox: outbox.clone(),
             gate: Mutex::new(AlertGate::new(ALERT_GATE_CAPACITY)),
+            health: Arc::clone(&health),
             cancel: cancel.clone(),
         });
         mqtt_task = Some(tokio::spawn(mqtt::run(
@@ -116,6 +131,7 @@ pub async fn run(
             table: Arc::clone(&table),
             outbox: outbox.clone(),
             limiter: Mutex::new(RateLimiter::new(config.rate_burst, config.rate_per_minute)),
+            health: Arc::clone(&health),
         });
         let app = http::router(intake);
         let stop = cancel.clone();

@@ -9,7 +9,8 @@ use crate::config::{GatewayConfig, MqttConfig};
 use crate::domain::frigate::{AlertGate, decode_event};
 use crate::domain::registry::{DeviceTable, Refusal};
 use crate::domain::z2m::decode_state;
-use crate::domain::{DecodeError, decode_availability, intake};
+use crate::domain::{Availability, DecodeError, decode_availability, intake};
+use crate::health_watch::HealthWatch;
 use crate::kafka::{DeadLetter, Outbox};
 use crate::telemetry;
 use helpgrid_common::time::{Millis, now_millis};
@@ -76,6 +77,7 @@ pub struct MqttIntake {
     pub table: Arc<RwLock<DeviceTable>>,
     pub outbox: Outbox,
     pub gate: Mutex<AlertGate>,
+    pub health: Arc<HealthWatch>,
     pub cancel: CancellationToken,
 }
 
@@ -92,13 +94,21 @@ impl MqttIntake {
                     Err(e) => return self.refuse_payload("z2m", topic, name, payload, &e).await,
                 };
                 let Some(press) = report.press else {
+                    // A heartbeat or reading: health only (an unregistered device's readings
+                    // call for no one).
                     count("z2m", "health");
-                    return true;
+                    return match self.device(name, DeviceKind::ZigbeeButton) {
+                        Ok(d) => self.health.heard(&d, report.battery_percent).await,
+                        Err(_) => true,
+                    };
                 };
                 let device = match self.device(name, DeviceKind::ZigbeeButton) {
                     Ok(d) => d,
                     Err(r) => return self.refuse_device("z2m", topic, name, payload, &r).await,
                 };
+                if !self.health.heard(&device, report.battery_percent).await {
+                    return false;
+                }
                 let (seen_raw, seen_ms) = match &report.last_seen {
                     Some((raw, ms)) => (Some(raw.as_str()), Some(*ms)),
                     None => (None, None),
@@ -125,9 +135,16 @@ impl MqttIntake {
                     .await
             }
             Route::Z2mAvailability(name) => match decode_availability(payload) {
-                Ok(_) => {
+                Ok(availability) => {
                     count("z2m", "health");
-                    true
+                    match self.device(name, DeviceKind::ZigbeeButton) {
+                        Ok(d) => {
+                            self.health
+                                .availability(&d, availability == Availability::Online)
+                                .await
+                        }
+                        Err(_) => true,
+                    }
                 }
                 Err(e) => self.refuse_payload("z2m", topic, name, payload, &e).await,
             },
@@ -185,8 +202,28 @@ impl MqttIntake {
                 true
             }
             Route::FrigateAvailable => match decode_availability(payload) {
-                Ok(_) => {
+                Ok(availability) => {
                     count("frigate", "health");
+                    // Frigate reports for the whole instance: every camera it analyses.
+                    let cameras: Vec<_> = self
+                        .table
+                        .read()
+                        .map(|t| {
+                            t.all()
+                                .filter(|d| d.kind == DeviceKind::FrigateCamera as i32 && d.enabled)
+                                .cloned()
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    for camera in &cameras {
+                        if !self
+                            .health
+                            .availability(camera, availability == Availability::Online)
+                            .await
+                        {
+                            return false;
+                        }
+                    }
                     true
                 }
                 Err(e) => self.refuse_payload("frigate", topic, "", payload, &e).await,

@@ -18,6 +18,8 @@ pub const HTTP_RESPONSES: &str = "helpgrid_gateway_http_responses_total";
 pub const DEVICES: &str = "helpgrid_gateway_devices";
 /// 1 while connected to the MQTT broker.
 pub const MQTT_CONNECTED: &str = "helpgrid_gateway_mqtt_connected";
+/// Maintenance reports sent (one per device per problem episode), by `reason`.
+pub const MAINTENANCE_REPORTS: &str = "helpgrid_gateway_maintenance_reports_total";
 /// Kafka sends retried after a failure.
 pub const KAFKA_RETRIES: &str = "helpgrid_gateway_kafka_retries_total";
 
@@ -37,5 +39,9 @@ pub fn describe() {
     metrics::describe_counter!(HTTP_RESPONSES, "HTTP answers by status");
     metrics::describe_gauge!(DEVICES, "Devices in the registry table");
     metrics::describe_gauge!(MQTT_CONNECTED, "1 while connected to the MQTT broker");
+    metrics::describe_counter!(
+        MAINTENANCE_REPORTS,
+        "Maintenance reports sent, one per device per problem episode"
+    );
     metrics::describe_counter!(KAFKA_RETRIES, "Kafka sends retried after a failure");
 }

@@ -3,12 +3,14 @@
 //! grid and location.
 
 use super::frigate::{Alert, camera_label_from_word};
+use super::health::Report;
 use super::z2m::press_kind_from_word;
 use super::{DecodeError, event_id, parse_json};
 use helpgrid_common::time::{Millis, to_timestamp};
 use helpgrid_proto::SCHEMA_VERSION;
 use helpgrid_proto::pb::{
-    ButtonPress, CameraAlert, CameraLabel, Device, Envelope, HelpEvent, PressKind, help_event,
+    ButtonPress, CameraAlert, CameraLabel, Device, DeviceMaintenance, Envelope, HelpEvent,
+    PressKind, help_event,
 };
 use serde_json::Value;
 
@@ -60,6 +62,31 @@ pub fn camera_event(
             confidence: alert.confidence,
             zone: alert.zone.clone(),
             snapshot_ref,
+            location: device.location,
+        })),
+    }
+}
+
+/// A maintenance report for a registered device. The id names the device, the reason and
+/// when the episode began, so a report sent again (a redelivery, a retry) is the same event.
+pub fn maintenance_event(device: &Device, report: &Report, now: Millis) -> HelpEvent {
+    let reason = report.reason.as_str_name().to_ascii_lowercase();
+    let id = event_id::derive(&[
+        "maintenance",
+        &device.device_id,
+        &reason,
+        &report.since.to_string(),
+    ]);
+    HelpEvent {
+        envelope: Some(envelope(id, now, format!("health:{}", device.device_id))),
+        body: Some(help_event::Body::DeviceMaintenance(DeviceMaintenance {
+            device_id: device.device_id.clone(),
+            household_id: device.household_id.clone(),
+            camera_post: device.camera_post.clone(),
+            grid_id: device.grid_id.clone(),
+            reason: report.reason as i32,
+            detail: report.detail.clone(),
+            battery_percent: report.battery_percent.map(u32::from).unwrap_or_default(),
             location: device.location,
         })),
     }

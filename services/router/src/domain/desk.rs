@@ -391,6 +391,18 @@ impl Desk {
                     self.open(partition, incident, &tracks, event, roster, now),
                 )
             }
+            ValidBody::Maintenance {
+                maintenance,
+                reason,
+            } => super::maintenance::on_device_maintenance(
+                self,
+                partition,
+                event,
+                maintenance,
+                *reason,
+                roster,
+                now,
+            ),
             ValidBody::Camera { alert, label } => {
                 if alert.confidence < self.policy.camera_min_confidence {
                     return (HelpOutcome::BelowThreshold, Vec::new());
@@ -432,7 +444,16 @@ impl Desk {
         }
     }
 
-    fn open(
+    /// The open incident that `matches`, if any (for rare inputs that need no index).
+    pub(super) fn find_open(&self, matches: impl Fn(&Incident) -> bool) -> Option<String> {
+        self.incidents
+            .values()
+            .map(|t| &t.incident)
+            .find(|i| is_open(i) && matches(i))
+            .map(|i| i.incident_id.clone())
+    }
+
+    pub(super) fn open(
         &mut self,
         partition: i32,
         mut incident: Incident,
@@ -470,7 +491,7 @@ impl Desk {
         out
     }
 
-    fn attach(
+    pub(super) fn attach(
         &mut self,
         incident_id: &str,
         event: &ValidHelpEvent,

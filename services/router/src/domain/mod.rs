@@ -9,8 +9,10 @@
 //! - [`validate`]: what makes an inbound record acceptable.
 //! - [`desk`]: the incident state machine: open, dedup, assign, acknowledge, reassign,
 //!   escalate, close.
+//! - [`maintenance`]: maintenance incidents for devices the gateway reports unhealthy.
 
 pub mod desk;
+pub mod maintenance;
 pub mod policy;
 pub mod roster;
 pub mod validate;

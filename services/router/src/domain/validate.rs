@@ -143,6 +143,10 @@ pub enum ValidBody {
         alert: pb::CameraAlert,
         label: CameraLabel,
     },
+    Maintenance {
+        maintenance: pb::DeviceMaintenance,
+        reason: pb::MaintenanceReason,
+    },
 }
 
 impl ValidHelpEvent {
@@ -150,6 +154,7 @@ impl ValidHelpEvent {
         match &self.body {
             ValidBody::Press { press, .. } => &press.grid_id,
             ValidBody::Camera { alert, .. } => &alert.grid_id,
+            ValidBody::Maintenance { maintenance, .. } => &maintenance.grid_id,
         }
     }
 }
@@ -219,6 +224,13 @@ pub fn validate_help_event(event: HelpEvent, now: Millis) -> Result<ValidHelpEve
             }
             check_location(alert.location.as_ref())?;
             ValidBody::Camera { alert, label }
+        }
+        Some(help_event::Body::DeviceMaintenance(maintenance)) => {
+            let reason = super::maintenance::validate(&maintenance)?;
+            ValidBody::Maintenance {
+                maintenance,
+                reason,
+            }
         }
     };
     Ok(ValidHelpEvent {
