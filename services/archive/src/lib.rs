@@ -5,6 +5,11 @@
 //! one PostgreSQL transaction. The same process serves history and reports.
 //!
 //! - [`config`]: command line/environment settings and what [`run`] needs.
+//! - [`access`]: who may read history and reports (tokens, grid scope).
+//! - [`areas`]: the administrative levels; an area's grids.
+//! - [`requests`]: validation of every request, once, at the edge; pure.
+//! - [`queries`]: the history and report SQL.
+//! - [`grpc`]: the tonic HistoryService and ReportService.
 //! - [`rows`]: what a batch of records becomes in PostgreSQL; pure.
 //! - [`schema`]: embedded migrations, applied and checked at start.
 //! - [`store`]: one batch, rows and offsets, in one transaction.
@@ -12,8 +17,13 @@
 //! - [`health`]: `/metrics`, `/livez`, `/readyz`.
 //! - [`telemetry`]: every metric name.
 
+pub mod access;
+pub mod areas;
 pub mod config;
+pub mod grpc;
 pub mod health;
+pub mod queries;
+pub mod requests;
 pub mod rows;
 pub mod schema;
 pub mod sink;
@@ -23,11 +33,14 @@ pub mod telemetry;
 use crate::config::ArchiveConfig;
 use anyhow::Context;
 use helpgrid_common::topics::{Topics, ensure_topics};
+use helpgrid_proto::pb::history_service_server::HistoryServiceServer;
+use helpgrid_proto::pb::report_service_server::ReportServiceServer;
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{RwLock, watch};
 use tokio_util::sync::CancellationToken;
 
 /// The sockets the archive serves on; each is optional.
@@ -71,6 +84,8 @@ pub async fn run(
             std::future::pending::<()>().await;
         }
     };
+    let grpc_listener = listeners.grpc;
+    let mut tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>> = Vec::new();
     let work = async {
         let topics = Topics::with_prefix(&config.kafka.topic_prefix);
         ensure_topics(&config.kafka, &topics)
@@ -88,6 +103,20 @@ pub async fn run(
             group_id = %config.group_id(),
             "archive started"
         );
+        let archive = grpc::Archive {
+            db: Arc::new(queries::Db::new(config.postgres_url.clone())),
+            gate: access::Gate::new(config.token_key.clone()),
+            areas: Arc::new(RwLock::new(areas::AreaGrids::default())),
+        };
+        if let Some(listener) = grpc_listener {
+            let addr = listener.local_addr()?;
+            tracing::info!(%addr, auth = config.token_key.is_some(), "history and report API listening");
+            tasks.push(tokio::spawn(serve_grpc(
+                listener,
+                archive.clone(),
+                stop.clone(),
+            )));
+        }
         sink::run_sink(config.clone(), client, ready_tx, stop.clone())
             .await
             .context("the archive sink failed")
@@ -97,6 +126,15 @@ pub async fn run(
         () = stopper => Ok(()),
     };
     stop.cancel();
+    for task in tasks {
+        match task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                tracing::error!(error = %format!("{error:#}"), "an archive server failed")
+            }
+            Err(error) => tracing::error!(%error, "an archive task failed"),
+        }
+    }
     if let Some(task) = health_task {
         let _ = task.await;
     }
@@ -118,4 +156,35 @@ async fn connect_until_up(url: &str, stop: &CancellationToken) -> Option<tokio_p
             () = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
     }
+}
+
+/// The gRPC API (with health and reflection) until `stop`.
+async fn serve_grpc(
+    listener: TcpListener,
+    archive: grpc::Archive,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<HistoryServiceServer<grpc::Archive>>()
+        .await;
+    health
+        .set_serving::<ReportServiceServer<grpc::Archive>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(helpgrid_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .context("cannot build the gRPC reflection service")?;
+    tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(HistoryServiceServer::new(archive.clone()))
+        .add_service(ReportServiceServer::new(archive))
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(listener),
+            stop.cancelled_owned(),
+        )
+        .await
+        .context("the gRPC server failed")
 }

@@ -1,0 +1,368 @@
+//! History and report queries against the archive's tables. The SQL lives here; requests
+//! arrive checked ([`crate::requests`]) and scoped ([`crate::access`]).
+
+use crate::access::GridFilter;
+use crate::requests::{Cursor, HistoryQuery, Period, ReportQuery};
+use crate::rows::resolving_resolutions;
+use crate::store::at;
+use helpgrid_common::time::{Millis, to_timestamp};
+use helpgrid_proto::pb::{
+    ArchivedIncident, EscalationLevel, Incident, IncidentEvent, KindCount, LevelShare, Report,
+    ReportFigures, ReportPoint,
+};
+use prost::Message;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+use tokio::sync::Mutex;
+use tokio_postgres::Client;
+use tokio_postgres::types::ToSql;
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    #[error("the archive database is unavailable or refused the query: {}", db_message(.0))]
+    Database(#[from] tokio_postgres::Error),
+    #[error("incident {0} is not in the archive")]
+    NotFound(String),
+    #[error("incident {incident} is in grid {grid}, outside your grids")]
+    OutOfScope { incident: String, grid: String },
+    #[error("archived data cannot be decoded: {0}")]
+    Corrupt(String),
+}
+
+impl From<QueryError> for tonic::Status {
+    fn from(error: QueryError) -> Self {
+        match &error {
+            QueryError::Database(_) => tonic::Status::unavailable(error.to_string()),
+            QueryError::NotFound(_) => tonic::Status::not_found(error.to_string()),
+            QueryError::OutOfScope { .. } => tonic::Status::permission_denied(error.to_string()),
+            QueryError::Corrupt(_) => tonic::Status::internal(error.to_string()),
+        }
+    }
+}
+
+/// PostgreSQL's own message where there is one ("db error" alone helps nobody).
+fn db_message(error: &tokio_postgres::Error) -> String {
+    error
+        .as_db_error()
+        .map_or_else(|| error.to_string(), |db| db.message().to_owned())
+}
+
+/// One shared connection for reads (tokio-postgres pipelines concurrent queries on it),
+/// re-opened when it drops.
+#[derive(Debug)]
+pub struct Db {
+    url: String,
+    client: Mutex<Option<Arc<Client>>>,
+}
+
+impl Db {
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            client: Mutex::new(None),
+        }
+    }
+
+    pub async fn client(&self) -> Result<Arc<Client>, QueryError> {
+        let mut held = self.client.lock().await;
+        if let Some(client) = held.as_ref().filter(|c| !c.is_closed()) {
+            return Ok(Arc::clone(client));
+        }
+        let client = Arc::new(crate::store::connect(&self.url).await?);
+        *held = Some(Arc::clone(&client));
+        Ok(client)
+    }
+}
+
+type Params = Vec<Box<dyn ToSql + Sync + Send>>;
+
+fn param(params: &mut Params, value: impl ToSql + Sync + Send + 'static) -> String {
+    params.push(Box::new(value));
+    format!("${}", params.len())
+}
+
+fn refs(params: &Params) -> Vec<&(dyn ToSql + Sync)> {
+    params
+        .iter()
+        .map(|p| p.as_ref() as &(dyn ToSql + Sync))
+        .collect()
+}
+
+/// `opened_at` in the period and the grid in the filter.
+fn scope_clause(period: Period, grids: &GridFilter, params: &mut Params) -> String {
+    let from = param(params, at(period.from));
+    let to = param(params, at(period.to));
+    let mut clause = format!("opened_at >= {from} AND opened_at < {to}");
+    if let GridFilter::Only(grids) = grids {
+        let list: Vec<String> = grids.iter().cloned().collect();
+        let p = param(params, list);
+        clause.push_str(&format!(" AND grid_id = ANY({p})"));
+    }
+    clause
+}
+
+fn millis(t: SystemTime) -> Millis {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => d.as_millis() as Millis,
+        Err(e) => -(e.duration().as_millis() as Millis),
+    }
+}
+
+fn archived(row: &tokio_postgres::Row) -> Result<ArchivedIncident, QueryError> {
+    let snapshot: &[u8] = row.get("snapshot");
+    let incident =
+        Incident::decode(snapshot).map_err(|e| QueryError::Corrupt(format!("incident: {e}")))?;
+    Ok(ArchivedIncident {
+        incident: Some(incident),
+        settled_level: row
+            .get::<_, Option<i16>>("settled_level")
+            .map_or(0, i32::from),
+        escalations: row.get::<_, i32>("escalations") as u32,
+        reassignments: row.get::<_, i32>("reassignments") as u32,
+        repeat_presses: row.get::<_, i32>("repeat_presses") as u32,
+        pseudonymised: row
+            .get::<_, Option<SystemTime>>("pseudonymised_at")
+            .is_some(),
+    })
+}
+
+const INCIDENT_COLUMNS: &str = "incident_id, grid_id, opened_at, snapshot, settled_level, \
+     escalations, reassignments, repeat_presses, pseudonymised_at";
+
+/// One page of incidents, newest first, and the cursor of the next page.
+pub async fn list_incidents(
+    db: &Client,
+    query: &HistoryQuery,
+    grids: &GridFilter,
+) -> Result<(Vec<ArchivedIncident>, Option<Cursor>), QueryError> {
+    if matches!(grids, GridFilter::Only(g) if g.is_empty()) {
+        return Ok((Vec::new(), None));
+    }
+    let mut params: Params = Vec::new();
+    let mut sql = format!(
+        "SELECT {INCIDENT_COLUMNS} FROM incidents WHERE {}",
+        scope_clause(query.period, grids, &mut params)
+    );
+    if let Some(source) = query.source {
+        sql.push_str(&format!(" AND source = {}", param(&mut params, source)));
+    }
+    if let Some(kind) = &query.kind {
+        sql.push_str(&format!(" AND kind = {}", param(&mut params, kind.clone())));
+    }
+    if let Some(state) = query.state {
+        sql.push_str(&format!(" AND state = {}", param(&mut params, state)));
+    }
+    if let Some(resolution) = query.resolution {
+        sql.push_str(&format!(
+            " AND resolution = {}",
+            param(&mut params, resolution)
+        ));
+    }
+    if let Some(after) = &query.after {
+        let t = param(&mut params, at(after.opened_at));
+        let id = param(&mut params, after.incident_id.clone());
+        sql.push_str(&format!(" AND (opened_at, incident_id) < ({t}, {id})"));
+    }
+    let limit = param(&mut params, i64::from(query.page_size) + 1);
+    sql.push_str(&format!(
+        " ORDER BY opened_at DESC, incident_id DESC LIMIT {limit}"
+    ));
+    let rows = db.query(&sql, &refs(&params)).await?;
+    let more = rows.len() > query.page_size as usize;
+    let page = &rows[..rows.len().min(query.page_size as usize)];
+    let next = match (more, page.last()) {
+        (true, Some(last)) => Some(Cursor {
+            opened_at: millis(last.get("opened_at")),
+            incident_id: last.get("incident_id"),
+        }),
+        _ => None,
+    };
+    let incidents = page.iter().map(archived).collect::<Result<_, _>>()?;
+    Ok((incidents, next))
+}
+
+/// The incident and every event of it, in order; `covers` says whether the caller may see
+/// the incident's grid.
+pub async fn incident_history(
+    db: &Client,
+    incident_id: &str,
+    covers: impl Fn(&str) -> bool,
+) -> Result<(ArchivedIncident, Vec<IncidentEvent>), QueryError> {
+    let row = db
+        .query_opt(
+            &format!("SELECT {INCIDENT_COLUMNS} FROM incidents WHERE incident_id = $1"),
+            &[&incident_id],
+        )
+        .await?
+        .ok_or_else(|| QueryError::NotFound(incident_id.to_owned()))?;
+    let grid: String = row.get("grid_id");
+    if !covers(&grid) {
+        return Err(QueryError::OutOfScope {
+            incident: incident_id.to_owned(),
+            grid,
+        });
+    }
+    let incident = archived(&row)?;
+    let events = db
+        .query(
+            "SELECT record FROM incident_events WHERE incident_id = $1 \
+             ORDER BY revision, kafka_partition, kafka_offset",
+            &[&incident_id],
+        )
+        .await?
+        .iter()
+        .map(|r| {
+            IncidentEvent::decode(r.get::<_, &[u8]>(0))
+                .map_err(|e| QueryError::Corrupt(format!("event: {e}")))
+        })
+        .collect::<Result<_, _>>()?;
+    Ok((incident, events))
+}
+
+/// The report: totals and one point per bucket. Definitions: README, "Report definitions".
+pub async fn report(
+    db: &Client,
+    query: &ReportQuery,
+    grids: &GridFilter,
+) -> Result<Report, QueryError> {
+    if matches!(grids, GridFilter::Only(g) if g.is_empty()) {
+        return Ok(Report {
+            total: Some(ReportFigures::default()),
+            series: Vec::new(),
+        });
+    }
+    // Each statement gets exactly the parameters it uses (an unused one has no type).
+    let base = || {
+        let mut params: Params = Vec::new();
+        let bucket = param(&mut params, query.bucket.sql().to_owned());
+        let scope = scope_clause(query.period, grids, &mut params);
+        // Buckets are UTC days, ISO weeks (from Monday) and calendar months.
+        (
+            params,
+            format!("date_trunc({bucket}, opened_at, 'UTC')"),
+            scope,
+        )
+    };
+    let (mut figure_params, b, scope) = base();
+    let resolving = param(&mut figure_params, resolving_resolutions());
+    let figures_sql = format!(
+        "SELECT {b} AS bucket, GROUPING({b}) AS is_total, \
+           count(*) AS requests, \
+           count(*) FILTER (WHERE source = 1) AS button, \
+           count(*) FILTER (WHERE source = 2) AS camera, \
+           count(*) FILTER (WHERE state = 4) AS closed, \
+           count(*) FILTER (WHERE state = 4 AND resolution = ANY({resolving})) AS resolved, \
+           percentile_disc(0.5) WITHIN GROUP (ORDER BY ack_ms) AS ack_p50, \
+           percentile_disc(0.9) WITHIN GROUP (ORDER BY ack_ms) AS ack_p90, \
+           percentile_disc(0.5) WITHIN GROUP (ORDER BY close_ms) AS close_p50, \
+           percentile_disc(0.9) WITHIN GROUP (ORDER BY close_ms) AS close_p90, \
+           coalesce(sum(escalations), 0)::int8 AS escalations, \
+           coalesce(sum(reassignments), 0)::int8 AS reassignments, \
+           coalesce(sum(repeat_presses), 0)::int8 AS repeat_presses \
+         FROM (SELECT *, \
+             (extract(epoch FROM acknowledged_at - opened_at) * 1000)::int8 AS ack_ms, \
+             (extract(epoch FROM closed_at - opened_at) * 1000)::int8 AS close_ms \
+           FROM incidents WHERE {scope}) AS i \
+         GROUP BY GROUPING SETS (({b}), ())"
+    );
+    let (kind_params, b, scope) = base();
+    let kinds_sql = format!(
+        "SELECT {b} AS bucket, GROUPING({b}) AS is_total, kind, count(*) AS n \
+         FROM incidents WHERE {scope} GROUP BY GROUPING SETS (({b}, kind), (kind))"
+    );
+    let (level_params, b, scope) = base();
+    let levels_sql = format!(
+        "SELECT {b} AS bucket, GROUPING({b}) AS is_total, settled_level, count(*) AS n \
+         FROM incidents WHERE {scope} AND state = 4 \
+         GROUP BY GROUPING SETS (({b}, settled_level), (settled_level))"
+    );
+    let (figure_args, kind_args, level_args) = (
+        refs(&figure_params),
+        refs(&kind_params),
+        refs(&level_params),
+    );
+    let (figures, kinds, levels) = tokio::try_join!(
+        db.query(&figures_sql, &figure_args),
+        db.query(&kinds_sql, &kind_args),
+        db.query(&levels_sql, &level_args),
+    )?;
+    // Key: None for the total, Some(bucket start) for a point.
+    let key = |row: &tokio_postgres::Row| -> Option<Millis> {
+        (row.get::<_, i32>("is_total") == 0)
+            .then(|| row.get::<_, Option<SystemTime>>("bucket").map(millis))
+            .flatten()
+    };
+    let mut points: BTreeMap<Option<Millis>, ReportFigures> = BTreeMap::new();
+    let ms = |row: &tokio_postgres::Row, name: &str| {
+        row.get::<_, Option<i64>>(name).unwrap_or(0).max(0) as u64
+    };
+    for row in &figures {
+        let requests = row.get::<_, i64>("requests") as u64;
+        let resolved = row.get::<_, i64>("resolved") as u64;
+        points.insert(
+            key(row),
+            ReportFigures {
+                requests,
+                button_requests: row.get::<_, i64>("button") as u64,
+                camera_requests: row.get::<_, i64>("camera") as u64,
+                closed: row.get::<_, i64>("closed") as u64,
+                resolved,
+                resolution_rate: if requests == 0 {
+                    0.0
+                } else {
+                    resolved as f64 / requests as f64
+                },
+                ack_p50_ms: ms(row, "ack_p50"),
+                ack_p90_ms: ms(row, "ack_p90"),
+                close_p50_ms: ms(row, "close_p50"),
+                close_p90_ms: ms(row, "close_p90"),
+                escalations: row.get::<_, i64>("escalations") as u64,
+                reassignments: row.get::<_, i64>("reassignments") as u64,
+                repeat_presses: row.get::<_, i64>("repeat_presses") as u64,
+                ..ReportFigures::default()
+            },
+        );
+    }
+    for row in &kinds {
+        if let Some(f) = points.get_mut(&key(row)) {
+            f.by_kind.push(KindCount {
+                kind: row.get("kind"),
+                count: row.get::<_, i64>("n") as u64,
+            });
+        }
+    }
+    for row in &levels {
+        if let Some(f) = points.get_mut(&key(row)) {
+            let settled = row.get::<_, i64>("n") as u64;
+            f.settled_at.push(LevelShare {
+                level: row
+                    .get::<_, Option<i16>>("settled_level")
+                    .map_or(EscalationLevel::Unspecified as i32, i32::from),
+                settled,
+                share: if f.closed == 0 {
+                    0.0
+                } else {
+                    settled as f64 / f.closed as f64
+                },
+            });
+        }
+    }
+    for f in points.values_mut() {
+        f.by_kind.sort_by(|a, b| a.kind.cmp(&b.kind));
+        f.settled_at.sort_by_key(|l| l.level);
+    }
+    let total = points.remove(&None).unwrap_or_default();
+    Ok(Report {
+        total: Some(total),
+        series: points
+            .into_iter()
+            .filter_map(|(k, figures)| {
+                k.map(|start| ReportPoint {
+                    start: Some(to_timestamp(start)),
+                    figures: Some(figures),
+                })
+            })
+            .collect(),
+    })
+}

@@ -1,0 +1,362 @@
+//! History and reports over gRPC: the real archive process on a socket, real PostgreSQL and
+//! Kafka, tokens from helpgrid-auth.
+
+mod support;
+
+use helpgrid_archive::config::ArchiveConfig;
+use helpgrid_archive::{Listeners, run};
+use helpgrid_auth::{Bearer, Role, TokenKey};
+use helpgrid_common::time::{now_millis, to_timestamp};
+use helpgrid_common::topics::{Topics, ensure_topics};
+use helpgrid_proto::pb::history_service_client::HistoryServiceClient;
+use helpgrid_proto::pb::report_service_client::ReportServiceClient;
+use helpgrid_proto::pb::{
+    EscalationLevel, GetIncidentHistoryRequest, IncidentEvent, IncidentState, ListHistoryRequest,
+    ReportBucket, ReportRequest,
+};
+use helpgrid_testkit::kafka_args;
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+use support::{fresh_database, incident_story, produce, server_url, wait_for_count};
+use tokio_util::sync::CancellationToken;
+use tonic::Code;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+
+const DAY: i64 = 86_400_000;
+const MINUTE: i64 = 60_000;
+/// Incidents in the test: n = 0..COUNT, grid g-(n % 4), opened START + n hours.
+const COUNT: usize = 48;
+
+struct Served {
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    addr: String,
+    key: Arc<TokenKey>,
+    start: i64,
+    events: Vec<IncidentEvent>,
+}
+
+async fn serve_archive() -> Served {
+    helpgrid_common::telemetry::init_tracing();
+    let kafka = kafka_args();
+    let topics = Topics::with_prefix(&kafka.topic_prefix);
+    ensure_topics(&kafka, &topics).await.expect("topics");
+    let url = fresh_database(&server_url()).await;
+    // Midnight UTC ten days ago, so the day buckets are predictable.
+    let start = (now_millis() / DAY - 10) * DAY;
+    let events: Vec<IncidentEvent> = (0..COUNT)
+        .flat_map(|n| incident_story(n, &format!("g-{}", n % 4), start + n as i64 * 60 * MINUTE))
+        .collect();
+    produce(&kafka, &topics.incident_events, &events).await;
+    let key = Arc::new(TokenKey::from_secret(b"archive-test-key-archive-test-key").expect("key"));
+    let mut config = ArchiveConfig::new(kafka, url.clone());
+    config.token_key = Some(Arc::clone(&key));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = format!("http://{}", listener.local_addr().expect("addr"));
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(run(
+        config,
+        Listeners {
+            grpc: Some(listener),
+            ..Listeners::default()
+        },
+        None,
+        stop.clone().cancelled_owned(),
+    ));
+    wait_for_count(
+        &url,
+        "SELECT count(*) FROM incident_events",
+        events.len() as i64,
+        Duration::from_secs(60),
+    )
+    .await;
+    Served {
+        stop,
+        task,
+        addr,
+        key,
+        start,
+        events,
+    }
+}
+
+impl Served {
+    fn token(&self, role: Role, grids: &[&str]) -> Bearer {
+        let grids: Vec<String> = grids.iter().map(|g| (*g).to_owned()).collect();
+        let token = self
+            .key
+            .mint("tester", role, &grids, Duration::from_secs(300))
+            .expect("mint");
+        Bearer::new(&token).expect("bearer")
+    }
+
+    async fn history(
+        &self,
+        bearer: Bearer,
+    ) -> HistoryServiceClient<InterceptedService<Channel, Bearer>> {
+        let channel = Channel::from_shared(self.addr.clone())
+            .expect("uri")
+            .connect()
+            .await
+            .expect("connect");
+        HistoryServiceClient::with_interceptor(channel, bearer)
+    }
+
+    async fn reports(
+        &self,
+        bearer: Bearer,
+    ) -> ReportServiceClient<InterceptedService<Channel, Bearer>> {
+        let channel = Channel::from_shared(self.addr.clone())
+            .expect("uri")
+            .connect()
+            .await
+            .expect("connect");
+        ReportServiceClient::with_interceptor(channel, bearer)
+    }
+
+    fn all_time(&self) -> ListHistoryRequest {
+        ListHistoryRequest {
+            from: Some(to_timestamp(self.start - DAY)),
+            to: Some(to_timestamp(now_millis() + DAY)),
+            ..ListHistoryRequest::default()
+        }
+    }
+
+    async fn stop(self) {
+        self.stop.cancel();
+        self.task.await.expect("join").expect("archive ran");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_pages_filters_scopes_and_audit_trails() {
+    let served = serve_archive().await;
+    let mut console = served
+        .history(served.token(Role::Console, &["g-0", "g-1"]))
+        .await;
+
+    // Paging through the caller's grids: every incident of g-0 and g-1 once, newest first.
+    let mut seen = Vec::new();
+    let mut request = served.all_time();
+    request.page_size = 7;
+    loop {
+        let page = console
+            .list_incidents(request.clone())
+            .await
+            .expect("list")
+            .into_inner();
+        assert!(page.incidents.len() <= 7);
+        for a in &page.incidents {
+            let i = a.incident.as_ref().expect("incident");
+            assert!(i.grid_id == "g-0" || i.grid_id == "g-1", "{}", i.grid_id);
+            seen.push((
+                i.opened_at.as_ref().expect("opened").seconds,
+                i.incident_id.clone(),
+            ));
+        }
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        request.page_token = page.next_page_token;
+    }
+    assert_eq!(seen.len(), COUNT / 2);
+    let unique: HashSet<&String> = seen.iter().map(|(_, id)| id).collect();
+    assert_eq!(unique.len(), COUNT / 2, "no incident twice across pages");
+    assert!(seen.windows(2).all(|w| w[0] >= w[1]), "newest first");
+
+    // Filters: one grid, closed as false alarms (every fourth incident: all in g-0).
+    let mut request = served.all_time();
+    request.area_id = "g-0".into();
+    request.resolution = 3;
+    let false_alarms = console
+        .list_incidents(request)
+        .await
+        .expect("list")
+        .into_inner();
+    assert_eq!(false_alarms.incidents.len(), COUNT / 4);
+    let mut request = served.all_time();
+    request.camera_label = 4; // fire: n.is_multiple_of(7), in g-0 or g-1 when n % 4 < 2
+    let fires = console
+        .list_incidents(request)
+        .await
+        .expect("list")
+        .into_inner();
+    let want = (0..COUNT)
+        .filter(|n| n.is_multiple_of(7) && n % 4 < 2)
+        .count();
+    assert_eq!(fires.incidents.len(), want);
+
+    // Out of scope, bad range, wrong role, no token.
+    let mut request = served.all_time();
+    request.area_id = "g-3".into();
+    let refused = console.list_incidents(request).await.expect_err("refused");
+    assert_eq!(refused.code(), Code::PermissionDenied);
+    assert!(
+        refused.message().contains("area g-3 is outside your grids"),
+        "{}",
+        refused.message()
+    );
+    let mut request = served.all_time();
+    request.to = request.from;
+    let refused = console.list_incidents(request).await.expect_err("refused");
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    assert!(refused.message().contains("`from` must be before `to`"));
+    let mut responder = served
+        .history(served.token(Role::Responder, &["g-0"]))
+        .await;
+    let refused = responder
+        .list_incidents(served.all_time())
+        .await
+        .expect_err("refused");
+    assert_eq!(refused.code(), Code::PermissionDenied);
+    let mut anonymous = served.history(Bearer::anonymous()).await;
+    let refused = anonymous
+        .list_incidents(served.all_time())
+        .await
+        .expect_err("refused");
+    assert_eq!(refused.code(), Code::Unauthenticated);
+
+    // The audit trail of one incident is every event, in order, as the router wrote it.
+    let first = served.events[0]
+        .incident
+        .as_ref()
+        .expect("incident")
+        .incident_id
+        .clone();
+    let history = console
+        .get_incident_history(GetIncidentHistoryRequest {
+            incident_id: first.clone(),
+        })
+        .await
+        .expect("history")
+        .into_inner();
+    let wanted: Vec<&IncidentEvent> = served
+        .events
+        .iter()
+        .filter(|e| e.incident.as_ref().is_some_and(|i| i.incident_id == first))
+        .collect();
+    assert_eq!(history.events.iter().collect::<Vec<_>>(), wanted);
+    let archived = history.incident.expect("incident");
+    assert_eq!(
+        archived.incident.as_ref().map(|i| i.state),
+        Some(IncidentState::Closed as i32)
+    );
+    assert_eq!(
+        archived.settled_level,
+        EscalationLevel::GridSupervisor as i32
+    );
+    assert_eq!((archived.escalations, archived.repeat_presses), (1, 1));
+    let g3 = served
+        .events
+        .iter()
+        .filter_map(|e| e.incident.as_ref())
+        .find(|i| i.grid_id == "g-3")
+        .expect("an incident in g-3")
+        .incident_id
+        .clone();
+    let refused = console
+        .get_incident_history(GetIncidentHistoryRequest { incident_id: g3 })
+        .await
+        .expect_err("refused");
+    assert_eq!(refused.code(), Code::PermissionDenied);
+    let missing = console
+        .get_incident_history(GetIncidentHistoryRequest {
+            incident_id: "no-such".into(),
+        })
+        .await
+        .expect_err("missing");
+    assert_eq!(missing.code(), Code::NotFound);
+    served.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_counts_what_happened_by_the_published_definitions() {
+    let served = serve_archive().await;
+    let mut admin = served.reports(served.token(Role::Admin, &["*"])).await;
+    let report = admin
+        .get_report(ReportRequest {
+            from: Some(to_timestamp(served.start)),
+            to: Some(to_timestamp(served.start + 3 * DAY)),
+            area_id: String::new(),
+            bucket: ReportBucket::Day as i32,
+        })
+        .await
+        .expect("report")
+        .into_inner();
+    let total = report.total.expect("total");
+    let n = || 0..COUNT;
+    assert_eq!(total.requests, COUNT as u64);
+    assert_eq!(
+        total.camera_requests,
+        n().filter(|n| n.is_multiple_of(7)).count() as u64
+    );
+    assert_eq!(total.closed, COUNT as u64);
+    let resolved = n().filter(|n| !n.is_multiple_of(4)).count() as u64;
+    assert_eq!(total.resolved, resolved);
+    assert!((total.resolution_rate - resolved as f64 / COUNT as f64).abs() < 1e-9);
+    assert_eq!(
+        total.escalations,
+        n().filter(|n| n.is_multiple_of(3)).count() as u64
+    );
+    assert_eq!(
+        total.repeat_presses,
+        n().filter(|n| n.is_multiple_of(5)).count() as u64
+    );
+    // Acknowledged 2 minutes after opening, 3 when escalated first (16 of 48): p50 2 min,
+    // p90 3 min. Closed 10 minutes after that.
+    assert_eq!(
+        (total.ack_p50_ms, total.ack_p90_ms),
+        (2 * MINUTE as u64, 3 * MINUTE as u64)
+    );
+    assert_eq!(
+        (total.close_p50_ms, total.close_p90_ms),
+        (12 * MINUTE as u64, 13 * MINUTE as u64)
+    );
+    let supervisor = total
+        .settled_at
+        .iter()
+        .find(|l| l.level == EscalationLevel::GridSupervisor as i32)
+        .expect("supervisor share");
+    assert_eq!(supervisor.settled, 16);
+    assert!((supervisor.share - 16.0 / 48.0).abs() < 1e-9);
+    // One incident an hour from midnight: 24 on each of two days.
+    let per_day: Vec<u64> = report
+        .series
+        .iter()
+        .map(|p| p.figures.as_ref().map_or(0, |f| f.requests))
+        .collect();
+    assert_eq!(per_day, [24, 24]);
+    assert_eq!(
+        report.series[0].start.as_ref().map(|t| t.seconds * 1000),
+        Some(served.start)
+    );
+
+    // A console of two grids gets their figures only; a period too long is refused.
+    let mut console = served
+        .reports(served.token(Role::Console, &["g-0", "g-1"]))
+        .await;
+    let scoped = console
+        .get_report(ReportRequest {
+            from: Some(to_timestamp(served.start)),
+            to: Some(to_timestamp(served.start + 3 * DAY)),
+            ..ReportRequest::default()
+        })
+        .await
+        .expect("report")
+        .into_inner();
+    assert_eq!(scoped.total.map(|t| t.requests), Some(COUNT as u64 / 2));
+    let refused = console
+        .get_report(ReportRequest {
+            from: Some(to_timestamp(0)),
+            to: Some(to_timestamp(now_millis())),
+            ..ReportRequest::default()
+        })
+        .await
+        .expect_err("refused");
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    served.stop().await;
+}
