@@ -15,3 +15,17 @@ pub mod residents;
 pub mod responders;
 pub mod sim;
 pub mod tally;
+
+#[cfg(test)]
+mod cli_tests {
+    use clap::CommandFactory;
+    use helpgrid_common::cli::undocumented;
+
+    #[test]
+    fn every_load_test_binary_answers_version_and_every_flag_has_help() {
+        let mut problems = undocumented(&crate::sim::SimArgs::command());
+        problems.extend(undocumented(&crate::load::scenario::LoadArgs::command()));
+        problems.extend(undocumented(&crate::load::relay::RelayArgs::command()));
+        assert_eq!(problems, Vec::<String>::new());
+    }
+}

@@ -20,11 +20,13 @@ pub struct Behaviour {
     /// Shortest and longest time before a responder acknowledges, in seconds.
     #[arg(long, default_value_t = 1.0)]
     pub ack_after_min_s: f64,
+    /// Latest a responder acknowledges, in seconds after the assignment.
     #[arg(long, default_value_t = 6.0)]
     pub ack_after_max_s: f64,
     /// Shortest and longest time on site before closing, in seconds.
     #[arg(long, default_value_t = 3.0)]
     pub close_after_min_s: f64,
+    /// Latest a responder closes, in seconds after acknowledging.
     #[arg(long, default_value_t = 12.0)]
     pub close_after_max_s: f64,
     /// Share of assignments a responder misses (the deadline then reassigns them).

@@ -26,6 +26,7 @@ use tonic_health::pb::health_client::HealthClient;
 #[derive(Debug, Clone, clap::Parser)]
 #[command(
     name = "helpgrid-city",
+    version,
     about = "A simulated city driving HelpGrid end to end"
 )]
 pub struct SimArgs {

@@ -35,19 +35,25 @@ pub enum Guarantee {
 #[derive(Debug, Clone, clap::Parser)]
 #[command(
     name = "helpgrid-relay",
+    version,
     about = "A bare Kafka relay (consume -> produce, no logic): the ceiling HelpGrid's router is compared with"
 )]
 pub struct RelayArgs {
     #[command(flatten)]
     pub kafka: KafkaArgs,
+    /// Topic to consume.
     #[arg(long)]
     pub input: String,
+    /// Topic to produce to.
     #[arg(long)]
     pub output: String,
+    /// Delivery guarantee: transactional (as the router) or at-least-once.
     #[arg(long, value_enum, default_value_t = Guarantee::Transactional)]
     pub guarantee: Guarantee,
+    /// Consumer group id.
     #[arg(long, default_value = "helpgrid-relay")]
     pub group_id: String,
+    /// Transactional id (transactional guarantee only).
     #[arg(long, default_value = "helpgrid-relay-0")]
     pub transactional_id: String,
     /// Most records per batch (per transaction).

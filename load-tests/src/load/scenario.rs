@@ -60,11 +60,13 @@ pub enum Target {
 #[derive(Debug, Clone, clap::Parser)]
 #[command(
     name = "helpgrid-load",
+    version,
     about = "Load scenarios and benchmarks for HelpGrid against a real Kafka broker"
 )]
 pub struct LoadArgs {
     #[command(flatten)]
     pub kafka: KafkaArgs,
+    /// The scenario to run.
     #[arg(value_enum)]
     pub scenario: Scenario,
     /// What is under test.
@@ -80,6 +82,7 @@ pub struct LoadArgs {
     /// (no fresh topics, nothing started); needs `--status-addr`.
     #[arg(long)]
     pub no_spawn: bool,
+    /// The status service's gRPC address (with --no-spawn).
     #[arg(long)]
     pub status_addr: Option<String>,
     /// Consumer group of the router (for the lag); default `<prefix>router`.
@@ -92,19 +95,25 @@ pub struct LoadArgs {
     /// The broker's pid file, to report its CPU and memory too.
     #[arg(long, env = "HELPGRID_LOAD_KAFKA_PID_FILE")]
     pub kafka_pid_file: Option<PathBuf>,
+    /// Grids in the simulated city (default: per scenario).
     #[arg(long)]
     pub grids: Option<usize>,
+    /// Households per grid (default: per scenario).
     #[arg(long)]
     pub households_per_grid: Option<usize>,
+    /// Grid workers per grid (default: per scenario).
     #[arg(long)]
     pub workers_per_grid: Option<usize>,
+    /// Cameras per grid.
     #[arg(long, default_value_t = 2)]
     pub cameras_per_grid: usize,
+    /// Seed of every random choice: the same seed plans the same events.
     #[arg(long, default_value_t = 7)]
     pub seed: u64,
     /// Steady: the rates to try, events/s, in order; each step lasts `--step-s`.
     #[arg(long, value_delimiter = ',')]
     pub rates: Option<Vec<f64>>,
+    /// Steady: seconds each rate step lasts.
     #[arg(long)]
     pub step_s: Option<f64>,
     /// Steady stops at the first step whose p99 press → assigned reaches this.
@@ -119,32 +128,41 @@ pub struct LoadArgs {
     /// Flood: seconds over which they press.
     #[arg(long, default_value_t = 60.0)]
     pub flood_s: f64,
+    /// Share of presses that press again while help is on the way.
     #[arg(long)]
     pub repeat_ratio: Option<f64>,
+    /// Share of events that are camera detections.
     #[arg(long)]
     pub camera_ratio: Option<f64>,
+    /// Share of presses that are urgent.
     #[arg(long, default_value_t = 0.08)]
     pub urgent_ratio: f64,
+    /// Share of presses that are medical.
     #[arg(long, default_value_t = 0.05)]
     pub medical_ratio: f64,
+    /// Share of detections under the confidence threshold.
     #[arg(long, default_value_t = 0.1)]
     pub low_confidence_ratio: f64,
     /// Camera storm: cameras that fire, and detections each.
     #[arg(long, default_value_t = 1_000)]
     pub storm_cameras: usize,
+    /// Camera storm: detections per camera.
     #[arg(long, default_value_t = 10)]
     pub storm_repeats: usize,
+    /// Camera storm: detections per second.
     #[arg(long, default_value_t = 2_000.0)]
     pub storm_rate: f64,
     /// WatchIncidents streams (fan-out default 1000), and streams per HTTP/2 connection.
     #[arg(long)]
     pub watchers: Option<usize>,
+    /// WatchIncidents streams per HTTP/2 connection.
     #[arg(long, default_value_t = 50)]
     pub streams_per_connection: usize,
     /// Share of assignments the simulated responders acknowledge (over gRPC), and after
     /// how long.
     #[arg(long)]
     pub ack_ratio: Option<f64>,
+    /// Milliseconds after the assignment the simulated responders acknowledge.
     #[arg(long, default_value_t = 0.0)]
     pub ack_after_ms: f64,
     /// Acknowledgement deadline given to the router: long, so that reassignments of
@@ -157,6 +175,7 @@ pub struct LoadArgs {
     /// Longest wait for a phase's backlog to drain after its last event.
     #[arg(long, default_value_t = 120.0)]
     pub drain_timeout_s: f64,
+    /// Seconds between progress lines.
     #[arg(long, default_value_t = 2.0)]
     pub progress_every_s: f64,
     /// Print the encoded size of a planned button press (for the Kafka tools) and exit.

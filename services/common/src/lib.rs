@@ -7,7 +7,9 @@
 //! - [`time`]: conversions between wall-clock milliseconds and protobuf timestamps.
 //! - [`envelope`]: the envelope every Kafka record carries.
 //! - [`shutdown`]: SIGINT/SIGTERM as a future.
+//! - [`cli`]: the checks every binary's command line passes (`--version`, help on every flag).
 
+pub mod cli;
 pub mod envelope;
 pub mod kafka;
 pub mod reader;

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 #[derive(Debug, Clone, clap::Parser)]
 #[command(
     name = "helpgrid-router",
+    version,
     about = "Routes HelpGrid help events to on-duty responders"
 )]
 pub struct RouterArgs {
@@ -36,8 +37,12 @@ pub struct PolicyArgs {
     /// Seconds a responder has to acknowledge a normal-priority incident.
     #[arg(long, env = "HELPGRID_ACK_DEADLINE_NORMAL_S", default_value_t = 120.0)]
     pub ack_deadline_normal_s: f64,
+    /// Seconds a responder has to acknowledge a high-priority incident (urgent and medical
+    /// presses, intrusion detections, a repeated help press).
     #[arg(long, env = "HELPGRID_ACK_DEADLINE_HIGH_S", default_value_t = 60.0)]
     pub ack_deadline_high_s: f64,
+    /// Seconds a responder has to acknowledge a critical incident (fire, fall and fight
+    /// detections, a repeated urgent or medical press).
     #[arg(long, env = "HELPGRID_ACK_DEADLINE_CRITICAL_S", default_value_t = 30.0)]
     pub ack_deadline_critical_s: f64,
     /// Offers to different responders at one escalation level before escalating.
@@ -99,5 +104,19 @@ impl RouterArgs {
             batch_max: self.batch_max.max(1),
             policy: self.policy.to_policy(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_answers_version_and_every_flag_has_help() {
+        use clap::CommandFactory;
+        assert_eq!(
+            helpgrid_common::cli::undocumented(&RouterArgs::command()),
+            Vec::<String>::new()
+        );
     }
 }

@@ -43,6 +43,12 @@ pub const POLICY: &[(&str, Rule)] = &[
         "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
         Rule::Public,
     ),
+    // The older reflection version: grpcurl before 1.8, grpc_cli, Postman, Evans and Python's
+    // grpcio-reflection still ask for this one.
+    (
+        "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+        Rule::Public,
+    ),
     // Incidents: reads limited to the caller's grids (dispatch: police-bound incidents).
     (
         "/helpgrid.v1.IncidentService/GetIncident",
@@ -109,6 +115,10 @@ pub enum AccessError {
     BadToken(#[from] TokenError),
     #[error("{0}")]
     Denied(String),
+    /// A method the server does not offer. UNIMPLEMENTED, as gRPC says for an unknown
+    /// method: stock clients fall back on that code (e.g. from reflection v1 to v1alpha).
+    #[error("{0} is not a method of this server; `grpcurl list` shows the ones it offers")]
+    Unknown(String),
 }
 
 impl AccessError {
@@ -116,6 +126,7 @@ impl AccessError {
         match self {
             Self::NoToken | Self::BadToken(_) => tonic::Code::Unauthenticated,
             Self::Denied(_) => tonic::Code::PermissionDenied,
+            Self::Unknown(_) => tonic::Code::Unimplemented,
         }
     }
 }
@@ -162,7 +173,7 @@ impl Gate {
 
     /// The first step for one gRPC call: the token, then the policy table.
     pub fn admit(&self, path: &str, headers: &http::HeaderMap) -> Result<Caller, AccessError> {
-        let rule = rule_for(path).ok_or_else(|| denied(format!("{path} is not offered")))?;
+        let rule = rule_for(path).ok_or_else(|| AccessError::Unknown(path.to_owned()))?;
         if rule == Rule::Public {
             return Ok(Caller::unrestricted());
         }
@@ -232,15 +243,13 @@ impl Caller {
         let Some(identity) = &self.identity else {
             return Ok(());
         };
-        if !identity.scope.covers(&incident.grid_id) {
+        // One answer for both refusals, naming nothing the caller may not see (not even the
+        // incident's grid): only that this incident is not visible to this token.
+        if !identity.scope.covers(&incident.grid_id)
+            || (identity.role == Dispatch && !is_police_bound(incident))
+        {
             return Err(denied(format!(
-                "grid {} is not among the grids of your token",
-                incident.grid_id
-            )));
-        }
-        if identity.role == Dispatch && !is_police_bound(incident) {
-            return Err(denied(format!(
-                "incident {} is not meant for police",
+                "incident {} is not visible to your token",
                 incident.incident_id
             )));
         }
@@ -513,7 +522,14 @@ mod tests {
         );
         assert_eq!(
             unknown.err().map(|e| e.code()),
-            Some(tonic::Code::PermissionDenied)
+            Some(tonic::Code::Unimplemented)
+        );
+        // Unknown even without a token: the method's absence is no secret, and a stock
+        // client probing for reflection v1 must learn to fall back.
+        let probe = gate.admit("/helpgrid.v1.Secret/Everything", &http::HeaderMap::new());
+        assert_eq!(
+            probe.err().map(|e| e.code()),
+            Some(tonic::Code::Unimplemented)
         );
     }
 
@@ -538,7 +554,13 @@ mod tests {
             grid_id: "g3".into(),
             ..Default::default()
         };
-        assert!(console.may_read(&other).is_err());
+        let refusal = console
+            .may_read(&other)
+            .expect_err("outside the token's grids");
+        assert!(
+            !refusal.to_string().contains("g3"),
+            "a refusal must not name the incident's grid: {refusal}"
+        );
         let nothing = caller(&key, "c", Console, &[]);
         assert!(nothing.grid_filter(HashSet::new()).is_err());
     }

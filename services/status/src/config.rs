@@ -190,3 +190,17 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod cli_tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_answers_version_and_every_flag_has_help() {
+        use clap::CommandFactory;
+        assert_eq!(
+            helpgrid_common::cli::undocumented(&StatusArgs::command()),
+            Vec::<String>::new()
+        );
+    }
+}

@@ -171,11 +171,19 @@ pub async fn run_with_console(
         }
     });
 
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(helpgrid_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    // Both reflection versions: v1 for current tools, v1alpha for the many that still ask
+    // for it (older grpcurl, grpc_cli, Postman, Evans, Python's grpcio-reflection).
+    let reflection_builder = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(helpgrid_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection = reflection_builder()
         .build_v1()
-        .context("cannot build the gRPC reflection service")?;
+        .context("cannot build the gRPC reflection service (v1)")?;
+    let reflection_v1alpha = reflection_builder()
+        .build_v1alpha()
+        .context("cannot build the gRPC reflection service (v1alpha)")?;
     let incident_api = IncidentApi {
         read_model,
         live,
@@ -241,6 +249,7 @@ pub async fn run_with_console(
         .layer(AccessLayer::new(config.gate.clone()))
         .add_service(health_service)
         .add_service(reflection)
+        .add_service(reflection_v1alpha)
         .add_service(IncidentServiceServer::new(incident_api))
         .add_service(DispatchServiceServer::new(dispatch_api))
         .add_service(RosterServiceServer::new(roster_api))
@@ -290,6 +299,7 @@ async fn both_loaded(mut incidents: watch::Receiver<bool>, mut roster: watch::Re
 }
 
 async fn set_health(health: &HealthReporter, status: ServingStatus) {
+    telemetry::serving(status == ServingStatus::Serving);
     for name in HEALTH_NAMES {
         health.set_service_status(name, status).await;
     }

@@ -5,12 +5,14 @@
 //! - [`reconcile`]: what went in against what came out (the fault suite's check).
 //! - [`broker`]: a broker of a test's own, to stop and restart.
 //! - [`process`]: services as child processes, to kill and restart.
+//! - [`python`]: a Python environment with stock clients (grpcio, schema validators).
 //! - [`records`]: builders for help events and roster records as devices and offices send them.
 //! - [`Publisher`]: writes raw or protobuf records.
 //! - [`IncidentLog`]: follows the incident-events topic and waits for what a test expects.
 
 pub mod broker;
 pub mod process;
+pub mod python;
 pub mod reconcile;
 pub mod records;
 

@@ -21,16 +21,19 @@ use std::time::Duration;
 enum Command {
     /// Write a new random 32-byte key (hex) to a file only the owner can read.
     NewKey {
+        /// The key file to create (refused if it exists).
         #[arg(long)]
         out: PathBuf,
     },
     /// Mint a token and print it.
     Mint {
+        /// The key file that signs the token (`new-key` makes one).
         #[arg(long, env = "HELPGRID_AUTH_KEY_FILE")]
         key_file: PathBuf,
         /// The caller: a responder id, a console or dispatch system name.
         #[arg(long)]
         subject: String,
+        /// What the caller is: responder, supervisor, console, dispatch or admin.
         #[arg(long, value_enum)]
         role: Role,
         /// A grid the caller may see or act in (repeatable); `*` for every grid.
@@ -79,4 +82,18 @@ fn write_private(path: &std::path::Path, contents: &[u8]) -> std::io::Result<()>
         .mode(0o600)
         .open(path)?;
     file.write_all(contents)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_answers_version_and_every_flag_has_help() {
+        use clap::CommandFactory;
+        assert_eq!(
+            helpgrid_common::cli::undocumented(&Command::command()),
+            Vec::<String>::new()
+        );
+    }
 }

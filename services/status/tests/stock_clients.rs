@@ -1,0 +1,59 @@
+//! Clients we did not write, against the real server on a socket: Python's grpcio and
+//! grpcio-reflection (PyPI, in a virtual environment under `target/python/`) find the API
+//! through reflection v1alpha, call it with messages built from what reflection returned,
+//! get UNIMPLEMENTED for a method the server does not offer, and a refusal that does not
+//! name the hidden incident's grid.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use helpgrid_auth::Role;
+use helpgrid_testkit::python;
+use std::path::PathBuf;
+use std::time::Duration;
+use support::{TestKafka, assigned_incident, opened_event, token};
+
+/// The stock client, pinned.
+const GRPCIO: &[&str] = &["grpcio==1.85.1", "grpcio-reflection==1.85.1"];
+const T0: i64 = 1_764_000_000_000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_grpcio_finds_the_api_by_reflection_v1alpha_and_gets_unimplemented_for_an_unknown_method()
+ {
+    let python = tokio::task::spawn_blocking(|| python::venv("grpcio", GRPCIO));
+    let kafka = TestKafka::new().await;
+    kafka
+        .publish_event(0, &opened_event(&assigned_incident("in-1", "g7", "r1", T0)))
+        .await;
+    kafka
+        .publish_event(
+            1,
+            &opened_event(&assigned_incident("in-hidden", "g9-secret", "r9", T0)),
+        )
+        .await;
+    let service = kafka.start_service(Duration::from_millis(500)).await;
+    let python = python.await.unwrap();
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/clients/grpcio_client.py");
+    let address = service.addr.to_string();
+    let console = token("console-g7", Role::Console, &["g7"]);
+    let out = tokio::task::spawn_blocking(move || {
+        python::run_script(
+            &python,
+            &script,
+            &[&address, &console, "in-1", "in-hidden", "g9-secret"],
+        )
+    })
+    .await
+    .unwrap();
+    // The script exits non-zero on a failed check; these lines say each one ran.
+    for line in [
+        "ok: reflection v1alpha lists the services",
+        "ok: GetIncident returns in-1",
+        "ok: outside the token's grids: StatusCode.PERMISSION_DENIED",
+        "ok: unknown method (token: True): StatusCode.UNIMPLEMENTED",
+        "ok: unknown method (token: False): StatusCode.UNIMPLEMENTED",
+    ] {
+        assert!(out.contains(line), "missing {line:?} in:\n{out}");
+    }
+    service.stop().await.unwrap();
+}
