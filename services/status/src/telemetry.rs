@@ -16,6 +16,7 @@ const UNDECODABLE_RECORDS: &str = "helpgrid_status_undecodable_records_total";
 const ROSTER_WRITES: &str = "helpgrid_status_roster_writes_total";
 const ACCESS_REFUSED: &str = "helpgrid_status_access_refused_total";
 const CONSOLE_STREAMS: &str = "helpgrid_status_console_streams";
+const SERVING: &str = "helpgrid_status_serving";
 
 /// Registers descriptions, so `/metrics` explains each series.
 pub fn describe() {
@@ -53,6 +54,10 @@ pub fn describe() {
         "calls refused before reaching a handler (no or bad token, role not allowed), by code"
     );
     describe_gauge!(CONSOLE_STREAMS, "big-screen console event streams open now");
+    describe_gauge!(
+        SERVING,
+        "1 while gRPC health says SERVING (read model and roster caught up), else 0"
+    );
 }
 
 pub fn grpc_request(method: &'static str, code: tonic::Code) {
@@ -109,4 +114,9 @@ pub fn console_stream_opened() {
 
 pub fn console_stream_closed() {
     gauge!(CONSOLE_STREAMS).decrement(1.0);
+}
+
+/// What gRPC health now says, as a series Prometheus can alert on.
+pub fn serving(serving: bool) {
+    gauge!(SERVING).set(if serving { 1.0 } else { 0.0 });
 }

@@ -23,6 +23,16 @@ impl ServiceProcess {
     /// Starts `binary` with only `env` added to the environment; stdout and stderr go to
     /// `target/test-logs/<name>.log` (appended, so restarts of one instance share a file).
     pub fn spawn(binary: &Path, name: &str, env: &[(String, String)]) -> Self {
+        Self::spawn_with_args(binary, name, &[], env)
+    }
+
+    /// As [`Self::spawn`], with command-line `args` (for servers configured by flags).
+    pub fn spawn_with_args(
+        binary: &Path,
+        name: &str,
+        args: &[String],
+        env: &[(String, String)],
+    ) -> Self {
         let log = log_dir().join(format!("{name}.log"));
         let file = File::options()
             .create(true)
@@ -31,6 +41,7 @@ impl ServiceProcess {
             .expect("open log file");
         let err = file.try_clone().expect("clone log file");
         let child = Command::new(binary)
+            .args(args)
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(file)

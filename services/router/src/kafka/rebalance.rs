@@ -138,13 +138,23 @@ impl ClientContext for RouterContext {
     fn stats(&self, statistics: Statistics) {
         for (topic, t) in &statistics.topics {
             for (partition, p) in &t.partitions {
-                if *partition >= 0 && p.consumer_lag >= 0 {
+                if *partition >= 0
+                    && let Some(lag) = consumer_lag(p)
+                {
                     metrics::gauge!(telemetry::CONSUMER_LAG, "topic" => topic.clone(), "partition" => partition.to_string())
-                        .set(p.consumer_lag as f64);
+                        .set(lag as f64);
                 }
             }
         }
     }
+}
+
+/// Records behind the last stable offset (read_committed) of a partition this consumer
+/// fetches. librdkafka's own `consumer_lag` counts from the committed offset, which offsets
+/// committed through a transaction never update (it stays unknown, or frozen at the
+/// assignment's): count from the position handed to the application instead.
+fn consumer_lag(p: &rdkafka::statistics::Partition) -> Option<i64> {
+    (p.app_offset >= 0 && p.ls_offset >= p.app_offset).then(|| p.ls_offset - p.app_offset)
 }
 
 impl ConsumerContext for RouterContext {
