@@ -11,10 +11,12 @@
 HELPGRID_BUILD_PACKAGES=(libssl-dev zlib1g-dev pkg-config openssl python3)
 # Every server and tool the test suite starts or drives: Chromium through chromedriver (with
 # a CJK font so screenshots are legible), xmllint for CAP, Mosquitto (MQTT), PostgreSQL,
-# Prometheus and promtool; Python's grpcio and protobuf (a stock gRPC client for notify).
+# Prometheus and promtool; curl (queries Prometheus's API); Python's grpcio and protobuf (a
+# stock gRPC client for notify); python3-venv for the stock Python clients other tests install
+# from PyPI (grpcio-reflection, schema validators).
 HELPGRID_TEST_PACKAGES=("${HELPGRID_BUILD_PACKAGES[@]}" chromium chromium-driver libxml2-utils
   fonts-wqy-microhei mosquitto mosquitto-clients postgresql prometheus python3-grpcio
-  python3-protobuf)
+  python3-protobuf curl python3-venv)
 # What scripts/run-city starts.
 HELPGRID_RUN_PACKAGES=("${HELPGRID_BUILD_PACKAGES[@]}" mosquitto mosquitto-clients postgresql)
 
