@@ -14,6 +14,7 @@
 //! - [`schema`]: embedded migrations, applied and checked at start.
 //! - [`store`]: one batch, rows and offsets, in one transaction.
 //! - [`sink`]: Kafka → batches → store; seeks to the stored offsets; dead letters.
+//! - [`http`]: the report page (SVG charts drawn in the page), its JSON and the CSV export.
 //! - [`health`]: `/metrics`, `/livez`, `/readyz`.
 //! - [`telemetry`]: every metric name.
 
@@ -22,6 +23,7 @@ pub mod areas;
 pub mod config;
 pub mod grpc;
 pub mod health;
+pub mod http;
 pub mod queries;
 pub mod requests;
 pub mod rows;
@@ -85,6 +87,7 @@ pub async fn run(
         }
     };
     let grpc_listener = listeners.grpc;
+    let http_listener = listeners.http;
     let mut tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>> = Vec::new();
     let work = async {
         let topics = Topics::with_prefix(&config.kafka.topic_prefix);
@@ -116,6 +119,20 @@ pub async fn run(
                 archive.clone(),
                 stop.clone(),
             )));
+        }
+        if let Some(listener) = http_listener {
+            let addr = listener.local_addr()?;
+            tracing::info!(url = %format!("http://{addr}/reports"), "report page listening");
+            let site = http::Site {
+                db: Arc::clone(&archive.db),
+                gate: archive.gate.clone(),
+                areas: Arc::clone(&archive.areas),
+            };
+            let stop = stop.clone();
+            tasks.push(tokio::spawn(async move {
+                http::serve(listener, site, stop).await;
+                Ok(())
+            }));
         }
         sink::run_sink(config.clone(), client, ready_tx, stop.clone())
             .await

@@ -312,6 +312,8 @@ pub fn kind_of(incident: &Incident) -> String {
                 "CAMERA_LABEL_"
             )
         ),
+        // A device maintenance job (offline, silent, low battery) the router opened.
+        Ok(IncidentSource::DeviceHealth) => "device:maintenance".to_owned(),
         _ => "unspecified".to_owned(),
     }
 }

@@ -33,6 +33,7 @@ struct Served {
     stop: CancellationToken,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
     addr: String,
+    page: String,
     key: Arc<TokenKey>,
     start: i64,
     events: Vec<IncidentEvent>,
@@ -57,11 +58,16 @@ async fn serve_archive() -> Served {
         .await
         .expect("bind");
     let addr = format!("http://{}", listener.local_addr().expect("addr"));
+    let http = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let page = format!("http://{}", http.local_addr().expect("addr"));
     let stop = CancellationToken::new();
     let task = tokio::spawn(run(
         config,
         Listeners {
             grpc: Some(listener),
+            http: Some(http),
             ..Listeners::default()
         },
         None,
@@ -78,6 +84,7 @@ async fn serve_archive() -> Served {
         stop,
         task,
         addr,
+        page,
         key,
         start,
         events,
@@ -85,13 +92,15 @@ async fn serve_archive() -> Served {
 }
 
 impl Served {
-    fn token(&self, role: Role, grids: &[&str]) -> Bearer {
+    fn raw_token(&self, role: Role, grids: &[&str]) -> String {
         let grids: Vec<String> = grids.iter().map(|g| (*g).to_owned()).collect();
-        let token = self
-            .key
+        self.key
             .mint("tester", role, &grids, Duration::from_secs(300))
-            .expect("mint");
-        Bearer::new(&token).expect("bearer")
+            .expect("mint")
+    }
+
+    fn token(&self, role: Role, grids: &[&str]) -> Bearer {
+        Bearer::new(&self.raw_token(role, grids)).expect("bearer")
     }
 
     async fn history(
@@ -358,5 +367,111 @@ async fn a_report_counts_what_happened_by_the_published_definitions() {
         .await
         .expect_err("refused");
     assert_eq!(refused.code(), Code::InvalidArgument);
+    served.stop().await;
+}
+
+/// `curl` (a client we did not write): status code and body.
+fn curl(url: &str, token: Option<&str>) -> (u16, String) {
+    let mut command = std::process::Command::new("curl");
+    command.args(["-s", "-w", "\n%{http_code}"]);
+    if let Some(token) = token {
+        command.args(["-H", &format!("authorization: Bearer {token}")]);
+    }
+    let out = command.arg(url).output().expect("curl runs");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').expect("status line");
+    (code.trim().parse().expect("status code"), body.to_owned())
+}
+
+fn date(ms: i64) -> String {
+    let out = std::process::Command::new("date")
+        .args(["-u", "-d", &format!("@{}", ms / 1000), "+%F"])
+        .output()
+        .expect("date");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_report_page_draws_its_charts_in_chromium_and_the_csv_exports_with_curl() {
+    let served = serve_archive().await;
+    let (from, to) = (date(served.start), date(served.start + DAY));
+    let query = format!("from={from}&to={to}&bucket=day");
+    let console = served.raw_token(Role::Console, &["g-0", "g-1"]);
+
+    // CSV with curl: a row per day, then the total of the console's two grids.
+    let (code, csv) = curl(
+        &format!("{}/reports/export.csv?{query}", served.page),
+        Some(&console),
+    );
+    assert_eq!(code, 200, "{csv}");
+    let lines: Vec<&str> = csv.lines().collect();
+    assert!(lines[0].starts_with("bucket_start,requests,button,camera,closed,resolved,"));
+    assert_eq!(lines.len(), 4, "header, two days, total: {csv}");
+    assert!(lines[1].starts_with(&format!("{from},12,")), "{}", lines[1]);
+    assert!(lines[3].starts_with("total,24,"), "{}", lines[3]);
+    assert!(
+        !csv.contains("hh-") && !csv.contains("dev-"),
+        "no personal data in a report"
+    );
+    let (code, body) = curl(&format!("{}/reports/export.csv?{query}", served.page), None);
+    assert_eq!(code, 401, "{body}");
+    let (code, body) = curl(
+        &format!("{}/reports/export.csv?from=yesterday&to={to}", served.page),
+        Some(&console),
+    );
+    assert_eq!((code, body.contains("YYYY-MM-DD")), (400, true), "{body}");
+    let (code, body) = curl(
+        &format!("{}/reports/data.json?{query}&area=g-3", served.page),
+        Some(&console),
+    );
+    assert_eq!(
+        (code, body.contains("outside your grids")),
+        (403, true),
+        "{body}"
+    );
+
+    // The page in a real headless Chromium: the token goes to a cookie, the charts are SVG.
+    let browser = support::browser::Browser::start().await;
+    let admin = served.raw_token(Role::Admin, &["*"]);
+    browser
+        .open(&format!("{}/reports?token={admin}&{query}", served.page))
+        .await;
+    browser
+        .wait_for(
+            "the report to load",
+            "return document.body.dataset.loaded || null;",
+            |v| v.as_str() == Some("48"),
+        )
+        .await;
+    let url = browser.eval("return location.href;").await;
+    assert!(
+        !url.as_str().unwrap_or_default().contains("token="),
+        "the token left the address bar: {url}"
+    );
+    let bars = browser
+        .eval("return document.querySelectorAll('#c-requests rect').length;")
+        .await;
+    assert_eq!(bars.as_i64(), Some(6), "three bars for each of two days");
+    let lines = browser
+        .eval("return document.querySelectorAll('#c-times polyline').length;")
+        .await;
+    assert_eq!(lines.as_i64(), Some(4));
+    let rate = browser
+        .eval("return document.getElementById('t-rate').textContent;")
+        .await;
+    assert_eq!(rate.as_str(), Some("75.00 %"));
+    let text = browser.eval("return document.body.innerText;").await;
+    let text = text.as_str().unwrap_or_default();
+    assert!(
+        !text.contains("hh-") && !text.contains("吴某"),
+        "no personal data on the page"
+    );
+    let screenshot = browser.screenshot_png().await;
+    assert!(screenshot.starts_with(b"\x89PNG"), "a PNG screenshot");
+    let artifacts =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/artifacts");
+    std::fs::create_dir_all(&artifacts).expect("artifacts folder");
+    std::fs::write(artifacts.join("report-page.png"), &screenshot).expect("save screenshot");
+    browser.quit().await;
     served.stop().await;
 }
