@@ -1,5 +1,6 @@
 //! The gateway's settings: command-line flags, each with an environment variable.
 
+use crate::domain::feedback::FeedbackPayloads;
 use crate::domain::frigate::CameraRules;
 use crate::domain::health::HealthPolicy;
 use crate::domain::z2m::ActionMap;
@@ -125,6 +126,14 @@ pub struct GatewayArgs {
         default_value_t = 15
     )]
     pub low_battery_percent: u8,
+    /// Payload on a Zigbee2MQTT device's `set` topic, `MODEL:STAGE=PAYLOAD` (stage: assigned,
+    /// acknowledged, closed; model `*` for every model); repeat the flag or separate with `;`.
+    #[arg(
+        long = "feedback",
+        env = "HELPGRID_GATEWAY_FEEDBACK",
+        value_delimiter = ';'
+    )]
+    pub feedback: Vec<String>,
     /// How often silence is checked (milliseconds).
     #[arg(
         long,
@@ -163,6 +172,7 @@ pub struct GatewayConfig {
     pub metrics_listen: Option<SocketAddr>,
     pub health: HealthPolicy,
     pub health_check_ms: u64,
+    pub feedback: FeedbackPayloads,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -173,6 +183,8 @@ pub enum ConfigError {
     Action(String),
     #[error("--camera-rule: {0}")]
     CameraRule(String),
+    #[error("--feedback: {0}")]
+    Feedback(String),
     #[error("cannot read the credentials file {path}: {source}")]
     Credentials {
         path: PathBuf,
@@ -244,6 +256,10 @@ impl GatewayArgs {
         } else {
             CameraRules::parse(&self.camera_rules).map_err(ConfigError::CameraRule)?
         };
+        let mut feedback = FeedbackPayloads::default();
+        for rule in &self.feedback {
+            feedback.apply_rule(rule).map_err(ConfigError::Feedback)?;
+        }
         let credentials = match &self.credentials {
             None => HashMap::new(),
             Some(path) => parse_credentials(&std::fs::read_to_string(path).map_err(|source| {
@@ -274,6 +290,7 @@ impl GatewayArgs {
                 low_battery_percent: self.low_battery_percent,
             },
             health_check_ms: self.health_check_ms.max(10),
+            feedback,
         })
     }
 }
@@ -298,6 +315,7 @@ impl GatewayConfig {
             metrics_listen: None,
             health: HealthPolicy::default(),
             health_check_ms: 30_000,
+            feedback: FeedbackPayloads::default(),
         }
     }
 }

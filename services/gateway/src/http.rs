@@ -34,6 +34,8 @@ pub struct HttpIntake {
     pub outbox: Outbox,
     pub limiter: Mutex<RateLimiter>,
     pub health: Arc<crate::health_watch::HealthWatch>,
+    /// The latest stage of each device's incident (filled by [`crate::feedback`]).
+    pub statuses: Arc<RwLock<crate::domain::feedback::StatusBook>>,
 }
 
 pub fn router(intake: Arc<HttpIntake>) -> Router {
@@ -41,6 +43,7 @@ pub fn router(intake: Arc<HttpIntake>) -> Router {
     Router::new()
         .route("/v1/press", post(press))
         .route("/v1/alert", post(alert))
+        .route("/v1/status", axum::routing::get(status))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(intake)
 }
@@ -304,6 +307,40 @@ async fn press(State(s): State<Arc<HttpIntake>>, headers: HeaderMap, body: Bytes
         format!("http:{}", device.device_id),
     );
     s.store(&device, &event, "press", started).await
+}
+
+/// `GET /v1/status`, signed like a press over an empty body: what became of the device's
+/// latest incident. Only the device's own.
+async fn status(State(s): State<Arc<HttpIntake>>, headers: HeaderMap) -> Response {
+    let now = now_millis();
+    let (device, _) = match s
+        .authenticate("/v1/status", &headers, b"", DeviceKind::HttpButton, now)
+        .await
+    {
+        Ok(v) => v,
+        Err(a) => return a.into_response(),
+    };
+    let body = match s
+        .statuses
+        .read()
+        .ok()
+        .and_then(|b| b.get(&device.device_id).cloned())
+    {
+        Some(f) => serde_json::json!({
+            "device_id": device.device_id,
+            "incident_id": f.incident_id,
+            "status": f.stage.word(),
+            "revision": f.revision,
+        }),
+        None => serde_json::json!({ "device_id": device.device_id, "status": "none" }),
+    };
+    metrics::counter!(telemetry::HTTP_RESPONSES, "status" => "200").increment(1);
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
 }
 
 async fn alert(State(s): State<Arc<HttpIntake>>, headers: HeaderMap, body: Bytes) -> Response {

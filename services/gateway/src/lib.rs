@@ -5,6 +5,7 @@
 //! - [`mqtt`]: Zigbee2MQTT and Frigate over MQTT (persistent session, manual acks).
 //! - [`http`]: signed HTTP for cellular buttons and NVRs.
 //! - [`kafka`]: help events and dead letters out, the device registry in.
+//! - [`feedback`]: incident events → the resident's device (MQTT command, HTTP status).
 //! - [`health_watch`]: device health → one maintenance report per device and problem.
 //! - [`config`], [`telemetry`]: flags and metric names.
 //!
@@ -14,6 +15,7 @@
 
 pub mod config;
 pub mod domain;
+pub mod feedback;
 pub mod health_watch;
 pub mod http;
 pub mod kafka;
@@ -104,6 +106,21 @@ pub async fn run(
     tokio::spawn(
         Arc::clone(&health).run_checks(std::time::Duration::from_millis(config.health_check_ms)),
     );
+    let statuses = Arc::new(RwLock::new(domain::feedback::StatusBook::default()));
+    {
+        let config = Arc::clone(&config);
+        let table = Arc::clone(&table);
+        let statuses = Arc::clone(&statuses);
+        let stop = cancel.clone();
+        let topic = topics.incident_events.clone();
+        let payloads = config.feedback.clone();
+        tokio::spawn(async move {
+            if let Err(error) = feedback::run(config, topic, table, statuses, payloads, stop).await
+            {
+                tracing::error!(%error, "resident feedback stopped");
+            }
+        });
+    }
     let mut mqtt_task = None;
     let (mqtt_up_tx, mqtt_up) = watch::channel(config.mqtt.is_none());
     if let Some(mqtt) = config.mqtt.clone() {
@@ -132,6 +149,7 @@ pub async fn run(
             outbox: outbox.clone(),
             limiter: Mutex::new(RateLimiter::new(config.rate_burst, config.rate_per_minute)),
             health: Arc::clone(&health),
+            statuses: Arc::clone(&statuses),
         });
         let app = http::router(intake);
         let stop = cancel.clone();

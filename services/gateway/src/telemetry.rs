@@ -20,6 +20,9 @@ pub const DEVICES: &str = "helpgrid_gateway_devices";
 pub const MQTT_CONNECTED: &str = "helpgrid_gateway_mqtt_connected";
 /// Maintenance reports sent (one per device per problem episode), by `reason`.
 pub const MAINTENANCE_REPORTS: &str = "helpgrid_gateway_maintenance_reports_total";
+/// Feedback to residents' devices, by `outcome` (sent on MQTT, status kept for HTTP,
+/// withheld because the incident's device is not the household's).
+pub const FEEDBACK: &str = "helpgrid_gateway_feedback_total";
 /// Kafka sends retried after a failure.
 pub const KAFKA_RETRIES: &str = "helpgrid_gateway_kafka_retries_total";
 
@@ -43,5 +46,6 @@ pub fn describe() {
         MAINTENANCE_REPORTS,
         "Maintenance reports sent, one per device per problem episode"
     );
+    metrics::describe_counter!(FEEDBACK, "Feedback to residents' devices, by outcome");
     metrics::describe_counter!(KAFKA_RETRIES, "Kafka sends retried after a failure");
 }

@@ -10,11 +10,13 @@
 //! - [`csv`]: bulk registration files.
 //! - [`signature`]: HMAC-signed HTTP requests and the replay window.
 //! - [`rate`]: the per-device rate limit.
+//! - [`feedback`]: what to tell a resident's device when their incident moves.
 //! - [`health`]: device health and the one maintenance report per problem episode.
 
 pub mod clock;
 pub mod csv;
 pub mod event_id;
+pub mod feedback;
 pub mod frigate;
 pub mod health;
 pub mod intake;
