@@ -134,6 +134,12 @@ pub struct GatewayArgs {
         value_delimiter = ';'
     )]
     pub feedback: Vec<String>,
+    /// Serve the admin-only gRPC DeviceService on this address (needs --token-key).
+    #[arg(long, env = "HELPGRID_GATEWAY_GRPC_LISTEN")]
+    pub grpc_listen: Option<SocketAddr>,
+    /// File with the secret that signs bearer tokens (the status service's; helpgrid-token).
+    #[arg(long, env = "HELPGRID_GATEWAY_TOKEN_KEY")]
+    pub token_key: Option<PathBuf>,
     /// How often silence is checked (milliseconds).
     #[arg(
         long,
@@ -173,6 +179,8 @@ pub struct GatewayConfig {
     pub health: HealthPolicy,
     pub health_check_ms: u64,
     pub feedback: FeedbackPayloads,
+    /// The DeviceService address and the key its admin tokens are checked with.
+    pub grpc: Option<(SocketAddr, std::sync::Arc<helpgrid_auth::TokenKey>)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -183,6 +191,10 @@ pub enum ConfigError {
     Action(String),
     #[error("--camera-rule: {0}")]
     CameraRule(String),
+    #[error("--grpc-listen needs --token-key (the DeviceService is admin-only)")]
+    GrpcWithoutKey,
+    #[error("--token-key: {0}")]
+    TokenKey(String),
     #[error("--feedback: {0}")]
     Feedback(String),
     #[error("cannot read the credentials file {path}: {source}")]
@@ -260,6 +272,17 @@ impl GatewayArgs {
         for rule in &self.feedback {
             feedback.apply_rule(rule).map_err(ConfigError::Feedback)?;
         }
+        let grpc = match (self.grpc_listen, &self.token_key) {
+            (None, _) => None,
+            (Some(_), None) => return Err(ConfigError::GrpcWithoutKey),
+            (Some(addr), Some(path)) => Some((
+                addr,
+                std::sync::Arc::new(
+                    helpgrid_auth::TokenKey::from_file(path)
+                        .map_err(|e| ConfigError::TokenKey(e.to_string()))?,
+                ),
+            )),
+        };
         let credentials = match &self.credentials {
             None => HashMap::new(),
             Some(path) => parse_credentials(&std::fs::read_to_string(path).map_err(|source| {
@@ -291,6 +314,7 @@ impl GatewayArgs {
             },
             health_check_ms: self.health_check_ms.max(10),
             feedback,
+            grpc,
         })
     }
 }
@@ -316,6 +340,7 @@ impl GatewayConfig {
             health: HealthPolicy::default(),
             health_check_ms: 30_000,
             feedback: FeedbackPayloads::default(),
+            grpc: None,
         }
     }
 }

@@ -6,6 +6,7 @@
 //! - [`http`]: signed HTTP for cellular buttons and NVRs.
 //! - [`kafka`]: help events and dead letters out, the device registry in.
 //! - [`feedback`]: incident events → the resident's device (MQTT command, HTTP status).
+//! - [`grpc`]: the admin-only DeviceService.
 //! - [`health_watch`]: device health → one maintenance report per device and problem.
 //! - [`config`], [`telemetry`]: flags and metric names.
 //!
@@ -16,6 +17,7 @@
 pub mod config;
 pub mod domain;
 pub mod feedback;
+pub mod grpc;
 pub mod health_watch;
 pub mod http;
 pub mod kafka;
@@ -46,6 +48,7 @@ pub fn devices_topic(prefix: &str) -> String {
 #[derive(Debug, Clone, Default)]
 pub struct Bound {
     pub http: Option<SocketAddr>,
+    pub grpc: Option<SocketAddr>,
     pub metrics: Option<SocketAddr>,
 }
 
@@ -159,6 +162,33 @@ pub async fn run(
                 .await
             {
                 tracing::error!(%error, "HTTP server failed");
+            }
+        });
+    }
+    if let Some((addr, key)) = config.grpc.clone() {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        addresses.grpc = Some(listener.local_addr()?);
+        tracing::info!(addr = %listener.local_addr()?, "serving the admin DeviceService");
+        let service = grpc::Devices {
+            key,
+            kafka: config.kafka.clone(),
+            topic: devices.clone(),
+            table: Arc::clone(&table),
+            health: Arc::clone(&health),
+        };
+        let stop = cancel.clone();
+        tokio::spawn(async move {
+            if let Err(error) = tonic::transport::Server::builder()
+                .add_service(
+                    helpgrid_proto::pb::device_service_server::DeviceServiceServer::new(service),
+                )
+                .serve_with_incoming_shutdown(
+                    tonic::transport::server::TcpIncoming::from(listener),
+                    stop.cancelled_owned(),
+                )
+                .await
+            {
+                tracing::error!(%error, "DeviceService failed");
             }
         });
     }

@@ -120,6 +120,21 @@ impl HealthBook {
         out
     }
 
+    /// What is known of a device: (last heard, offline, battery, open problem).
+    pub fn view(
+        &self,
+        device_id: &str,
+    ) -> Option<(Millis, bool, Option<u8>, Option<MaintenanceReason>)> {
+        self.devices.get(device_id).map(|e| {
+            (
+                e.last_heard,
+                e.offline,
+                e.battery,
+                e.reported.map(|(r, _)| r),
+            )
+        })
+    }
+
     /// Forgets a device that left the registry.
     pub fn forget(&mut self, device_id: &str) {
         self.devices.remove(device_id);
