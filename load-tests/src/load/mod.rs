@@ -7,6 +7,7 @@
 //! - [`procstat`]: their CPU and memory from /proc, and the consumer lag.
 //! - [`watchers`]: many WatchIncidents streams at once.
 //! - [`relay`]: the bare consume → produce relay that HelpGrid is compared with.
+//! - [`webhooks`]: helpgrid-notify and a receiver: assignment → webhook received.
 //! - [`scenario`]: the scenarios, each one command; [`report`]: JSON, markdown, SVG.
 
 pub mod generator;
@@ -18,3 +19,4 @@ pub mod report;
 pub mod scenario;
 pub mod services;
 pub mod watchers;
+pub mod webhooks;

@@ -178,6 +178,10 @@ pub struct LoadArgs {
     /// Seconds between progress lines.
     #[arg(long, default_value_t = 2.0)]
     pub progress_every_s: f64,
+    /// Also run helpgrid-notify with one webhook subscribed to every assignment, and measure
+    /// assignment → webhook received (a receiver in this process).
+    #[arg(long)]
+    pub webhooks: bool,
     /// Print the encoded size of a planned button press (for the Kafka tools) and exit.
     #[arg(long)]
     pub print_record_size: bool,
@@ -453,6 +457,7 @@ pub async fn run(args: LoadArgs, progress: impl Fn(&str)) -> anyhow::Result<(Rep
     let relay_group = format!("{}relay", kafka.topic_prefix);
 
     let mut services = Vec::new();
+    let mut webhooks: Option<crate::load::webhooks::Webhooks> = None;
     let router_metrics = format!("127.0.0.1:{}", free_port()?);
     let mut status_addr = args.status_addr.clone();
     let output = if args.target == Target::Helpgrid {
@@ -517,6 +522,17 @@ pub async fn run(args: LoadArgs, progress: impl Fn(&str)) -> anyhow::Result<(Rep
                     &out_dir,
                 )?);
                 status_addr = Some(format!("http://127.0.0.1:{port}"));
+                if args.webhooks {
+                    let (hooks, service) = crate::load::webhooks::Webhooks::start(
+                        &args.bin_dir,
+                        &env,
+                        &out_dir,
+                        plan.phases.len(),
+                    )
+                    .await?;
+                    services.push(service);
+                    webhooks = Some(hooks);
+                }
             }
             Target::RelayAtLeastOnce | Target::RelayTransactional => {
                 let guarantee = if args.target == Target::RelayTransactional {
@@ -643,6 +659,9 @@ pub async fn run(args: LoadArgs, progress: impl Fn(&str)) -> anyhow::Result<(Rep
     let send_stop = Arc::new(AtomicBool::new(false));
 
     for (i, phase) in plan.phases.iter().enumerate() {
+        if let Some(hooks) = &webhooks {
+            hooks.set_phase(i);
+        }
         let g = Arc::clone(&generator);
         let (range, rate, flag) = (phase.range.clone(), phase.rate, Arc::clone(&send_stop));
         let mut sending = tokio::task::spawn_blocking(move || g.send(range, rate, &flag));
@@ -713,6 +732,15 @@ pub async fn run(args: LoadArgs, progress: impl Fn(&str)) -> anyhow::Result<(Rep
             ms(&report.stats.to_assigned, 0.99),
             ms(&report.stats.to_assigned, 1.0),
         ));
+        if let Some(hooks) = &webhooks {
+            // Webhooks trail the assignments; give the last ones a moment.
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let line = hooks.phase_line(i, &phase.name);
+            progress(&line);
+            if !phase.warm_up {
+                verdict.push(line);
+            }
+        }
         let p99_ms = (!report.stats.to_assigned.is_empty())
             .then(|| report.stats.to_assigned.value_at_quantile(0.99) as f64 / 1000.0);
         reports.push(report);
@@ -804,6 +832,15 @@ pub async fn run(args: LoadArgs, progress: impl Fn(&str)) -> anyhow::Result<(Rep
         None => None,
     };
     let elapsed_s = log.origin.elapsed().as_secs_f64();
+    let webhook_figures = match webhooks {
+        Some(hooks) => {
+            let text = scrape(hooks.metrics_addr()).unwrap_or_default();
+            let _ = std::fs::write(out_dir.join("notify-metrics.txt"), &text);
+            let names: Vec<String> = plan.phases.iter().map(|p| p.name.clone()).collect();
+            hooks.finish(&names)
+        }
+        None => serde_json::Value::Null,
+    };
     let router_figures = if args.target == Target::Helpgrid && !args.no_spawn {
         let text = scrape(&router_metrics).unwrap_or_default();
         let _ = std::fs::write(out_dir.join("router-metrics.txt"), &text);
@@ -898,6 +935,7 @@ pub async fn run(args: LoadArgs, progress: impl Fn(&str)) -> anyhow::Result<(Rep
         "output_records": observed.output_records,
         "kafka_delivery_failures": failed_deliveries,
         "router_metrics": router_figures,
+        "webhooks": webhook_figures,
         "acknowledgements_refused": tally.lock().map(|t| t.api_refusals).unwrap_or(0),
     });
     let report = Report {
