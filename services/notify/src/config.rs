@@ -52,6 +52,7 @@ pub struct NotifyArgs {
     /// First retry delay; it doubles per attempt up to --retry-max-ms (with jitter).
     #[arg(long, env = "HELPGRID_NOTIFY_RETRY_INITIAL_MS", default_value_t = 500)]
     pub retry_initial_ms: u64,
+    /// Longest retry delay.
     #[arg(long, env = "HELPGRID_NOTIFY_RETRY_MAX_MS", default_value_t = 60_000)]
     pub retry_max_ms: u64,
     /// Retry budget: attempts per notification, the first included, before it is
@@ -153,6 +154,15 @@ mod tests {
             .config()
             .expect("config");
         assert!(insecure.token_key.is_none());
+    }
+
+    #[test]
+    fn the_command_line_answers_version_and_every_flag_has_help() {
+        use clap::CommandFactory;
+        assert_eq!(
+            helpgrid_common::cli::undocumented(&NotifyArgs::command()),
+            Vec::<String>::new()
+        );
     }
 
     #[test]

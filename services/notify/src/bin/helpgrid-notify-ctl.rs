@@ -75,31 +75,42 @@ enum Agency {
 enum Command {
     /// Create or replace a subscription.
     Put {
+        /// Subscription id: letters, digits, '-', '_', '.'.
         #[arg(long)]
         id: String,
+        /// http:// or https:// URL the notifications are POSTed to.
         #[arg(long)]
         url: String,
         /// File with the HMAC secret (at least 16 bytes; surrounding whitespace ignored).
         #[arg(long)]
         secret_file: PathBuf,
+        /// A change to notify (repeat the flag for several).
         #[arg(long = "trigger", value_enum, required = true)]
         triggers: Vec<Trigger>,
+        /// Body shape: HelpGrid's generic JSON or an IM robot's text message.
         #[arg(long, value_enum, default_value_t = Template::Generic)]
         template: Template,
+        /// Only notices about this responder (repeatable).
         #[arg(long = "responder")]
         responders: Vec<String>,
+        /// Only incidents in this grid (repeatable).
         #[arg(long = "grid")]
         grids: Vec<String>,
+        /// Only notices about a responder in this role (repeatable).
         #[arg(long = "role", value_enum)]
         roles: Vec<Role>,
+        /// Only this agency's track (repeatable).
         #[arg(long = "track", value_enum)]
         tracks: Vec<Agency>,
+        /// Free text for the admins.
         #[arg(long, default_value = "")]
         description: String,
     },
     /// Print every subscription (secrets are never shown).
     List,
+    /// Delete a subscription.
     Delete {
+        /// Subscription id.
         #[arg(long)]
         id: String,
     },
@@ -215,4 +226,16 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_command_line_answers_version_and_every_flag_has_help() {
+        use clap::CommandFactory;
+        assert_eq!(
+            helpgrid_common::cli::undocumented(&super::Args::command()),
+            Vec::<String>::new()
+        );
+    }
 }

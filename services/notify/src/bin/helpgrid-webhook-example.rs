@@ -150,3 +150,15 @@ async fn main() -> anyhow::Result<()> {
         .await?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_command_line_answers_version_and_every_flag_has_help() {
+        use clap::CommandFactory;
+        assert_eq!(
+            helpgrid_common::cli::undocumented(&super::Args::command()),
+            Vec::<String>::new()
+        );
+    }
+}
