@@ -56,6 +56,9 @@ port_free() {
   python3 - "$HOST" "$1" <<'PY'
 import socket, sys
 s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+# Ignore TIME_WAIT leftovers of the previous run's connections, as postgres itself does:
+# otherwise a restart would move to another port and break every client's URL.
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 try:
     s.bind((sys.argv[1], int(sys.argv[2])))
 except OSError:

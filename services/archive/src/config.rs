@@ -50,6 +50,10 @@ pub struct ArchiveArgs {
     /// token key is used.
     #[arg(long, env = "HELPGRID_ARCHIVE_PSEUDONYM_KEY_FILE")]
     pub pseudonym_key_file: Option<PathBuf>,
+    /// CSV of the administrative levels (`area_id,parent_id,level,name`; levels city,
+    /// county, town, community, grid) imported into the registry at start.
+    #[arg(long, env = "HELPGRID_ARCHIVE_AREAS_FILE")]
+    pub areas_file: Option<PathBuf>,
     /// File holding the secret that signs bearer tokens (the status service's). Required
     /// unless --insecure-no-auth.
     #[arg(long, env = "HELPGRID_AUTH_KEY_FILE")]
@@ -81,7 +85,22 @@ impl ArchiveArgs {
                 .to_vec(),
             (None, None) => Vec::new(),
         };
+        let areas = match &self.areas_file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read the areas file {}", path.display()))?;
+                crate::areas::parse_csv(&text).map_err(|errors| {
+                    anyhow::anyhow!(
+                        "the areas file {} has bad lines; nothing imported:\n  {}",
+                        path.display(),
+                        errors.join("\n  ")
+                    )
+                })?
+            }
+            None => Vec::new(),
+        };
         Ok(ArchiveConfig {
+            areas,
             kafka: self.kafka.clone(),
             postgres_url: self.postgres_url.clone(),
             batch_max: self.batch_max as usize,
@@ -98,6 +117,8 @@ impl ArchiveArgs {
 #[derive(Debug, Clone)]
 pub struct ArchiveConfig {
     pub kafka: KafkaArgs,
+    /// Areas to import into the registry at start.
+    pub areas: Vec<crate::areas::Area>,
     pub postgres_url: String,
     pub batch_max: usize,
     pub batch_linger: Duration,
@@ -115,6 +136,7 @@ impl ArchiveConfig {
     pub fn new(kafka: KafkaArgs, postgres_url: impl Into<String>) -> Self {
         Self {
             kafka,
+            areas: Vec::new(),
             postgres_url: postgres_url.into(),
             batch_max: 5000,
             batch_linger: Duration::from_millis(20),

@@ -106,11 +106,25 @@ pub async fn run(
             group_id = %config.group_id(),
             "archive started"
         );
+        if !config.areas.is_empty() {
+            let written = queries::import_areas(&mut client, &config.areas)
+                .await
+                .context("cannot import the areas")?;
+            tracing::info!(areas = written, "area registry imported");
+        }
+        let registry = queries::load_areas(&client)
+            .await
+            .context("cannot read the area registry")?;
         let archive = grpc::Archive {
             db: Arc::new(queries::Db::new(config.postgres_url.clone())),
             gate: access::Gate::new(config.token_key.clone()),
-            areas: Arc::new(RwLock::new(areas::AreaGrids::default())),
+            areas: Arc::new(RwLock::new(registry)),
         };
+        tasks.push(tokio::spawn(refresh_areas(
+            Arc::clone(&archive.db),
+            Arc::clone(&archive.areas),
+            stop.clone(),
+        )));
         if let Some(listener) = grpc_listener {
             let addr = listener.local_addr()?;
             tracing::info!(%addr, auth = config.token_key.is_some(), "history and report API listening");
@@ -204,4 +218,32 @@ async fn serve_grpc(
         )
         .await
         .context("the gRPC server failed")
+}
+
+/// How often the area registry is re-read (another archive may have imported changes).
+const AREAS_REFRESH: Duration = Duration::from_secs(30);
+
+async fn refresh_areas(
+    db: Arc<queries::Db>,
+    areas: Arc<RwLock<areas::AreaGrids>>,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return Ok(()),
+            () = tokio::time::sleep(AREAS_REFRESH) => {}
+        }
+        let loaded = match db.client().await {
+            Ok(client) => queries::load_areas(&client)
+                .await
+                .map_err(anyhow::Error::from),
+            Err(error) => Err(error.into()),
+        };
+        match loaded {
+            Ok(registry) => *areas.write().await = registry,
+            Err(error) => {
+                tracing::warn!(%error, "cannot re-read the area registry; keeping the last")
+            }
+        }
+    }
 }

@@ -366,3 +366,38 @@ pub async fn report(
             .collect(),
     })
 }
+
+/// Writes `areas` into the registry (new ones added, existing ones replaced), in one
+/// transaction.
+pub async fn import_areas(
+    client: &mut Client,
+    areas: &[crate::areas::Area],
+) -> Result<u64, tokio_postgres::Error> {
+    let ids: Vec<&str> = areas.iter().map(|a| a.area_id.as_str()).collect();
+    let parents: Vec<&str> = areas.iter().map(|a| a.parent_id.as_str()).collect();
+    let levels: Vec<&str> = areas.iter().map(|a| a.level.as_str()).collect();
+    let names: Vec<&str> = areas.iter().map(|a| a.name.as_str()).collect();
+    let tx = client.transaction().await?;
+    let written = tx
+        .execute(
+            "INSERT INTO areas (area_id, parent_id, level, name) \
+             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) \
+             ON CONFLICT (area_id) DO UPDATE SET parent_id = EXCLUDED.parent_id, \
+               level = EXCLUDED.level, name = EXCLUDED.name",
+            &[&ids, &parents, &levels, &names],
+        )
+        .await?;
+    tx.commit().await?;
+    Ok(written)
+}
+
+/// The registry as it is in the database.
+pub async fn load_areas(client: &Client) -> Result<crate::areas::AreaGrids, tokio_postgres::Error> {
+    let rows = client
+        .query("SELECT area_id, parent_id FROM areas", &[])
+        .await?;
+    let pairs: Vec<(String, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    Ok(crate::areas::AreaGrids::from_parents(
+        pairs.iter().map(|(a, p)| (a.as_str(), p.as_str())),
+    ))
+}

@@ -13,8 +13,10 @@
 use tokio_postgres::Client;
 
 /// (version, name, SQL), in order. Never edit a shipped one: add the next.
-pub const MIGRATIONS: &[(i32, &str, &str)] =
-    &[(1, "archive", include_str!("../migrations/0001_archive.sql"))];
+pub const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (1, "archive", include_str!("../migrations/0001_archive.sql")),
+    (2, "areas", include_str!("../migrations/0002_areas.sql")),
+];
 
 /// Arbitrary but fixed: the advisory lock that serialises migrations.
 const MIGRATION_LOCK: i64 = 0x6865_6c70_6772_6964;

@@ -29,6 +29,20 @@ const MINUTE: i64 = 60_000;
 /// Incidents in the test: n = 0..COUNT, grid g-(n % 4), opened START + n hours.
 const COUNT: usize = 48;
 
+/// The test city: two towns of one county, a community of two grids in each.
+const AREAS: &str = "area_id,parent_id,level,name
+ankang,,city,安康市
+hanbin,ankang,county,汉滨区
+town-1,hanbin,town,老城街道
+town-2,hanbin,town,新城街道
+comm-1,town-1,community,西城社区
+comm-2,town-2,community,东坝社区
+g-0,comm-1,grid,网格0
+g-1,comm-1,grid,网格1
+g-2,comm-2,grid,网格2
+g-3,comm-2,grid,网格3
+";
+
 struct Served {
     stop: CancellationToken,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
@@ -54,6 +68,7 @@ async fn serve_archive() -> Served {
     let key = Arc::new(TokenKey::from_secret(b"archive-test-key-archive-test-key").expect("key"));
     let mut config = ArchiveConfig::new(kafka, url.clone());
     config.token_key = Some(Arc::clone(&key));
+    config.areas = helpgrid_archive::areas::parse_csv(AREAS).expect("areas");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -358,6 +373,37 @@ async fn a_report_counts_what_happened_by_the_published_definitions() {
         .expect("report")
         .into_inner();
     assert_eq!(scoped.total.map(|t| t.requests), Some(COUNT as u64 / 2));
+
+    // Any administrative level: a town covers its communities' grids; a county reaching
+    // outside the console's grids is refused.
+    let town = |area: &str| ReportRequest {
+        from: Some(to_timestamp(served.start)),
+        to: Some(to_timestamp(served.start + 3 * DAY)),
+        area_id: area.into(),
+        bucket: ReportBucket::Month as i32,
+    };
+    let by_town = console
+        .get_report(town("town-1"))
+        .await
+        .expect("report")
+        .into_inner();
+    assert_eq!(by_town.total.map(|t| t.requests), Some(COUNT as u64 / 2));
+    let county = admin
+        .get_report(town("hanbin"))
+        .await
+        .expect("report")
+        .into_inner();
+    assert_eq!(county.total.map(|t| t.requests), Some(COUNT as u64));
+    let refused = console
+        .get_report(town("hanbin"))
+        .await
+        .expect_err("refused");
+    assert_eq!(refused.code(), Code::PermissionDenied);
+    assert!(
+        refused
+            .message()
+            .contains("area hanbin is outside your grids")
+    );
     let refused = console
         .get_report(ReportRequest {
             from: Some(to_timestamp(0)),

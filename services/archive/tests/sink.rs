@@ -359,7 +359,11 @@ async fn postgres_down_makes_the_archive_lag_then_it_catches_up() {
         !task.is_finished(),
         "the archive keeps running while PostgreSQL is down"
     );
-    postgres.run("start");
+    assert_eq!(
+        postgres.run("start").trim(),
+        url,
+        "a restarted PostgreSQL keeps its address"
+    );
     let total = (first.len() + second.len()) as i64;
     wait_for_count(&url, "SELECT count(*) FROM incident_events", total, WAIT).await;
     let db = helpgrid_archive::store::connect(&url).await.expect("db");
