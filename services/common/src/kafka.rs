@@ -41,6 +41,29 @@ pub struct KafkaArgs {
         default_value_t = 1
     )]
     pub topic_replication: i32,
+    /// Hours incident-events (the audit log and Watch feed) keep records, set when the topic is
+    /// created. Open incidents do not depend on it: they are restored from incident-state.
+    #[arg(
+        long = "incident-events-retention-hours",
+        env = "HELPGRID_INCIDENT_EVENTS_RETENTION_HOURS",
+        default_value_t = 168
+    )]
+    pub incident_events_retention_hours: u64,
+    /// Hours help-events and incident-commands keep records, set when the topics are created:
+    /// the longest a router may be down before unread presses are lost.
+    #[arg(
+        long = "input-retention-hours",
+        env = "HELPGRID_INPUT_RETENTION_HOURS",
+        default_value_t = 168
+    )]
+    pub input_retention_hours: u64,
+    /// Hours dead-letters keep records, set when the topic is created.
+    #[arg(
+        long = "dead-letter-retention-hours",
+        env = "HELPGRID_DEAD_LETTER_RETENTION_HOURS",
+        default_value_t = 720
+    )]
+    pub dead_letter_retention_hours: u64,
 }
 
 fn parse_option(raw: &str) -> Result<(String, String), String> {
@@ -59,6 +82,9 @@ impl KafkaArgs {
             topic_prefix: topic_prefix.into(),
             topic_partitions: 6,
             topic_replication: 1,
+            incident_events_retention_hours: 168,
+            input_retention_hours: 168,
+            dead_letter_retention_hours: 720,
         }
     }
 

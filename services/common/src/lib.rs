@@ -2,8 +2,10 @@
 //!
 //! - [`kafka`]: one builder for every Kafka client (typed settings, then librdkafka pass-through).
 //! - [`reader`]: follow a whole topic from the start (tables and logs).
+//! - [`partition`]: which partition a grid's records belong to (Kafka's murmur2).
 //! - [`topics`]: the topic names and their idempotent creation at start-up.
 //! - [`telemetry`]: tracing and the Prometheus exporter.
+//! - [`health`]: `/metrics`, `/livez` and `/readyz` on one port, and the readiness behind them.
 //! - [`time`]: conversions between wall-clock milliseconds and protobuf timestamps.
 //! - [`envelope`]: the envelope every Kafka record carries.
 //! - [`shutdown`]: SIGINT/SIGTERM as a future.
@@ -11,7 +13,9 @@
 
 pub mod cli;
 pub mod envelope;
+pub mod health;
 pub mod kafka;
+pub mod partition;
 pub mod reader;
 pub mod shutdown;
 pub mod telemetry;

@@ -31,39 +31,102 @@ pub enum Feed {
     CaughtUp,
 }
 
-/// Starts following `topic`; the feed ends when `shutdown` is cancelled or the receiver
-/// is dropped. Transient Kafka errors are logged and retried by librdkafka.
+/// Where a follower starts in each partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Start {
+    /// The first record still in the log.
+    Beginning,
+    /// The given offset per partition (index = partition); partitions not named start at the
+    /// beginning.
+    Offsets(Vec<i64>),
+}
+
+/// Starts following `topic` from its beginning; the feed ends when `shutdown` is cancelled or
+/// the receiver is dropped. Transient Kafka errors are logged and retried by librdkafka.
 pub async fn follow(
     args: &KafkaArgs,
     client_id: &str,
     topic: &str,
     shutdown: CancellationToken,
 ) -> Result<mpsc::Receiver<Feed>, KafkaError> {
+    follow_from(args, client_id, topic, Start::Beginning, shutdown).await
+}
+
+/// The committed range of every partition of `topic` (index = partition), as a
+/// read_committed reader sees it: (first offset still in the log, end). The end is the last
+/// stable offset: records of transactions still open are at or after it, so a reader that
+/// starts at the end misses nothing that commits later.
+pub async fn committed_range(
+    args: &KafkaArgs,
+    client_id: &str,
+    topic: &str,
+) -> Result<Vec<(i64, i64)>, KafkaError> {
     let consumer: StreamConsumer = args.reader_config(client_id).create()?;
+    let partitions = wait_for_partitions(&consumer, topic).await?;
+    let mut latest = TopicPartitionList::new();
+    for p in &partitions {
+        // Timestamp -1 asks for the latest offset; the consumer's read_committed isolation
+        // makes the broker answer with the last stable offset.
+        latest.add_partition_offset(topic, *p, Offset::End)?;
+    }
+    let ends = consumer.offsets_for_times(latest, Duration::from_secs(30))?;
+    let mut range = Vec::with_capacity(partitions.len());
+    for p in &partitions {
+        let (low, high) = consumer.fetch_watermarks(topic, *p, Duration::from_secs(30))?;
+        let end = match ends.find_partition(topic, *p).map(|e| e.offset()) {
+            Some(Offset::Offset(end)) => end,
+            _ => high,
+        };
+        range.push((low, end.max(low)));
+    }
+    Ok(range)
+}
+
+async fn wait_for_partitions(
+    consumer: &StreamConsumer,
+    topic: &str,
+) -> Result<Vec<i32>, KafkaError> {
     // A topic created a moment ago may show no partitions yet: wait for them (up to 10 s)
     // rather than report "caught up" on nothing.
-    let mut partitions: Vec<i32> = Vec::new();
     for _ in 0..100 {
         let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(30))?;
-        partitions = metadata
+        let mut partitions: Vec<i32> = metadata
             .topics()
             .first()
             .filter(|t| t.error().is_none())
             .map(|t| t.partitions().iter().map(|p| p.id()).collect())
             .unwrap_or_default();
         if !partitions.is_empty() {
-            break;
+            partitions.sort_unstable();
+            return Ok(partitions);
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    if partitions.is_empty() {
-        return Err(KafkaError::MetadataFetch(
-            rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition,
-        ));
-    }
+    Err(KafkaError::MetadataFetch(
+        rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition,
+    ))
+}
+
+/// [`follow`], starting where `start` says.
+pub async fn follow_from(
+    args: &KafkaArgs,
+    client_id: &str,
+    topic: &str,
+    start: Start,
+    shutdown: CancellationToken,
+) -> Result<mpsc::Receiver<Feed>, KafkaError> {
+    let consumer: StreamConsumer = args.reader_config(client_id).create()?;
+    let partitions = wait_for_partitions(&consumer, topic).await?;
     let mut assignment = TopicPartitionList::new();
     for p in &partitions {
-        assignment.add_partition_offset(topic, *p, Offset::Beginning)?;
+        let offset = match &start {
+            Start::Offsets(offsets) => usize::try_from(*p)
+                .ok()
+                .and_then(|i| offsets.get(i))
+                .map_or(Offset::Beginning, |o| Offset::Offset(*o)),
+            Start::Beginning => Offset::Beginning,
+        };
+        assignment.add_partition_offset(topic, *p, offset)?;
     }
     consumer.assign(&assignment)?;
     let (tx, rx) = mpsc::channel(4096);

@@ -23,15 +23,28 @@ pub struct MetricsError {
     message: String,
 }
 
+/// Histogram buckets of every HelpGrid service, in seconds.
+const BUCKETS: [f64; 20] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    120.0, 300.0, 600.0, 1800.0, 3600.0,
+];
+
+/// The exporter as every service configures it.
+pub fn prometheus_builder() -> metrics_exporter_prometheus::PrometheusBuilder {
+    let builder = metrics_exporter_prometheus::PrometheusBuilder::new();
+    // Only an empty bucket list is refused; ours is not.
+    match builder.set_buckets(&BUCKETS) {
+        Ok(with_buckets) => with_buckets,
+        Err(_) => metrics_exporter_prometheus::PrometheusBuilder::new(),
+    }
+}
+
 /// Serves Prometheus text metrics on `http://addr/metrics`. Must run inside a tokio runtime.
+/// (Services that also answer `/livez` and `/readyz` use [`crate::health`] instead.)
 pub fn install_prometheus(addr: SocketAddr) -> Result<(), MetricsError> {
-    metrics_exporter_prometheus::PrometheusBuilder::new()
+    prometheus_builder()
         .with_http_listener(addr)
-        .set_buckets(&[
-            0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-            60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
-        ])
-        .and_then(|b| b.install())
+        .install()
         .map_err(|e| MetricsError {
             addr,
             message: e.to_string(),

@@ -1,21 +1,42 @@
-//! HelpGrid's topics, and creating them at start-up.
+//! HelpGrid's topics: their names, the settings they are created with, and the start-up check
+//! that refuses settings which would lose state.
 //!
-//! help events, incident commands and incident events are keyed by grid id and must have the
-//! same partition count, so partition N of each belongs to the same router instance. The
-//! roster is compacted and keyed by responder id; every router reads all of it.
+//! help events, incident commands, incident events and incident state are partitioned by grid
+//! and must have the same partition count, so partition N of each belongs to the same router
+//! instance. incident-state is keyed by incident id (compacted: the latest snapshot of every
+//! open or recently closed incident), written to its grid's partition explicitly. The roster
+//! is compacted and keyed by responder id; every router reads all of it.
+//!
+//! Nothing open may depend on a retention window: the compacted topics keep their records
+//! until a tombstone, the logs (`*-events`, commands, dead letters) are deleted after an
+//! explicit retention that the operator chooses.
 
 use crate::kafka::KafkaArgs;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{
+    AdminClient, AdminOptions, ConfigResourceResult, NewTopic, ResourceSpecifier, TopicReplication,
+};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
 use std::time::Duration;
+
+/// Segments of the compacted topics roll at least this often, so the log cleaner can compact
+/// them and a restore reads little more than the live keys.
+const COMPACTED_SEGMENT_MS: &str = "3600000";
+/// The cleaner compacts a compacted topic once a tenth of it is superseded records.
+const COMPACTED_DIRTY_RATIO: &str = "0.1";
+/// Largest record of the incident topics: an incident snapshot is a few hundred bytes, a
+/// generous bound keeps a runaway record from being accepted silently.
+const INCIDENT_MAX_MESSAGE_BYTES: &str = "1048576";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Topics {
     pub help_events: String,
     pub incident_commands: String,
     pub incident_events: String,
+    /// Compacted: incident id → the incident's latest snapshot; a tombstone once closed and
+    /// past the closed-retention window. What the router and the status service restore from.
+    pub incident_state: String,
     pub roster: String,
     pub dead_letters: String,
     /// Webhook subscriptions (compacted), written and read by helpgrid-notify.
@@ -28,20 +49,100 @@ impl Topics {
             help_events: format!("{prefix}help-events"),
             incident_commands: format!("{prefix}incident-commands"),
             incident_events: format!("{prefix}incident-events"),
+            incident_state: format!("{prefix}incident-state"),
             roster: format!("{prefix}roster"),
             dead_letters: format!("{prefix}dead-letters"),
             notify_subscriptions: format!("{prefix}notify-subscriptions"),
         }
     }
 
-    /// The three topics that must be co-partitioned by grid.
-    pub fn grid_keyed(&self) -> [&str; 3] {
+    /// The topics that must be co-partitioned by grid.
+    pub fn grid_keyed(&self) -> [&str; 4] {
         [
             &self.help_events,
             &self.incident_commands,
             &self.incident_events,
+            &self.incident_state,
         ]
     }
+
+    /// Every topic with the settings it must have.
+    fn plans(&self, args: &KafkaArgs) -> Vec<TopicPlan<'_>> {
+        let hours = |h: u64| Keep::Delete {
+            retention_ms: h.saturating_mul(3_600_000),
+        };
+        vec![
+            TopicPlan::new(&self.help_events, hours(args.input_retention_hours)),
+            TopicPlan::new(&self.incident_commands, hours(args.input_retention_hours)),
+            TopicPlan::new(
+                &self.incident_events,
+                hours(args.incident_events_retention_hours),
+            )
+            .max_message_bytes(),
+            TopicPlan::new(&self.incident_state, Keep::Compact).max_message_bytes(),
+            TopicPlan::new(&self.roster, Keep::Compact),
+            TopicPlan::new(&self.dead_letters, hours(args.dead_letter_retention_hours)),
+        ]
+    }
+}
+
+/// How a topic keeps its records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Keep {
+    /// A table: the latest record per key, kept until a tombstone. Never deleted by age.
+    Compact,
+    /// A log: records deleted after `retention_ms`.
+    Delete { retention_ms: u64 },
+}
+
+struct TopicPlan<'a> {
+    name: &'a str,
+    keep: Keep,
+    limit_message_bytes: bool,
+}
+
+impl<'a> TopicPlan<'a> {
+    fn new(name: &'a str, keep: Keep) -> Self {
+        Self {
+            name,
+            keep,
+            limit_message_bytes: false,
+        }
+    }
+
+    fn max_message_bytes(mut self) -> Self {
+        self.limit_message_bytes = true;
+        self
+    }
+
+    /// (key, value) pairs the topic is created with.
+    fn settings(&self, min_insync: i32) -> Vec<(&'static str, String)> {
+        let mut settings = vec![("min.insync.replicas", min_insync.to_string())];
+        match self.keep {
+            Keep::Compact => settings.extend([
+                ("cleanup.policy", "compact".to_owned()),
+                ("segment.ms", COMPACTED_SEGMENT_MS.to_owned()),
+                (
+                    "min.cleanable.dirty.ratio",
+                    COMPACTED_DIRTY_RATIO.to_owned(),
+                ),
+            ]),
+            Keep::Delete { retention_ms } => settings.extend([
+                ("cleanup.policy", "delete".to_owned()),
+                ("retention.ms", retention_ms.to_string()),
+            ]),
+        }
+        if self.limit_message_bytes {
+            settings.push(("max.message.bytes", INCIDENT_MAX_MESSAGE_BYTES.to_owned()));
+        }
+        settings
+    }
+}
+
+/// min.insync.replicas for topics we create: 2 once there are 3 replicas (one broker may be
+/// down and writes go on), else 1 (a single-broker or two-broker cluster stays writable).
+pub fn min_insync_replicas(replication: i32) -> i32 {
+    if replication >= 3 { 2 } else { 1 }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +151,8 @@ pub enum TopicError {
     Create { topic: String, source: KafkaError },
     #[error("cannot read metadata of topic {topic}: {source}")]
     Metadata { topic: String, source: KafkaError },
+    #[error("cannot read the settings of topic {topic}: {source}")]
+    Describe { topic: String, source: KafkaError },
     #[error("topic {topic} does not exist")]
     Missing { topic: String },
     #[error(
@@ -57,10 +160,19 @@ pub enum TopicError {
          add partitions so they match"
     )]
     NotCoPartitioned { counts: Vec<(String, usize)> },
+    #[error("refusing to start: topic {topic} has {setting}={found}, which {risk}; fix: {fix}")]
+    Unsafe {
+        topic: String,
+        setting: &'static str,
+        found: String,
+        risk: &'static str,
+        fix: String,
+    },
 }
 
-/// Creates any missing topic (existing ones are left as they are), then checks that the
-/// grid-keyed topics are co-partitioned. Returns their common partition count.
+/// Creates any missing topic with explicit settings (existing ones are left as they are),
+/// checks that no topic's settings would lose state, and that the grid-keyed topics are
+/// co-partitioned. Returns their common partition count.
 pub async fn ensure_topics(args: &KafkaArgs, topics: &Topics) -> Result<usize, TopicError> {
     let admin: AdminClient<DefaultClientContext> = args
         .admin_config("helpgrid-admin")
@@ -70,25 +182,24 @@ pub async fn ensure_topics(args: &KafkaArgs, topics: &Topics) -> Result<usize, T
             source,
         })?;
     let replication = args.topic_replication;
-    let partitions = args.topic_partitions;
-    let mut wanted: Vec<NewTopic> = topics
-        .grid_keyed()
-        .into_iter()
-        .map(|name| NewTopic::new(name, partitions, TopicReplication::Fixed(replication)))
+    let min_insync = min_insync_replicas(replication);
+    let plans = topics.plans(args);
+    let settings: Vec<Vec<(&'static str, String)>> =
+        plans.iter().map(|p| p.settings(min_insync)).collect();
+    let wanted: Vec<NewTopic> = plans
+        .iter()
+        .zip(&settings)
+        .map(|(plan, settings)| {
+            settings.iter().fold(
+                NewTopic::new(
+                    plan.name,
+                    args.topic_partitions,
+                    TopicReplication::Fixed(replication),
+                ),
+                |topic, (key, value)| topic.set(key, value),
+            )
+        })
         .collect();
-    wanted.push(
-        NewTopic::new(
-            &topics.roster,
-            partitions,
-            TopicReplication::Fixed(replication),
-        )
-        .set("cleanup.policy", "compact"),
-    );
-    wanted.push(NewTopic::new(
-        &topics.dead_letters,
-        partitions,
-        TopicReplication::Fixed(replication),
-    ));
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     let results = admin
         .create_topics(&wanted, &options)
@@ -109,8 +220,24 @@ pub async fn ensure_topics(args: &KafkaArgs, topics: &Topics) -> Result<usize, T
         }
     }
     // Wait for every topic's metadata, so readers that start next see all partitions.
-    partition_count(&admin, &topics.roster).await?;
-    partition_count(&admin, &topics.dead_letters).await?;
+    let mut replicas = Vec::new();
+    for plan in &plans {
+        replicas.push(topic_shape(&admin, plan.name).await?.1);
+    }
+    let specifiers: Vec<ResourceSpecifier> = plans
+        .iter()
+        .map(|p| ResourceSpecifier::Topic(p.name))
+        .collect();
+    let described = admin
+        .describe_configs(&specifiers, &options)
+        .await
+        .map_err(|source| TopicError::Describe {
+            topic: "(all)".into(),
+            source,
+        })?;
+    for ((plan, found), replicas) in plans.iter().zip(described).zip(replicas) {
+        check_settings(plan, &found_settings(plan.name, found)?, replicas)?;
+    }
     let mut counts = Vec::new();
     for name in topics.grid_keyed() {
         counts.push((name.to_owned(), partition_count(&admin, name).await?));
@@ -122,11 +249,110 @@ pub async fn ensure_topics(args: &KafkaArgs, topics: &Topics) -> Result<usize, T
     Ok(first)
 }
 
+/// The settings the broker reports for a topic, as (name, value).
+fn found_settings(
+    topic: &str,
+    described: ConfigResourceResult,
+) -> Result<Vec<(String, String)>, TopicError> {
+    let resource = described.map_err(|code| TopicError::Describe {
+        topic: topic.to_owned(),
+        source: KafkaError::AdminOp(code),
+    })?;
+    Ok(resource
+        .entries
+        .into_iter()
+        .filter_map(|e| e.value.map(|v| (e.name, v)))
+        .collect())
+}
+
+fn setting<'s>(found: &'s [(String, String)], name: &str) -> Option<&'s str> {
+    found
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+/// Refuses settings under which Kafka would drop records the services still need, or refuse
+/// their writes. `replicas`: the topic's replication factor.
+fn check_settings(
+    plan: &TopicPlan<'_>,
+    found: &[(String, String)],
+    replicas: usize,
+) -> Result<(), TopicError> {
+    let topic = plan.name;
+    let alter = |config: &str| {
+        format!(
+            "kafka-configs.sh --bootstrap-server <brokers> --alter --entity-type topics \
+             --entity-name {topic} --add-config {config}"
+        )
+    };
+    let policy = setting(found, "cleanup.policy").unwrap_or("delete");
+    let policies: Vec<&str> = policy.split(',').map(str::trim).collect();
+    match plan.keep {
+        Keep::Compact => {
+            if !policies.contains(&"compact") {
+                return Err(TopicError::Unsafe {
+                    topic: topic.to_owned(),
+                    setting: "cleanup.policy",
+                    found: policy.to_owned(),
+                    risk: "deletes records by age although this topic holds state that lasts as long as it is open",
+                    fix: alter("cleanup.policy=compact"),
+                });
+            }
+            let retention = setting(found, "retention.ms").unwrap_or("-1");
+            if policies.contains(&"delete") && retention != "-1" {
+                return Err(TopicError::Unsafe {
+                    topic: topic.to_owned(),
+                    setting: "retention.ms",
+                    found: format!("{retention} with cleanup.policy={policy}"),
+                    risk: "deletes state older than the retention even while it is still open",
+                    fix: alter("cleanup.policy=compact"),
+                });
+            }
+        }
+        Keep::Delete { .. } => {
+            if policies.contains(&"compact") {
+                return Err(TopicError::Unsafe {
+                    topic: topic.to_owned(),
+                    setting: "cleanup.policy",
+                    found: policy.to_owned(),
+                    risk: "keeps only the last record per grid: help events, commands or incident events would vanish",
+                    fix: alter("cleanup.policy=delete"),
+                });
+            }
+        }
+    }
+    if let Some(min_insync) = setting(found, "min.insync.replicas")
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|m| *m > replicas)
+    {
+        return Err(TopicError::Unsafe {
+            topic: topic.to_owned(),
+            setting: "min.insync.replicas",
+            found: min_insync.to_string(),
+            risk: "is more than the topic's replicas, so no write with acks=all can succeed",
+            fix: alter(&format!("min.insync.replicas={replicas}")),
+        });
+    }
+    Ok(())
+}
+
 /// Partition count of a topic, waiting briefly for metadata of a just-created topic.
 pub async fn partition_count(
     admin: &AdminClient<DefaultClientContext>,
     topic: &str,
 ) -> Result<usize, TopicError> {
+    topic_shape(admin, topic)
+        .await
+        .map(|(partitions, _)| partitions)
+}
+
+/// (partition count, replication factor) of a topic, waiting briefly for metadata of a
+/// just-created topic.
+async fn topic_shape(
+    admin: &AdminClient<DefaultClientContext>,
+    topic: &str,
+) -> Result<(usize, usize), TopicError> {
     for _ in 0..50 {
         let metadata = admin
             .inner()
@@ -139,11 +365,113 @@ pub async fn partition_count(
             && t.error().is_none()
             && !t.partitions().is_empty()
         {
-            return Ok(t.partitions().len());
+            let replicas = t
+                .partitions()
+                .iter()
+                .map(|p| p.replicas().len())
+                .min()
+                .unwrap_or(0);
+            return Ok((t.partitions().len(), replicas));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     Err(TopicError::Missing {
         topic: topic.to_owned(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn found(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    fn refused_setting(result: Result<(), TopicError>) -> Option<&'static str> {
+        match result {
+            Err(TopicError::Unsafe { setting, .. }) => Some(setting),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn state_topic_with_delete_policy_is_refused_with_the_fix() {
+        let plan = TopicPlan::new("p.incident-state", Keep::Compact);
+        let result = check_settings(&plan, &found(&[("cleanup.policy", "delete")]), 1);
+        let message = result.as_ref().err().map(ToString::to_string);
+        assert_eq!(refused_setting(result), Some("cleanup.policy"));
+        assert!(
+            message.is_some_and(|m| m.contains("p.incident-state")
+                && m.contains("--add-config cleanup.policy=compact"))
+        );
+    }
+
+    #[test]
+    fn state_topic_compacted_with_a_finite_retention_is_refused() {
+        let plan = TopicPlan::new("s", Keep::Compact);
+        let settings = found(&[
+            ("cleanup.policy", "compact,delete"),
+            ("retention.ms", "604800000"),
+        ]);
+        assert_eq!(
+            refused_setting(check_settings(&plan, &settings, 1)),
+            Some("retention.ms")
+        );
+        let forever = found(&[("cleanup.policy", "compact,delete"), ("retention.ms", "-1")]);
+        assert!(check_settings(&plan, &forever, 1).is_ok());
+        assert!(check_settings(&plan, &found(&[("cleanup.policy", "compact")]), 1).is_ok());
+    }
+
+    #[test]
+    fn a_compacted_log_topic_is_refused() {
+        let plan = TopicPlan::new("e", Keep::Delete { retention_ms: 1 });
+        let settings = found(&[("cleanup.policy", "compact")]);
+        assert_eq!(
+            refused_setting(check_settings(&plan, &settings, 1)),
+            Some("cleanup.policy")
+        );
+    }
+
+    #[test]
+    fn min_insync_above_the_replicas_is_refused() {
+        let plan = TopicPlan::new("e", Keep::Delete { retention_ms: 1 });
+        let settings = found(&[("cleanup.policy", "delete"), ("min.insync.replicas", "2")]);
+        assert_eq!(
+            refused_setting(check_settings(&plan, &settings, 1)),
+            Some("min.insync.replicas")
+        );
+        assert!(check_settings(&plan, &settings, 3).is_ok());
+    }
+
+    #[test]
+    fn topics_are_planned_with_explicit_policy_and_retention() {
+        let args = KafkaArgs::new("b:9092", "p.");
+        let topics = Topics::with_prefix("p.");
+        let plans = topics.plans(&args);
+        let events = plans
+            .iter()
+            .find(|p| p.name == "p.incident-events")
+            .map(|p| p.settings(1));
+        let week = (7 * 24 * 3_600_000u64).to_string();
+        assert!(
+            events
+                .as_ref()
+                .is_some_and(|s| s.contains(&("retention.ms", week.clone()))
+                    && s.contains(&("cleanup.policy", "delete".to_owned())))
+        );
+        let state = plans
+            .iter()
+            .find(|p| p.name == "p.incident-state")
+            .map(|p| p.settings(2));
+        assert!(
+            state.is_some_and(|s| s.contains(&("cleanup.policy", "compact".to_owned()))
+                && s.contains(&("min.insync.replicas", "2".to_owned()))
+                && !s.iter().any(|(k, _)| *k == "retention.ms"))
+        );
+        assert_eq!(plans.len(), 6);
+    }
 }

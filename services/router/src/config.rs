@@ -13,15 +13,21 @@ use std::net::SocketAddr;
 pub struct RouterArgs {
     #[command(flatten)]
     pub kafka: KafkaArgs,
-    /// Consumer group shared by all router instances.
-    #[arg(long, env = "HELPGRID_ROUTER_GROUP", default_value = "helpgrid-router")]
-    pub group_id: String,
-    /// Transactional id of this instance: stable across restarts of the same instance (so a
-    /// restart fences its predecessor), different between instances. Default: derived from
-    /// the host name.
+    /// Consumer group shared by all router instances of one deployment. Default:
+    /// `<topic prefix>router`, so deployments with different prefixes never share a group.
+    #[arg(long, env = "HELPGRID_ROUTER_GROUP")]
+    pub group_id: Option<String>,
+    /// Name of this instance, unique within the deployment and stable across its restarts
+    /// (e.g. the StatefulSet pod name). Default: the host name ($HOSTNAME), else `local`.
+    #[arg(long, env = "HELPGRID_ROUTER_INSTANCE")]
+    pub instance_id: Option<String>,
+    /// Transactional id (and static group membership) of this instance: stable across restarts
+    /// of the same instance (so a restart fences its predecessor), different between
+    /// instances. Default: `<topic prefix>router-<instance id>`.
     #[arg(long, env = "HELPGRID_ROUTER_TRANSACTIONAL_ID")]
     pub transactional_id: Option<String>,
-    /// Serve Prometheus metrics on this address (http://ADDR/metrics).
+    /// Serve Prometheus metrics (`/metrics`), liveness (`/livez`) and readiness (`/readyz`)
+    /// on this address.
     #[arg(long, env = "HELPGRID_ROUTER_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
     /// Most input records handled in one Kafka transaction.
@@ -90,16 +96,24 @@ pub struct RouterConfig {
 
 impl RouterArgs {
     pub fn into_config(self) -> RouterConfig {
-        let transactional_id = self.transactional_id.unwrap_or_else(|| {
-            let host = std::env::var("HOSTNAME")
-                .ok()
-                .filter(|h| !h.is_empty())
-                .unwrap_or_else(|| "local".to_owned());
-            format!("helpgrid-router-{host}")
-        });
+        let prefix = &self.kafka.topic_prefix;
+        let instance = self
+            .instance_id
+            .clone()
+            .filter(|i| !i.is_empty())
+            .or_else(|| std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()))
+            .unwrap_or_else(|| "local".to_owned());
+        let transactional_id = self
+            .transactional_id
+            .clone()
+            .unwrap_or_else(|| format!("{prefix}router-{instance}"));
+        let group_id = self
+            .group_id
+            .clone()
+            .unwrap_or_else(|| format!("{prefix}router"));
         RouterConfig {
             kafka: self.kafka,
-            group_id: self.group_id,
+            group_id,
             transactional_id,
             batch_max: self.batch_max.max(1),
             policy: self.policy.to_policy(),
@@ -110,6 +124,7 @@ impl RouterArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
 
     #[test]
     fn the_command_line_answers_version_and_every_flag_has_help() {
@@ -117,6 +132,32 @@ mod tests {
         assert_eq!(
             helpgrid_common::cli::undocumented(&RouterArgs::command()),
             Vec::<String>::new()
+        );
+    }
+
+    fn config(args: &[&str]) -> RouterConfig {
+        let mut all = vec!["helpgrid-router"];
+        all.extend_from_slice(args);
+        RouterArgs::try_parse_from(all)
+            .map(RouterArgs::into_config)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn group_and_transactional_ids_derive_from_the_topic_prefix_and_instance() {
+        let a = config(&["--topic-prefix", "city-a.", "--instance-id", "r0"]);
+        let b = config(&["--topic-prefix", "city-b.", "--instance-id", "r0"]);
+        assert_eq!(a.group_id, "city-a.router");
+        assert_eq!(a.transactional_id, "city-a.router-r0");
+        assert_ne!(a.group_id, b.group_id);
+        assert_ne!(a.transactional_id, b.transactional_id);
+        let explicit = config(&["--group-id", "g", "--transactional-id", "t"]);
+        assert_eq!(
+            (
+                explicit.group_id.as_str(),
+                explicit.transactional_id.as_str()
+            ),
+            ("g", "t")
         );
     }
 }

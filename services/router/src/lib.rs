@@ -19,6 +19,7 @@ pub mod telemetry;
 
 use config::RouterConfig;
 use domain::Roster;
+use helpgrid_common::health::{Health, Readiness};
 use helpgrid_common::topics::{Topics, ensure_topics};
 use std::future::Future;
 use std::sync::{Arc, RwLock};
@@ -28,10 +29,29 @@ use tokio_util::sync::CancellationToken;
 /// Pause before a failed pipeline is started again.
 const RESTART_BACKOFF: Duration = Duration::from_secs(1);
 
+/// Fenced this many times in a row, each within [`FENCED_WINDOW`] of starting, the router
+/// gives up: another instance runs with the same transactional id, and fighting over it
+/// would keep both from working.
+const FENCED_LIMIT: u32 = 3;
+const FENCED_WINDOW: Duration = Duration::from_secs(120);
+
 /// Runs the router until `shutdown` resolves. Creates missing topics, loads the roster,
 /// then routes. The open transaction (if any) is finished before it returns.
 pub async fn run(config: RouterConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    run_with_health(config, Health::new(), shutdown).await
+}
+
+/// [`run`], telling `health` how it goes (what `/readyz` answers): starting, restoring,
+/// ready (pipeline running, input drained), failed. Returns an error when the topics'
+/// settings would lose state, or when the pipeline keeps being fenced by another instance
+/// with the same transactional id.
+pub async fn run_with_health(
+    config: RouterConfig,
+    health: Health,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
     telemetry::describe();
+    health.set(Readiness::Starting);
     let topics = Topics::with_prefix(&config.kafka.topic_prefix);
     let partitions = ensure_topics(&config.kafka, &topics).await?;
     tracing::info!(partitions, prefix = %config.kafka.topic_prefix, "topics ready");
@@ -59,25 +79,47 @@ pub async fn run(config: RouterConfig, shutdown: impl Future<Output = ()>) -> an
     tracing::info!(responders, "roster loaded");
 
     let worker_cancel = cancel.clone();
-    let mut worker = tokio::task::spawn_blocking(move || {
+    let mut worker = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+        let mut fenced_in_a_row = 0;
         while !worker_cancel.is_cancelled() {
-            match kafka::pipeline::run_pipeline(&config, &topics, &roster, &worker_cancel) {
-                Ok(()) => return,
-                Err(error) => {
-                    metrics::counter!(telemetry::PIPELINE_RESTARTS).increment(1);
-                    tracing::error!(%error, "router pipeline failed; starting a fresh one from Kafka state");
-                    std::thread::sleep(RESTART_BACKOFF);
-                }
+            let started = std::time::Instant::now();
+            health.set(Readiness::Starting);
+            let error = match kafka::pipeline::run_pipeline(
+                &config,
+                &topics,
+                partitions,
+                &roster,
+                &health,
+                &worker_cancel,
+            ) {
+                Ok(()) => return Ok(()),
+                Err(error) => error,
+            };
+            health.set(Readiness::Failed);
+            metrics::counter!(telemetry::PIPELINE_RESTARTS).increment(1);
+            if error.is_fenced() && started.elapsed() < FENCED_WINDOW {
+                fenced_in_a_row += 1;
+            } else {
+                fenced_in_a_row = u32::from(error.is_fenced());
             }
+            if fenced_in_a_row >= FENCED_LIMIT {
+                anyhow::bail!(
+                    "fenced {fenced_in_a_row} times in a row ({error}): another router instance uses                      transactional id {id:?} (also its group.instance.id); give every instance its own                      --instance-id or --transactional-id",
+                    id = config.transactional_id
+                );
+            }
+            tracing::error!(%error, fenced = error.is_fenced(), "router pipeline failed; starting a fresh one from Kafka state");
+            std::thread::sleep(RESTART_BACKOFF);
         }
+        Ok(())
     });
     tokio::select! {
         () = &mut shutdown => {
             tracing::info!("shutting down: finishing the current batch");
             cancel.cancel();
-            worker.await?;
+            worker.await??;
         }
-        result = &mut worker => result?,
+        result = &mut worker => result??,
     }
     Ok(())
 }

@@ -1,4 +1,5 @@
 use clap::Parser;
+use helpgrid_common::health::{Health, serve_metrics_and_health};
 use helpgrid_common::{shutdown, telemetry};
 use helpgrid_router::config::RouterArgs;
 
@@ -6,8 +7,9 @@ use helpgrid_router::config::RouterArgs;
 async fn main() -> anyhow::Result<()> {
     telemetry::init_tracing();
     let args = RouterArgs::parse();
+    let health = Health::new();
     if let Some(addr) = args.metrics_listen {
-        telemetry::install_prometheus(addr)?;
+        serve_metrics_and_health(addr, health.clone()).await?;
     }
-    helpgrid_router::run(args.into_config(), shutdown::signal()).await
+    helpgrid_router::run_with_health(args.into_config(), health, shutdown::signal()).await
 }

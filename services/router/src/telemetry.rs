@@ -9,6 +9,7 @@ use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gau
 
 pub const RECORDS_IN: &str = "helpgrid_router_records_in_total";
 pub const HELP_EVENTS: &str = "helpgrid_router_help_events_total";
+pub const HELP_EVENTS_FORWARDED: &str = "helpgrid_router_help_events_forwarded_total";
 pub const INCIDENTS_OPENED: &str = "helpgrid_router_incidents_opened_total";
 pub const TIME_TO_ASSIGN: &str = "helpgrid_router_time_to_assign_seconds";
 pub const TIME_TO_ACKNOWLEDGE: &str = "helpgrid_router_time_to_acknowledge_seconds";
@@ -34,6 +35,10 @@ pub fn describe() {
     describe_counter!(
         HELP_EVENTS,
         "Valid help events, by outcome (opened, attached, duplicate, below_threshold)"
+    );
+    describe_counter!(
+        HELP_EVENTS_FORWARDED,
+        "Help events that arrived on another partition than their grid's and were re-published there"
     );
     describe_counter!(INCIDENTS_OPENED, "Incidents opened, by source");
     describe_histogram!(
@@ -75,7 +80,7 @@ pub fn describe() {
     describe_counter!(REBALANCES, "Consumer group rebalances, by kind");
     describe_counter!(
         RESTORED_EVENTS,
-        "Incident events read back to rebuild state"
+        "incident-state records (snapshots and tombstones) read back to rebuild state"
     );
     describe_gauge!(
         CONSUMER_LAG,

@@ -62,7 +62,20 @@ pub struct StatusArgs {
     /// The `sender` of CAP alerts (GetIncidentCap), e.g. `helpgrid.ankang.example`.
     #[arg(long, env = "HELPGRID_CAP_SENDER", default_value = "helpgrid")]
     pub cap_sender: String,
+    /// Incident events kept in memory per partition for WatchIncidents to resume from (and
+    /// read from incident-events at start-up). A resume cursor older than that is refused
+    /// with OUT_OF_RANGE; memory grows with it (about 1 KiB per event).
+    #[arg(
+        long,
+        env = "HELPGRID_STATUS_WATCH_REPLAY_EVENTS",
+        default_value_t = DEFAULT_WATCH_REPLAY_EVENTS,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub watch_replay_events: u64,
 }
+
+/// Events kept per partition for Watch resumes unless configured.
+pub const DEFAULT_WATCH_REPLAY_EVENTS: u64 = 10_000;
 
 impl StatusArgs {
     /// Reads the key and certificate files named on the command line.
@@ -88,6 +101,7 @@ impl StatusArgs {
                 sender: self.cap_sender.clone(),
                 ..CapSender::default()
             },
+            watch_replay_events: usize::try_from(self.watch_replay_events).unwrap_or(usize::MAX),
         })
     }
 }
@@ -126,6 +140,8 @@ pub struct StatusConfig {
     /// Serve gRPC and the console over TLS.
     pub tls: Option<TlsFiles>,
     pub cap_sender: CapSender,
+    /// Events kept per partition for Watch resumes.
+    pub watch_replay_events: usize,
 }
 
 impl StatusConfig {
@@ -137,6 +153,7 @@ impl StatusConfig {
             gate: Gate::new(None),
             tls: None,
             cap_sender: CapSender::default(),
+            watch_replay_events: DEFAULT_WATCH_REPLAY_EVENTS as usize,
         }
     }
 

@@ -3,6 +3,7 @@
 
 use crate::access::AccessError;
 use crate::commands::CommandError;
+use crate::read_model::ReplayGap;
 use crate::requests::RequestError;
 use crate::roster::RosterError;
 use helpgrid_proto::pb::RejectReason;
@@ -30,6 +31,8 @@ pub enum ApiError {
         "the status service is shutting down; reconnect and resume with the cursor of the last update"
     )]
     ShuttingDown,
+    #[error(transparent)]
+    ReplayGap(#[from] ReplayGap),
 }
 
 impl ApiError {
@@ -39,6 +42,7 @@ impl ApiError {
             Self::Access(error) => error.code(),
             Self::NotReady | Self::ShuttingDown => Code::Unavailable,
             Self::IncidentNotFound { .. } => Code::NotFound,
+            Self::ReplayGap(_) => Code::OutOfRange,
             Self::Command(error) => match error {
                 CommandError::Rejected { reason, .. } => match reason {
                     RejectReason::NotFound => Code::NotFound,

@@ -1,13 +1,20 @@
-//! The incident-events feed: every record of the topic, in order per partition, goes into the
-//! read model; each applied event is then offered to live watchers and to the command
-//! waiting for it. An undecodable record is counted, logged and stepped over — it never
-//! stalls the feed.
+//! Kafka → read model. At start-up the incident snapshots come from incident-state (open and
+//! recently closed incidents only), then the incident-events feed takes over: every record,
+//! in order per partition, goes into the read model; each applied event is then offered to
+//! live watchers and to the command waiting for it. An undecodable record is counted, logged
+//! and stepped over — it never stalls the feed.
+//!
+//! Why no event is missed between the two: the events feed starts at or before the end of
+//! incident-events taken BEFORE incident-state is read. The router writes an incident's
+//! events and its snapshot in one transaction, so any change not in the snapshots read is in
+//! an event at or after that end; changes in both are applied once (older revisions change
+//! no snapshot).
 
 use crate::commands::PendingCommands;
 use crate::read_model::{LoggedEvent, ReadModel};
 use crate::telemetry;
 use helpgrid_common::reader::{Feed, Record};
-use helpgrid_proto::pb::IncidentEvent;
+use helpgrid_proto::pb::{Incident, IncidentEvent};
 use prost::Message;
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use tokio::sync::{broadcast, mpsc, watch};
@@ -19,7 +26,11 @@ pub struct SharedReadModel(Arc<RwLock<ReadModel>>);
 
 impl SharedReadModel {
     pub fn new(partitions: usize) -> Self {
-        Self(Arc::new(RwLock::new(ReadModel::new(partitions))))
+        Self::from_model(ReadModel::new(partitions))
+    }
+
+    pub fn from_model(model: ReadModel) -> Self {
+        Self(Arc::new(RwLock::new(model)))
     }
 
     pub fn read(&self) -> RwLockReadGuard<'_, ReadModel> {
@@ -41,6 +52,38 @@ pub struct IncidentFeed {
     pub pending: Arc<PendingCommands>,
     /// The incident-events topic, for logs and metrics.
     pub topic: String,
+}
+
+/// Loads the snapshots of incident-state into the read model: reads every partition to its
+/// end once. Returns the number of records read.
+pub async fn restore_from_state(
+    mut records: mpsc::Receiver<Feed>,
+    read_model: &SharedReadModel,
+    topic: &str,
+) -> usize {
+    let mut read = 0;
+    while let Some(item) = records.recv().await {
+        let record = match item {
+            Feed::CaughtUp => break,
+            Feed::Record(record) => record,
+        };
+        read += 1;
+        let key = record.key.as_deref().map(String::from_utf8_lossy);
+        match (record.payload.as_deref(), key) {
+            (None, Some(incident_id)) => read_model.write().forget(&incident_id),
+            (Some(payload), _) => match Incident::decode(payload) {
+                Ok(incident) => read_model
+                    .write()
+                    .restore_snapshot(record.partition, &incident),
+                Err(error) => {
+                    telemetry::undecodable_record(topic);
+                    tracing::warn!(topic, partition = record.partition, offset = record.offset, %error, "skipping undecodable incident-state record");
+                }
+            },
+            (None, None) => {}
+        }
+    }
+    read
 }
 
 impl IncidentFeed {

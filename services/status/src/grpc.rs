@@ -109,6 +109,9 @@ impl IncidentApi {
         request.filter.grid_ids = caller.grid_filter(request.filter.grid_ids)?;
         request.filter.police_only = police_only || caller.police_only();
         ensure_ready(&self.ready)?;
+        if let Some(cursor) = &request.resume_after {
+            self.read_model.read().check_replayable(cursor)?;
+        }
         Ok(start_watch(
             self.read_model.clone(),
             &self.live,

@@ -1,7 +1,8 @@
 //! The HelpGrid status service: the gRPC front door to incidents and the roster.
 //!
-//! Reads come from a read model built from `incident-events`; writes go to Kafka (commands
-//! to the router, full records to the roster) and wait for their outcome.
+//! Reads come from a read model restored from `incident-state` and kept current from
+//! `incident-events`; writes go to Kafka (commands to the router, full records to the
+//! roster) and wait for their outcome.
 //!
 //! - [`config`]: command line/environment settings and what [`run`] needs.
 //! - [`access`]: who may do what: the token check and policy table in front of every RPC,
@@ -41,11 +42,12 @@ pub mod watcher;
 use crate::access::AccessLayer;
 use crate::commands::{CommandSender, PendingCommands};
 use crate::config::StatusConfig;
-use crate::feed::{IncidentFeed, SharedReadModel};
+use crate::feed::{IncidentFeed, SharedReadModel, restore_from_state};
 use crate::grpc::{DispatchApi, IncidentApi, RosterApi};
+use crate::read_model::ReadModel;
 use crate::roster::{Roster, keep_roster_table};
 use anyhow::Context;
-use helpgrid_common::reader::follow;
+use helpgrid_common::reader::{Start, committed_range, follow, follow_from};
 use helpgrid_common::topics::{Topics, ensure_topics};
 use helpgrid_proto::pb::dispatch_service_server::DispatchServiceServer;
 use helpgrid_proto::pb::incident_service_server::IncidentServiceServer;
@@ -111,7 +113,22 @@ pub async fn run_with_console(
     let producer: FutureProducer = producer_config
         .create()
         .context("cannot create the Kafka producer")?;
-    let read_model = SharedReadModel::new(partitions);
+    // The end of incident-events is taken before incident-state is read (see `feed`); the
+    // events feed starts a bounded tail before it, for Watch resumes.
+    let events_range = committed_range(
+        kafka,
+        &format!("{CLIENT_ID}-incidents"),
+        &topics.incident_events,
+    )
+    .await
+    .context("cannot read the offsets of the incident-events topic")?;
+    let tail = i64::try_from(config.watch_replay_events).unwrap_or(i64::MAX);
+    let starts: Vec<i64> = events_range
+        .iter()
+        .map(|(low, end)| end.saturating_sub(tail).max(*low))
+        .collect();
+    let read_model =
+        SharedReadModel::from_model(ReadModel::starting_at(&starts, config.watch_replay_events));
     let (live, _) = broadcast::channel(LIVE_BUFFER);
     let pending = Arc::new(PendingCommands::default());
     let roster = Arc::new(Roster::new(
@@ -120,10 +137,20 @@ pub async fn run_with_console(
         config.command_timeout,
     ));
 
-    let incident_records = follow(
+    let state_reading = stop.child_token();
+    let state_records = follow(
+        kafka,
+        &format!("{CLIENT_ID}-state"),
+        &topics.incident_state,
+        state_reading.clone(),
+    )
+    .await
+    .context("cannot read the incident-state topic")?;
+    let incident_records = follow_from(
         kafka,
         &format!("{CLIENT_ID}-incidents"),
         &topics.incident_events,
+        Start::Offsets(starts),
         stop.child_token(),
     )
     .await
@@ -144,8 +171,25 @@ pub async fn run_with_console(
         pending: Arc::clone(&pending),
         topic: topics.incident_events.clone(),
     };
-    let incident_task =
-        tokio::spawn(incident_feed.keep_read_model(incident_records, incidents_caught_up));
+    let incident_task = tokio::spawn({
+        let read_model = read_model.clone();
+        let topic = topics.incident_state.clone();
+        async move {
+            let started = std::time::Instant::now();
+            let records = restore_from_state(state_records, &read_model, &topic).await;
+            state_reading.cancel();
+            let incidents = read_model.read().incident_count();
+            tracing::info!(
+                records,
+                incidents,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "incident snapshots restored from incident-state"
+            );
+            incident_feed
+                .keep_read_model(incident_records, incidents_caught_up)
+                .await;
+        }
+    });
     let roster_task = tokio::spawn({
         let roster = Arc::clone(&roster);
         let topic = topics.roster.clone();

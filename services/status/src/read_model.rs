@@ -3,13 +3,19 @@
 //!
 //! It keeps three things: the latest snapshot of every incident (and the partition its
 //! events live in, where its commands must go), an index by opening time for newest-first
-//! listing, and the log of events per partition so a Watch can replay from a cursor.
+//! listing, and a bounded tail of the event log per partition so a Watch can replay from a
+//! cursor.
+//!
+//! At start-up the snapshots come from incident-state ([`ReadModel::restore_snapshot`]), the
+//! log tail from incident-events. Cursors are always incident-events offsets: restoring from
+//! incident-state changes no offset, so a cursor stays valid across restarts as long as the
+//! events after it are still in the tail this model holds (see [`ReplayGap`]).
 
 use crate::cursor::Cursor;
 use crate::police::is_police_bound;
 use helpgrid_common::time::{Millis, from_timestamp};
 use helpgrid_proto::pb::{Incident, IncidentEvent};
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::ops::Bound;
 use std::sync::Arc;
 
@@ -41,10 +47,26 @@ pub struct ReadModel {
     incidents: HashMap<String, StoredIncident>,
     /// (opened_at, incident_id), iterated backwards for newest-first pages.
     by_opened: BTreeSet<(Millis, String)>,
-    /// Index = partition; every applied event in offset order.
-    log: Vec<Vec<LoggedEvent>>,
+    /// Index = partition; the newest applied events in offset order, at most `replay_limit`.
+    log: Vec<VecDeque<LoggedEvent>>,
+    /// Index = partition; the log holds every event at or after this offset. Below it events
+    /// were trimmed, deleted by retention, or never read (start-up reads only a tail).
+    floor: Vec<i64>,
+    /// Most events kept per partition for replay.
+    replay_limit: usize,
     /// Last offset seen per partition, decodable or not.
     position: Cursor,
+}
+
+/// A resume cursor older than what the model can replay: the events right after it are gone.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the cursor is older than this service can replay: partition {partition} resumes after      offset {cursor_offset} but the events kept start at offset {floor} (older ones were trimmed      or deleted by retention); call ListIncidents for the current state and watch from its cursor"
+)]
+pub struct ReplayGap {
+    pub partition: i32,
+    pub cursor_offset: i64,
+    pub floor: i64,
 }
 
 /// A validated ListIncidents request.
@@ -111,12 +133,40 @@ impl PageKey {
 }
 
 impl ReadModel {
+    /// A model that reads every partition from offset 0 and keeps all events for replay.
     pub fn new(partitions: usize) -> Self {
+        Self::starting_at(&vec![0; partitions], usize::MAX)
+    }
+
+    /// A model whose log of partition p starts at `starts[p]` (the offsets its feed reads
+    /// from) and keeps at most `replay_limit` events per partition.
+    pub fn starting_at(starts: &[i64], replay_limit: usize) -> Self {
+        let mut position = Cursor::beginning(starts.len());
+        for (partition, start) in starts.iter().enumerate() {
+            if let Ok(partition) = i32::try_from(partition) {
+                position.advance(partition, start - 1);
+            }
+        }
         Self {
             incidents: HashMap::new(),
             by_opened: BTreeSet::new(),
-            log: vec![Vec::new(); partitions],
-            position: Cursor::beginning(partitions),
+            log: vec![VecDeque::new(); starts.len()],
+            floor: starts.to_vec(),
+            replay_limit: replay_limit.max(1),
+            position,
+        }
+    }
+
+    /// Takes an incident's latest snapshot from incident-state (at start-up, before the log).
+    pub fn restore_snapshot(&mut self, partition: i32, incident: &Incident) {
+        self.store_snapshot(partition, incident);
+    }
+
+    /// Drops an incident whose incident-state record is a tombstone.
+    pub fn forget(&mut self, incident_id: &str) {
+        if let Some(stored) = self.incidents.remove(incident_id) {
+            self.by_opened
+                .remove(&(stored.opened_at, incident_id.to_owned()));
         }
     }
 
@@ -128,9 +178,8 @@ impl ReadModel {
         offset: i64,
         event: IncidentEvent,
     ) -> Option<LoggedEvent> {
-        let log = usize::try_from(partition)
-            .ok()
-            .and_then(|p| self.log.get_mut(p))?;
+        let index = usize::try_from(partition).ok()?;
+        let log = self.log.get_mut(index)?;
         if !self.position.is_before(partition, offset) {
             return None;
         }
@@ -141,7 +190,12 @@ impl ReadModel {
             offset,
             event: Arc::clone(&event),
         };
-        log.push(logged.clone());
+        log.push_back(logged.clone());
+        while log.len() > self.replay_limit {
+            if let Some(dropped) = log.pop_front() {
+                self.floor[index] = dropped.offset + 1;
+            }
+        }
         if let Some(incident) = &event.incident {
             self.store_snapshot(partition, incident);
         }
@@ -240,9 +294,32 @@ impl ReadModel {
         }
     }
 
+    /// Whether every event after `cursor` is still here to replay.
+    pub fn check_replayable(&self, cursor: &Cursor) -> Result<(), ReplayGap> {
+        for (partition, floor) in self.floor.iter().enumerate() {
+            let Ok(partition) = i32::try_from(partition) else {
+                break;
+            };
+            let cursor_offset = cursor.last_delivered(partition);
+            if cursor_offset < floor - 1 {
+                return Err(ReplayGap {
+                    partition,
+                    cursor_offset,
+                    floor: *floor,
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// Up to `limit` logged events after `cursor`, partition by partition, each partition in
-    /// offset order.
-    pub fn events_after(&self, cursor: &Cursor, limit: usize) -> Vec<LoggedEvent> {
+    /// offset order; an error when some of them are no longer held.
+    pub fn events_after(
+        &self,
+        cursor: &Cursor,
+        limit: usize,
+    ) -> Result<Vec<LoggedEvent>, ReplayGap> {
+        self.check_replayable(cursor)?;
         let mut events = Vec::new();
         for (partition, log) in self.log.iter().enumerate() {
             let Ok(partition) = i32::try_from(partition) else {
@@ -251,12 +328,12 @@ impl ReadModel {
             let delivered = cursor.last_delivered(partition);
             let start = log.partition_point(|e| e.offset <= delivered);
             let room = limit.saturating_sub(events.len());
-            events.extend(log[start..].iter().take(room).cloned());
+            events.extend(log.range(start..).take(room).cloned());
             if events.len() >= limit {
                 break;
             }
         }
-        events
+        Ok(events)
     }
 }
 
@@ -361,7 +438,12 @@ mod tests {
                 )
                 .is_none()
         );
-        assert_eq!(model.events_after(&Cursor::beginning(1), 10).len(), 1);
+        assert_eq!(
+            model
+                .events_after(&Cursor::beginning(1), 10)
+                .map(|e| e.len()),
+            Ok(1)
+        );
     }
 
     #[test]
@@ -499,17 +581,90 @@ mod tests {
         cursor.advance(0, 0);
         let replay: Vec<(i32, i64)> = model
             .events_after(&cursor, 10)
+            .unwrap_or_default()
             .iter()
             .map(|e| (e.partition, e.offset))
             .collect();
         assert_eq!(replay, [(0, 2), (1, 0), (1, 1)]);
         let limited: Vec<(i32, i64)> = model
             .events_after(&cursor, 2)
+            .unwrap_or_default()
             .iter()
             .map(|e| (e.partition, e.offset))
             .collect();
         assert_eq!(limited, [(0, 2), (1, 0)]);
-        assert!(model.events_after(&model.position(), 10).is_empty());
+        assert!(
+            model
+                .events_after(&model.position(), 10)
+                .is_ok_and(|e| e.is_empty())
+        );
+    }
+
+    #[test]
+    fn a_model_restored_from_state_replays_only_after_its_start_and_refuses_older_cursors() {
+        let mut model = ReadModel::starting_at(&[40, 0], 100);
+        model.restore_snapshot(0, &incident("a", "g", 1, 7, IncidentState::Assigned));
+        // The snapshot from incident-state is newer than the tail event that follows.
+        model.apply(
+            0,
+            40,
+            event(incident("a", "g", 1, 6, IncidentState::Waiting)),
+        );
+        model.apply(
+            0,
+            41,
+            event(incident("a", "g", 1, 8, IncidentState::Acknowledged)),
+        );
+        assert_eq!(model.incident("a").map(|i| i.revision), Some(8));
+        assert_eq!(model.position().encode(), "v1:41,-1");
+        let from_start = Cursor::decode("v1:39,-1", 2).expect("cursor");
+        let offsets: Vec<i64> = model
+            .events_after(&from_start, 10)
+            .unwrap_or_default()
+            .iter()
+            .map(|e| e.offset)
+            .collect();
+        assert_eq!(offsets, [40, 41]);
+        let too_old = Cursor::decode("v1:38,-1", 2).expect("cursor");
+        assert_eq!(
+            model.events_after(&too_old, 10).map(|e| e.len()),
+            Err(ReplayGap {
+                partition: 0,
+                cursor_offset: 38,
+                floor: 40
+            })
+        );
+        model.forget("a");
+        assert_eq!(model.incident_count(), 0);
+        assert!(ids(&model.list(&query(10))).is_empty());
+    }
+
+    #[test]
+    fn the_replay_log_keeps_the_newest_events_and_moves_its_floor() {
+        let mut model = ReadModel::starting_at(&[0], 3);
+        for offset in 0..5 {
+            model.apply(
+                0,
+                offset,
+                event(incident(
+                    "a",
+                    "g",
+                    1,
+                    offset as u64 + 1,
+                    IncidentState::Assigned,
+                )),
+            );
+        }
+        let after_one = Cursor::decode("v1:1", 1).expect("cursor");
+        let offsets: Vec<i64> = model
+            .events_after(&after_one, 10)
+            .unwrap_or_default()
+            .iter()
+            .map(|e| e.offset)
+            .collect();
+        assert_eq!(offsets, [2, 3, 4]);
+        let after_zero = Cursor::decode("v1:0", 1).expect("cursor");
+        assert!(model.check_replayable(&after_zero).is_err());
     }
 
     #[test]

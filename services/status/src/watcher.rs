@@ -96,6 +96,8 @@ enum Ended {
     ClientLeft,
     ShuttingDown,
     FeedStopped,
+    /// The events after the watcher's cursor are no longer held (it fell too far behind).
+    Gap,
 }
 
 struct Watcher {
@@ -153,10 +155,19 @@ impl Watcher {
     /// Delivers everything in the log after `sent`.
     async fn replay(&mut self) -> Result<(), Ended> {
         loop {
-            let batch = self
+            let replayable = self
                 .read_model
                 .read()
                 .events_after(&self.sent, REPLAY_BATCH);
+            let batch = match replayable {
+                Ok(batch) => batch,
+                Err(gap) => {
+                    tracing::info!(%gap, "watcher cannot replay; ending its stream");
+                    // Best effort: the client learns why and how to go on.
+                    let _ = self.updates.try_send(Err(ApiError::ReplayGap(gap).into()));
+                    return Err(Ended::Gap);
+                }
+            };
             let complete = batch.len() < REPLAY_BATCH;
             for logged in batch {
                 self.deliver(logged).await?;

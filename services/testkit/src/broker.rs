@@ -8,30 +8,49 @@ use std::process::Command;
 pub struct OwnBroker {
     dir: String,
     script: PathBuf,
+    /// A file of extra server properties (appended to the generated configuration).
+    extra_props: Option<PathBuf>,
 }
 
 impl OwnBroker {
     /// Starts the broker; returns it and its bootstrap address.
     pub fn start() -> (Self, String) {
+        Self::start_with(&[])
+    }
+
+    /// Starts the broker with extra server properties, e.g. a retention check every second.
+    pub fn start_with(props: &[(&str, &str)]) -> (Self, String) {
         let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../deploy/local/kafka.sh");
         let dir = format!(
             "/tmp/helpgrid-kafka-own-{}-{}",
             std::process::id(),
             uuid::Uuid::new_v4().simple()
         );
-        let broker = Self { dir, script };
+        let extra_props = (!props.is_empty()).then(|| {
+            let path = PathBuf::from(format!("{dir}.properties"));
+            let text: String = props.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
+            std::fs::write(&path, text).expect("write the broker's extra properties");
+            path
+        });
+        let broker = Self {
+            dir,
+            script,
+            extra_props,
+        };
         let out = broker.run("start");
         (broker, out.trim().to_owned())
     }
 
     /// Runs a `kafka.sh` subcommand (`stop`, `start`, `restart`, `kill`) on this broker.
     pub fn run(&self, command: &str) -> String {
-        let out = Command::new("bash")
-            .arg(&self.script)
+        let mut run = Command::new("bash");
+        run.arg(&self.script)
             .arg(command)
-            .env("HELPGRID_KAFKA_DIR", &self.dir)
-            .output()
-            .expect("run kafka.sh");
+            .env("HELPGRID_KAFKA_DIR", &self.dir);
+        if let Some(props) = &self.extra_props {
+            run.env("HELPGRID_KAFKA_EXTRA_PROPS", props);
+        }
+        let out = run.output().expect("run kafka.sh");
         assert!(
             out.status.success(),
             "kafka.sh {command} failed: {}",
@@ -48,5 +67,8 @@ impl Drop for OwnBroker {
             .args(["stop", "--clean"])
             .env("HELPGRID_KAFKA_DIR", &self.dir)
             .output();
+        if let Some(props) = &self.extra_props {
+            let _ = std::fs::remove_file(props);
+        }
     }
 }

@@ -73,6 +73,9 @@ pub struct Desk {
     seen_events: HashMap<String, String>,
     /// (closed at, incident id), to forget closed incidents after the retention time.
     closed: BTreeSet<(Millis, String)>,
+    /// (partition, incident id) of closed incidents forgotten since the adapter last asked:
+    /// their incident-state records get a tombstone.
+    forgotten: Vec<(i32, String)>,
 }
 
 /// Collects the events of one transition on one incident.
@@ -317,12 +320,16 @@ impl Desk {
 
     // ---- restore and rebalance ----------------------------------------------------------
 
-    /// Rebuilds state from one record of the incident-events topic (the router's changelog).
-    /// Later revisions win; closed incidents past the retention time are not kept.
+    /// Rebuilds state from one incident event (the incident it carries).
     pub fn restore(&mut self, partition: i32, event: &IncidentEvent, now: Millis) {
-        let Some(incident) = event.incident.as_ref() else {
-            return;
-        };
+        if let Some(incident) = event.incident.as_ref() {
+            self.restore_incident(partition, incident, now);
+        }
+    }
+
+    /// Rebuilds state from one snapshot (an incident-state record). Later revisions win;
+    /// closed incidents past the retention time are not kept.
+    pub fn restore_incident(&mut self, partition: i32, incident: &Incident, now: Millis) {
         if let Some(existing) = self.get(&incident.incident_id)
             && existing.revision >= incident.revision
         {
@@ -332,9 +339,23 @@ impl Desk {
             && closed_at + self.policy.closed_retention_ms < now
         {
             self.take(&incident.incident_id);
+            // Its state record outlived the window (the router was down when it expired).
+            self.forgotten
+                .push((partition, incident.incident_id.clone()));
             return;
         }
         self.store(partition, incident.clone());
+    }
+
+    /// Forgets an incident whose state record is a tombstone.
+    pub fn forget(&mut self, incident_id: &str) {
+        self.take(incident_id);
+    }
+
+    /// Closed incidents forgotten since the last call, as (partition, incident id): the
+    /// adapter writes a tombstone for each, in the same transaction as the batch.
+    pub fn take_forgotten(&mut self) -> Vec<(i32, String)> {
+        std::mem::take(&mut self.forgotten)
     }
 
     /// Forgets every incident of a partition this instance no longer owns.
@@ -348,6 +369,7 @@ impl Desk {
         for id in ids {
             self.take(&id);
         }
+        self.forgotten.retain(|(p, _)| *p != partition);
     }
 
     // ---- help events --------------------------------------------------------------------
@@ -731,7 +753,9 @@ impl Desk {
             .map(|(_, id)| id.clone())
             .collect();
         for id in expired {
-            self.take(&id);
+            if let Some((_, partition)) = self.take(&id) {
+                self.forgotten.push((partition, id));
+            }
         }
     }
 

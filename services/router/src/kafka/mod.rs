@@ -2,7 +2,7 @@
 //! what it decided, exactly once.
 //!
 //! - [`pipeline`]: the consume → decide → produce loop, one transaction per batch.
-//! - [`rebalance`]: partition ownership; rebuilds the desk from incident events on assignment.
+//! - [`rebalance`]: partition ownership; rebuilds the desk from incident-state on assignment.
 //! - [`dead_letter`]: records the router cannot use, with the reason and origin in headers.
 //! - [`roster_feed`]: the roster topic as an in-memory table.
 

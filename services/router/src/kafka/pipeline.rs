@@ -2,9 +2,10 @@
 //!
 //! Each turn polls a batch of help events and commands (read_committed), lets the desk
 //! decide, fires due acknowledgement deadlines, and writes the resulting incident events,
-//! the dead letters and the batch's input offsets in ONE Kafka transaction. A crash before
-//! the commit loses the in-memory changes and the uncommitted output together; the next
-//! owner rebuilds from what was committed and re-reads the same inputs.
+//! the changed incidents' snapshots (incident-state), the dead letters and the batch's
+//! input offsets in ONE Kafka transaction. A crash before the commit loses the in-memory
+//! changes and the uncommitted output together; the next owner rebuilds from the committed
+//! incident-state and re-reads the same inputs.
 //!
 //! Any transaction error ends the pipeline with an error; the caller starts a fresh one
 //! (new clients, state rebuilt from Kafka), so memory and log can never disagree.
@@ -15,15 +16,19 @@ use crate::config::RouterConfig;
 use crate::domain::desk::{HelpOutcome, Output};
 use crate::domain::{Desk, Roster, validate};
 use crate::telemetry;
+use helpgrid_common::health::{Health, Readiness};
+use helpgrid_common::partition::grid_partition;
 use helpgrid_common::time::{Millis, now_millis};
 use helpgrid_common::topics::Topics;
+use helpgrid_proto::pb::Incident;
+use helpgrid_proto::pb::incident_event::Change;
 use prost::Message as _;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -43,6 +48,27 @@ pub enum PipelineError {
     },
     #[error("{0}")]
     Restore(String),
+    #[error("the consumer failed fatally: {0}")]
+    Consumer(KafkaError),
+}
+
+impl PipelineError {
+    /// Another instance with the same transactional id or static group membership took over:
+    /// starting again would only fence it in turn.
+    pub fn is_fenced(&self) -> bool {
+        use rdkafka::types::RDKafkaErrorCode as Code;
+        let source = match self {
+            PipelineError::Transaction { source, .. } | PipelineError::Consumer(source) => source,
+            PipelineError::Client(_) | PipelineError::Restore(_) => return false,
+        };
+        if source.to_string().to_lowercase().contains("fenced") {
+            return true;
+        }
+        matches!(
+            source.rdkafka_error_code(),
+            Some(Code::ProducerFenced | Code::FencedInstanceId | Code::InvalidProducerEpoch)
+        )
+    }
 }
 
 fn txn(step: &'static str) -> impl FnOnce(KafkaError) -> PipelineError {
@@ -54,21 +80,42 @@ fn txn(step: &'static str) -> impl FnOnce(KafkaError) -> PipelineError {
 struct BatchOutput {
     events: Vec<Output>,
     dead_letters: Vec<DeadLetter>,
+    /// Help events that arrived on another partition than their grid's, to re-publish there.
+    forwards: Vec<Forward>,
+    /// (partition, incident id) of closed incidents past the retention window: tombstones
+    /// for incident-state.
+    tombstones: Vec<(i32, String)>,
     /// Next offset to consume, per (topic, partition).
     offsets: BTreeMap<(String, i32), i64>,
 }
 
-/// Runs until `cancel` fires (Ok) or a Kafka error ends this pipeline (Err).
+/// A help event to re-publish to its grid's partition.
+struct Forward {
+    partition: i32,
+    /// The grid id: the key a murmur2 producer would have used.
+    key: Vec<u8>,
+    payload: Option<Vec<u8>>,
+    headers: OwnedHeaders,
+}
+
+/// Header naming where a forwarded help event first arrived (`topic/partition/offset`).
+pub const HEADER_FORWARDED_FROM: &str = "helpgrid.forwarded.from";
+
+/// Runs until `cancel` fires (Ok) or a Kafka error ends this pipeline (Err). `partitions`:
+/// the partition count of the grid-keyed topics.
 pub fn run_pipeline(
     config: &RouterConfig,
     topics: &Topics,
+    partitions: usize,
     roster: &RwLock<Roster>,
+    health: &Health,
     cancel: &CancellationToken,
 ) -> Result<(), PipelineError> {
     let ownership = Ownership::new(
         Desk::new(config.policy.clone()),
         config.kafka.clone(),
         topics.clone(),
+        health.clone(),
     );
     let producer: BaseProducer = config
         .kafka
@@ -104,9 +151,13 @@ pub fn run_pipeline(
             .map_or(MAX_IDLE_POLL, |at| {
                 Duration::from_millis((at - now_millis()).clamp(0, 100) as u64)
             });
-        let batch = poll_batch(&consumer, wait, config.batch_max);
+        let batch = poll_batch(&consumer, wait, config.batch_max)?;
         if let Some(failure) = ownership.take_failure() {
             return Err(PipelineError::Restore(failure));
+        }
+        if batch.len() < config.batch_max && !ownership.restoring() {
+            // The input is drained: whatever was waiting when the partitions came is handled.
+            health.set(Readiness::Ready);
         }
         if ownership.generation() != generation {
             // A rebalance happened while polling: the consumer rewinds to the committed
@@ -123,12 +174,20 @@ pub fn run_pipeline(
                 .read()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             let mut desk = ownership.desk();
-            let mut output = decide(&mut desk, &roster, topics, &batch, &ownership, now);
+            let mut output = decide(
+                &mut desk, &roster, topics, partitions, &batch, &ownership, now,
+            );
             output.events.extend(desk.on_tick(&roster, now));
+            output.tombstones = desk.take_forgotten();
             telemetry::set_open_incidents(desk.open_count());
             output
         };
-        if output.events.is_empty() && output.dead_letters.is_empty() && output.offsets.is_empty() {
+        if output.events.is_empty()
+            && output.dead_letters.is_empty()
+            && output.forwards.is_empty()
+            && output.tombstones.is_empty()
+            && output.offsets.is_empty()
+        {
             continue;
         }
         commit(&producer, &consumer, topics, &output, batch.len())?;
@@ -140,12 +199,14 @@ pub fn run_pipeline(
     Ok(())
 }
 
-/// Waits up to `wait` for the first record, then takes what is already there.
+/// Waits up to `wait` for the first record, then takes what is already there. A fatal
+/// consumer error (e.g. another instance took this one's static membership) ends the
+/// pipeline: a consumer in that state never delivers again.
 fn poll_batch(
     consumer: &BaseConsumer<RouterContext>,
     wait: Duration,
     max: usize,
-) -> Vec<OwnedMessage> {
+) -> Result<Vec<OwnedMessage>, PipelineError> {
     let mut batch = Vec::new();
     let mut timeout = wait;
     while batch.len() < max {
@@ -153,19 +214,59 @@ fn poll_batch(
             None => break,
             Some(Ok(message)) => batch.push(message.detach()),
             Some(Err(error)) => {
+                if let Some((code, reason)) = consumer.client().fatal_error() {
+                    tracing::error!(%error, ?code, reason, "consumer failed fatally");
+                    return Err(PipelineError::Consumer(
+                        KafkaError::MessageConsumptionFatal(code),
+                    ));
+                }
                 tracing::warn!(%error, "consumer error");
                 break;
             }
         }
         timeout = Duration::ZERO;
     }
-    batch
+    Ok(batch)
+}
+
+/// Kafka's default partitioner puts a grid's records in `grid_partition(grid)`. A client with
+/// another partitioner (librdkafka's default CRC32, or no key at all) may put a press
+/// elsewhere; handled there, a repeat press could open a second incident on another router.
+/// Such an event is re-published to its grid's partition in this batch's transaction (with
+/// the grid as key), its offset committed here, and it is decided when it arrives there.
+fn forward(message: &OwnedMessage, partition: i32, grid_id: &str) -> Forward {
+    let origin = format!(
+        "{}/{}/{}",
+        message.topic(),
+        message.partition(),
+        message.offset()
+    );
+    let mut headers = OwnedHeaders::new();
+    if let Some(original) = message.headers() {
+        for h in original.iter() {
+            headers = headers.insert(Header {
+                key: h.key,
+                value: h.value,
+            });
+        }
+    }
+    headers = headers.insert(Header {
+        key: HEADER_FORWARDED_FROM,
+        value: Some(origin.as_str()),
+    });
+    Forward {
+        partition,
+        key: grid_id.as_bytes().to_vec(),
+        payload: message.payload().map(<[u8]>::to_vec),
+        headers,
+    }
 }
 
 fn decide(
     desk: &mut Desk,
     roster: &Roster,
     topics: &Topics,
+    partitions: usize,
     batch: &[OwnedMessage],
     ownership: &Ownership,
     now: Millis,
@@ -181,6 +282,13 @@ fn decide(
         metrics::counter!(telemetry::RECORDS_IN, "topic" => topic.to_owned()).increment(1);
         let result = if topic == topics.help_events {
             validate::decode_help_event(message.payload(), now).map(|event| {
+                let home = grid_partition(event.grid_id(), partitions);
+                if home != partition {
+                    metrics::counter!(telemetry::HELP_EVENTS_FORWARDED).increment(1);
+                    tracing::debug!(event_id = %event.event_id, from = partition, to = home, "help event forwarded to its grid's partition");
+                    out.forwards.push(forward(message, home, event.grid_id()));
+                    return Vec::new();
+                }
                 let (outcome, events) = desk.on_help_event(partition, &event, roster, now);
                 metrics::counter!(telemetry::HELP_EVENTS, "outcome" => outcome.as_str())
                     .increment(1);
@@ -208,6 +316,29 @@ fn decide(
         }
     }
     out
+}
+
+/// The last snapshot of every incident the batch changed, in first-change order: what its
+/// incident-state record becomes. A rejection changes nothing, so it writes no state.
+fn latest_snapshots(events: &[Output]) -> Vec<(i32, &Incident)> {
+    let mut order: Vec<(i32, &Incident)> = Vec::new();
+    let mut index: HashMap<&str, usize> = HashMap::new();
+    for o in events {
+        let Some(incident) = o.event.incident.as_ref() else {
+            continue;
+        };
+        if matches!(o.event.change, Some(Change::Rejected(_))) {
+            continue;
+        }
+        match index.get(incident.incident_id.as_str()) {
+            Some(&i) => order[i] = (o.partition, incident),
+            None => {
+                index.insert(&incident.incident_id, order.len());
+                order.push((o.partition, incident));
+            }
+        }
+    }
+    order
 }
 
 fn send(
@@ -294,6 +425,30 @@ fn produce_in_transaction(
             .partition(o.partition)
             .key(o.key.as_bytes())
             .payload(payload.as_slice());
+        send(producer, record)?;
+    }
+    for f in &output.forwards {
+        let mut record = BaseRecord::<[u8], [u8]>::to(&topics.help_events)
+            .partition(f.partition)
+            .key(f.key.as_slice())
+            .headers(f.headers.clone());
+        if let Some(payload) = f.payload.as_deref() {
+            record = record.payload(payload);
+        }
+        send(producer, record)?;
+    }
+    for (partition, incident) in latest_snapshots(&output.events) {
+        let payload = incident.encode_to_vec();
+        let record = BaseRecord::to(&topics.incident_state)
+            .partition(partition)
+            .key(incident.incident_id.as_bytes())
+            .payload(payload.as_slice());
+        send(producer, record)?;
+    }
+    for (partition, incident_id) in &output.tombstones {
+        let record = BaseRecord::<[u8], [u8]>::to(&topics.incident_state)
+            .partition(*partition)
+            .key(incident_id.as_bytes());
         send(producer, record)?;
     }
     for dl in &output.dead_letters {

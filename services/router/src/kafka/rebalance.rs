@@ -1,15 +1,18 @@
 //! Partition ownership. The range assignor gives an instance the same partition numbers of
 //! help events and commands (they are co-partitioned), so "partition N" means one slice of
-//! grids. On assignment the desk is rebuilt for those partitions from incident events,
-//! which the router writes in the same transactions as its input offsets: the log holds
-//! exactly the decisions whose inputs are marked consumed.
+//! grids. On assignment the desk is rebuilt for those partitions from incident-state (the
+//! compacted latest snapshot of every open or recently closed incident), which the router
+//! writes in the same transactions as its incident events and input offsets: the table holds
+//! exactly the decisions whose inputs are marked consumed. Restore work follows what is open,
+//! not the length of the incident-events history.
 
 use crate::domain::Desk;
 use crate::telemetry;
+use helpgrid_common::health::{Health, Readiness};
 use helpgrid_common::kafka::KafkaArgs;
 use helpgrid_common::time::now_millis;
 use helpgrid_common::topics::Topics;
-use helpgrid_proto::pb::IncidentEvent;
+use helpgrid_proto::pb::Incident;
 use prost::Message as _;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
@@ -21,7 +24,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-/// How long rebuilding from incident events may take before the pipeline restarts.
+/// How long rebuilding from incident-state may take before the pipeline restarts.
 const RESTORE_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// State shared between the pipeline loop and the rebalance callbacks (which run on the
@@ -34,8 +37,11 @@ pub struct Ownership {
     generation: AtomicU64,
     /// A restore that failed; the pipeline restarts on it.
     failure: Mutex<Option<String>>,
+    /// Set while partitions are being restored, until the next poll after it.
+    restoring: std::sync::atomic::AtomicBool,
     kafka: KafkaArgs,
     topics: Topics,
+    health: Health,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -43,15 +49,22 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Ownership {
-    pub fn new(desk: Desk, kafka: KafkaArgs, topics: Topics) -> Arc<Self> {
+    pub fn new(desk: Desk, kafka: KafkaArgs, topics: Topics, health: Health) -> Arc<Self> {
         Arc::new(Self {
             desk: Mutex::new(desk),
             owned: Mutex::new(BTreeSet::new()),
             generation: AtomicU64::new(0),
             failure: Mutex::new(None),
+            restoring: std::sync::atomic::AtomicBool::new(false),
             kafka,
             topics,
+            health,
         })
+    }
+
+    /// Whether a restore ran since the last call (the batch polled with it is not "caught up").
+    pub fn restoring(&self) -> bool {
+        self.restoring.swap(false, Ordering::SeqCst)
     }
 
     pub fn desk(&self) -> MutexGuard<'_, Desk> {
@@ -87,7 +100,7 @@ impl Ownership {
             .create()?;
         let mut tpl = TopicPartitionList::new();
         for p in partitions {
-            tpl.add_partition_offset(&self.topics.incident_events, *p, Offset::Beginning)?;
+            tpl.add_partition_offset(&self.topics.incident_state, *p, Offset::Beginning)?;
         }
         reader.assign(&tpl)?;
         let mut pending: HashSet<i32> = partitions.iter().copied().collect();
@@ -108,16 +121,22 @@ impl Ownership {
                     tracing::warn!(%error, "reading incident events to restore; retrying")
                 }
                 Some(Ok(message)) => {
-                    let decoded = message.payload().map(IncidentEvent::decode);
-                    match decoded {
-                        Some(Ok(event)) => {
-                            desk.restore(message.partition(), &event, now);
-                            restored += 1;
+                    restored += 1;
+                    match message.payload().map(Incident::decode) {
+                        Some(Ok(incident)) => {
+                            desk.restore_incident(message.partition(), &incident, now);
                         }
-                        _ => tracing::error!(
+                        // A tombstone: the incident was closed and is past the window.
+                        None => {
+                            if let Some(key) = message.key() {
+                                desk.forget(&String::from_utf8_lossy(key));
+                            }
+                        }
+                        Some(Err(error)) => tracing::error!(
                             partition = message.partition(),
                             offset = message.offset(),
-                            "undecodable incident event skipped while restoring"
+                            %error,
+                            "undecodable incident-state record skipped while restoring"
                         ),
                     }
                 }
@@ -184,6 +203,8 @@ impl ConsumerContext for RouterContext {
         if assigned.is_empty() {
             return;
         }
+        own.health.set(Readiness::Restoring);
+        own.restoring.store(true, Ordering::SeqCst);
         // Reading the committed offsets waits until they are stable, i.e. until a transaction
         // of the previous owner is committed or aborted, so its events are all visible below.
         let started = Instant::now();

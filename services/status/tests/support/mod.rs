@@ -94,10 +94,12 @@ impl TestKafka {
         if std::env::var_os("RUST_LOG").is_some() {
             helpgrid_common::telemetry::init_tracing();
         }
-        let mut args = KafkaArgs::new(
-            kafka_bootstrap(),
-            format!("status-test-{}.", uuid::Uuid::new_v4()),
-        );
+        Self::on_broker(&kafka_bootstrap()).await
+    }
+
+    /// Fresh topics on the broker at `bootstrap` (a test's own broker).
+    pub async fn on_broker(bootstrap: &str) -> Self {
+        let mut args = KafkaArgs::new(bootstrap, format!("status-test-{}.", uuid::Uuid::new_v4()));
         args.topic_partitions = PARTITIONS;
         let topics = Topics::with_prefix(&args.topic_prefix);
         within("topic creation", ensure_topics(&args, &topics))
