@@ -72,7 +72,19 @@ pub struct StatusArgs {
         value_parser = clap::value_parser!(u64).range(1..)
     )]
     pub watch_replay_events: u64,
+    /// Seconds closed incidents stay in the read model after closing (GetIncident,
+    /// ListIncidents, the console's "today"); older ones are the archive's. Open incidents
+    /// are always kept.
+    #[arg(
+        long,
+        env = "HELPGRID_STATUS_CLOSED_WINDOW_S",
+        default_value_t = DEFAULT_CLOSED_WINDOW_S
+    )]
+    pub closed_window_s: u64,
 }
+
+/// Closed incidents kept unless configured: 36 hours, so the console's "today" is whole.
+pub const DEFAULT_CLOSED_WINDOW_S: u64 = 36 * 3600;
 
 /// Events kept per partition for Watch resumes unless configured.
 pub const DEFAULT_WATCH_REPLAY_EVENTS: u64 = 10_000;
@@ -102,6 +114,7 @@ impl StatusArgs {
                 ..CapSender::default()
             },
             watch_replay_events: usize::try_from(self.watch_replay_events).unwrap_or(usize::MAX),
+            closed_window: Duration::from_secs(self.closed_window_s),
         })
     }
 }
@@ -142,6 +155,8 @@ pub struct StatusConfig {
     pub cap_sender: CapSender,
     /// Events kept per partition for Watch resumes.
     pub watch_replay_events: usize,
+    /// How long closed incidents stay in the read model.
+    pub closed_window: Duration,
 }
 
 impl StatusConfig {
@@ -154,6 +169,7 @@ impl StatusConfig {
             tls: None,
             cap_sender: CapSender::default(),
             watch_replay_events: DEFAULT_WATCH_REPLAY_EVENTS as usize,
+            closed_window: Duration::from_secs(DEFAULT_CLOSED_WINDOW_S),
         }
     }
 

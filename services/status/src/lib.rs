@@ -127,8 +127,11 @@ pub async fn run_with_console(
         .iter()
         .map(|(low, end)| end.saturating_sub(tail).max(*low))
         .collect();
-    let read_model =
-        SharedReadModel::from_model(ReadModel::starting_at(&starts, config.watch_replay_events));
+    let closed_window = i64::try_from(config.closed_window.as_millis()).unwrap_or(i64::MAX);
+    let read_model = SharedReadModel::from_model(
+        ReadModel::starting_at(&starts, config.watch_replay_events)
+            .with_closed_window(closed_window),
+    );
     let (live, _) = broadcast::channel(LIVE_BUFFER);
     let pending = Arc::new(PendingCommands::default());
     let roster = Arc::new(Roster::new(

@@ -54,6 +54,13 @@ pub struct ReadModel {
     floor: Vec<i64>,
     /// Most events kept per partition for replay.
     replay_limit: usize,
+    /// (closed_at, incident id) of closed incidents, oldest first, to forget them after
+    /// `closed_window`: the model holds open incidents plus a bounded window of closed ones.
+    closed: BTreeSet<(Millis, String)>,
+    closed_window: Millis,
+    /// The newest event time applied: the model's clock for the closed window (pure, so the
+    /// same log gives the same model).
+    clock: Millis,
     /// Last offset seen per partition, decodable or not.
     position: Cursor,
 }
@@ -138,6 +145,12 @@ impl ReadModel {
         Self::starting_at(&vec![0; partitions], usize::MAX)
     }
 
+    /// Forget closed incidents once the log's clock is `window` past their closing.
+    pub fn with_closed_window(mut self, window: Millis) -> Self {
+        self.closed_window = window.max(0);
+        self
+    }
+
     /// A model whose log of partition p starts at `starts[p]` (the offsets its feed reads
     /// from) and keeps at most `replay_limit` events per partition.
     pub fn starting_at(starts: &[i64], replay_limit: usize) -> Self {
@@ -153,6 +166,9 @@ impl ReadModel {
             log: vec![VecDeque::new(); starts.len()],
             floor: starts.to_vec(),
             replay_limit: replay_limit.max(1),
+            closed: BTreeSet::new(),
+            closed_window: Millis::MAX,
+            clock: Millis::MIN,
             position,
         }
     }
@@ -167,6 +183,23 @@ impl ReadModel {
         if let Some(stored) = self.incidents.remove(incident_id) {
             self.by_opened
                 .remove(&(stored.opened_at, incident_id.to_owned()));
+            if let Some(closed_at) = from_timestamp(stored.incident.closed_at.as_ref()) {
+                self.closed.remove(&(closed_at, incident_id.to_owned()));
+            }
+        }
+    }
+
+    /// Closed incidents in memory (the rest is open).
+    pub fn closed_count(&self) -> usize {
+        self.closed.len()
+    }
+
+    fn forget_closed_past_window(&mut self) {
+        while let Some((closed_at, id)) = self.closed.first().cloned() {
+            if closed_at.saturating_add(self.closed_window) >= self.clock {
+                break;
+            }
+            self.forget(&id);
         }
     }
 
@@ -199,6 +232,15 @@ impl ReadModel {
         if let Some(incident) = &event.incident {
             self.store_snapshot(partition, incident);
         }
+        if let Some(at) = event
+            .envelope
+            .as_ref()
+            .and_then(|e| from_timestamp(e.occurred_at.as_ref()))
+            && at > self.clock
+        {
+            self.clock = at;
+            self.forget_closed_past_window();
+        }
         Some(logged)
     }
 
@@ -216,6 +258,14 @@ impl ReadModel {
             }
             self.by_opened
                 .remove(&(stored.opened_at, incident.incident_id.clone()));
+            if let Some(closed_at) = from_timestamp(stored.incident.closed_at.as_ref()) {
+                self.closed
+                    .remove(&(closed_at, incident.incident_id.clone()));
+            }
+        }
+        if let Some(closed_at) = from_timestamp(incident.closed_at.as_ref()) {
+            self.closed
+                .insert((closed_at, incident.incident_id.clone()));
         }
         self.by_opened
             .insert((opened_at, incident.incident_id.clone()));
@@ -637,6 +687,43 @@ mod tests {
         model.forget("a");
         assert_eq!(model.incident_count(), 0);
         assert!(ids(&model.list(&query(10))).is_empty());
+    }
+
+    #[test]
+    fn closed_incidents_are_forgotten_once_the_log_moves_past_their_window() {
+        let mut model = ReadModel::starting_at(&[0], 100).with_closed_window(1_000);
+        let at = |millis: Millis, incident: Incident| IncidentEvent {
+            envelope: Some(helpgrid_proto::pb::Envelope {
+                occurred_at: Some(to_timestamp(millis)),
+                ..Default::default()
+            }),
+            incident: Some(incident),
+            ..Default::default()
+        };
+        let mut closed = incident("a", "g", 1, 2, IncidentState::Closed);
+        closed.closed_at = Some(to_timestamp(5_000));
+        model.apply(0, 0, at(5_000, closed));
+        model.apply(
+            0,
+            1,
+            at(5_500, incident("b", "g", 2, 1, IncidentState::Assigned)),
+        );
+        assert_eq!((model.incident_count(), model.closed_count()), (2, 1));
+        // One second after "a" closed it is still there; past that, only the open one stays.
+        model.apply(
+            0,
+            2,
+            at(6_000, incident("b", "g", 2, 2, IncidentState::Assigned)),
+        );
+        assert!(model.incident("a").is_some());
+        model.apply(
+            0,
+            3,
+            at(6_001, incident("b", "g", 2, 3, IncidentState::Acknowledged)),
+        );
+        assert!(model.incident("a").is_none());
+        assert_eq!((model.incident_count(), model.closed_count()), (1, 0));
+        assert_eq!(ids(&model.list(&query(10))), ["b"]);
     }
 
     #[test]

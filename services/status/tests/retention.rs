@@ -29,8 +29,9 @@ use tokio_util::sync::CancellationToken;
 use tonic::Streaming;
 
 const GRID: &str = "grid-0001";
-/// Long enough for the whole retention round (stop, delete, restart), short for the test.
-const ACK_DEADLINE_MS: i64 = 30_000;
+/// Long enough for h1 to stay assigned until the router stops (~5 s after the press); it
+/// falls due while the router is down or soon after it is back.
+const ACK_DEADLINE_MS: i64 = 12_000;
 
 fn start_router(
     args: &KafkaArgs,
@@ -158,6 +159,9 @@ async fn open_incidents_survive_the_deletion_of_their_incident_events() {
     assert_ne!(other_id, incident_id);
     // h2's placement: the last event before the restart.
     let last = within("h2's placement", next_of(&mut watch, &other_id)).await;
+    stop_router(router).await;
+    service.stop().await.unwrap();
+
     // Wait until the segment with h1's events is gone (h2's, the active one, stays: its
     // retention is then set back to an hour before its 5 s are up).
     let h1_partition = assigned_partition(&kafka, &incident_id).await;
@@ -185,8 +189,6 @@ async fn open_incidents_survive_the_deletion_of_their_incident_events() {
         &[("retention.ms", "3600000")],
     )
     .await;
-    stop_router(router).await;
-    service.stop().await.unwrap();
 
     // Both restart from incident-state.
     let service = kafka.start_service(Duration::from_secs(10)).await;
@@ -231,7 +233,7 @@ async fn open_incidents_survive_the_deletion_of_their_incident_events() {
         .err()
         .map(|status| (status.code(), status.message().contains("ListIncidents")));
     assert_eq!(refused, Some((tonic::Code::OutOfRange, true)));
-    // The Watch resumes after the last update it got: the next update is the first new one.
+    // The Watch resumes after the last update it got.
     let mut resumed = service
         .incidents()
         .watch_incidents(WatchIncidentsRequest {
@@ -250,28 +252,26 @@ async fn open_incidents_survive_the_deletion_of_their_incident_events() {
             &press("hh-1", GRID, PressKind::Help),
         )
         .await;
-    let attached = within("the repeat press", next_update(&mut resumed)).await;
-    assert_eq!(change_of(&attached), "attached");
+    // The repeat press attaches to the restored incident (no second incident), and the
+    // deadline set before the restart fires (w-1 never acknowledged), in whichever order the
+    // restored router meets them; nothing already delivered comes again.
+    let mut changes = Vec::new();
+    for _ in 0..2 {
+        let update = within("h1's next changes", next_of(&mut resumed, &incident_id)).await;
+        changes.push((change_of(&update), revision_of(&update)));
+    }
+    let base = revision_of(&assigned);
+    changes.sort_by_key(|(_, revision)| *revision);
     assert_eq!(
-        attached
-            .event
-            .as_ref()
-            .unwrap()
-            .incident
-            .as_ref()
-            .unwrap()
-            .incident_id,
-        incident_id
+        changes.iter().map(|(_, r)| *r).collect::<Vec<_>>(),
+        [base + 1, base + 2]
     );
-    assert_eq!(revision_of(&attached), revision_of(&assigned) + 1);
-    // The deadline set before the restart still fires: w-1 never acknowledged.
-    let expired = within("h1's deadline", next_of(&mut resumed, &incident_id)).await;
+    let mut kinds: Vec<&str> = changes.iter().map(|(c, _)| *c).collect();
+    kinds.sort_unstable();
     assert!(
-        ["reassigned", "escalated"].contains(&change_of(&expired)),
-        "got {}",
-        change_of(&expired)
+        kinds == ["attached", "escalated"] || kinds == ["attached", "reassigned"],
+        "{kinds:?}"
     );
-    assert_eq!(revision_of(&expired), revision_of(&attached) + 1);
     stop_router(router).await;
     service.stop().await.unwrap();
 }
