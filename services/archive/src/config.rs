@@ -9,6 +9,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// How often the archive looks for incidents due for pseudonyms unless told otherwise.
+pub const PSEUDONYMISE_EVERY: Duration = Duration::from_secs(60);
+
 /// HelpGrid archive: incident-events into PostgreSQL exactly once; history and reports.
 #[derive(Debug, Clone, clap::Parser)]
 #[command(name = "helpgrid-archive", version)]
@@ -106,6 +109,7 @@ impl ArchiveArgs {
             batch_max: self.batch_max as usize,
             batch_linger: Duration::from_millis(self.batch_linger_ms),
             token_key,
+            pseudonymise_every: PSEUDONYMISE_EVERY,
             pseudonymise_after: (self.pseudonymise_after_days > 0)
                 .then(|| Duration::from_secs(u64::from(self.pseudonymise_after_days) * 86_400)),
             pseudonym_key,
@@ -126,6 +130,8 @@ pub struct ArchiveConfig {
     pub token_key: Option<Arc<TokenKey>>,
     /// Closed incidents older than this get pseudonyms for their personal fields.
     pub pseudonymise_after: Option<Duration>,
+    /// How often the archive looks for incidents due for pseudonyms.
+    pub pseudonymise_every: Duration,
     /// Keys the pseudonyms; empty means a random key per process (pseudonyms then differ
     /// between runs, which is still safe, only less useful for repeat analysis).
     pub pseudonym_key: Vec<u8>,
@@ -142,6 +148,7 @@ impl ArchiveConfig {
             batch_linger: Duration::from_millis(20),
             token_key: None,
             pseudonymise_after: None,
+            pseudonymise_every: PSEUDONYMISE_EVERY,
             pseudonym_key: Vec::new(),
         }
     }

@@ -8,6 +8,7 @@
 //! - [`access`]: who may read history and reports (tokens, grid scope).
 //! - [`areas`]: the administrative levels; an area's grids.
 //! - [`requests`]: validation of every request, once, at the edge; pure.
+//! - [`privacy`]: personal fields become keyed pseudonyms after the configured period.
 //! - [`queries`]: the history and report SQL.
 //! - [`grpc`]: the tonic HistoryService and ReportService.
 //! - [`rows`]: what a batch of records becomes in PostgreSQL; pure.
@@ -24,6 +25,7 @@ pub mod config;
 pub mod grpc;
 pub mod health;
 pub mod http;
+pub mod privacy;
 pub mod queries;
 pub mod requests;
 pub mod rows;
@@ -148,6 +150,15 @@ pub async fn run(
                 Ok(())
             }));
         }
+        if let Some(after) = config.pseudonymise_after {
+            tasks.push(tokio::spawn(pseudonymise(
+                config.postgres_url.clone(),
+                after,
+                config.pseudonymise_every,
+                pseudonym_key(&config.pseudonym_key)?,
+                stop.clone(),
+            )));
+        }
         sink::run_sink(config.clone(), client, ready_tx, stop.clone())
             .await
             .context("the archive sink failed")
@@ -244,6 +255,55 @@ async fn refresh_areas(
             Err(error) => {
                 tracing::warn!(%error, "cannot re-read the area registry; keeping the last")
             }
+        }
+    }
+}
+
+/// How many incidents one pseudonymisation transaction rewrites.
+const PSEUDONYMISE_BATCH: i64 = 500;
+
+fn pseudonym_key(secret: &[u8]) -> anyhow::Result<ring::hmac::Key> {
+    if !secret.is_empty() {
+        return Ok(privacy::key(secret));
+    }
+    // No key configured: a random one (pseudonyms then differ from one process to the next).
+    let mut random = [0u8; 32];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut random)
+        .map_err(|_| anyhow::anyhow!("no randomness for the pseudonym key"))?;
+    Ok(privacy::key(&random))
+}
+
+async fn pseudonymise(
+    url: String,
+    after: Duration,
+    every: Duration,
+    key: ring::hmac::Key,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    loop {
+        let cutoff = std::time::SystemTime::now() - after;
+        match store::connect(&url).await {
+            Ok(mut client) => loop {
+                match store::pseudonymise_due(&mut client, cutoff, &key, PSEUDONYMISE_BATCH).await {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        telemetry::pseudonymised(n);
+                        tracing::info!(incidents = n, "personal fields pseudonymised");
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "pseudonymisation failed; retrying later");
+                        break;
+                    }
+                }
+                if stop.is_cancelled() {
+                    return Ok(());
+                }
+            },
+            Err(error) => tracing::warn!(%error, "pseudonymisation cannot reach PostgreSQL"),
+        }
+        tokio::select! {
+            () = stop.cancelled() => return Ok(()),
+            () = tokio::time::sleep(every) => {}
         }
     }
 }

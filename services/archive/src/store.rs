@@ -325,3 +325,78 @@ async fn upsert_assignments(
     .await?;
     Ok(())
 }
+
+/// Pseudonymises up to `limit` incidents closed before `cutoff` that are not yet, with their
+/// event records, in one transaction. Returns how many incidents it did.
+pub async fn pseudonymise_due(
+    client: &mut Client,
+    cutoff: SystemTime,
+    key: &ring::hmac::Key,
+    limit: i64,
+) -> Result<u64, tokio_postgres::Error> {
+    use crate::privacy::{scrub_event, scrub_incident};
+    use helpgrid_proto::pb::Incident;
+    use prost::Message;
+    let tx = client.transaction().await?;
+    let due = tx
+        .query(
+            "SELECT incident_id, snapshot FROM incidents \
+             WHERE pseudonymised_at IS NULL AND closed_at < $1 \
+             ORDER BY closed_at LIMIT $2 FOR UPDATE SKIP LOCKED",
+            &[&cutoff, &limit],
+        )
+        .await?;
+    if due.is_empty() {
+        return Ok(0);
+    }
+    let mut ids = Vec::new();
+    let mut households = Vec::new();
+    let mut devices = Vec::new();
+    let mut snapshots = Vec::new();
+    for row in &due {
+        let id: String = row.get(0);
+        let Ok(mut incident) = Incident::decode(row.get::<_, &[u8]>(1)) else {
+            tracing::warn!(incident_id = %id, "archived snapshot does not decode; not pseudonymised");
+            continue;
+        };
+        scrub_incident(key, &mut incident);
+        households.push(incident.household_id.clone());
+        devices.push(incident.device_id.clone());
+        snapshots.push(incident.encode_to_vec());
+        ids.push(id);
+    }
+    tx.execute(
+        "UPDATE incidents AS i SET household_id = u.h, device_id = u.d, snapshot = u.s, \
+           pseudonymised_at = now() \
+         FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[]) AS u(id, h, d, s) \
+         WHERE i.incident_id = u.id",
+        &[&ids, &households, &devices, &snapshots],
+    )
+    .await?;
+    let events = tx
+        .query(
+            "SELECT kafka_partition, kafka_offset, record FROM incident_events \
+             WHERE incident_id = ANY($1)",
+            &[&ids],
+        )
+        .await?;
+    let mut parts = Vec::new();
+    let mut offsets = Vec::new();
+    let mut records = Vec::new();
+    for row in &events {
+        if let Some(record) = scrub_event(key, row.get::<_, &[u8]>(2)) {
+            parts.push(row.get::<_, i32>(0));
+            offsets.push(row.get::<_, i64>(1));
+            records.push(record);
+        }
+    }
+    tx.execute(
+        "UPDATE incident_events AS e SET record = u.r \
+         FROM unnest($1::int4[], $2::int8[], $3::bytea[]) AS u(p, o, r) \
+         WHERE e.kafka_partition = u.p AND e.kafka_offset = u.o",
+        &[&parts, &offsets, &records],
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(ids.len() as u64)
+}

@@ -373,3 +373,83 @@ async fn postgres_down_makes_the_archive_lag_then_it_catches_up() {
     stop.cancel();
     task.await.expect("join").expect("archive ran");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn personal_fields_become_pseudonyms_after_the_period_in_rows_and_event_records() {
+    let kafka = kafka_args();
+    let topics = Topics::with_prefix(&kafka.topic_prefix);
+    ensure_topics(&kafka, &topics).await.expect("topics");
+    let url = fresh_database(&server_url()).await;
+    // Closed a month ago (story) and just now: only the old ones are due after 7 days.
+    let old = story(0, 10);
+    let mut recent = incident_story(99, "g-01", now_millis() - 3_600_000);
+    recent.iter_mut().for_each(|e| {
+        if let Some(i) = e.incident.as_mut() {
+            i.household_id = "hh-0".into(); // the same household as incident 0
+        }
+    });
+    let mut all = old.clone();
+    all.extend(recent.iter().cloned());
+    produce(&kafka, &topics.incident_events, &all).await;
+    let mut config = ArchiveConfig::new(kafka.clone(), url.clone());
+    config.pseudonymise_after = Some(Duration::from_secs(7 * 86_400));
+    config.pseudonymise_every = Duration::from_millis(200);
+    config.pseudonym_key = b"pseudonym-key-pseudonym-key-pseudonym".to_vec();
+    let (stop, task) = spawn_archive(config);
+    wait_for_count(
+        &url,
+        "SELECT count(*) FROM incident_events",
+        all.len() as i64,
+        WAIT,
+    )
+    .await;
+    wait_for_count(
+        &url,
+        "SELECT count(*) FROM incidents WHERE pseudonymised_at IS NOT NULL",
+        10,
+        WAIT,
+    )
+    .await;
+    let db = helpgrid_archive::store::connect(&url).await.expect("db");
+    let leaks: i64 = db
+        .query_one(
+            "SELECT count(*) FROM incident_events e JOIN incidents i USING (incident_id) \
+             WHERE i.pseudonymised_at IS NOT NULL \
+             AND (position('hh-'::bytea IN e.record) > 0 OR position('helped'::bytea IN e.record) > 0)",
+            &[],
+        )
+        .await
+        .expect("q")
+        .get(0);
+    assert_eq!(
+        leaks, 0,
+        "no household id or note left in a pseudonymised trail"
+    );
+    let households: Vec<String> = db
+        .query(
+            "SELECT household_id FROM incidents WHERE pseudonymised_at IS NOT NULL",
+            &[],
+        )
+        .await
+        .expect("q")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(
+        households
+            .iter()
+            .all(|h| h.starts_with("p-") && h.len() == 18),
+        "{households:?}"
+    );
+    let recent_household: String = db
+        .query_one(
+            "SELECT household_id FROM incidents WHERE pseudonymised_at IS NULL",
+            &[],
+        )
+        .await
+        .expect("the recent incident keeps its data")
+        .get(0);
+    assert_eq!(recent_household, "hh-0");
+    stop.cancel();
+    task.await.expect("join").expect("archive ran");
+}
