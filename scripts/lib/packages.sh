@@ -13,10 +13,11 @@ HELPGRID_BUILD_PACKAGES=(libssl-dev zlib1g-dev pkg-config openssl python3)
 # a CJK font so screenshots are legible), xmllint for CAP, Mosquitto (MQTT), PostgreSQL,
 # Prometheus and promtool; curl (queries Prometheus's API); Python's grpcio and protobuf (a
 # stock gRPC client for notify); python3-venv for the stock Python clients other tests install
-# from PyPI (grpcio-reflection, schema validators).
+# from PyPI (grpcio-reflection, schema validators); procps for `kill` (the tests send SIGTERM
+# and SIGSTOP to services and brokers).
 HELPGRID_TEST_PACKAGES=("${HELPGRID_BUILD_PACKAGES[@]}" chromium chromium-driver libxml2-utils
   fonts-wqy-microhei mosquitto mosquitto-clients postgresql prometheus python3-grpcio
-  python3-protobuf curl python3-venv)
+  python3-protobuf curl python3-venv procps)
 # What scripts/run-city starts.
 HELPGRID_RUN_PACKAGES=("${HELPGRID_BUILD_PACKAGES[@]}" mosquitto mosquitto-clients postgresql)
 
