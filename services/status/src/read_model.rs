@@ -44,7 +44,9 @@ struct StoredIncident {
 
 #[derive(Debug)]
 pub struct ReadModel {
-    incidents: HashMap<String, StoredIncident>,
+    /// Boxed: a hash map keeps spare slots, and an empty slot of a large value costs as much
+    /// as a full one.
+    incidents: HashMap<String, Box<StoredIncident>>,
     /// (opened_at, incident_id), iterated backwards for newest-first pages.
     by_opened: BTreeSet<(Millis, String)>,
     /// Index = partition; the newest applied events in offset order, at most `replay_limit`.
@@ -271,11 +273,11 @@ impl ReadModel {
             .insert((opened_at, incident.incident_id.clone()));
         self.incidents.insert(
             incident.incident_id.clone(),
-            StoredIncident {
+            Box::new(StoredIncident {
                 incident: incident.clone(),
                 partition,
                 opened_at,
-            },
+            }),
         );
     }
 
@@ -325,7 +327,7 @@ impl ReadModel {
             .range((Bound::Unbounded, upper))
             .rev()
             .take_while(|(opened_at, _)| query.opened_after.is_none_or(|after| *opened_at > after))
-            .filter_map(|(_, id)| self.incidents.get(id))
+            .filter_map(|(_, id)| self.incidents.get(id).map(|s| &**s))
             .filter(|s| query.grid_ids.is_empty() || query.grid_ids.contains(&s.incident.grid_id))
             .filter(|s| query.states.is_empty() || query.states.contains(&s.incident.state))
             .filter(|s| !query.police_only || is_police_bound(&s.incident));

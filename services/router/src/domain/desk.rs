@@ -60,7 +60,9 @@ struct Tracked {
 #[derive(Default)]
 pub struct Desk {
     policy: Policy,
-    incidents: HashMap<String, Tracked>,
+    /// Boxed: a hash map keeps spare slots, and an empty slot of a large value costs as much
+    /// as a full one.
+    incidents: HashMap<String, Box<Tracked>>,
     /// responder id -> tracks of open incidents assigned to them.
     load: HashMap<String, u32>,
     /// (ack deadline, incident id) for every unacknowledged assignment.
@@ -301,7 +303,7 @@ impl Desk {
     }
 
     fn take(&mut self, incident_id: &str) -> Option<(Incident, i32)> {
-        let tracked = self.incidents.remove(incident_id)?;
+        let tracked = *self.incidents.remove(incident_id)?;
         self.index(&tracked.incident, -1);
         Some((tracked.incident, tracked.partition))
     }
@@ -311,10 +313,10 @@ impl Desk {
         self.index(&incident, 1);
         self.incidents.insert(
             incident.incident_id.clone(),
-            Tracked {
+            Box::new(Tracked {
                 incident,
                 partition,
-            },
+            }),
         );
     }
 
@@ -894,8 +896,9 @@ impl Desk {
 
 /// The open incidents sharing a dedup key, oldest first. Usually one; two when a camera fires
 /// again after the window while the first incident is still open. New detections attach to
-/// the newest.
-type OpenByKey<K> = HashMap<K, BTreeSet<(Option<Millis>, String)>>;
+/// the newest. A sorted Vec, not a BTreeSet: a one-entry BTreeSet allocates a whole B-tree
+/// node (hundreds of bytes), and this map holds an entry for every open incident.
+type OpenByKey<K> = HashMap<K, Vec<(Option<Millis>, String)>>;
 
 fn update_dedup_key<K: std::hash::Hash + Eq>(
     map: &mut OpenByKey<K>,
@@ -908,10 +911,15 @@ fn update_dedup_key<K: std::hash::Hash + Eq>(
         incident.incident_id.clone(),
     );
     if sign > 0 {
-        map.entry(key).or_default().insert(entry);
-    } else if let Some(set) = map.get_mut(&key) {
-        set.remove(&entry);
-        if set.is_empty() {
+        let open = map.entry(key).or_default();
+        if let Err(at) = open.binary_search(&entry) {
+            open.insert(at, entry);
+        }
+    } else if let Some(open) = map.get_mut(&key) {
+        if let Ok(at) = open.binary_search(&entry) {
+            open.remove(at);
+        }
+        if open.is_empty() {
             map.remove(&key);
         }
     }
