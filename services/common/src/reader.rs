@@ -166,6 +166,12 @@ pub async fn follow_from(
                     }
                 }
                 Err(error) => {
+                    if let Some((code, reason)) = consumer.client().fatal_error() {
+                        // A consumer in this state never delivers again: end the feed, so
+                        // its owner notices (the status service turns NOT_SERVING).
+                        tracing::error!(%error, ?code, reason, topic = %topic, "reading topic failed fatally; the feed ends");
+                        return;
+                    }
                     tracing::warn!(%error, topic = %topic, "reading topic failed; retrying");
                     tokio::time::sleep(Duration::from_millis(200)).await;
                     continue;

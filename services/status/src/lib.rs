@@ -174,7 +174,10 @@ pub async fn run_with_console(
         pending: Arc::clone(&pending),
         topic: topics.incident_events.clone(),
     };
+    // Cancelled when a Kafka feed ends while the service runs: health then says NOT_SERVING.
+    let feed_stopped = CancellationToken::new();
     let incident_task = tokio::spawn({
+        let feed_stopped = feed_stopped.clone();
         let read_model = read_model.clone();
         let topic = topics.incident_state.clone();
         async move {
@@ -191,12 +194,17 @@ pub async fn run_with_console(
             incident_feed
                 .keep_read_model(incident_records, incidents_caught_up)
                 .await;
+            feed_stopped.cancel();
         }
     });
     let roster_task = tokio::spawn({
         let roster = Arc::clone(&roster);
         let topic = topics.roster.clone();
-        async move { keep_roster_table(&roster, &topic, roster_records, roster_caught_up).await }
+        let feed_stopped = feed_stopped.clone();
+        async move {
+            keep_roster_table(&roster, &topic, roster_records, roster_caught_up).await;
+            feed_stopped.cancel();
+        }
     });
 
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -208,11 +216,22 @@ pub async fn run_with_console(
         async move {
             tokio::select! {
                 biased;
-                () = stop.cancelled() => {}
+                () = stop.cancelled() => return,
+                () = feed_stopped.cancelled() => {}
                 () = both_loaded(incidents_loaded, roster_loaded) => {
                     ready_tx.send_replace(true);
                     set_health(&health, ServingStatus::Serving).await;
                     tracing::info!("read model and roster loaded; serving");
+                }
+            }
+            tokio::select! {
+                biased;
+                () = stop.cancelled() => {}
+                () = feed_stopped.cancelled() => {
+                    // The read model no longer follows Kafka: answers would go stale.
+                    ready_tx.send_replace(false);
+                    set_health(&health, ServingStatus::NotServing).await;
+                    tracing::error!("a Kafka feed of the status service stopped; NOT_SERVING");
                 }
             }
         }
