@@ -1,7 +1,8 @@
 //! A simulated city that drives HelpGrid end to end, the way real users would.
 //!
 //! - [`city`]: the synthetic city (grids, households, cameras, responders), from a seed.
-//! - [`residents`]: households pressing buttons and cameras raising alerts, onto Kafka.
+//! - [`residents`]: households pressing buttons and cameras raising alerts, onto Kafka or,
+//!   through [`devices`], as Zigbee2MQTT and Frigate messages to the gateway's MQTT broker.
 //! - [`responders`]: responders watching their incidents and acknowledging and closing them
 //!   over the gRPC API after human-like delays.
 //! - [`sim`]: wires them together for a run.
@@ -10,6 +11,7 @@
 //!   with the scenarios documented in load-tests/README.md.
 
 pub mod city;
+pub mod devices;
 pub mod load;
 pub mod residents;
 pub mod responders;

@@ -1,7 +1,9 @@
 //! Households and cameras: help events onto Kafka at the configured rates, as button hubs
-//! and camera analytics would send them (idempotent producer, key = grid id).
+//! and camera analytics would send them (idempotent producer, key = grid id), or their own
+//! MQTT messages to the gateway (see [`crate::devices`]).
 
 use crate::city::City;
+use crate::devices::DevicePublisher;
 use crate::tally::Tally;
 use helpgrid_common::envelope::new_envelope;
 use helpgrid_common::time::now_millis;
@@ -49,6 +51,8 @@ pub struct Residents {
     topic: String,
     rng: fastrand::Rng,
     recent: VecDeque<(usize, usize)>,
+    /// Through the gateway: devices publish to MQTT instead of help events onto Kafka.
+    devices: Option<(DevicePublisher, f64)>,
 }
 
 impl Residents {
@@ -66,7 +70,39 @@ impl Residents {
             topic,
             rng: fastrand::Rng::with_seed(seed),
             recent: VecDeque::new(),
+            devices: None,
         }
+    }
+
+    /// Sends through the gateway: `publisher` publishes what hubs and Frigate would, and on
+    /// `fault_ratio` of the ticks some button goes offline or runs low on battery.
+    pub fn through_gateway(mut self, publisher: DevicePublisher, fault_ratio: f64) -> Self {
+        self.devices = Some((publisher, fault_ratio));
+        self
+    }
+
+    async fn deliver(&mut self, key: &str, event: &HelpEvent) -> bool {
+        match self.devices.as_mut() {
+            Some((publisher, _)) => publisher.send(event, now_millis(), &mut self.rng).await,
+            None => self.send(key, event).await,
+        }
+    }
+
+    async fn maybe_fault(&mut self) {
+        let Some((publisher, ratio)) = self.devices.as_ref() else {
+            return;
+        };
+        if self.rng.f64() >= *ratio {
+            return;
+        }
+        let grid = &self.city.grids[self.rng.usize(..self.city.grids.len())];
+        let Some(h) = grid
+            .households
+            .get(self.rng.usize(..grid.households.len().max(1)))
+        else {
+            return;
+        };
+        publisher.fault(&format!("btn-{h}"), self.rng.bool()).await;
     }
 
     fn next_press(&mut self) -> (String, HelpEvent) {
@@ -157,10 +193,11 @@ impl Residents {
             }
             press_debt += self.activity.presses_per_s * tick.as_secs_f64();
             alert_debt += self.activity.camera_alerts_per_s * tick.as_secs_f64();
+            self.maybe_fault().await;
             while press_debt >= 1.0 {
                 press_debt -= 1.0;
                 let (key, event) = self.next_press();
-                if self.send(&key, &event).await
+                if self.deliver(&key, &event).await
                     && let Ok(mut t) = tally.lock()
                 {
                     t.presses_sent += 1;
@@ -169,7 +206,7 @@ impl Residents {
             while alert_debt >= 1.0 {
                 alert_debt -= 1.0;
                 if let Some((key, event)) = self.next_alert()
-                    && self.send(&key, &event).await
+                    && self.deliver(&key, &event).await
                     && let Ok(mut t) = tally.lock()
                 {
                     t.alerts_sent += 1;

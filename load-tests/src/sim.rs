@@ -53,6 +53,8 @@ pub struct SimArgs {
     #[command(flatten)]
     pub activity: Activity,
     #[command(flatten)]
+    pub mqtt: crate::devices::MqttArgs,
+    #[command(flatten)]
     pub behaviour: Behaviour,
     /// The status service's token key: the city mints an admin token to register its roster
     /// and a token per responder, who then act as themselves. Unset: no tokens are sent (for a
@@ -209,6 +211,17 @@ pub async fn run(
         topics.help_events,
         args.city.seed,
     );
+    let residents = match &args.mqtt.mqtt_url {
+        Some(url) => {
+            let devices = crate::devices::register(&city, &args.kafka).await?;
+            tracing::info!(devices, broker = %url, "devices registered; pressing through the gateway");
+            residents.through_gateway(
+                crate::devices::DevicePublisher::connect(&args.mqtt, url)?,
+                args.mqtt.device_fault_ratio,
+            )
+        }
+        None => residents,
+    };
     let pressing = tokio::spawn(residents.run(Arc::clone(&tally), cancel.clone()));
 
     let started = Instant::now();

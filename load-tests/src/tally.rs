@@ -11,6 +11,8 @@ pub struct Tally {
     pub presses_sent: u64,
     pub alerts_sent: u64,
     pub opened: u64,
+    /// Of `opened`: maintenance incidents (devices the gateway reports unhealthy).
+    pub maintenance: u64,
     pub attached: u64,
     pub assigned: u64,
     pub reassigned: u64,
@@ -38,6 +40,7 @@ impl Default for Tally {
             presses_sent: 0,
             alerts_sent: 0,
             opened: 0,
+            maintenance: 0,
             attached: 0,
             assigned: 0,
             reassigned: 0,
@@ -82,7 +85,12 @@ impl Tally {
             }
         };
         match event.change.as_ref() {
-            Some(Change::Opened(_)) => self.opened += 1,
+            Some(Change::Opened(_)) => {
+                self.opened += 1;
+                if incident.source == helpgrid_proto::pb::IncidentSource::DeviceHealth as i32 {
+                    self.maintenance += 1;
+                }
+            }
             Some(Change::Attached(_)) => self.attached += 1,
             Some(Change::Assigned(a)) => {
                 self.assigned += 1;
@@ -135,10 +143,11 @@ impl fmt::Display for Tally {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "presses {} alerts {} | opened {} attached {} assigned {} acknowledged {} closed {} reassigned {} escalated {} rejected {} | time to assign p50 {} p99 {} max {} | time to ack p50 {} p99 {}",
+            "presses {} alerts {} | opened {} (maintenance {}) attached {} assigned {} acknowledged {} closed {} reassigned {} escalated {} rejected {} | time to assign p50 {} p99 {} max {} | time to ack p50 {} p99 {}",
             self.presses_sent,
             self.alerts_sent,
             self.opened,
+            self.maintenance,
             self.attached,
             self.assigned,
             self.acknowledged,

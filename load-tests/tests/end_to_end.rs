@@ -142,6 +142,13 @@ async fn the_simulated_city_gets_every_incident_acknowledged_and_closed() {
             urgent_ratio: 0.1,
             medical_ratio: 0.05,
         },
+        // Straight to Kafka (the gateway path is covered by services/gateway's tests).
+        mqtt: helpgrid_load_tests::devices::MqttArgs {
+            mqtt_url: None,
+            mqtt_username: None,
+            mqtt_password: None,
+            device_fault_ratio: 0.0,
+        },
         behaviour: Behaviour {
             ack_after_min_s: 0.1,
             ack_after_max_s: 0.5,
