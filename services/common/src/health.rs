@@ -64,6 +64,12 @@ impl Health {
     }
 
     pub fn set(&self, readiness: Readiness) {
+        let ready = if readiness == Readiness::Ready {
+            1.0
+        } else {
+            0.0
+        };
+        metrics::gauge!(crate::telemetry::READY).set(ready);
         let before = Readiness::from_u8(self.0.swap(readiness as u8, Ordering::SeqCst));
         if before != readiness {
             tracing::info!(

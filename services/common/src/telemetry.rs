@@ -3,6 +3,10 @@
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 
+/// 1 while the service's `/readyz` answers 200, else 0 (set with its readiness, see
+/// `health`): what alerts read, since Prometheus scrapes metrics, not probes.
+pub const READY: &str = "helpgrid_ready";
+
 /// Structured logs to stderr; `RUST_LOG` filters (default `info`).
 pub fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()

@@ -180,6 +180,10 @@ async fn prometheus_scrapes_the_router_and_the_status_service_and_sees_the_key_s
         ),
         ("helpgrid_router_consumer_lag", "the router's consumer lag"),
         (
+            "helpgrid_ready{job=\"helpgrid-router\"} == 1",
+            "the router reports ready",
+        ),
+        (
             "helpgrid_router_records_in_total{topic=~\".*help-events\"} >= 1",
             "the press was consumed",
         ),
