@@ -198,8 +198,17 @@ pub async fn serve(
         finished_tx,
         stop.child_token(),
     );
-    let consumer: StreamConsumer<IntakeContext> = kafka
-        .group_consumer_config(CLIENT_ID, &config.group_id)
+    let mut consumer_config = kafka.group_consumer_config(CLIENT_ID, &config.group_id);
+    // read_committed: an assignment becomes readable only when the router's transaction
+    // marker lands, and a fetch that finds nothing readable waits up to fetch.wait.max.ms
+    // (librdkafka's default: 500 ms) before the next. 20 ms, as for the readers in
+    // services/common, keeps that off the assignment → webhook tail; pass-through options
+    // still win.
+    consumer_config.set("fetch.wait.max.ms", "20");
+    for (key, value) in &kafka.options {
+        consumer_config.set(key, value);
+    }
+    let consumer: StreamConsumer<IntakeContext> = consumer_config
         .create_with_context(IntakeContext::default())
         .context("cannot create the Kafka consumer")?;
     let intake = Intake::new(
