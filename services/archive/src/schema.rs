@@ -39,8 +39,15 @@ pub enum SchemaError {
         found: String,
         expected: String,
     },
-    #[error("cannot migrate the archive schema: {0}")]
+    #[error("cannot migrate the archive schema: {}", db_message(.0))]
     Database(#[from] tokio_postgres::Error),
+}
+
+/// PostgreSQL's own message (e.g. "relation \"incidents\" already exists") where there is one.
+fn db_message(error: &tokio_postgres::Error) -> String {
+    error
+        .as_db_error()
+        .map_or_else(|| error.to_string(), |db| db.message().to_owned())
 }
 
 pub fn checksum(sql: &str) -> String {
