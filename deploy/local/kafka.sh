@@ -515,4 +515,7 @@ main() {
   esac
 }
 
-main "$@"
+# Sourced by kafka-cluster.sh for its helpers; run as a command otherwise.
+if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
+  main "$@"
+fi
