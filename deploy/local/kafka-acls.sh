@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# deploy/local/kafka-acls.sh - HelpGrid's least-privilege Kafka users and ACLs for one
+# deployment (one topic prefix), on a cluster started with `kafka-cluster.sh start --sasl`.
+# The same rules as the KafkaUser resources in deploy/kubernetes/.
+#
+#   kafka-acls.sh PREFIX OUT_DIR
+#
+# Makes one SCRAM-SHA-512 user per service, named <PREFIX><service>, with a random password
+# written to OUT_DIR/<service>.password (mode 0600), and grants:
+#
+#   router   read help-events, incident-commands, roster; read and write incident-events,
+#            incident-state (its changelog, read back on restore) and help-events (it forwards
+#            a record that arrived on the wrong partition); write dead-letters; consumer
+#            group <PREFIX>router*; transactional ids <PREFIX>router*
+#   status   write incident-commands; read and write roster; read incident-events,
+#            incident-state (no consumer group: it reads every partition itself)
+#   gateway  write help-events and dead-letters; read and write devices; read incident-events
+#            (feedback to the household's device)
+#   archive  read incident-events; write dead-letters; consumer group <PREFIX>archive*
+#   notify   read incident-events; read and write notify-subscriptions; write dead-letters;
+#            consumer group <PREFIX>notify*
+#
+# Every service may also describe its topics and their configurations (the start-up check of
+# topic settings). Nobody but the admin may create, delete or alter topics; consoles and
+# dispatch systems never touch Kafka (they use the status service's gRPC API).
+set -euo pipefail
+
+[[ $# -eq 2 ]] || { sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+prefix="$1"
+out="$2"
+cluster="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/kafka-cluster.sh"
+mkdir -p "$out"
+
+new_user() {  # new_user SERVICE: a user <prefix><service> with a fresh random password
+  local service="$1" pw
+  pw="$(head -c 18 /dev/urandom | base64 | tr -dc 'A-Za-z0-9')"
+  (umask 077; printf '%s' "$pw" >"$out/$service.password")
+  bash "$cluster" add-user "$prefix$service" "$pw" >/dev/null
+}
+
+topic_args() {  # topic_args NAME...: --topic <prefix>NAME for each
+  local t
+  for t in "$@"; do printf -- '--topic\n%s%s\n' "$prefix" "$t"; done
+}
+
+allow() {  # allow SERVICE OPERATIONS(comma) TOPIC...
+  local service="$1" ops="$2" op
+  shift 2
+  local args=(--add --allow-principal "User:$prefix$service")
+  IFS=, read -ra op <<<"$ops"
+  for o in "${op[@]}"; do args+=(--operation "$o"); done
+  mapfile -t topics < <(topic_args "$@")
+  bash "$cluster" acls "${args[@]}" "${topics[@]}" >/dev/null
+}
+
+allow_prefixed() {  # allow_prefixed SERVICE OPERATIONS(comma) --group|--transactional-id NAME
+  local service="$1" ops="$2" kind="$3" name="$4" op
+  local args=(--add --allow-principal "User:$prefix$service" --resource-pattern-type prefixed)
+  IFS=, read -ra op <<<"$ops"
+  for o in "${op[@]}"; do args+=(--operation "$o"); done
+  bash "$cluster" acls "${args[@]}" "$kind" "$prefix$name" >/dev/null
+}
+
+for service in router status gateway archive notify; do new_user "$service"; done
+
+allow router Read,Describe,DescribeConfigs incident-commands roster
+allow router Read,Write,Describe,DescribeConfigs help-events incident-events incident-state
+allow router Write,Describe,DescribeConfigs dead-letters
+allow_prefixed router Read,Describe --group router
+allow_prefixed router Write,Describe --transactional-id router
+
+allow status Write,Describe,DescribeConfigs incident-commands
+allow status Read,Write,Describe,DescribeConfigs roster
+allow status Read,Describe,DescribeConfigs incident-events incident-state
+
+allow gateway Write,Describe,DescribeConfigs help-events dead-letters
+allow gateway Read,Write,Describe,DescribeConfigs devices
+allow gateway Read,Describe incident-events
+
+allow archive Read,Describe incident-events
+allow archive Write,Describe dead-letters
+allow_prefixed archive Read,Describe --group archive
+
+allow notify Read,Describe incident-events
+allow notify Read,Write,Describe,DescribeConfigs notify-subscriptions
+allow notify Write,Describe dead-letters
+allow_prefixed notify Read,Describe --group notify
+
+echo "users ${prefix}{router,status,gateway,archive,notify}; passwords in $out/"

@@ -1,0 +1,503 @@
+//! Broker failures on a real three-node cluster (deploy/local/kafka-cluster.sh: KRaft,
+//! replication factor 3, min.insync.replicas 2), under load, with the router and the status
+//! service running and people acknowledging and closing over gRPC:
+//!
+//! - SIGKILL of the broker leading the most grid-keyed partitions;
+//! - SIGKILL of the broker coordinating the router's transactions;
+//! - a rolling restart of all three brokers;
+//! - a broker paused (SIGSTOP) past its session timeout, then resumed.
+//!
+//! Each run ends with the fault suite's reconciliation (nothing lost, nothing doubled, no
+//! stalled partition), and checks every Acknowledge and Close: answered within its timeout,
+//! OK or UNAVAILABLE, an OK one applied exactly once and an UNAVAILABLE one never. The runs
+//! start three JVMs, so they are `#[ignore]`d and run by `scripts/faults`; each prints the
+//! figures recorded in docs/reliability.md.
+
+mod support;
+
+use helpgrid_auth::Role;
+use helpgrid_common::kafka::KafkaArgs;
+use helpgrid_common::time::now_millis;
+use helpgrid_load_tests::sim::AuthedChannel;
+use helpgrid_common::topics::Topics;
+use helpgrid_proto::pb::incident_event::Change;
+use helpgrid_proto::pb::incident_service_client::IncidentServiceClient;
+use helpgrid_proto::pb::{
+    AcknowledgeRequest, CloseRequest, GetIncidentRequest, IncidentEvent, IncidentState, PressKind,
+    Resolution, ResponderRole,
+};
+use helpgrid_testkit::reconcile::{accounted_event_id, reconcile};
+use helpgrid_testkit::records::{press, responder};
+use helpgrid_testkit::{IncidentLog, Publisher};
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::process::Command;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use support::{Stack, bearer};
+use tonic::Code;
+
+const GRIDS: usize = 8;
+const PARTITIONS: i32 = 6;
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A three-node cluster of this test's own, in its own state folder: stopped and removed when
+/// dropped.
+struct OwnCluster(Cluster);
+
+/// Drives the cluster's script (kill, pause, restart a node, find a leader).
+#[derive(Clone)]
+struct Cluster {
+    dir: String,
+    script: PathBuf,
+    bootstrap: String,
+}
+
+impl OwnCluster {
+    fn start() -> Self {
+        let script =
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/local/kafka-cluster.sh");
+        let dir = format!(
+            "/tmp/helpgrid-cluster-{}-{}",
+            std::process::id(),
+            &uuid_like()[..8]
+        );
+        let mut cluster = Cluster {
+            dir,
+            script,
+            bootstrap: String::new(),
+        };
+        cluster.bootstrap = cluster.run(&["start"]).trim().to_owned();
+        Self(cluster)
+    }
+}
+
+impl Cluster {
+    fn run(&self, args: &[&str]) -> String {
+        let out = Command::new("bash")
+            .arg(&self.script)
+            .args(args)
+            .env("HELPGRID_KAFKA_CLUSTER_DIR", &self.dir)
+            .output()
+            .expect("run kafka-cluster.sh");
+        assert!(
+            out.status.success(),
+            "kafka-cluster.sh {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The node leading the most partitions of the grid-keyed topics (from the cluster's
+    /// metadata; node ids are broker ids).
+    fn busiest_leader(&self, topics: &Topics) -> String {
+        let client: BaseConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", &self.bootstrap)
+            .create()
+            .expect("metadata client");
+        let mut led: HashMap<i32, usize> = HashMap::new();
+        for topic in topics.grid_keyed() {
+            let metadata = client
+                .fetch_metadata(Some(topic), Duration::from_secs(10))
+                .expect("metadata");
+            for t in metadata.topics() {
+                for p in t.partitions() {
+                    *led.entry(p.leader()).or_default() += 1;
+                }
+            }
+        }
+        led.into_iter()
+            .max_by_key(|(node, n)| (*n, *node))
+            .map(|(node, _)| node.to_string())
+            .expect("some partition has a leader")
+    }
+}
+
+impl Drop for OwnCluster {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(&self.0.script)
+            .args(["stop", "--clean"])
+            .env("HELPGRID_KAFKA_CLUSTER_DIR", &self.0.dir)
+            .output();
+    }
+}
+
+fn uuid_like() -> String {
+    format!("{:016x}", fastrand::u64(..))
+}
+
+fn grid(g: usize) -> String {
+    format!("cg-{g}")
+}
+
+fn roster() -> Vec<helpgrid_proto::pb::Responder> {
+    let mut out: Vec<_> = (0..GRIDS)
+        .map(|g| {
+            responder(
+                &format!("w-{g}"),
+                ResponderRole::GridWorker,
+                &[&grid(g)],
+                None,
+            )
+        })
+        .collect();
+    let all: Vec<String> = (0..GRIDS).map(grid).collect();
+    let all: Vec<&str> = all.iter().map(String::as_str).collect();
+    out.push(responder("sup", ResponderRole::GridSupervisor, &all, None));
+    out
+}
+
+/// What one Acknowledge or Close call answered, and how long it took.
+#[derive(Debug, Clone)]
+struct Call {
+    incident_id: String,
+    action: &'static str,
+    code: Code,
+    took: Duration,
+}
+
+enum Fault {
+    KillBusiestLeader,
+    KillTransactionCoordinator,
+    RollingRestart,
+    PauseBroker,
+}
+
+impl Fault {
+    fn name(&self) -> &'static str {
+        match self {
+            Fault::KillBusiestLeader => "SIGKILL of the busiest partition leader",
+            Fault::KillTransactionCoordinator => "SIGKILL of the router's transaction coordinator",
+            Fault::RollingRestart => "rolling restart of all three brokers",
+            Fault::PauseBroker => "broker paused (SIGSTOP) 12 s, past its 6 s session timeout",
+        }
+    }
+
+    /// The node the fault will hit, found before the clock starts.
+    fn target(&self, cluster: &Cluster, topics: &Topics, transactional_id: &str) -> String {
+        match self {
+            Fault::KillBusiestLeader | Fault::PauseBroker => cluster.busiest_leader(topics),
+            Fault::KillTransactionCoordinator => {
+                let node = cluster.run(&["coordinator", transactional_id]);
+                let node = node.trim().to_owned();
+                assert!(
+                    ["1", "2", "3"].contains(&node.as_str()),
+                    "transaction coordinator of {transactional_id} not found: {node:?}"
+                );
+                node
+            }
+            Fault::RollingRestart => "1,2,3".into(),
+        }
+    }
+
+    /// Injects the fault on `node` and brings the cluster whole again; returns when it is.
+    fn inject(&self, cluster: &Cluster, node: &str) {
+        match self {
+            Fault::KillBusiestLeader | Fault::KillTransactionCoordinator => {
+                cluster.run(&["kill", node]);
+                std::thread::sleep(Duration::from_secs(10));
+                cluster.run(&["start-node", node]);
+            }
+            Fault::RollingRestart => {
+                for node in node.split(',') {
+                    cluster.run(&["stop-node", node]);
+                    cluster.run(&["start-node", node]);
+                    // let it catch up and rejoin the ISR before the next one goes
+                    std::thread::sleep(Duration::from_secs(8));
+                }
+            }
+            Fault::PauseBroker => {
+                cluster.run(&["pause", node]);
+                std::thread::sleep(Duration::from_secs(12));
+                cluster.run(&["resume", node]);
+            }
+        }
+    }
+}
+
+/// Acknowledges, then closes, each incident it is given, as the grid's worker, once each:
+/// no retries, so "applied twice" can only come from HelpGrid.
+async fn responder_calls(
+    addr: String,
+    mut incidents: tokio::sync::mpsc::Receiver<(String, usize)>,
+    calls: Arc<Mutex<Vec<Call>>>,
+) {
+    let mut clients: HashMap<usize, IncidentServiceClient<AuthedChannel>> = HashMap::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    while let Some((incident_id, g)) = incidents.recv().await {
+        if !clients.contains_key(&g) {
+            let channel = helpgrid_load_tests::sim::connect(&addr)
+                .await
+                .expect("connect");
+            let client = IncidentServiceClient::with_interceptor(
+                channel,
+                bearer(&format!("w-{g}"), Role::Responder, &[&grid(g)]),
+            );
+            clients.insert(g, client);
+        }
+        let mut client = clients[&g].clone();
+        let calls = Arc::clone(&calls);
+        tasks.spawn(async move {
+            // Act on what the person sees: wait until the incident shows as assigned.
+            let deadline = Instant::now() + Duration::from_secs(120);
+            loop {
+                let got = client
+                    .get_incident(GetIncidentRequest {
+                        incident_id: incident_id.clone(),
+                    })
+                    .await;
+                if matches!(&got, Ok(i) if i.get_ref().state == IncidentState::Assigned as i32) {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            let started = Instant::now();
+            let ack = client
+                .acknowledge(AcknowledgeRequest {
+                    incident_id: incident_id.clone(),
+                    responder_id: String::new(),
+                })
+                .await;
+            let code = ack.as_ref().map(|_| Code::Ok).unwrap_or_else(|s| s.code());
+            calls.lock().expect("calls").push(Call {
+                incident_id: incident_id.clone(),
+                action: "acknowledge",
+                code,
+                took: started.elapsed(),
+            });
+            if code != Code::Ok {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let started = Instant::now();
+            let close = client
+                .close(CloseRequest {
+                    incident_id: incident_id.clone(),
+                    responder_id: String::new(),
+                    resolution: Resolution::Resolved as i32,
+                    note: "cluster fault suite".into(),
+                })
+                .await;
+            calls.lock().expect("calls").push(Call {
+                incident_id,
+                action: "close",
+                code: close.as_ref().map(|_| Code::Ok).unwrap_or_else(|s| s.code()),
+                took: started.elapsed(),
+            });
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+}
+
+fn event_id(e: &helpgrid_proto::pb::HelpEvent) -> String {
+    e.envelope
+        .as_ref()
+        .map(|x| x.event_id.clone())
+        .unwrap_or_default()
+}
+
+/// How many times each incident's acknowledgement and close were applied.
+fn applied(events: &[IncidentEvent]) -> (HashMap<String, usize>, HashMap<String, usize>) {
+    let mut acks: HashMap<String, usize> = HashMap::new();
+    let mut closes: HashMap<String, usize> = HashMap::new();
+    for e in events {
+        let Some(incident) = e.incident.as_ref() else {
+            continue;
+        };
+        match e.change {
+            Some(Change::Acknowledged(_)) => {
+                *acks.entry(incident.incident_id.clone()).or_default() += 1
+            }
+            Some(Change::Closed(_)) => {
+                *closes.entry(incident.incident_id.clone()).or_default() += 1
+            }
+            _ => {}
+        }
+    }
+    (acks, closes)
+}
+
+/// The longest silence on incident-events between `from` and `to` (arrivals here).
+fn longest_gap(arrivals: &[Instant], from: Instant, to: Instant) -> Duration {
+    let mut inside: Vec<Instant> = arrivals
+        .iter()
+        .copied()
+        .filter(|t| *t >= from && *t <= to)
+        .collect();
+    inside.insert(0, from);
+    inside.push(to);
+    inside
+        .windows(2)
+        .map(|w| w[1].duration_since(w[0]))
+        .max()
+        .unwrap_or_default()
+}
+
+async fn run_fault(cluster: &Cluster, fault: Fault, presses: usize, per_s: f64) {
+    let prefix = format!("cf-{}.", &uuid_like()[..10]);
+    let mut args = KafkaArgs::new(cluster.bootstrap.clone(), prefix.clone());
+    args.topic_partitions = PARTITIONS;
+    args.topic_replication = 3;
+    let topics = Topics::with_prefix(&prefix);
+    let stack = Stack::start_on(args.clone(), roster(), COMMAND_TIMEOUT).await;
+    let transactional_id = format!("{prefix}router-1");
+    let mut log = IncidentLog::follow(&args, &topics.incident_events).await;
+
+    // One press per household (each opens an incident); every fifth is acknowledged and
+    // closed over gRPC while the fault happens.
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let (to_responders, from_publisher) = tokio::sync::mpsc::channel(presses);
+    let responders = tokio::spawn(responder_calls(
+        stack.addr.clone(),
+        from_publisher,
+        Arc::clone(&calls),
+    ));
+    let publisher = Arc::new(Publisher::new(&args));
+    let help_topic = topics.help_events.clone();
+    let stop_publishing = Arc::new(AtomicBool::new(false));
+    let stop = Arc::clone(&stop_publishing);
+    let publishing = tokio::spawn(async move {
+        let started = Instant::now();
+        let mut accepted = Vec::with_capacity(presses);
+        for i in 0..presses {
+            if stop.load(Ordering::Relaxed) {
+                break;
+            }
+            let g = i % GRIDS;
+            let p = press(&format!("hh-{i}"), &grid(g), PressKind::Help);
+            let id = event_id(&p);
+            publisher.send(&help_topic, &grid(g), &p).await;
+            if i % 5 == 0 {
+                let _ = to_responders.send((format!("inc-{id}"), g)).await;
+            }
+            accepted.push(id);
+            let due = Duration::from_secs_f64(i as f64 / per_s);
+            if let Some(wait) = due.checked_sub(started.elapsed()) {
+                tokio::time::sleep(wait).await;
+            }
+        }
+        accepted
+    });
+
+    // Let the load settle, then the fault (blocking: it drives the script), while the log
+    // keeps reading in this task; the load goes on for 10 s after the cluster is whole.
+    log.read_for(Duration::from_secs(6)).await;
+    let name = fault.name();
+    let node = fault.target(cluster, &topics, &transactional_id);
+    eprintln!("[{name}] on node(s) {node}");
+    let fault_started = Instant::now();
+    let injector = {
+        let cluster = cluster.clone();
+        tokio::task::spawn_blocking(move || fault.inject(&cluster, &node))
+    };
+    while !injector.is_finished() {
+        log.read_for(Duration::from_millis(200)).await;
+    }
+    injector.await.expect("fault injected");
+    let fault_took = fault_started.elapsed();
+    log.read_for(Duration::from_secs(10)).await;
+    stop_publishing.store(true, Ordering::Relaxed);
+
+    let accepted = publishing.await.expect("publisher");
+    let published_at = Instant::now();
+    let wanted: HashSet<&String> = accepted.iter().collect();
+    log.wait_until_for(
+        "every press accounted for",
+        Duration::from_secs(180),
+        |events| {
+            events
+                .iter()
+                .filter_map(accounted_event_id)
+                .filter(|id| wanted.contains(id))
+                .count()
+                >= wanted.len()
+        },
+    )
+    .await;
+    let drained_after = published_at.elapsed();
+    responders.await.expect("responders");
+    let events = log.settle(Duration::from_secs(4)).await;
+    let gap = longest_gap(
+        &log.arrivals,
+        fault_started,
+        fault_started + fault_took + Duration::from_secs(10),
+    );
+    let report = reconcile(&accepted, &events, now_millis(), 5_000);
+
+    let calls = calls.lock().expect("calls").clone();
+    let (acks, closes) = applied(&events);
+    let mut by_code: HashMap<(&str, Code), usize> = HashMap::new();
+    let mut problems = Vec::new();
+    let slowest = calls.iter().map(|c| c.took).max().unwrap_or_default();
+    for call in &calls {
+        *by_code.entry((call.action, call.code)).or_default() += 1;
+        let times = if call.action == "acknowledge" {
+            acks.get(&call.incident_id).copied().unwrap_or(0)
+        } else {
+            closes.get(&call.incident_id).copied().unwrap_or(0)
+        };
+        match call.code {
+            Code::Ok if times != 1 => problems.push(format!(
+                "{} {}: answered OK, applied {times} times",
+                call.action, call.incident_id
+            )),
+            Code::Unavailable if times != 0 => problems.push(format!(
+                "{} {}: answered UNAVAILABLE (not applied), applied {times} times",
+                call.action, call.incident_id
+            )),
+            Code::Ok | Code::Unavailable => {}
+            other => problems.push(format!(
+                "{} {}: answered {other:?}",
+                call.action, call.incident_id
+            )),
+        }
+        if call.took > COMMAND_TIMEOUT + Duration::from_secs(2) {
+            problems.push(format!(
+                "{} {}: took {:?}, past the {COMMAND_TIMEOUT:?} timeout",
+                call.action, call.incident_id, call.took
+            ));
+        }
+    }
+    let mut codes: Vec<String> = by_code
+        .iter()
+        .map(|((action, code), n)| format!("{action} {code:?} {n}"))
+        .collect();
+    codes.sort();
+    eprintln!(
+        "[{name}] {report} | fault took {fault_took:?}, longest output gap {gap:?}, drained {drained_after:?} after the last press | calls: {} (slowest {slowest:?})",
+        codes.join(", ")
+    );
+    stack.stop().await;
+    assert!(report.is_clean(), "{report}");
+    assert!(
+        report.accepted_events < presses,
+        "the load ran out before the fault ended; raise the press count"
+    );
+    assert!(
+        calls.len() >= report.accepted_events / 5 / 2,
+        "too few commands were tried ({}) for the run to mean anything",
+        calls.len()
+    );
+    assert!(problems.is_empty(), "command faults: {problems:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "three-broker fault suite: scripts/faults"]
+async fn broker_failures_on_a_three_node_cluster_lose_nothing_and_double_nothing() {
+    let cluster = OwnCluster::start();
+    eprintln!("cluster at {}", cluster.0.bootstrap);
+    for fault in [
+        Fault::KillBusiestLeader,
+        Fault::KillTransactionCoordinator,
+        Fault::RollingRestart,
+        Fault::PauseBroker,
+    ] {
+        run_fault(&cluster.0, fault, 20_000, 100.0).await;
+    }
+}
