@@ -15,6 +15,8 @@
 
 mod support;
 
+use support::cluster::{Cluster, OwnCluster, uuid_like};
+
 use helpgrid_auth::Role;
 use helpgrid_common::kafka::KafkaArgs;
 use helpgrid_common::time::now_millis;
@@ -30,9 +32,6 @@ use helpgrid_testkit::reconcile::{accounted_event_id, reconcile};
 use helpgrid_testkit::records::{press, responder};
 use helpgrid_testkit::{IncidentLog, Publisher};
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
-use std::process::Command;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -42,92 +41,6 @@ use tonic::Code;
 const GRIDS: usize = 8;
 const PARTITIONS: i32 = 6;
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// A three-node cluster of this test's own, in its own state folder: stopped and removed when
-/// dropped.
-struct OwnCluster(Cluster);
-
-/// Drives the cluster's script (kill, pause, restart a node, find a leader).
-#[derive(Clone)]
-struct Cluster {
-    dir: String,
-    script: PathBuf,
-    bootstrap: String,
-}
-
-impl OwnCluster {
-    fn start() -> Self {
-        let script =
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/local/kafka-cluster.sh");
-        let dir = format!(
-            "/tmp/helpgrid-cluster-{}-{}",
-            std::process::id(),
-            &uuid_like()[..8]
-        );
-        let mut cluster = Cluster {
-            dir,
-            script,
-            bootstrap: String::new(),
-        };
-        cluster.bootstrap = cluster.run(&["start"]).trim().to_owned();
-        Self(cluster)
-    }
-}
-
-impl Cluster {
-    fn run(&self, args: &[&str]) -> String {
-        let out = Command::new("bash")
-            .arg(&self.script)
-            .args(args)
-            .env("HELPGRID_KAFKA_CLUSTER_DIR", &self.dir)
-            .output()
-            .expect("run kafka-cluster.sh");
-        assert!(
-            out.status.success(),
-            "kafka-cluster.sh {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// The node leading the most partitions of the grid-keyed topics (from the cluster's
-    /// metadata; node ids are broker ids).
-    fn busiest_leader(&self, topics: &Topics) -> String {
-        let client: BaseConsumer = rdkafka::ClientConfig::new()
-            .set("bootstrap.servers", &self.bootstrap)
-            .create()
-            .expect("metadata client");
-        let mut led: HashMap<i32, usize> = HashMap::new();
-        for topic in topics.grid_keyed() {
-            let metadata = client
-                .fetch_metadata(Some(topic), Duration::from_secs(10))
-                .expect("metadata");
-            for t in metadata.topics() {
-                for p in t.partitions() {
-                    *led.entry(p.leader()).or_default() += 1;
-                }
-            }
-        }
-        led.into_iter()
-            .max_by_key(|(node, n)| (*n, *node))
-            .map(|(node, _)| node.to_string())
-            .expect("some partition has a leader")
-    }
-}
-
-impl Drop for OwnCluster {
-    fn drop(&mut self) {
-        let _ = Command::new("bash")
-            .arg(&self.0.script)
-            .args(["stop", "--clean"])
-            .env("HELPGRID_KAFKA_CLUSTER_DIR", &self.0.dir)
-            .output();
-    }
-}
-
-fn uuid_like() -> String {
-    format!("{:016x}", fastrand::u64(..))
-}
 
 fn grid(g: usize) -> String {
     format!("cg-{g}")
@@ -363,9 +276,12 @@ async fn run_fault(cluster: &Cluster, fault: Fault, presses: usize, per_s: f64) 
     let help_topic = topics.help_events.clone();
     let stop_publishing = Arc::new(AtomicBool::new(false));
     let stop = Arc::clone(&stop_publishing);
+    // Presses go out at the offered rate whatever the cluster does: each is its own task, so
+    // a stalled partition delays its own presses, not the ones after it.
     let publishing = tokio::spawn(async move {
         let started = Instant::now();
         let mut accepted = Vec::with_capacity(presses);
+        let mut sends = tokio::task::JoinSet::new();
         for i in 0..presses {
             if stop.load(Ordering::Relaxed) {
                 break;
@@ -373,15 +289,24 @@ async fn run_fault(cluster: &Cluster, fault: Fault, presses: usize, per_s: f64) 
             let g = i % GRIDS;
             let p = press(&format!("hh-{i}"), &grid(g), PressKind::Help);
             let id = event_id(&p);
-            publisher.send(&help_topic, &grid(g), &p).await;
-            if i % 5 == 0 {
-                let _ = to_responders.send((format!("inc-{id}"), g)).await;
-            }
+            let publisher = Arc::clone(&publisher);
+            let topic = help_topic.clone();
+            let to_responders = to_responders.clone();
+            let incident_id = format!("inc-{id}");
+            sends.spawn(async move {
+                publisher.send(&topic, &grid(g), &p).await;
+                if i % 5 == 0 {
+                    let _ = to_responders.send((incident_id, g)).await;
+                }
+            });
             accepted.push(id);
             let due = Duration::from_secs_f64(i as f64 / per_s);
             if let Some(wait) = due.checked_sub(started.elapsed()) {
                 tokio::time::sleep(wait).await;
             }
+        }
+        while let Some(sent) = sends.join_next().await {
+            sent.expect("press delivered");
         }
         accepted
     });
@@ -496,7 +421,7 @@ async fn run_fault(cluster: &Cluster, fault: Fault, presses: usize, per_s: f64) 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "three-broker fault suite: scripts/faults"]
 async fn broker_failures_on_a_three_node_cluster_lose_nothing_and_double_nothing() {
-    let cluster = OwnCluster::start();
+    let cluster = OwnCluster::start(false);
     eprintln!("cluster at {}", cluster.0.bootstrap);
     let mut problems = Vec::new();
     for fault in [

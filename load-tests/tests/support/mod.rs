@@ -3,6 +3,8 @@
 //! status fault tests.
 #![allow(dead_code)] // each test file uses a different part
 
+pub mod cluster;
+
 use helpgrid_auth::{Bearer, Role, TokenKey};
 use helpgrid_common::kafka::KafkaArgs;
 use helpgrid_common::topics::Topics;
@@ -88,6 +90,18 @@ pub async fn start_status(args: &KafkaArgs, command_timeout: Duration) -> (Runni
     (status, addr)
 }
 
+/// The router, in this process, with the ids a deployment on `args`' prefix would use.
+pub fn start_router(args: &KafkaArgs) -> Running {
+    let router_config = RouterConfig {
+        kafka: args.clone(),
+        group_id: format!("{}router", args.topic_prefix),
+        transactional_id: format!("{}router-1", args.topic_prefix),
+        batch_max: 200,
+        policy: Policy::default(),
+    };
+    Running::spawn(move |shutdown| helpgrid_router::run(router_config, shutdown))
+}
+
 impl Stack {
     /// Starts the status service, registers `roster` through its API, then starts the
     /// router (which loads the roster before it routes anything).
@@ -116,14 +130,7 @@ impl Stack {
                 .await
                 .expect("upsert");
         }
-        let router_config = RouterConfig {
-            kafka: args.clone(),
-            group_id: format!("{}router", args.topic_prefix),
-            transactional_id: format!("{}router-1", args.topic_prefix),
-            batch_max: 200,
-            policy: Policy::default(),
-        };
-        let router = Running::spawn(move |shutdown| helpgrid_router::run(router_config, shutdown));
+        let router = start_router(&args);
         Self {
             args,
             status: Some(status),
