@@ -61,29 +61,35 @@ allow_prefixed() {  # allow_prefixed SERVICE OPERATIONS(comma) --group|--transac
   bash "$cluster" acls "${args[@]}" "$kind" "$prefix$name" >/dev/null
 }
 
-for service in router status gateway archive notify; do new_user "$service"; done
+# Each grant is a JVM of its own: run them side by side and fail if any failed.
+pids=()
+run() { "$@" & pids+=($!); }
+for service in router status gateway archive notify; do run new_user "$service"; done
 
-allow router Read,Describe,DescribeConfigs incident-commands roster
-allow router Read,Write,Describe,DescribeConfigs help-events incident-events incident-state
-allow router Write,Describe,DescribeConfigs dead-letters
-allow_prefixed router Read,Describe --group router
-allow_prefixed router Write,Describe --transactional-id router
+run allow router Read,Describe,DescribeConfigs incident-commands roster
+run allow router Read,Write,Describe,DescribeConfigs help-events incident-events incident-state
+run allow router Write,Describe,DescribeConfigs dead-letters
+run allow_prefixed router Read,Describe --group router
+run allow_prefixed router Write,Describe --transactional-id router
 
-allow status Write,Describe,DescribeConfigs incident-commands
-allow status Read,Write,Describe,DescribeConfigs roster
-allow status Read,Describe,DescribeConfigs incident-events incident-state
+run allow status Write,Describe,DescribeConfigs incident-commands
+run allow status Read,Write,Describe,DescribeConfigs roster
+run allow status Read,Describe,DescribeConfigs incident-events incident-state
 
-allow gateway Write,Describe,DescribeConfigs help-events dead-letters
-allow gateway Read,Write,Describe,DescribeConfigs devices
-allow gateway Read,Describe incident-events
+run allow gateway Write,Describe,DescribeConfigs help-events dead-letters
+run allow gateway Read,Write,Describe,DescribeConfigs devices
+run allow gateway Read,Describe incident-events
 
-allow archive Read,Describe incident-events
-allow archive Write,Describe dead-letters
-allow_prefixed archive Read,Describe --group archive
+run allow archive Read,Describe incident-events
+run allow archive Write,Describe dead-letters
+run allow_prefixed archive Read,Describe --group archive
 
-allow notify Read,Describe incident-events
-allow notify Read,Write,Describe,DescribeConfigs notify-subscriptions
-allow notify Write,Describe dead-letters
-allow_prefixed notify Read,Describe --group notify
+run allow notify Read,Describe incident-events
+run allow notify Read,Write,Describe,DescribeConfigs notify-subscriptions
+run allow notify Write,Describe dead-letters
+run allow_prefixed notify Read,Describe --group notify
 
+failed=0
+for pid in "${pids[@]}"; do wait "$pid" || failed=1; done
+(( failed == 0 )) || { echo "kafka-acls.sh: some users or ACLs could not be made" >&2; exit 1; }
 echo "users ${prefix}{router,status,gateway,archive,notify}; passwords in $out/"

@@ -164,6 +164,7 @@ async fn respond(
     let ack = AcknowledgeRequest {
         incident_id: incident_id.clone(),
         responder_id: responder_id.clone(),
+        request_id: format!("{:032x}", fastrand::u128(..)),
     };
     if let Err(status) = client.acknowledge(ack).await {
         return refused(status);
@@ -197,6 +198,7 @@ async fn respond(
         responder_id,
         resolution: resolution as i32,
         note: "visited; resolved on site".into(),
+        request_id: format!("{:032x}", fastrand::u128(..)),
     };
     if let Err(status) = client.close(close).await {
         refused(status);

@@ -122,6 +122,7 @@ impl Tally {
                 self.first_assignment_seen.remove(&incident.incident_id);
             }
             Some(Change::Rejected(_)) => self.rejected += 1,
+            Some(Change::Repeated(_)) => {}
             None => {}
         }
     }

@@ -20,8 +20,8 @@ use support::cluster::{Cluster, OwnCluster, uuid_like};
 use helpgrid_auth::Role;
 use helpgrid_common::kafka::KafkaArgs;
 use helpgrid_common::time::now_millis;
-use helpgrid_load_tests::sim::AuthedChannel;
 use helpgrid_common::topics::Topics;
+use helpgrid_load_tests::sim::AuthedChannel;
 use helpgrid_proto::pb::incident_event::Change;
 use helpgrid_proto::pb::incident_service_client::IncidentServiceClient;
 use helpgrid_proto::pb::{
@@ -31,6 +31,7 @@ use helpgrid_proto::pb::{
 use helpgrid_testkit::reconcile::{accounted_event_id, reconcile};
 use helpgrid_testkit::records::{press, responder};
 use helpgrid_testkit::{IncidentLog, Publisher};
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -141,17 +142,19 @@ async fn responder_calls(
     let mut clients: HashMap<usize, IncidentServiceClient<AuthedChannel>> = HashMap::new();
     let mut tasks = tokio::task::JoinSet::new();
     while let Some((incident_id, g)) = incidents.recv().await {
-        if !clients.contains_key(&g) {
-            let channel = helpgrid_load_tests::sim::connect(&addr)
-                .await
-                .expect("connect");
-            let client = IncidentServiceClient::with_interceptor(
-                channel,
-                bearer(&format!("w-{g}"), Role::Responder, &[&grid(g)]),
-            );
-            clients.insert(g, client);
-        }
-        let mut client = clients[&g].clone();
+        let mut client = match clients.entry(g) {
+            Entry::Occupied(known) => known.get().clone(),
+            Entry::Vacant(new) => {
+                let channel = helpgrid_load_tests::sim::connect(&addr)
+                    .await
+                    .expect("connect");
+                new.insert(IncidentServiceClient::with_interceptor(
+                    channel,
+                    bearer(&format!("w-{g}"), Role::Responder, &[&grid(g)]),
+                ))
+                .clone()
+            }
+        };
         let calls = Arc::clone(&calls);
         tasks.spawn(async move {
             // Act on what the person sees: wait until the incident shows as assigned.
@@ -170,42 +173,73 @@ async fn responder_calls(
                 }
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
-            let started = Instant::now();
-            let ack = client
-                .acknowledge(AcknowledgeRequest {
-                    incident_id: incident_id.clone(),
-                    responder_id: String::new(),
-                })
-                .await;
-            let code = ack.as_ref().map(|_| Code::Ok).unwrap_or_else(|s| s.code());
-            calls.lock().expect("calls").push(Call {
+            // Each command is retried as a client should after UNAVAILABLE: the same
+            // request with the same request id, until it answers.
+            let ack = AcknowledgeRequest {
                 incident_id: incident_id.clone(),
-                action: "acknowledge",
-                code,
-                took: started.elapsed(),
-            });
-            if code != Code::Ok {
+                responder_id: String::new(),
+                request_id: format!("ack-{incident_id}"),
+            };
+            let acked = until_answered(&calls, &incident_id, "acknowledge", || {
+                let mut client = client.clone();
+                let ack = ack.clone();
+                async move { client.acknowledge(ack).await }
+            })
+            .await;
+            if !acked {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
-            let started = Instant::now();
-            let close = client
-                .close(CloseRequest {
-                    incident_id: incident_id.clone(),
-                    responder_id: String::new(),
-                    resolution: Resolution::Resolved as i32,
-                    note: "cluster fault suite".into(),
-                })
-                .await;
-            calls.lock().expect("calls").push(Call {
-                incident_id,
-                action: "close",
-                code: close.as_ref().map(|_| Code::Ok).unwrap_or_else(|s| s.code()),
-                took: started.elapsed(),
-            });
+            let close = CloseRequest {
+                incident_id: incident_id.clone(),
+                responder_id: String::new(),
+                resolution: Resolution::Resolved as i32,
+                note: "cluster fault suite".into(),
+                request_id: format!("close-{incident_id}"),
+            };
+            until_answered(&calls, &incident_id, "close", || {
+                let mut client = client.clone();
+                let close = close.clone();
+                async move { client.close(close).await }
+            })
+            .await;
         });
     }
     while tasks.join_next().await.is_some() {}
+}
+
+/// Calls `attempt` until it answers anything but UNAVAILABLE (at most 20 times, a second
+/// apart), recording every answer. True if it ended in OK.
+async fn until_answered<F, Fut>(
+    calls: &Mutex<Vec<Call>>,
+    incident_id: &str,
+    action: &'static str,
+    attempt: F,
+) -> bool
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<
+            Output = Result<tonic::Response<helpgrid_proto::pb::Incident>, tonic::Status>,
+        >,
+{
+    for _ in 0..20 {
+        let started = Instant::now();
+        let code = attempt()
+            .await
+            .map(|_| Code::Ok)
+            .unwrap_or_else(|s| s.code());
+        calls.lock().expect("calls").push(Call {
+            incident_id: incident_id.to_owned(),
+            action,
+            code,
+            took: started.elapsed(),
+        });
+        if code != Code::Unavailable {
+            return code == Code::Ok;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    false
 }
 
 fn event_id(e: &helpgrid_proto::pb::HelpEvent) -> String {
@@ -361,32 +395,38 @@ async fn run_fault(cluster: &Cluster, fault: Fault, presses: usize, per_s: f64) 
     let mut by_code: HashMap<(&str, Code), usize> = HashMap::new();
     let mut problems = Vec::new();
     let slowest = calls.iter().map(|c| c.took).max().unwrap_or_default();
+    let mut last: HashMap<(&str, &str), Code> = HashMap::new();
+    let mut retried = 0;
     for call in &calls {
         *by_code.entry((call.action, call.code)).or_default() += 1;
-        let times = if call.action == "acknowledge" {
-            acks.get(&call.incident_id).copied().unwrap_or(0)
-        } else {
-            closes.get(&call.incident_id).copied().unwrap_or(0)
-        };
-        match call.code {
-            Code::Ok if times != 1 => problems.push(format!(
-                "{} {}: answered OK, applied {times} times",
-                call.action, call.incident_id
-            )),
-            Code::Unavailable if times != 0 => problems.push(format!(
-                "{} {}: answered UNAVAILABLE (not applied), applied {times} times",
-                call.action, call.incident_id
-            )),
-            Code::Ok | Code::Unavailable => {}
-            other => problems.push(format!(
-                "{} {}: answered {other:?}",
-                call.action, call.incident_id
-            )),
+        if last
+            .insert((call.action, call.incident_id.as_str()), call.code)
+            .is_some()
+        {
+            retried += 1;
+        }
+        if !matches!(call.code, Code::Ok | Code::Unavailable) {
+            problems.push(format!(
+                "{} {}: answered {:?}",
+                call.action, call.incident_id, call.code
+            ));
         }
         if call.took > COMMAND_TIMEOUT + Duration::from_secs(2) {
             problems.push(format!(
                 "{} {}: took {:?}, past the {COMMAND_TIMEOUT:?} timeout",
                 call.action, call.incident_id, call.took
+            ));
+        }
+    }
+    for ((action, incident_id), code) in &last {
+        let times = if *action == "acknowledge" {
+            acks.get(*incident_id).copied().unwrap_or(0)
+        } else {
+            closes.get(*incident_id).copied().unwrap_or(0)
+        };
+        if *code != Code::Ok || times != 1 {
+            problems.push(format!(
+                "{action} {incident_id}: last answer {code:?}, applied {times} times (want OK, once)"
             ));
         }
     }
@@ -396,7 +436,7 @@ async fn run_fault(cluster: &Cluster, fault: Fault, presses: usize, per_s: f64) 
         .collect();
     codes.sort();
     eprintln!(
-        "[{name}] {report} | fault took {fault_took:?}, longest output gap {gap:?}, drained {drained_after:?} after the last press | calls: {} (slowest {slowest:?})",
+        "[{name}] {report} | fault took {fault_took:?}, longest output gap {gap:?}, drained {drained_after:?} after the last press | calls: {} (slowest {slowest:?}, {retried} retries)",
         codes.join(", ")
     );
     stack.stop().await;

@@ -32,6 +32,7 @@ async fn a_press_is_assigned_then_acknowledged_and_closed_over_grpc() {
         .acknowledge(AcknowledgeRequest {
             incident_id: incident.incident_id.clone(),
             responder_id: "wu-1".into(),
+            request_id: String::new(),
         })
         .await
         .expect("the assigned worker may acknowledge")
@@ -44,12 +45,75 @@ async fn a_press_is_assigned_then_acknowledged_and_closed_over_grpc() {
             responder_id: "wu-1".into(),
             resolution: Resolution::Resolved as i32,
             note: "helped with the stairs".into(),
+            request_id: String::new(),
         })
         .await
         .expect("the worker may close what they acknowledged")
         .into_inner();
     assert_eq!(closed.state, IncidentState::Closed as i32);
     assert_eq!(closed.resolution_note, "helped with the stairs");
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_acknowledge_sent_three_times_is_applied_once_and_succeeds_three_times() {
+    let stack = Stack::start(vec![responder(
+        "wu-1",
+        ResponderRole::GridWorker,
+        &["g1"],
+        None,
+    )])
+    .await;
+    let topics = helpgrid_common::topics::Topics::with_prefix(&stack.args.topic_prefix);
+    let mut log = helpgrid_testkit::IncidentLog::follow(&stack.args, &topics.incident_events).await;
+    let incident = press_and_wait_assigned(&stack, "h-1", "g1").await;
+    let mut client = stack.incidents_as("wu-1", Role::Responder, &["g1"]).await;
+    let ack = AcknowledgeRequest {
+        incident_id: incident.incident_id.clone(),
+        responder_id: String::new(),
+        request_id: "phone-7f3a-ack".into(),
+    };
+    let mut revisions = Vec::new();
+    for attempt in 1..=3 {
+        let answer = client
+            .acknowledge(ack.clone())
+            .await
+            .unwrap_or_else(|e| panic!("attempt {attempt}: {e}"))
+            .into_inner();
+        assert_eq!(answer.state, IncidentState::Acknowledged as i32);
+        revisions.push(answer.revision);
+    }
+    assert!(
+        revisions.windows(2).all(|w| w[0] == w[1]),
+        "retries changed the incident: revisions {revisions:?}"
+    );
+    // Reusing the id for something else is a client bug, and says so.
+    let reused = client
+        .close(CloseRequest {
+            incident_id: incident.incident_id.clone(),
+            responder_id: String::new(),
+            resolution: Resolution::Resolved as i32,
+            note: String::new(),
+            request_id: "phone-7f3a-ack".into(),
+        })
+        .await
+        .expect_err("a request id reused for a close");
+    assert_eq!(reused.code(), Code::InvalidArgument, "{reused}");
+
+    let events = log.settle(std::time::Duration::from_secs(2)).await;
+    let of_incident = |change: &str| {
+        events
+            .iter()
+            .filter(|e| {
+                e.incident
+                    .as_ref()
+                    .is_some_and(|i| i.incident_id == incident.incident_id)
+                    && e.change.as_ref().map(|c| c.name()) == Some(change)
+            })
+            .count()
+    };
+    assert_eq!(of_incident("acknowledged"), 1, "applied once");
+    assert_eq!(of_incident("repeated"), 2, "the two retries were answered");
     stack.stop().await;
 }
 
@@ -70,6 +134,7 @@ async fn a_wrong_responder_is_refused_and_closing_before_acknowledging_fails_its
         .acknowledge(AcknowledgeRequest {
             incident_id: incident.incident_id.clone(),
             responder_id: "wu-2".into(),
+            request_id: String::new(),
         })
         .await
         .expect_err("wu-2 is not assigned");
@@ -86,6 +151,7 @@ async fn a_wrong_responder_is_refused_and_closing_before_acknowledging_fails_its
             responder_id: "wu-1".into(),
             resolution: Resolution::Resolved as i32,
             note: String::new(),
+            request_id: String::new(),
         })
         .await
         .expect_err("not acknowledged yet");
@@ -94,6 +160,7 @@ async fn a_wrong_responder_is_refused_and_closing_before_acknowledging_fails_its
         .acknowledge(AcknowledgeRequest {
             incident_id: "inc-does-not-exist".into(),
             responder_id: "wu-1".into(),
+            request_id: String::new(),
         })
         .await
         .expect_err("unknown incident");

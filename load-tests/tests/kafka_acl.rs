@@ -70,7 +70,9 @@ async fn each_service_works_with_its_own_rights_and_is_refused_beyond_them() {
     let mut admin = cluster.admin_args(&prefix);
     admin.topic_partitions = 3;
     admin.topic_replication = 3;
-    ensure_topics(&admin, &topics).await.expect("admin creates the topics");
+    ensure_topics(&admin, &topics)
+        .await
+        .expect("admin creates the topics");
     let passwords = format!("{}/users", cluster.dir);
     let acls = Command::new("bash")
         .arg(deploy_script("kafka-acls.sh"))
@@ -92,10 +94,11 @@ async fn each_service_works_with_its_own_rights_and_is_refused_beyond_them() {
     let channel = helpgrid_load_tests::sim::connect(&addr)
         .await
         .expect("status service reachable");
-    let mut roster_api = helpgrid_proto::pb::roster_service_client::RosterServiceClient::with_interceptor(
-        channel.clone(),
-        bearer("admin", Role::Admin, &["*"]),
-    );
+    let mut roster_api =
+        helpgrid_proto::pb::roster_service_client::RosterServiceClient::with_interceptor(
+            channel.clone(),
+            bearer("admin", Role::Admin, &["*"]),
+        );
     roster_api
         .upsert_responder(helpgrid_proto::pb::UpsertResponderRequest {
             responder: Some(responder("w-1", ResponderRole::GridWorker, &["g1"], None)),
@@ -106,25 +109,29 @@ async fn each_service_works_with_its_own_rights_and_is_refused_beyond_them() {
     let p = press("hh-1", "g1", PressKind::Help);
     let incident_id = format!(
         "inc-{}",
-        p.envelope.as_ref().map(|e| e.event_id.clone()).unwrap_or_default()
+        p.envelope
+            .as_ref()
+            .map(|e| e.event_id.clone())
+            .unwrap_or_default()
     );
     Publisher::new(&gateway_args)
         .send(&topics.help_events, "g1", &p)
         .await;
-    let mut as_console =
-        IncidentServiceClient::with_interceptor(channel.clone(), bearer("c", Role::Console, &["*"]));
+    let mut as_console = IncidentServiceClient::with_interceptor(
+        channel.clone(),
+        bearer("c", Role::Console, &["*"]),
+    );
     wait_for_incident(&mut as_console, &incident_id, "assigned", |i| {
         i.state == IncidentState::Assigned as i32
     })
     .await;
-    let mut as_worker = IncidentServiceClient::with_interceptor(
-        channel,
-        bearer("w-1", Role::Responder, &["g1"]),
-    );
+    let mut as_worker =
+        IncidentServiceClient::with_interceptor(channel, bearer("w-1", Role::Responder, &["g1"]));
     let acknowledged = as_worker
         .acknowledge(AcknowledgeRequest {
             incident_id: incident_id.clone(),
             responder_id: String::new(),
+            request_id: String::new(),
         })
         .await
         .expect("acknowledge through status (commands) and router (transactions)")
@@ -174,13 +181,7 @@ async fn each_service_works_with_its_own_rights_and_is_refused_beyond_them() {
         .add_partition_offset(&topics.help_events, 0, Offset::Beginning)
         .expect("partition");
     reader.assign(&assignment).expect("assign");
-    let read = loop {
-        match reader.poll(Duration::from_secs(10)) {
-            Some(Err(e)) => break Some(e),
-            Some(Ok(_)) => break None,
-            None => break None,
-        }
-    };
+    let read = reader.poll(Duration::from_secs(10)).and_then(Result::err);
     assert_eq!(
         read.as_ref().and_then(code_of),
         Some(RDKafkaErrorCode::TopicAuthorizationFailed),

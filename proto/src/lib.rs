@@ -29,6 +29,7 @@ impl pb::incident_event::Change {
             Change::Escalated(_) => "escalated",
             Change::Closed(_) => "closed",
             Change::Rejected(_) => "rejected",
+            Change::Repeated(_) => "repeated",
         }
     }
 }

@@ -340,7 +340,7 @@ impl Observed {
                     }
                 }
             }
-            Change::Closed(_) | Change::Rejected(_) => {}
+            Change::Closed(_) | Change::Rejected(_) | Change::Repeated(_) => {}
         }
     }
 

@@ -41,7 +41,11 @@ impl OwnCluster {
             script,
             bootstrap: String::new(),
         };
-        let args: &[&str] = if sasl { &["start", "--sasl"] } else { &["start"] };
+        let args: &[&str] = if sasl {
+            &["start", "--sasl"]
+        } else {
+            &["start"]
+        };
         cluster.bootstrap = cluster.run(args).trim().to_owned();
         Self(cluster)
     }

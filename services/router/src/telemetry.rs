@@ -18,6 +18,7 @@ pub const ESCALATIONS: &str = "helpgrid_router_escalations_total";
 pub const REASSIGNMENTS: &str = "helpgrid_router_reassignments_total";
 pub const COMMANDS: &str = "helpgrid_router_commands_total";
 pub const COMMANDS_REJECTED: &str = "helpgrid_router_commands_rejected_total";
+pub const COMMANDS_REPEATED: &str = "helpgrid_router_commands_repeated_total";
 pub const DEAD_LETTERS: &str = "helpgrid_router_dead_letters_total";
 pub const TRANSACTIONS: &str = "helpgrid_router_transactions_total";
 pub const TRANSACTION_SECONDS: &str = "helpgrid_router_transaction_seconds";
@@ -63,6 +64,10 @@ pub fn describe() {
     );
     describe_counter!(COMMANDS, "Valid commands, by action");
     describe_counter!(COMMANDS_REJECTED, "Commands rejected, by reason");
+    describe_counter!(
+        COMMANDS_REPEATED,
+        "Retries of commands already applied (same request id): answered, nothing changed"
+    );
     describe_counter!(
         DEAD_LETTERS,
         "Records sent to the dead-letter topic, by topic and kind"
@@ -130,6 +135,7 @@ pub fn record_incident_event(event: &IncidentEvent, now: Millis) {
             let reason = RejectReason::try_from(r.reason).map_or("unknown", |r| r.as_str_name());
             counter!(COMMANDS_REJECTED, "reason" => reason).increment(1);
         }
+        Some(Change::Repeated(_)) => counter!(COMMANDS_REPEATED).increment(1),
         Some(Change::Attached(_)) | None => {}
     }
 }

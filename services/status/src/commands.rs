@@ -62,16 +62,16 @@ pub enum CommandError {
         message: String,
     },
     #[error(
-        "the router did not answer within {} ms; the command may still be applied — check GetIncident",
+        "the router did not answer within {} ms (Kafka or the router is recovering); the command may or may not have been applied — retry with the same request_id: if it was applied, the retry answers OK and changes nothing",
         timeout.as_millis()
     )]
     NoAnswer { timeout: Duration },
     #[error(
-        "could not publish the command to Kafka topic {topic} ({source}); retry when Kafka is reachable"
+        "could not publish the command to Kafka topic {topic} ({source}); it may or may not have reached Kafka — retry with the same request_id (a retry of an applied command answers OK and changes nothing)"
     )]
     Publish { topic: String, source: KafkaError },
     #[error(
-        "Kafka did not take the command within {} ms (are the brokers reachable?); it was not applied — retry",
+        "Kafka did not confirm the command within {} ms (are the brokers reachable?); it may or may not have reached Kafka — retry with the same request_id (a retry of an applied command answers OK and changes nothing)",
         timeout.as_millis()
     )]
     NotPublished { timeout: Duration },
@@ -180,6 +180,7 @@ impl CommandSender {
         actor_id: &str,
         actor_role: ActorRole,
         action: CommandAction,
+        request_id: &str,
     ) -> Result<Incident, CommandError> {
         let action_name = action.name();
         let command = IncidentCommand {
@@ -189,6 +190,7 @@ impl CommandSender {
             actor_id: actor_id.to_owned(),
             actor_role: actor_role as i32,
             action: Some(action.into_proto()),
+            request_id: request_id.to_owned(),
         };
         let command_id = command
             .envelope
@@ -198,37 +200,50 @@ impl CommandSender {
         let payload = command.encode_to_vec();
         let started = Instant::now();
         let mut waiter = self.pending.register(&command_id);
-        // One deadline for the whole exchange, but two ways to miss it: Kafka never took the
-        // command (UNAVAILABLE: it was not applied, since the producer gives up at the same
-        // deadline), or Kafka took it and the router did not answer (DEADLINE_EXCEEDED: it may
-        // still be applied).
+        // One deadline for the whole exchange, and two ways to miss it: Kafka did not confirm
+        // the command, or the router did not answer. Either way the command may or may not
+        // have been applied (a write whose acknowledgement was lost may still be in Kafka), so
+        // both answer UNAVAILABLE and ask for a retry with the same request id, which the
+        // router answers with success if the first attempt was applied.
         let deadline = tokio::time::Instant::now() + self.timeout;
         let record = FutureRecord::to(&self.topic)
             .partition(home.partition)
             .key(&home.grid_id)
             .payload(&payload);
-        let published =
-            tokio::time::timeout_at(deadline, self.producer.send(record, self.timeout)).await;
-        let result = match published {
-            Err(_) => Err(CommandError::NotPublished {
+        let publish = tokio::time::timeout_at(deadline, self.producer.send(record, self.timeout));
+        tokio::pin!(publish);
+        let answered = |answer: Result<Arc<IncidentEvent>, oneshot::error::RecvError>| match answer
+        {
+            Ok(answer) => {
+                telemetry::command_answered_after(started.elapsed());
+                outcome_of(&command_id, &answer)
+            }
+            Err(_) => Err(CommandError::NoAnswer {
                 timeout: self.timeout,
             }),
-            Ok(Err((source, _))) => Err(CommandError::Publish {
-                topic: self.topic.clone(),
-                source,
-            }),
-            Ok(Ok(_)) => {
-                telemetry::command_sent(action_name);
-                match tokio::time::timeout_at(deadline, &mut waiter.answer).await {
-                    Ok(Ok(answer)) => {
-                        telemetry::command_answered_after(started.elapsed());
-                        outcome_of(&command_id, &answer)
+        };
+        let result = tokio::select! {
+            // Kafka's confirmation can be lost (a leader failing over) while the command is
+            // written and answered: the router's answer settles it.
+            answer = &mut waiter.answer => answered(answer),
+            published = &mut publish => match published {
+                Err(_) => Err(CommandError::NotPublished {
+                    timeout: self.timeout,
+                }),
+                Ok(Err((source, _))) => Err(CommandError::Publish {
+                    topic: self.topic.clone(),
+                    source,
+                }),
+                Ok(Ok(_)) => {
+                    telemetry::command_sent(action_name);
+                    match tokio::time::timeout_at(deadline, &mut waiter.answer).await {
+                        Ok(answer) => answered(answer),
+                        Err(_) => Err(CommandError::NoAnswer {
+                            timeout: self.timeout,
+                        }),
                     }
-                    Ok(Err(_)) | Err(_) => Err(CommandError::NoAnswer {
-                        timeout: self.timeout,
-                    }),
                 }
-            }
+            },
         };
         match &result {
             Ok(incident) => {
@@ -277,6 +292,23 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(outcome_of("c", &answer).ok().map(|i| i.revision), Some(3));
+    }
+
+    #[test]
+    fn a_retry_of_an_applied_command_answers_with_the_incident_as_a_success() {
+        let answer = IncidentEvent {
+            incident: Some(Incident {
+                incident_id: "i".into(),
+                revision: 4,
+                ..Default::default()
+            }),
+            change: Some(Change::Repeated(helpgrid_proto::pb::CommandRepeated {
+                request_id: "r-1".into(),
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        assert_eq!(outcome_of("c", &answer).ok().map(|i| i.revision), Some(4));
     }
 
     #[test]

@@ -52,10 +52,11 @@ impl ApiError {
                     // A reason this build does not know (a newer router): say what happened.
                     RejectReason::Unspecified => Code::Unknown,
                 },
-                CommandError::NoAnswer { .. } => Code::DeadlineExceeded,
-                CommandError::Publish { .. } | CommandError::NotPublished { .. } => {
-                    Code::Unavailable
-                }
+                // Retry-safe with the same request id: the router answers a retry of an
+                // applied command with success.
+                CommandError::NoAnswer { .. }
+                | CommandError::Publish { .. }
+                | CommandError::NotPublished { .. } => Code::Unavailable,
                 CommandError::AnswerWithoutIncident { .. } => Code::Internal,
             },
             Self::Roster(error) => match error {
@@ -121,14 +122,18 @@ mod tests {
     }
 
     #[test]
-    fn no_answer_is_deadline_exceeded_and_says_the_command_may_still_apply() {
+    fn no_answer_is_unavailable_and_asks_for_a_retry_with_the_same_request_id() {
         let status = Status::from(ApiError::Command(CommandError::NoAnswer {
             timeout: Duration::from_millis(250),
         }));
-        assert_eq!(status.code(), Code::DeadlineExceeded);
-        assert_eq!(
-            status.message(),
-            "the router did not answer within 250 ms; the command may still be applied — check GetIncident"
+        assert_eq!(status.code(), Code::Unavailable);
+        assert!(
+            status
+                .message()
+                .starts_with("the router did not answer within 250 ms")
+                && status.message().contains("retry with the same request_id"),
+            "{}",
+            status.message()
         );
     }
 

@@ -148,6 +148,7 @@ impl IncidentApi {
                 &command.actor_id,
                 caller.actor_role(),
                 command.action,
+                &command.request_id,
             )
             .await?)
     }

@@ -43,6 +43,10 @@ pub enum RequestError {
     TooLong { field: &'static str, max: usize },
     #[error("{field} has more than {MAX_FILTER_VALUES} values")]
     TooManyValues { field: &'static str },
+    #[error(
+        "request_id must be at most {MAX_REQUEST_ID_LEN} printable ASCII characters without spaces (e.g. a UUID), got {value:?}"
+    )]
+    BadRequestId { value: String },
     #[error("cursor: {0}")]
     Cursor(#[from] CursorError),
     #[error(transparent)]
@@ -74,12 +78,29 @@ pub fn id(field: &'static str, value: &str) -> Result<String, RequestError> {
     }
 }
 
+const MAX_REQUEST_ID_LEN: usize = 128;
+
+/// The caller's request id: empty (none given) or a short printable token.
+fn request_id(value: &str) -> Result<String, RequestError> {
+    let well_formed =
+        value.len() <= MAX_REQUEST_ID_LEN && value.bytes().all(|b| b.is_ascii_graphic());
+    if well_formed {
+        Ok(value.to_owned())
+    } else {
+        Err(RequestError::BadRequestId {
+            value: value.chars().take(MAX_REQUEST_ID_LEN + 8).collect(),
+        })
+    }
+}
+
 /// A command to send: who acts on which incident, and how.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ValidCommand {
     pub incident_id: String,
     pub actor_id: String,
     pub action: CommandAction,
+    /// The caller's id for the request, so a retry is recognised; empty if none was given.
+    pub request_id: String,
 }
 
 pub fn acknowledge(request: &AcknowledgeRequest) -> Result<ValidCommand, RequestError> {
@@ -87,6 +108,7 @@ pub fn acknowledge(request: &AcknowledgeRequest) -> Result<ValidCommand, Request
         incident_id: id("incident_id", &request.incident_id)?,
         actor_id: id("responder_id", &request.responder_id)?,
         action: CommandAction::Acknowledge,
+        request_id: request_id(&request.request_id)?,
     })
 }
 
@@ -122,6 +144,7 @@ pub fn close(request: &CloseRequest) -> Result<ValidCommand, RequestError> {
             resolution,
             note: request.note.clone(),
         },
+        request_id: request_id(&request.request_id)?,
     })
 }
 
@@ -328,6 +351,7 @@ mod tests {
         let request = AcknowledgeRequest {
             incident_id: "i".into(),
             responder_id: String::new(),
+            request_id: String::new(),
         };
         assert!(matches!(
             acknowledge(&request),
@@ -336,6 +360,28 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn a_request_id_is_optional_short_and_printable() {
+        let with = |request_id: &str| {
+            acknowledge(&AcknowledgeRequest {
+                incident_id: "i".into(),
+                responder_id: "r".into(),
+                request_id: request_id.into(),
+            })
+        };
+        assert_eq!(with("").map(|c| c.request_id), Ok(String::new()));
+        assert_eq!(
+            with("5f0c1e2a-retry-safe").map(|c| c.request_id),
+            Ok("5f0c1e2a-retry-safe".into())
+        );
+        for bad in ["has space", "tab\t", "é", &"x".repeat(129)] {
+            assert!(
+                matches!(with(bad), Err(RequestError::BadRequestId { .. })),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

@@ -39,7 +39,13 @@ pub struct WatchFilter {
 
 impl WatchFilter {
     pub fn matches(&self, event: &IncidentEvent) -> bool {
-        if matches!(event.change, Some(Change::Rejected(_))) && !self.include_rejections {
+        // Answers to commands that changed nothing (refused, or a retry of one already
+        // applied) only go to watchers that ask for them.
+        if matches!(
+            event.change,
+            Some(Change::Rejected(_) | Change::Repeated(_))
+        ) && !self.include_rejections
+        {
             return false;
         }
         if self.police_only && !event.incident.as_ref().is_some_and(is_police_bound) {

@@ -112,6 +112,7 @@ async fn call(service: &TestService, rpc: Rpc, token: Option<&str>) -> Code {
             .acknowledge(AcknowledgeRequest {
                 incident_id: "in-1".into(),
                 responder_id: String::new(),
+                request_id: String::new(),
             })
             .await
             .map(drop),
@@ -121,6 +122,7 @@ async fn call(service: &TestService, rpc: Rpc, token: Option<&str>) -> Code {
                 responder_id: String::new(),
                 resolution: Resolution::Resolved as i32,
                 note: String::new(),
+                request_id: String::new(),
             })
             .await
             .map(drop),

@@ -165,6 +165,7 @@ async fn a_press_appears_on_the_console_turns_acknowledged_and_survives_a_server
         .acknowledge(AcknowledgeRequest {
             incident_id: incident_id.clone(),
             responder_id: "w-42".into(),
+            request_id: String::new(),
         })
         .await
         .unwrap();

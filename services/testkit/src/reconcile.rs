@@ -103,7 +103,10 @@ pub fn reconcile(
             *accounted.entry(id).or_default() += 1;
         }
         if let Some(incident) = event.incident.as_ref()
-            && !matches!(event.change, Some(Change::Rejected(_)))
+            && !matches!(
+                event.change,
+                Some(Change::Rejected(_) | Change::Repeated(_))
+            )
         {
             revisions
                 .entry(incident.incident_id.clone())

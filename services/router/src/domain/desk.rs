@@ -201,6 +201,68 @@ fn reject(
     }
 }
 
+/// The answer to a retry of a command that was already applied: nothing changes, and the
+/// sender learns it succeeded.
+fn repeated(partition: i32, incident: &Incident, command: &ValidCommand, now: Millis) -> Output {
+    Output {
+        partition,
+        key: incident.grid_id.clone(),
+        event: IncidentEvent {
+            envelope: Some(Envelope {
+                event_id: format!("{}:repeated", command.command_id),
+                occurred_at: Some(to_timestamp(now)),
+                source: SOURCE.to_owned(),
+                schema_version: helpgrid_proto::SCHEMA_VERSION,
+            }),
+            incident: Some(incident.clone()),
+            cause_id: command.command_id.clone(),
+            change: Some(Change::Repeated(pb::CommandRepeated {
+                command_id: command.command_id.clone(),
+                request_id: command.request_id.clone(),
+                actor_id: command.actor_id.clone(),
+            })),
+        },
+    }
+}
+
+/// Whether `command`'s request id already acted on `incident`: `None` if not (or it has
+/// none), `Some(Ok)` for a true retry (same action, actor and content), `Some(Err)` for a
+/// request id reused for something else.
+fn earlier_request(incident: &Incident, command: &ValidCommand) -> Option<Result<(), Refusal>> {
+    let id = command.request_id.as_str();
+    if id.is_empty() {
+        return None;
+    }
+    let acknowledged = incident.assignments.iter().find(|a| a.ack_request_id == id);
+    let closed = incident.close_request_id == id;
+    if acknowledged.is_none() && !closed {
+        return None;
+    }
+    let same = match &command.action {
+        ValidAction::Acknowledge => {
+            acknowledged.is_some_and(|a| a.acknowledged_by == command.actor_id)
+        }
+        ValidAction::Close { resolution, note } => {
+            closed
+                && incident.closed_by == command.actor_id
+                && incident.resolution == *resolution as i32
+                && incident.resolution_note == *note
+        }
+    };
+    Some(if same {
+        Ok(())
+    } else {
+        Err((
+            RejectReason::Invalid,
+            format!(
+                "request id {id} was already used on incident {} for a different command; \
+                 a retry must repeat the same request, a new request needs a new id",
+                incident.incident_id
+            ),
+        ))
+    })
+}
+
 impl Desk {
     pub fn new(policy: Policy) -> Self {
         Self {
@@ -853,6 +915,22 @@ impl Desk {
             return (Some(RejectReason::NotFound), vec![out]);
         };
         let (incident, home) = (&tracked.incident, tracked.partition);
+        match earlier_request(incident, command) {
+            Some(Ok(())) => return (None, vec![repeated(home, incident, command, now)]),
+            Some(Err((reason, message))) => {
+                let out = reject(
+                    home,
+                    &incident.grid_id,
+                    Some(incident),
+                    command,
+                    reason,
+                    message,
+                    now,
+                );
+                return (Some(reason), vec![out]);
+            }
+            None => {}
+        }
         let decision = match &command.action {
             ValidAction::Acknowledge => acknowledge_decision(incident, command, roster),
             ValidAction::Close { .. } => close_decision(incident, command, roster),
@@ -872,9 +950,18 @@ impl Desk {
                 return (Some(reason), vec![out]);
             }
         };
-        let Some((incident, home)) = self.take(&command.incident_id) else {
+        let Some((mut incident, home)) = self.take(&command.incident_id) else {
             return (None, Vec::new());
         };
+        // Remembered in the state itself, so a retry is recognised after a restart too.
+        match &command.action {
+            ValidAction::Acknowledge => {
+                if let Some(track) = incident.assignments.get_mut(idx) {
+                    track.ack_request_id.clone_from(&command.request_id);
+                }
+            }
+            ValidAction::Close { .. } => incident.close_request_id.clone_from(&command.request_id),
+        }
         let mut tx = Transition {
             incident,
             partition: home,

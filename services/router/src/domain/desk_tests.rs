@@ -100,6 +100,7 @@ fn camera(id: &str, label: CameraLabel, confidence: f32, at: Millis) -> ValidHel
 
 fn command(id: &str, incident: &str, actor: &str, action: ValidAction) -> ValidCommand {
     ValidCommand {
+        request_id: String::new(),
         command_id: id.into(),
         incident_id: incident.into(),
         grid_id: "g1".into(),
@@ -505,6 +506,83 @@ fn a_supervisor_of_the_grid_may_acknowledge_and_close_for_the_worker() {
     );
     assert_eq!(reason, None);
     assert_eq!(last_incident(&out).closed_by, "sup");
+}
+
+fn with_request(mut command: ValidCommand, request_id: &str) -> ValidCommand {
+    command.request_id = request_id.into();
+    command
+}
+
+#[test]
+fn the_same_acknowledge_sent_three_times_acts_once_and_answers_three_times() {
+    let mut desk = Desk::new(policy());
+    let roster = city();
+    desk.on_help_event(P, &press("e1", "h1", PressKind::Help, T0), &roster, T0);
+    let mut answers = Vec::new();
+    for (i, cid) in ["c1", "c2", "c3"].into_iter().enumerate() {
+        let ack = with_request(
+            command(cid, "inc-e1", "w1", ValidAction::Acknowledge),
+            "req-1",
+        );
+        let (reason, out) = desk.on_command(P, &ack, &roster, T0 + 10 + i as i64);
+        assert_eq!(reason, None, "attempt {}", i + 1);
+        answers.push(changes(&out));
+        assert_eq!(
+            out[0].event.cause_id, cid,
+            "each attempt gets its own answer"
+        );
+    }
+    assert_eq!(answers, [["acknowledged"], ["repeated"], ["repeated"]]);
+    let incident = desk.get("inc-e1").expect("open");
+    assert_eq!(incident.revision, 3, "the retries changed nothing");
+    assert_eq!(incident.assignments[0].ack_request_id, "req-1");
+}
+
+#[test]
+fn a_retried_close_is_recognised_after_a_restart_and_a_reused_request_id_is_refused() {
+    let mut desk = Desk::new(policy());
+    let roster = city();
+    let mut log = desk
+        .on_help_event(P, &press("e1", "h1", PressKind::Help, T0), &roster, T0)
+        .1;
+    let ack = with_request(
+        command("c1", "inc-e1", "w1", ValidAction::Acknowledge),
+        "a-1",
+    );
+    log.extend(desk.on_command(P, &ack, &roster, T0 + 1).1);
+    let close = with_request(command("c2", "inc-e1", "w1", close_action()), "k-1");
+    log.extend(desk.on_command(P, &close, &roster, T0 + 2).1);
+
+    // A new router instance rebuilt from the log still knows both request ids.
+    let mut restored = Desk::new(policy());
+    for o in &log {
+        restored.restore(P, &o.event, T0 + 3);
+    }
+    let retry = with_request(command("c3", "inc-e1", "w1", close_action()), "k-1");
+    let (reason, out) = restored.on_command(P, &retry, &roster, T0 + 4);
+    assert_eq!((reason, changes(&out)), (None, vec!["repeated"]));
+    let late_ack = with_request(
+        command("c4", "inc-e1", "w1", ValidAction::Acknowledge),
+        "a-1",
+    );
+    let (reason, out) = restored.on_command(P, &late_ack, &roster, T0 + 5);
+    assert_eq!((reason, changes(&out)), (None, vec!["repeated"]));
+
+    // The same id with other content is a client bug, not a retry.
+    let mut other = with_request(command("c5", "inc-e1", "w1", close_action()), "k-1");
+    other.action = ValidAction::Close {
+        resolution: Resolution::FalseAlarm,
+        note: String::new(),
+    };
+    let (reason, out) = restored.on_command(P, &other, &roster, T0 + 6);
+    assert_eq!(reason, Some(RejectReason::Invalid));
+    assert!(rejection(&out).1.contains("different command"));
+    let stolen = with_request(
+        command("c6", "inc-e1", "sup", ValidAction::Acknowledge),
+        "a-1",
+    );
+    let (reason, _) = restored.on_command(P, &stolen, &roster, T0 + 7);
+    assert_eq!(reason, Some(RejectReason::Invalid));
 }
 
 #[test]

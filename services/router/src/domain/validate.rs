@@ -252,6 +252,8 @@ pub struct ValidCommand {
     /// service without authentication).
     pub actor_role: ActorRole,
     pub action: ValidAction,
+    /// The caller's id for the request; a retry carries the same one. Empty: none given.
+    pub request_id: String,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -300,7 +302,11 @@ pub fn validate_command(command: IncidentCommand, now: Millis) -> Result<ValidCo
             }
         }
     };
+    if command.request_id.len() > 128 {
+        return Err(field("request_id is longer than 128 bytes"));
+    }
     Ok(ValidCommand {
+        request_id: command.request_id,
         command_id: command.envelope.map(|e| e.event_id).unwrap_or_default(),
         incident_id: command.incident_id,
         grid_id: command.grid_id,
@@ -473,6 +479,7 @@ mod tests {
             actor_id: "w1".into(),
             actor_role: ActorRole::Responder as i32,
             action: None,
+            request_id: String::new(),
         };
         assert!(
             validate_command(base.clone(), NOW)

@@ -155,6 +155,7 @@ async fn handle(
         let request = AcknowledgeRequest {
             incident_id: incident.incident_id.clone(),
             responder_id: String::new(),
+            request_id: String::new(),
         };
         match incidents.acknowledge(request).await {
             Ok(_) => say(&format!(
