@@ -173,6 +173,7 @@ fn actor_of(change: &Change) -> String {
         Change::Escalated(c) => c.responder_id.clone(),
         Change::Closed(c) => c.closed_by.clone(),
         Change::Rejected(c) => c.actor_id.clone(),
+        Change::Repeated(c) => c.actor_id.clone(),
     }
 }
 

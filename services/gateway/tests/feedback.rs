@@ -129,6 +129,7 @@ async fn the_residents_button_hears_assigned_then_help_is_coming_and_an_http_but
                 action: Some(pb::incident_command::Action::Acknowledge(
                     pb::AcknowledgeIncident {},
                 )),
+                request_id: String::new(),
             },
         )
         .await;

@@ -139,7 +139,7 @@ fn one(incident: &Incident, responder_id: &str, track: Track) -> Vec<Concerned> 
     }]
 }
 
-/// The notice an incident event gives, if any. Rejected commands and events without an
+/// The notice an incident event gives, if any. Rejected and repeated commands and events without an
 /// incident tell nobody anything.
 pub fn notice_of(event: &IncidentEvent) -> Option<Notice> {
     let incident = event.incident.as_ref()?;
@@ -196,7 +196,7 @@ pub fn notice_of(event: &IncidentEvent) -> Option<Notice> {
             None,
             c.note.as_str(),
         ),
-        Change::Rejected(_) => return None,
+        Change::Rejected(_) | Change::Repeated(_) => return None,
     };
     Some(Notice {
         kind,
