@@ -15,7 +15,7 @@
 #   status   write incident-commands; read and write roster; read incident-events,
 #            incident-state (no consumer group: it reads every partition itself)
 #   gateway  write help-events and dead-letters; read and write devices; read incident-events
-#            (feedback to the household's device)
+#            (feedback to the household's device) in consumer group <PREFIX>gateway*
 #   archive  read incident-events; write dead-letters; consumer group <PREFIX>archive*
 #   notify   read incident-events; read and write notify-subscriptions; write dead-letters;
 #            consumer group <PREFIX>notify*
@@ -61,10 +61,30 @@ allow_prefixed() {  # allow_prefixed SERVICE OPERATIONS(comma) --group|--transac
   bash "$cluster" acls "${args[@]}" "$kind" "$prefix$name" >/dev/null
 }
 
-# Each grant is a JVM of its own: run them side by side and fail if any failed.
+# Each grant is a JVM of its own: run up to eight side by side, try each three times (an admin
+# request can time out on a busy machine), and fail if any still failed.
+attempt() {
+  local i
+  for i in 1 2 3; do
+    "$@" && return 0
+    echo "kafka-acls.sh: retrying ($i): $*" >&2
+    sleep 2
+  done
+  echo "kafka-acls.sh: failed: $*" >&2
+  return 1
+}
 pids=()
-run() { "$@" & pids+=($!); }
+run() {
+  while (( $(jobs -rp | wc -l) >= 8 )); do sleep 0.2; done
+  attempt "$@" & pids+=($!)
+}
 for service in router status gateway archive notify; do run new_user "$service"; done
+
+# Every service reads the settings of the deployment's topics at start-up (the check that no
+# topic would lose state): describing is read-only.
+for service in router status gateway archive notify; do
+  run allow_prefixed "$service" Describe,DescribeConfigs --topic ""
+done
 
 run allow router Read,Describe,DescribeConfigs incident-commands roster
 run allow router Read,Write,Describe,DescribeConfigs help-events incident-events incident-state
@@ -79,6 +99,7 @@ run allow status Read,Describe,DescribeConfigs incident-events incident-state
 run allow gateway Write,Describe,DescribeConfigs help-events dead-letters
 run allow gateway Read,Write,Describe,DescribeConfigs devices
 run allow gateway Read,Describe incident-events
+run allow_prefixed gateway Read,Describe --group gateway
 
 run allow archive Read,Describe incident-events
 run allow archive Write,Describe dead-letters

@@ -181,11 +181,27 @@ async fn each_service_works_with_its_own_rights_and_is_refused_beyond_them() {
         .add_partition_offset(&topics.help_events, 0, Offset::Beginning)
         .expect("partition");
     reader.assign(&assignment).expect("assign");
-    let read = reader.poll(Duration::from_secs(10)).and_then(Result::err);
-    assert_eq!(
-        read.as_ref().and_then(code_of),
-        Some(RDKafkaErrorCode::TopicAuthorizationFailed),
-        "the status service reading help events: {read:?}"
+    // librdkafka reports other refusals on the way (the probe's group id is not granted
+    // either); what matters is that the topic itself is refused and nothing is read.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut seen = Vec::new();
+    while std::time::Instant::now() < deadline {
+        match reader.poll(Duration::from_secs(1)) {
+            Some(Ok(_)) => panic!("the status service read a help event"),
+            Some(Err(e)) => {
+                let code = code_of(&e);
+                seen.push(e);
+                if code == Some(RDKafkaErrorCode::TopicAuthorizationFailed) {
+                    break;
+                }
+            }
+            None => {}
+        }
+    }
+    assert!(
+        seen.iter()
+            .any(|e| code_of(e) == Some(RDKafkaErrorCode::TopicAuthorizationFailed)),
+        "the status service reading help events was not refused for the topic: {seen:?}"
     );
 
     // A wrong password is turned away.

@@ -156,6 +156,12 @@ pub enum TopicError {
     #[error("topic {topic} does not exist")]
     Missing { topic: String },
     #[error(
+        "topic {topic} does not exist and this service's Kafka user may not create it ({source}); \
+         create the topics beforehand (deploy/kubernetes/strimzi.yaml has a KafkaTopic for each) \
+         or grant the user Create"
+    )]
+    MayNotCreate { topic: String, source: KafkaError },
+    #[error(
         "grid-keyed topics must have the same partition count, found {counts:?}; \
          add partitions so they match"
     )]
@@ -186,9 +192,18 @@ pub async fn ensure_topics(args: &KafkaArgs, topics: &Topics) -> Result<usize, T
     let plans = topics.plans(args);
     let settings: Vec<Vec<(&'static str, String)>> =
         plans.iter().map(|p| p.settings(min_insync)).collect();
+    // Only the missing topics are created: asking for an existing one needs Create too, which
+    // a least-privilege user does not have.
+    let mut missing = Vec::new();
+    for plan in &plans {
+        if !topic_exists(&admin, plan.name)? {
+            missing.push(plan.name);
+        }
+    }
     let wanted: Vec<NewTopic> = plans
         .iter()
         .zip(&settings)
+        .filter(|(plan, _)| missing.contains(&plan.name))
         .map(|(plan, settings)| {
             settings.iter().fold(
                 NewTopic::new(
@@ -201,16 +216,31 @@ pub async fn ensure_topics(args: &KafkaArgs, topics: &Topics) -> Result<usize, T
         })
         .collect();
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
-    let results = admin
-        .create_topics(&wanted, &options)
-        .await
-        .map_err(|source| TopicError::Create {
-            topic: "(all)".into(),
-            source,
-        })?;
+    let results = if wanted.is_empty() {
+        Vec::new()
+    } else {
+        admin
+            .create_topics(&wanted, &options)
+            .await
+            .map_err(|source| TopicError::Create {
+                topic: "(all)".into(),
+                source,
+            })?
+    };
     for result in results {
         match result {
+            // Another instance starting at the same moment created it first.
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((
+                topic,
+                code @ (RDKafkaErrorCode::TopicAuthorizationFailed
+                | RDKafkaErrorCode::ClusterAuthorizationFailed),
+            )) => {
+                return Err(TopicError::MayNotCreate {
+                    topic,
+                    source: KafkaError::AdminOp(code),
+                });
+            }
             Err((topic, code)) => {
                 return Err(TopicError::Create {
                     topic,
@@ -335,6 +365,24 @@ fn check_settings(
         });
     }
     Ok(())
+}
+
+/// Whether `topic` exists (its metadata names partitions), as far as this user may see.
+fn topic_exists(
+    admin: &AdminClient<DefaultClientContext>,
+    topic: &str,
+) -> Result<bool, TopicError> {
+    let metadata = admin
+        .inner()
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .map_err(|source| TopicError::Metadata {
+            topic: topic.to_owned(),
+            source,
+        })?;
+    Ok(metadata
+        .topics()
+        .first()
+        .is_some_and(|t| t.error().is_none() && !t.partitions().is_empty()))
 }
 
 /// Partition count of a topic, waiting briefly for metadata of a just-created topic.
