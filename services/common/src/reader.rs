@@ -63,15 +63,36 @@ pub async fn committed_range(
 ) -> Result<Vec<(i64, i64)>, KafkaError> {
     let consumer: StreamConsumer = args.reader_config(client_id).create()?;
     let partitions = wait_for_partitions(&consumer, topic).await?;
+    // A topic created a moment ago (another service starting beside this one) may have no
+    // partition leaders yet, and offset requests fail until it has: retry for up to 15 s.
+    let mut attempts = 0;
+    loop {
+        match offsets_range(&consumer, topic, &partitions) {
+            Ok(range) => return Ok(range),
+            Err(error) if attempts < 30 => {
+                attempts += 1;
+                tracing::debug!(topic, %error, attempts, "offsets not available yet; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(error) => return Err(error),
+        }
+    }
+}
+
+fn offsets_range(
+    consumer: &StreamConsumer,
+    topic: &str,
+    partitions: &[i32],
+) -> Result<Vec<(i64, i64)>, KafkaError> {
     let mut latest = TopicPartitionList::new();
-    for p in &partitions {
+    for p in partitions {
         // Timestamp -1 asks for the latest offset; the consumer's read_committed isolation
         // makes the broker answer with the last stable offset.
         latest.add_partition_offset(topic, *p, Offset::End)?;
     }
     let ends = consumer.offsets_for_times(latest, Duration::from_secs(30))?;
     let mut range = Vec::with_capacity(partitions.len());
-    for p in &partitions {
+    for p in partitions {
         let (low, high) = consumer.fetch_watermarks(topic, *p, Duration::from_secs(30))?;
         let end = match ends.find_partition(topic, *p).map(|e| e.offset()) {
             Some(Offset::Offset(end)) => end,
