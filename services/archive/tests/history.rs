@@ -477,7 +477,7 @@ async fn the_report_page_draws_its_charts_in_chromium_and_the_csv_exports_with_c
     );
 
     // The page in a real headless Chromium: the token goes to a cookie, the charts are SVG.
-    let browser = support::browser::Browser::start().await;
+    let browser = helpgrid_testkit::browser::Browser::start().await;
     let admin = served.raw_token(Role::Admin, &["*"]);
     browser
         .open(&format!("{}/reports?token={admin}&{query}", served.page))

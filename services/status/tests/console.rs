@@ -13,12 +13,12 @@ use helpgrid_proto::pb::{AcknowledgeRequest, PressKind, ResponderRole, UpsertRes
 use helpgrid_router::config::RouterConfig;
 use helpgrid_router::domain::Policy;
 use helpgrid_testkit::Publisher;
+use helpgrid_testkit::browser::Browser;
 use helpgrid_testkit::records::{press, responder};
 use serde_json::Value;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
-use support::browser::Browser;
 use support::{TestKafka, token, within};
 use tokio_util::sync::CancellationToken;
 
@@ -65,7 +65,7 @@ async fn http_status(port: u16, path: &str, authorization: Option<&str>) -> u16 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_refuses_missing_wrong_role_and_out_of_scope_tokens() {
     let kafka = Arc::new(TestKafka::new().await);
-    let port = support::browser::free_port();
+    let port = helpgrid_testkit::browser::free_port();
     let service = kafka
         .start_service_with_console(Duration::from_secs(5), Some(port))
         .await;
@@ -103,7 +103,7 @@ fn row_of<'a>(rows: &'a Value, household: &str) -> Option<&'a Value> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_press_appears_on_the_console_turns_acknowledged_and_survives_a_server_restart() {
     let kafka = Arc::new(TestKafka::new().await);
-    let console_port = support::browser::free_port();
+    let console_port = helpgrid_testkit::browser::free_port();
     let service = kafka
         .start_service_with_console(Duration::from_secs(10), Some(console_port))
         .await;

@@ -4,6 +4,7 @@
 //!   unique topic prefix, so tests run side by side.
 //! - [`reconcile`]: what went in against what came out (the fault suite's check).
 //! - [`broker`]: a broker of a test's own, to stop and restart.
+//! - [`browser`]: a real headless Chromium over WebDriver, for page tests.
 //! - [`process`]: services as child processes, to kill and restart.
 //! - [`python`]: a Python environment with stock clients (grpcio, schema validators).
 //! - [`records`]: builders for help events and roster records as devices and offices send them.
@@ -11,6 +12,7 @@
 //! - [`IncidentLog`]: follows the incident-events topic and waits for what a test expects.
 
 pub mod broker;
+pub mod browser;
 pub mod process;
 pub mod python;
 pub mod reconcile;

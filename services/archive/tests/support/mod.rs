@@ -316,15 +316,3 @@ pub async fn wait_for_count(url: &str, query: &str, want: i64, limit: Duration) 
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
-
-pub mod browser;
-
-/// How long a browser step may take.
-pub const PATIENCE: Duration = Duration::from_secs(30);
-
-pub async fn within<T>(what: &str, future: impl std::future::Future<Output = T>) -> T {
-    match tokio::time::timeout(PATIENCE, future).await {
-        Ok(value) => value,
-        Err(_) => panic!("timed out after {PATIENCE:?} waiting for {what}"),
-    }
-}

@@ -41,7 +41,6 @@ use tonic_health::pb::health_client::HealthClient;
 pub const PARTITIONS: i32 = 3;
 /// Upper bound for anything a test waits for.
 pub const PATIENCE: Duration = Duration::from_secs(30);
-pub mod browser;
 
 /// The token key of every test service.
 pub const TEST_KEY: &[u8] = b"status-tests-key-status-tests-key";

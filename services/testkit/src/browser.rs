@@ -1,7 +1,6 @@
 //! A real headless Chromium, driven over the W3C WebDriver protocol through Debian's
 //! chromedriver. The protocol is JSON over plain HTTP, so a few lines over a TCP socket do
 //! instead of a WebDriver client crate and its dependency tree.
-#![allow(clippy::unwrap_used)]
 
 use serde_json::{Value, json};
 use std::os::unix::process::CommandExt;
@@ -11,7 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// Flags Chromium needs in a container without a display, GPU or network of its own.
-const CHROMIUM_FLAGS: [&str; 10] = [
+const CHROMIUM_FLAGS: [&str; 9] = [
     "--headless",
     "--no-sandbox",
     "--disable-gpu",
@@ -21,7 +20,6 @@ const CHROMIUM_FLAGS: [&str; 10] = [
     "--disable-component-update",
     "--disable-sync",
     "--disable-dev-shm-usage",
-    "--window-size=1920,1080",
 ];
 
 /// chromedriver and one browser session; both end when this is dropped.
@@ -42,13 +40,29 @@ impl Drop for TempDir {
 
 fn missing(what: &str) -> String {
     format!(
-        "{what} not found: the console test needs Debian's chromium and chromium-driver \
+        "{what} not found: browser tests need Debian's chromium and chromium-driver \
          (apt-get install -y chromium chromium-driver; .ci/run installs them)"
     )
 }
 
+/// How long the browser waits for a page condition or chromedriver before the test fails.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
+    match tokio::time::timeout(PATIENCE, future).await {
+        Ok(value) => value,
+        Err(_) => panic!("timed out after {PATIENCE:?} waiting for {what}"),
+    }
+}
+
 impl Browser {
+    /// A browser whose page is 1920×1080 (the wall console).
     pub async fn start() -> Self {
+        Self::with_viewport(1920, 1080).await
+    }
+
+    /// A browser whose page is `width`×`height` CSS pixels (e.g. 390×844 for a phone).
+    pub async fn with_viewport(width: i64, height: i64) -> Self {
         let port = free_port();
         // Its own process group, so the browsers it starts end with it.
         let driver = Command::new("chromedriver")
@@ -60,9 +74,10 @@ impl Browser {
             .unwrap_or_else(|e| panic!("{}: {e}", missing("chromedriver")));
         let profile =
             std::env::temp_dir().join(format!("helpgrid-chromium-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir_all(&profile).unwrap();
+        std::fs::create_dir_all(&profile).expect("a Chromium profile folder");
         let mut args: Vec<String> = CHROMIUM_FLAGS.iter().map(|f| (*f).to_owned()).collect();
         args.push(format!("--user-data-dir={}", profile.display()));
+        args.push(format!("--window-size={width},{height}"));
         let binary = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
             .into_iter()
             .find(|p| std::path::Path::new(p).exists())
@@ -74,7 +89,7 @@ impl Browser {
             _profile: TempDir(profile),
         };
         // chromedriver takes a moment to listen.
-        super::within("chromedriver to start", async {
+        within("chromedriver to start", async {
             while browser.request("GET", "/status", None).await.is_err() {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
@@ -89,16 +104,16 @@ impl Browser {
         let created = browser
             .request("POST", "/session", Some(capabilities))
             .await
-            .unwrap();
+            .expect("chromedriver creates a session");
         browser.session = created["value"]["sessionId"]
             .as_str()
             .unwrap_or_else(|| panic!("no session: {created}"))
             .to_owned();
-        browser.fit_viewport(1920, 1080).await;
+        browser.fit_viewport(width, height).await;
         browser
     }
 
-    /// Sizes the window so the page itself gets `width`×`height` (the wall display).
+    /// Sizes the window so the page itself gets `width`×`height`.
     async fn fit_viewport(&self, width: i64, height: i64) {
         let rect = |w: i64, h: i64| json!({ "width": w, "height": h });
         self.command("window/rect", rect(width, height)).await;
@@ -127,7 +142,7 @@ impl Browser {
 
     /// Polls `script` until `done` holds for its result; returns that result.
     pub async fn wait_for(&self, what: &str, script: &str, done: impl Fn(&Value) -> bool) -> Value {
-        super::within(what, async {
+        within(what, async {
             loop {
                 let value = self.eval(script).await;
                 if done(&value) {
@@ -145,6 +160,7 @@ impl Browser {
         let _ = self.request("DELETE", &path, None).await;
     }
 
+    /// The page as PNG bytes (for docs/ screenshots).
     pub async fn screenshot_png(&self) -> Vec<u8> {
         use base64::Engine;
         let encoded = self
@@ -154,15 +170,21 @@ impl Browser {
                 None,
             )
             .await
-            .unwrap();
+            .expect("chromedriver answers a screenshot");
+        let encoded = encoded["value"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no screenshot: {encoded}"));
         base64::engine::general_purpose::STANDARD
-            .decode(encoded["value"].as_str().unwrap())
-            .unwrap()
+            .decode(encoded)
+            .expect("the screenshot is base64")
     }
 
     async fn command(&self, name: &str, body: Value) -> Value {
         let path = format!("/session/{}/{name}", self.session);
-        let answer = self.request("POST", &path, Some(body)).await.unwrap();
+        let answer = self
+            .request("POST", &path, Some(body))
+            .await
+            .unwrap_or_else(|e| panic!("WebDriver {name}: {e}"));
         if answer["value"].get("error").is_some() {
             panic!("WebDriver {name} failed: {answer}");
         }
@@ -241,9 +263,10 @@ impl Drop for Browser {
     }
 }
 
+/// A free loopback port (bind to port 0 and read what the kernel chose).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
-        .unwrap()
+        .expect("a free loopback port")
 }
