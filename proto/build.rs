@@ -13,6 +13,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/helpgrid/v1/devices.proto",
         "proto/helpgrid/v1/archive.proto",
         "proto/helpgrid/v1/notify.proto",
+        "proto/helpgrid/v1/auth.proto",
     ];
     for file in &files {
         println!("cargo:rerun-if-changed={file}");

@@ -41,6 +41,9 @@ pub struct Topics {
     pub dead_letters: String,
     /// Webhook subscriptions (compacted), written and read by helpgrid-notify.
     pub notify_subscriptions: String,
+    /// Revoked sign-ins (compacted, one partition), key = token subject: written by
+    /// `helpgrid-token revoke`, followed by every service that verifies tokens.
+    pub revocations: String,
 }
 
 impl Topics {
@@ -53,6 +56,7 @@ impl Topics {
             roster: format!("{prefix}roster"),
             dead_letters: format!("{prefix}dead-letters"),
             notify_subscriptions: format!("{prefix}notify-subscriptions"),
+            revocations: format!("{prefix}revocations"),
         }
     }
 
@@ -277,6 +281,74 @@ pub async fn ensure_topics(args: &KafkaArgs, topics: &Topics) -> Result<usize, T
         return Err(TopicError::NotCoPartitioned { counts });
     }
     Ok(first)
+}
+
+/// Creates the compacted topic `name` with `partitions` partitions if it is missing (with the
+/// same explicit settings as the other tables), then refuses settings that would lose its
+/// records, as [`ensure_topics`] does for the incident topics. For tables that only some
+/// services use (the revocations).
+pub async fn ensure_compacted_topic(
+    args: &KafkaArgs,
+    name: &str,
+    partitions: i32,
+) -> Result<(), TopicError> {
+    let admin: AdminClient<DefaultClientContext> = args
+        .admin_config("helpgrid-admin")
+        .create()
+        .map_err(|source| TopicError::Create {
+            topic: "(admin client)".into(),
+            source,
+        })?;
+    let replication = args.topic_replication;
+    let plan = TopicPlan::new(name, Keep::Compact);
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    if !topic_exists(&admin, name)? {
+        let settings = plan.settings(min_insync_replicas(replication));
+        let wanted = settings.iter().fold(
+            NewTopic::new(name, partitions, TopicReplication::Fixed(replication)),
+            |topic, (key, value)| topic.set(key, value),
+        );
+        let results = admin
+            .create_topics([&wanted], &options)
+            .await
+            .map_err(|source| TopicError::Create {
+                topic: name.to_owned(),
+                source,
+            })?;
+        for result in results {
+            match result {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((
+                    topic,
+                    code @ (RDKafkaErrorCode::TopicAuthorizationFailed
+                    | RDKafkaErrorCode::ClusterAuthorizationFailed),
+                )) => {
+                    return Err(TopicError::MayNotCreate {
+                        topic,
+                        source: KafkaError::AdminOp(code),
+                    });
+                }
+                Err((topic, code)) => {
+                    return Err(TopicError::Create {
+                        topic,
+                        source: KafkaError::AdminOp(code),
+                    });
+                }
+            }
+        }
+    }
+    let replicas = topic_shape(&admin, name).await?.1;
+    let described = admin
+        .describe_configs([&ResourceSpecifier::Topic(name)], &options)
+        .await
+        .map_err(|source| TopicError::Describe {
+            topic: name.to_owned(),
+            source,
+        })?;
+    for found in described {
+        check_settings(&plan, &found_settings(name, found)?, replicas)?;
+    }
+    Ok(())
 }
 
 /// The settings the broker reports for a topic, as (name, value).
