@@ -96,6 +96,19 @@ pub async fn run(
         ensure_topics(&config.kafka, &topics)
             .await
             .context("cannot set up the Kafka topics")?;
+        // Readers' tokens are checked against the revocations: read them all before serving.
+        if let Some(key) = &config.token_key {
+            helpgrid_auth::follower::follow_revocations(
+                &config.kafka,
+                "helpgrid-archive",
+                Arc::clone(key),
+                stop.child_token(),
+            )
+            .await
+            .context("cannot follow the revocations topic")?
+            .wait_caught_up()
+            .await;
+        }
         let Some(mut client) = connect_until_up(&config.postgres_url, &stop).await else {
             return Ok(());
         };

@@ -96,6 +96,20 @@ pub async fn run(
     }
     let count = table.read().map(|t| t.len()).unwrap_or(0);
     tracing::info!(devices = count, topic = %devices, "device registry loaded");
+    // Device administration verifies admin tokens: not before the revocations are read.
+    if let Some((_, key)) = &config.grpc {
+        let mut revocations = helpgrid_auth::follower::follow_revocations(
+            &config.kafka,
+            "helpgrid-gateway",
+            Arc::clone(key),
+            cancel.clone(),
+        )
+        .await?;
+        tokio::select! {
+            () = &mut shutdown => return Ok(()),
+            () = revocations.wait_caught_up() => {}
+        }
+    }
 
     let health = Arc::new(health_watch::HealthWatch {
         book: Mutex::new(domain::health::HealthBook::new(

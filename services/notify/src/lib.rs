@@ -133,6 +133,20 @@ pub async fn serve(
         let store = Arc::clone(&store);
         async move { store.follow(feed, loaded_tx).await }
     });
+    // Admin tokens are checked against the revocations: read them all before serving.
+    let mut revocations = match &config.token_key {
+        Some(key) => Some(
+            helpgrid_auth::follower::follow_revocations(
+                kafka,
+                CLIENT_ID,
+                Arc::clone(key),
+                stop.child_token(),
+            )
+            .await
+            .context("cannot follow the revocations topic")?,
+        ),
+        None => None,
+    };
 
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(helpgrid_proto::FILE_DESCRIPTOR_SET)
@@ -177,7 +191,13 @@ pub async fn serve(
             stop.cancel();
             return finish(grpc_task, ops_task, store_task).await;
         }
-        loaded = loaded.wait_for(|l| *l) => {
+        loaded = async {
+            let loaded = loaded.wait_for(|l| *l).await.map(|_| ());
+            if let Some(revocations) = &mut revocations {
+                revocations.wait_caught_up().await;
+            }
+            loaded
+        } => {
             loaded.context("the subscriptions feed ended before loading")?;
         }
     }

@@ -158,6 +158,11 @@ impl Gate {
         self.key.is_some()
     }
 
+    /// The token key (with its revocations), for the follower that keeps it current.
+    pub fn key(&self) -> Option<&Arc<TokenKey>> {
+        self.key.as_ref()
+    }
+
     /// Who sends `token` (the part after `Bearer `), or why they cannot be let in.
     pub fn identify(&self, token: Option<&str>) -> Result<Caller, AccessError> {
         let Some(key) = &self.key else {

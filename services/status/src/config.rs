@@ -38,8 +38,9 @@ pub struct StatusArgs {
         value_parser = clap::value_parser!(u64).range(1..=600_000)
     )]
     pub command_timeout_ms: u64,
-    /// File holding the secret that signs bearer tokens (HS256, at least 32 bytes; make one
-    /// with `helpgrid-token new-key`). Required unless --insecure-no-auth.
+    /// File holding the keys that verify bearer tokens (HS256): `kid=secret` lines, or one
+    /// bare secret (at least 32 bytes each; `helpgrid-token new-key` makes one); re-read every
+    /// 5 s for key rotation. Required unless --insecure-no-auth.
     #[arg(long, env = "HELPGRID_AUTH_KEY_FILE")]
     pub auth_key_file: Option<PathBuf>,
     /// Serve without authentication: every caller may do everything. For experiments on a

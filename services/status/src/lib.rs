@@ -168,6 +168,24 @@ pub async fn run_with_console(
     .context("cannot follow the roster topic")?;
     let (incidents_caught_up, incidents_loaded) = watch::channel(false);
     let (roster_caught_up, roster_loaded) = watch::channel(false);
+    // Revoked sign-ins, applied inside the token key, so gRPC, the console and the responder
+    // app all refuse a revoked token; the service is not ready before it has read them all.
+    let mut revocations = match config.gate.key() {
+        Some(key) => Some(
+            helpgrid_auth::follower::follow_revocations(
+                kafka,
+                CLIENT_ID,
+                Arc::clone(key),
+                stop.child_token(),
+            )
+            .await
+            .context("cannot follow the revocations topic")?,
+        ),
+        None => None,
+    };
+    let revocations_loaded = revocations
+        .as_ref()
+        .map_or_else(|| watch::channel(true).1, |r| r.caught_up.clone());
     let incident_feed = IncidentFeed {
         read_model: read_model.clone(),
         live: live.clone(),
@@ -197,6 +215,18 @@ pub async fn run_with_console(
             feed_stopped.cancel();
         }
     });
+    let revocations_task = tokio::spawn({
+        let feed_stopped = feed_stopped.clone();
+        let stop = stop.clone();
+        async move {
+            if let Some(revocations) = &mut revocations {
+                revocations.stopped().await;
+                if !stop.is_cancelled() {
+                    feed_stopped.cancel();
+                }
+            }
+        }
+    });
     let roster_task = tokio::spawn({
         let roster = Arc::clone(&roster);
         let topic = topics.roster.clone();
@@ -218,10 +248,10 @@ pub async fn run_with_console(
                 biased;
                 () = stop.cancelled() => return,
                 () = feed_stopped.cancelled() => {}
-                () = both_loaded(incidents_loaded, roster_loaded) => {
+                () = all_loaded(incidents_loaded, roster_loaded, revocations_loaded) => {
                     ready_tx.send_replace(true);
                     set_health(&health, ServingStatus::Serving).await;
-                    tracing::info!("read model and roster loaded; serving");
+                    tracing::info!("read model, roster and revocations loaded; serving");
                 }
             }
             tokio::select! {
@@ -343,7 +373,7 @@ pub async fn run_with_console(
             Err(error) => tracing::error!(%error, "the console task failed"),
         }
     }
-    for task in [incident_task, roster_task, readiness_task] {
+    for task in [incident_task, roster_task, revocations_task, readiness_task] {
         if let Err(error) = task.await {
             tracing::error!(%error, "a background task of the status service failed");
         }
@@ -353,13 +383,18 @@ pub async fn run_with_console(
     Ok(())
 }
 
-async fn both_loaded(mut incidents: watch::Receiver<bool>, mut roster: watch::Receiver<bool>) {
+async fn all_loaded(
+    mut incidents: watch::Receiver<bool>,
+    mut roster: watch::Receiver<bool>,
+    mut revocations: watch::Receiver<bool>,
+) {
     // An error means the feed ended before catching up; then shutdown is under way.
-    let (incidents, roster) = tokio::join!(
+    let (incidents, roster, revocations) = tokio::join!(
         async { incidents.wait_for(|loaded| *loaded).await.is_ok() },
         async { roster.wait_for(|loaded| *loaded).await.is_ok() },
+        async { revocations.wait_for(|loaded| *loaded).await.is_ok() },
     );
-    if !(incidents && roster) {
+    if !(incidents && roster && revocations) {
         std::future::pending::<()>().await;
     }
 }
