@@ -19,6 +19,7 @@
 #   archive  read incident-events; write dead-letters; consumer group <PREFIX>archive*
 #   notify   read incident-events; read and write notify-subscriptions; write dead-letters;
 #            consumer group <PREFIX>notify*
+#   status, gateway, archive and notify also read revocations (they verify tokens)
 #
 # Every service may also describe its topics and their configurations (the start-up check of
 # topic settings). Nobody but the admin may create, delete or alter topics; consoles and
@@ -109,6 +110,10 @@ run allow notify Read,Describe incident-events
 run allow notify Read,Write,Describe,DescribeConfigs notify-subscriptions
 run allow notify Write,Describe dead-letters
 run allow_prefixed notify Read,Describe --group notify
+
+for service in status gateway archive notify; do
+  run allow "$service" Read,Describe,DescribeConfigs revocations
+done
 
 failed=0
 for pid in "${pids[@]}"; do wait "$pid" || failed=1; done

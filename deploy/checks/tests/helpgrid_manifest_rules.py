@@ -11,7 +11,7 @@ import sys
 
 import yaml
 
-COMPACTED = {"roster", "incident-state", "devices", "notify-subscriptions"}
+COMPACTED = {"roster", "incident-state", "devices", "notify-subscriptions", "revocations"}
 GRID_KEYED = {"help-events", "incident-commands", "incident-events", "incident-state"}
 PREFIX = "helpgrid."
 

@@ -6,7 +6,8 @@
 //! that has not seen the revocations would let a lost phone in. After that a revocation
 //! reaches it within the reader's fetch wait (tens of milliseconds).
 //!
-//! [`publish_revocation`] writes one record (`helpgrid-token revoke`).
+//! [`publish_revocation`] writes one record (`helpgrid-token revoke`). The topic is one of
+//! the set every service creates and checks at start-up (`helpgrid_common::topics`).
 
 use crate::TokenKey;
 use crate::telemetry;
@@ -26,8 +27,6 @@ use tokio_util::sync::CancellationToken;
 
 /// How often the key file is checked for a rotation.
 pub const KEY_RELOAD_EVERY: Duration = Duration::from_secs(5);
-/// One partition: a small table every verifier reads whole, in order.
-const PARTITIONS: i32 = 1;
 /// How long a revocation write waits for the broker's acknowledgement.
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -44,9 +43,10 @@ pub enum FollowError {
 }
 
 /// Creates the revocations topic if missing (compacted, explicit settings) and checks it.
+/// The services need not: `ensure_topics` sets it up with the others.
 pub async fn ensure_revocations_topic(args: &KafkaArgs) -> Result<String, FollowError> {
     let topic = Topics::with_prefix(&args.topic_prefix).revocations;
-    ensure_compacted_topic(args, &topic, PARTITIONS).await?;
+    ensure_compacted_topic(args, &topic, args.topic_partitions).await?;
     Ok(topic)
 }
 
@@ -73,8 +73,8 @@ impl Following {
     }
 }
 
-/// Ensures the topic, then follows it from the beginning into `key`'s revocations, and
-/// re-reads `key`'s file every [`KEY_RELOAD_EVERY`], until `shutdown`.
+/// Follows the revocations topic (set up by `ensure_topics`) from the beginning into `key`'s
+/// revocations, and re-reads `key`'s file every [`KEY_RELOAD_EVERY`], until `shutdown`.
 pub async fn follow_revocations(
     args: &KafkaArgs,
     client_id: &str,
@@ -82,7 +82,7 @@ pub async fn follow_revocations(
     shutdown: CancellationToken,
 ) -> Result<Following, FollowError> {
     telemetry::describe();
-    let topic = ensure_revocations_topic(args).await?;
+    let topic = Topics::with_prefix(&args.topic_prefix).revocations;
     let mut feed = follow(
         args,
         &format!("{client_id}-revocations"),

@@ -41,7 +41,7 @@ pub struct Topics {
     pub dead_letters: String,
     /// Webhook subscriptions (compacted), written and read by helpgrid-notify.
     pub notify_subscriptions: String,
-    /// Revoked sign-ins (compacted, one partition), key = token subject: written by
+    /// Revoked sign-ins (compacted), key = token subject: written by
     /// `helpgrid-token revoke`, followed by every service that verifies tokens.
     pub revocations: String,
 }
@@ -85,6 +85,7 @@ impl Topics {
             .max_message_bytes(),
             TopicPlan::new(&self.incident_state, Keep::Compact).max_message_bytes(),
             TopicPlan::new(&self.roster, Keep::Compact),
+            TopicPlan::new(&self.revocations, Keep::Compact),
             TopicPlan::new(&self.dead_letters, hours(args.dead_letter_retention_hours)),
         ]
     }
@@ -285,8 +286,8 @@ pub async fn ensure_topics(args: &KafkaArgs, topics: &Topics) -> Result<usize, T
 
 /// Creates the compacted topic `name` with `partitions` partitions if it is missing (with the
 /// same explicit settings as the other tables), then refuses settings that would lose its
-/// records, as [`ensure_topics`] does for the incident topics. For tables that only some
-/// services use (the revocations).
+/// records, as [`ensure_topics`] does for all of them. For a tool that needs one table
+/// (`helpgrid-token revoke`), not the whole set.
 pub async fn ensure_compacted_topic(
     args: &KafkaArgs,
     name: &str,
@@ -592,6 +593,6 @@ mod tests {
                 && s.contains(&("min.insync.replicas", "2".to_owned()))
                 && !s.iter().any(|(k, _)| *k == "retention.ms"))
         );
-        assert_eq!(plans.len(), 6);
+        assert_eq!(plans.len(), 7);
     }
 }
