@@ -102,17 +102,26 @@ impl MqttIntake {
                         Err(_) => true,
                     };
                 };
-                let device = match self.device(name, DeviceKind::ZigbeeButton) {
-                    Ok(d) => d,
-                    Err(r) => return self.refuse_device("z2m", topic, name, payload, &r).await,
-                };
-                if !self.health.heard(&device, report.battery_percent).await {
-                    return false;
-                }
                 let (seen_raw, seen_ms) = match &report.last_seen {
                     Some((raw, ms)) => (Some(raw.as_str()), Some(*ms)),
                     None => (None, None),
                 };
+                let device = match self.device(name, DeviceKind::ZigbeeButton) {
+                    Ok(d) => d,
+                    Err(r) => {
+                        if matches!(r, Refusal::Disabled(_))
+                            && !self
+                                .warn_disabled_press(name, &press.action, seen_raw, received_at)
+                                .await
+                        {
+                            return false;
+                        }
+                        return self.refuse_device("z2m", topic, name, payload, &r).await;
+                    }
+                };
+                if !self.health.heard(&device, report.battery_percent).await {
+                    return false;
+                }
                 let event_id = intake::z2m_event_id(
                     &device.device_id,
                     &press.action,
@@ -238,6 +247,42 @@ impl MqttIntake {
             .read()
             .map_err(|_| Refusal::UnknownDevice(name.to_owned()))?;
         table.routable_by_mqtt_name(name, kind).cloned()
+    }
+
+    /// A press from a button the registry has disabled: besides the dead letter, a
+    /// maintenance incident for its grid worker (a resident may be behind it). True once
+    /// Kafka has it, or when the registry knows no grid to warn.
+    async fn warn_disabled_press(
+        &self,
+        name: &str,
+        action: &str,
+        last_seen: Option<&str>,
+        received_at: i64,
+    ) -> bool {
+        let device = self.table.read().ok().and_then(|t| {
+            t.all()
+                .find(|d| crate::domain::registry::mqtt_name(d) == name)
+                .cloned()
+        });
+        let Some(device) = device.filter(|d| !d.grid_id.is_empty()) else {
+            return true;
+        };
+        let press_id = intake::z2m_event_id(
+            &device.device_id,
+            action,
+            last_seen,
+            received_at,
+            self.config.z2m_dedup_bucket_ms,
+        );
+        let event = intake::disabled_press_event(&device, &press_id, received_at);
+        self.send(
+            &device.grid_id,
+            &event,
+            "z2m",
+            "disabled_press",
+            Instant::now(),
+        )
+        .await
     }
 
     async fn send(

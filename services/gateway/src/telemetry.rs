@@ -3,7 +3,7 @@
 /// Device messages received, by `source` (z2m, frigate, http) and `outcome` (event, health,
 /// ignored, dead_letter, refused).
 pub const MESSAGES: &str = "helpgrid_gateway_messages_total";
-/// Help events Kafka acknowledged, by `kind` (press, alert).
+/// Help events Kafka acknowledged, by `kind` (press, alert, disabled_press).
 pub const EVENTS_PUBLISHED: &str = "helpgrid_gateway_events_published_total";
 /// Seconds from receiving a device message to Kafka's acknowledgement of its help event.
 pub const PUBLISH_SECONDS: &str = "helpgrid_gateway_publish_seconds";

@@ -6,11 +6,12 @@ mod support;
 
 use helpgrid_gateway::config::GatewayConfig;
 use helpgrid_proto::pb::{
-    CameraLabel, DeviceKind, PressKind, Priority, ResponderRole, Track, help_event,
-    incident_event::Change,
+    CameraLabel, DeviceKind, HelpEvent, MaintenanceReason, PressKind, Priority, ResponderRole,
+    Track, help_event, incident_event::Change,
 };
 use helpgrid_testkit::records::responder;
 use helpgrid_testkit::{IncidentLog, WAIT};
+use prost::Message as _;
 use std::time::Duration;
 use support::*;
 
@@ -226,13 +227,17 @@ async fn bad_payloads_and_unroutable_devices_are_dead_lettered_with_their_reason
     disabled.enabled = false;
     let (args, topics) = setup(vec![], &[disabled]).await;
     let mut dead = DeadLetters::follow(&args, &topics).await;
+    let mut help = TopicLog::follow(&args, &topics.help_events).await;
     let mut config = GatewayConfig::new(args.clone());
     config.mqtt = Some(mq.config(&format!("{}gw", args.topic_prefix)));
     let gateway = RunningGateway::start(config).await;
     wait_subscribed(&mq, &mut dead, "zigbee2mqtt").await;
 
     mq.publish("zigbee2mqtt/stranger", &z2m("single", &now_iso()), false);
-    mq.publish("zigbee2mqtt/btn-off", &z2m("single", &now_iso()), false);
+    // The disabled button pressed, and the same message again (a QoS 1 redelivery).
+    let off_press = z2m("single", &now_iso());
+    mq.publish("zigbee2mqtt/btn-off", &off_press, false);
+    mq.publish("zigbee2mqtt/btn-off", &off_press, false);
     mq.publish("zigbee2mqtt/btn-off", r#"{"action":"rotate_left"}"#, false);
     mq.publish(
         "zigbee2mqtt/btn-off",
@@ -274,5 +279,37 @@ async fn bad_payloads_and_unroutable_devices_are_dead_lettered_with_their_reason
         Some("g7")
     );
     assert!(disabled_letter["helpgrid.dlq.reason"].contains("disabled"));
+
+    // Someone may be behind the disabled button: its grid worker gets a maintenance incident
+    // (one event id for the press and its redelivery); the unknown device has no grid to warn.
+    let warnings = |records: &[helpgrid_common::reader::Record]| {
+        records
+            .iter()
+            .filter_map(|r| HelpEvent::decode(r.payload.as_deref().unwrap_or_default()).ok())
+            .filter_map(|e| match e.body {
+                Some(help_event::Body::DeviceMaintenance(m)) => {
+                    Some((e.envelope.map(|v| v.event_id).unwrap_or_default(), m))
+                }
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        help.read_until(WAIT, |r| warnings(r).len() >= 2).await,
+        "no maintenance warning for each press of the disabled button: {:?}",
+        warnings(&help.records)
+    );
+    let seen = warnings(&help.records);
+    assert!(seen.iter().all(|(id, m)| id == &seen[0].0
+        && m.device_id == "btn-off"
+        && m.grid_id == "g7"
+        && m.household_id == "h-off"
+        && m.reason == MaintenanceReason::DisabledDevicePressed as i32));
+    assert!(
+        help.help_events()
+            .iter()
+            .all(|(_, e)| !matches!(e.body, Some(help_event::Body::ButtonPress(_)))),
+        "a press from an unknown or disabled device was routed"
+    );
     gateway.stop().await;
 }

@@ -10,7 +10,7 @@ use helpgrid_common::time::{Millis, to_timestamp};
 use helpgrid_proto::SCHEMA_VERSION;
 use helpgrid_proto::pb::{
     ButtonPress, CameraAlert, CameraLabel, Device, DeviceMaintenance, Envelope, HelpEvent,
-    PressKind, help_event,
+    MaintenanceReason, PressKind, help_event,
 };
 use serde_json::Value;
 
@@ -87,6 +87,29 @@ pub fn maintenance_event(device: &Device, report: &Report, now: Millis) -> HelpE
             reason: report.reason as i32,
             detail: report.detail.clone(),
             battery_percent: report.battery_percent.map(u32::from).unwrap_or_default(),
+            location: device.location,
+        })),
+    }
+}
+
+/// The warning for a press from a device the registry has disabled: not routed as a press,
+/// but a maintenance incident for the household's grid worker, because a resident may be
+/// behind it. The id follows the press's own id, so a redelivered press warns once.
+pub fn disabled_press_event(device: &Device, press_event_id: &str, now: Millis) -> HelpEvent {
+    HelpEvent {
+        envelope: Some(envelope(
+            event_id::derive(&["disabled-press", press_event_id]),
+            now,
+            format!("registry:{}", device.device_id),
+        )),
+        body: Some(help_event::Body::DeviceMaintenance(DeviceMaintenance {
+            device_id: device.device_id.clone(),
+            household_id: device.household_id.clone(),
+            camera_post: device.camera_post.clone(),
+            grid_id: device.grid_id.clone(),
+            reason: MaintenanceReason::DisabledDevicePressed as i32,
+            detail: "pressed while disabled in the device registry: someone may need help".into(),
+            battery_percent: 0,
             location: device.location,
         })),
     }

@@ -5,8 +5,8 @@
 
 use helpgrid_common::time::{Millis, from_timestamp};
 use helpgrid_proto::pb::{
-    Assignment, CameraLabel, EscalationLevel, Incident, IncidentSource, IncidentState, PressKind,
-    Priority, ResponderRole, Track,
+    Assignment, CameraLabel, EscalationLevel, Incident, IncidentSource, IncidentState,
+    MaintenanceReason, PressKind, Priority, ResponderRole, Track,
 };
 use serde::Serialize;
 
@@ -91,6 +91,15 @@ fn priority(incident: &Incident) -> &'static str {
 }
 
 fn kind(incident: &Incident) -> &'static str {
+    if incident.source == IncidentSource::DeviceHealth as i32 {
+        return match MaintenanceReason::try_from(incident.maintenance_reason) {
+            Ok(MaintenanceReason::Offline) => "Device offline",
+            Ok(MaintenanceReason::Silent) => "Device silent",
+            Ok(MaintenanceReason::LowBattery) => "Low battery",
+            Ok(MaintenanceReason::DisabledDevicePressed) => "Disabled device pressed",
+            _ => "Device maintenance",
+        };
+    }
     if incident.source == IncidentSource::Camera as i32 {
         match CameraLabel::try_from(incident.camera_label) {
             Ok(CameraLabel::Intrusion) => "Intrusion",
@@ -171,7 +180,13 @@ pub fn incident_view(
         grid: incident.grid_id.clone(),
         state: state(incident),
         priority: priority(incident),
-        source: if camera { "camera" } else { "button" },
+        source: if camera {
+            "camera"
+        } else if incident.source == IncidentSource::DeviceHealth as i32 {
+            "device"
+        } else {
+            "button"
+        },
         kind: kind(incident),
         place,
         opened_at: from_timestamp(incident.opened_at.as_ref()),
@@ -246,6 +261,29 @@ mod tests {
             "w-42",
         ] {
             assert!(!json.contains(secret), "{secret} leaked: {json}");
+        }
+    }
+
+    #[test]
+    fn maintenance_incidents_show_their_reason_not_a_press_kind() {
+        let incident = |reason: MaintenanceReason| Incident {
+            source: IncidentSource::DeviceHealth as i32,
+            maintenance_reason: reason as i32,
+            household_id: "hh-7".into(),
+            ..Default::default()
+        };
+        let cases = [
+            (MaintenanceReason::Offline, "Device offline"),
+            (MaintenanceReason::Silent, "Device silent"),
+            (MaintenanceReason::LowBattery, "Low battery"),
+            (
+                MaintenanceReason::DisabledDevicePressed,
+                "Disabled device pressed",
+            ),
+        ];
+        for (reason, kind) in cases {
+            let view = incident_view(&incident(reason), |_| None);
+            assert_eq!((view.kind, view.source), (kind, "device"), "{reason:?}");
         }
     }
 }

@@ -23,6 +23,9 @@ const KIND_LABEL = {
   Help: "求助 Help", Urgent: "紧急 Urgent", Medical: "医疗 Medical",
   Intrusion: "入侵 Intrusion", Fight: "斗殴 Fight", Fall: "跌倒 Fall", Fire: "火情 Fire",
   Crowd: "聚集 Crowd", Loitering: "徘徊 Loitering",
+  "Device offline": "设备离线 Device offline", "Device silent": "设备无响应 Device silent",
+  "Low battery": "电量低 Low battery", "Device maintenance": "设备维护 Device maintenance",
+  "Disabled device pressed": "停用设备被按下 Disabled device pressed",
 };
 const PRIORITY_RANK = { critical: 3, high: 2, normal: 1 };
 
