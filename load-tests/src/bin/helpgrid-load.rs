@@ -1,5 +1,6 @@
 use clap::Parser;
 use helpgrid_common::telemetry;
+use helpgrid_load_tests::load::gateway;
 use helpgrid_load_tests::load::scenario::{self, LoadArgs};
 use std::io::Write;
 
@@ -13,6 +14,11 @@ async fn main() -> anyhow::Result<()> {
     };
     if args.print_record_size {
         print(&scenario::record_size(&args).to_string());
+        return Ok(());
+    }
+    if args.scenario == scenario::Scenario::Gateway {
+        let dir = gateway::run(&args, print).await?;
+        print(&format!("results: {}/summary.md", dir.display()));
         return Ok(());
     }
     let (report, dir) = scenario::run(args, print).await?;

@@ -8,8 +8,10 @@
 //! - [`watchers`]: many WatchIncidents streams at once.
 //! - [`relay`]: the bare consume → produce relay that HelpGrid is compared with.
 //! - [`webhooks`]: helpgrid-notify and a receiver: assignment → webhook received.
+//! - [`gateway`]: the device gateway beside bare MQTT and Kafka (its own run).
 //! - [`scenario`]: the scenarios, each one command; [`report`]: JSON, markdown, SVG.
 
+pub mod gateway;
 pub mod generator;
 pub mod observer;
 pub mod plan;

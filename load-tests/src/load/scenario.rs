@@ -45,6 +45,8 @@ pub enum Scenario {
     CameraStorm,
     /// Steady load while many WatchIncidents streams are open.
     FanOut,
+    /// The device gateway: Zigbee2MQTT messages → help events, beside bare MQTT and Kafka.
+    Gateway,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -182,6 +184,9 @@ pub struct LoadArgs {
     /// assignment → webhook received (a receiver in this process).
     #[arg(long)]
     pub webhooks: bool,
+    /// The MQTT broker of the gateway scenario.
+    #[command(flatten)]
+    pub mqtt: crate::devices::MqttArgs,
     /// Print the encoded size of a planned button press (for the Kafka tools) and exit.
     #[arg(long)]
     pub print_record_size: bool,
@@ -214,6 +219,7 @@ fn scenario_name(s: Scenario) -> &'static str {
         Scenario::Flood => "flood",
         Scenario::CameraStorm => "camera-storm",
         Scenario::FanOut => "fan-out",
+        Scenario::Gateway => "gateway",
     }
 }
 
@@ -331,6 +337,8 @@ fn plan(args: &LoadArgs, city: &City, tag: String) -> Plan {
                 false,
             );
         }
+        // Its own run (load::gateway): nothing planned here.
+        Scenario::Gateway => {}
     }
     Plan {
         tag,
@@ -754,7 +762,7 @@ pub async fn run(args: LoadArgs, progress: impl Fn(&str)) -> anyhow::Result<(Rep
                 let ack_ratio = args.ack_ratio.unwrap_or(match args.scenario {
                     Scenario::Smoke => 0.5,
                     Scenario::Steady | Scenario::FanOut | Scenario::CameraStorm => 0.1,
-                    Scenario::Burst | Scenario::Flood => 0.0,
+                    Scenario::Burst | Scenario::Flood | Scenario::Gateway => 0.0,
                 });
                 if ack_ratio > 0.0 {
                     let after = args.ack_after_ms / 1000.0;
