@@ -108,6 +108,12 @@ impl Service {
         }
     }
 
+    /// SIGKILL (a crash: no flush, no abort of an open transaction), then reap.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// SIGTERM, then up to `grace` for a clean exit, then SIGKILL.
     pub fn stop(mut self, grace: Duration) {
         let _ = Command::new("kill")

@@ -2,10 +2,13 @@
 //! size of its incident-state record, and the pure restore path (decode snapshots → desk).
 //! A measurement, not a test: it prints figures.
 //!
-//!     cargo run --release -p helpgrid-router --example state_size -- 100000
+//!     cargo run --release -p helpgrid-router --example state_size -- 774000
 //!
-//! Memory does not depend on the build profile (the same allocations); times do, so quote
-//! them from a release build only.
+//! Memory is the process's resident set (`/proc/self/statm`) before and after the desk is
+//! filled through its ordinary path (`on_help_event`, whose outputs are dropped as the
+//! pipeline drops them after producing): what the kernel charges, allocator overhead and
+//! fragmentation included, not a sum of allocation sizes. It does not depend on the build
+//! profile (the same allocations); times do, so quote them from a release build only.
 
 use helpgrid_proto::pb::{ButtonPress, GeoPoint, Incident, PressKind, Responder, ResponderRole};
 use helpgrid_router::domain::validate::{ValidBody, ValidHelpEvent};
@@ -52,7 +55,7 @@ fn main() {
     let open: usize = std::env::args()
         .nth(1)
         .and_then(|a| a.parse().ok())
-        .unwrap_or(100_000);
+        .unwrap_or(774_000);
     let mut roster = Roster::default();
     for g in 0..GRIDS {
         roster.upsert(Responder {
@@ -81,8 +84,10 @@ fn main() {
     let after = rss();
     let per_open = (after.saturating_sub(before)) as f64 / open as f64;
     println!(
-        "router desk: {open} open incidents, RSS +{:.1} MiB, {per_open:.0} bytes per open incident",
-        (after - before) as f64 / 1_048_576.0
+        "router desk: {} open incidents, RSS +{:.1} MiB, {per_open:.0} bytes per open incident (process RSS {:.1} MiB)",
+        desk.open_count(),
+        (after - before) as f64 / 1_048_576.0,
+        after as f64 / 1_048_576.0
     );
     println!(
         "incident-state record: {:.0} bytes per open incident (protobuf, first 1000)",

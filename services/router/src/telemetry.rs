@@ -10,6 +10,7 @@ use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gau
 pub const RECORDS_IN: &str = "helpgrid_router_records_in_total";
 pub const HELP_EVENTS: &str = "helpgrid_router_help_events_total";
 pub const HELP_EVENTS_FORWARDED: &str = "helpgrid_router_help_events_forwarded_total";
+pub const COMMANDS_FORWARDED: &str = "helpgrid_router_commands_forwarded_total";
 pub const INCIDENTS_OPENED: &str = "helpgrid_router_incidents_opened_total";
 pub const TIME_TO_ASSIGN: &str = "helpgrid_router_time_to_assign_seconds";
 pub const TIME_TO_ACKNOWLEDGE: &str = "helpgrid_router_time_to_acknowledge_seconds";
@@ -40,6 +41,10 @@ pub fn describe() {
     describe_counter!(
         HELP_EVENTS_FORWARDED,
         "Help events that arrived on another partition than their grid's and were re-published there"
+    );
+    describe_counter!(
+        COMMANDS_FORWARDED,
+        "Commands that arrived on another partition than their grid's and were re-published there"
     );
     describe_counter!(INCIDENTS_OPENED, "Incidents opened, by source");
     describe_histogram!(

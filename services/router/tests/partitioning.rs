@@ -3,12 +3,20 @@
 //! default partitioner (CRC32, `consistent_random`) or with no key at all — and gets exactly
 //! one incident, with both presses in it. Presses that arrived on another partition than their
 //! grid's were forwarded (they carry the `helpgrid.forwarded.from` header in help-events).
+//! Then each household's worker acknowledges through the CRC32 producer with no key, so most
+//! commands land on another router's partition: every one is forwarded to its grid's partition
+//! and applied there, none is answered "not found".
 //! Needs HELPGRID_TEST_KAFKA (scripts/test sets it).
 
 use helpgrid_common::kafka::KafkaArgs;
 use helpgrid_common::reader::{self, Feed};
 use helpgrid_common::topics::{Topics, ensure_topics};
-use helpgrid_proto::pb::{PressKind, ResponderRole, incident_event::Change};
+use helpgrid_common::envelope::new_envelope;
+use helpgrid_common::time::now_millis;
+use helpgrid_proto::pb::{
+    AcknowledgeIncident, ActorRole, IncidentCommand, PressKind, ResponderRole, incident_command,
+    incident_event::Change,
+};
 use helpgrid_router::config::RouterConfig;
 use helpgrid_router::domain::Policy;
 use helpgrid_router::kafka::pipeline::HEADER_FORWARDED_FROM;
@@ -132,6 +140,63 @@ async fn each_household_gets_one_incident_whatever_partitioner_its_presses_came_
     assert!(
         forwarded > 0,
         "no press needed forwarding; the test proves nothing"
+    );
+
+    // Acknowledgements from a client with no key (random partitions): each one applied.
+    let mut incidents: Vec<(String, String)> = Vec::new();
+    for e in &events {
+        if let (Some(Change::Opened(_)), Some(i)) = (&e.change, &e.incident) {
+            incidents.push((i.incident_id.clone(), i.grid_id.clone()));
+        }
+    }
+    for (incident_id, g) in &incidents {
+        let n: usize = g.trim_start_matches("grid-").parse().expect("grid number");
+        let worker = format!("w-{n}");
+        let command = IncidentCommand {
+            envelope: Some(new_envelope("dispatch-client", now_millis())),
+            incident_id: incident_id.clone(),
+            grid_id: g.clone(),
+            actor_id: worker,
+            actor_role: ActorRole::Responder as i32,
+            action: Some(incident_command::Action::Acknowledge(AcknowledgeIncident {})),
+            request_id: String::new(),
+        }
+        .encode_to_vec();
+        crc32
+            .send(
+                FutureRecord::<str, [u8]>::to(&topics.incident_commands).payload(&command),
+                Duration::from_secs(30),
+            )
+            .await
+            .map_err(|(e, _)| e)
+            .expect("command delivered");
+    }
+    let events = log
+        .wait_until("an answer to every acknowledgement", |events| {
+            events
+                .iter()
+                .filter(|e| matches!(e.change, Some(Change::Acknowledged(_) | Change::Rejected(_))))
+                .count()
+                >= HOUSEHOLDS
+        })
+        .await;
+    let rejected: Vec<_> = events
+        .iter()
+        .filter_map(|e| match &e.change {
+            Some(Change::Rejected(r)) => Some(r.message.clone()),
+            _ => None,
+        })
+        .collect();
+    assert!(rejected.is_empty(), "commands rejected: {rejected:?}");
+    let acknowledged = events
+        .iter()
+        .filter(|e| matches!(e.change, Some(Change::Acknowledged(_))))
+        .count();
+    assert_eq!(acknowledged, HOUSEHOLDS);
+    let commands_forwarded = count_forwarded(&args, &topics.incident_commands).await;
+    assert!(
+        commands_forwarded > 0,
+        "no command needed forwarding; the test proves nothing"
     );
     for (stop, task) in routers {
         stop.cancel();

@@ -75,7 +75,6 @@ impl IncidentApi {
             .read_model
             .read()
             .incident(&incident_id)
-            .cloned()
             .ok_or(ApiError::IncidentNotFound { incident_id })?;
         caller.may_read(&incident)?;
         Ok(incident)
@@ -131,7 +130,7 @@ impl IncidentApi {
             let model = self.read_model.read();
             (
                 model.home(&command.incident_id),
-                model.incident(&command.incident_id).cloned(),
+                model.incident(&command.incident_id),
             )
         };
         let (Some(home), Some(incident)) = (home, incident) else {

@@ -17,6 +17,7 @@ use helpgrid_common::time::{Millis, from_timestamp};
 use helpgrid_proto::pb::{Incident, IncidentEvent};
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::ops::Bound;
+use prost::Message as _;
 use std::sync::Arc;
 
 /// One event as it sits in the incident-events log.
@@ -34,21 +35,66 @@ pub struct IncidentHome {
     pub grid_id: String,
 }
 
+/// An incident at rest: its snapshot encoded as in incident-state (≈ 250 bytes for an
+/// assigned press; a decoded `Incident` with its twenty-odd heap strings costs several times
+/// that), decoded only for the few a request returns. Listing filters on the fields beside it.
 #[derive(Debug)]
 struct StoredIncident {
-    incident: Incident,
+    record: Box<[u8]>,
     partition: i32,
+    /// Interned grid id (see [`Grids`]).
+    grid: u32,
+    /// `IncidentState` value.
+    state: i32,
+    police_bound: bool,
+    revision: u64,
     /// `opened_at` as indexed in `by_opened` (absent = 0), so the index entry can be found.
     opened_at: Millis,
+    /// `closed_at` as indexed in `closed`.
+    closed_at: Option<Millis>,
+}
+
+impl StoredIncident {
+    fn incident(&self) -> Incident {
+        // Encoded by `store_snapshot` from a valid `Incident`, so decoding does not fail.
+        Incident::decode(&*self.record).unwrap_or_default()
+    }
+}
+
+/// Ids shared by the indexes: one allocation per incident however many indexes name it.
+type Id = Arc<str>;
+
+/// Grid ids, interned: ~13,000 grids repeat across every incident. Never shrinks; the set of
+/// grids is fixed by the city, not by traffic.
+#[derive(Debug, Default)]
+struct Grids {
+    numbers: HashMap<Arc<str>, u32>,
+    names: Vec<Arc<str>>,
+}
+
+impl Grids {
+    fn number(&mut self, grid: &str) -> u32 {
+        if let Some(n) = self.numbers.get(grid) {
+            return *n;
+        }
+        let n = u32::try_from(self.names.len()).unwrap_or(u32::MAX);
+        let name: Arc<str> = grid.into();
+        self.names.push(Arc::clone(&name));
+        self.numbers.insert(name, n);
+        n
+    }
+
+    fn name(&self, n: u32) -> &str {
+        self.names.get(n as usize).map_or("", |s| s)
+    }
 }
 
 #[derive(Debug)]
 pub struct ReadModel {
-    /// Boxed: a hash map keeps spare slots, and an empty slot of a large value costs as much
-    /// as a full one.
-    incidents: HashMap<String, Box<StoredIncident>>,
+    incidents: HashMap<Id, StoredIncident>,
+    grids: Grids,
     /// (opened_at, incident_id), iterated backwards for newest-first pages.
-    by_opened: BTreeSet<(Millis, String)>,
+    by_opened: BTreeSet<(Millis, Id)>,
     /// Index = partition; the newest applied events in offset order, at most `replay_limit`.
     log: Vec<VecDeque<LoggedEvent>>,
     /// Index = partition; the log holds every event at or after this offset. Below it events
@@ -58,7 +104,7 @@ pub struct ReadModel {
     replay_limit: usize,
     /// (closed_at, incident id) of closed incidents, oldest first, to forget them after
     /// `closed_window`: the model holds open incidents plus a bounded window of closed ones.
-    closed: BTreeSet<(Millis, String)>,
+    closed: BTreeSet<(Millis, Id)>,
     closed_window: Millis,
     /// The newest event time applied: the model's clock for the closed window (pure, so the
     /// same log gives the same model).
@@ -164,6 +210,7 @@ impl ReadModel {
         }
         Self {
             incidents: HashMap::new(),
+            grids: Grids::default(),
             by_opened: BTreeSet::new(),
             log: vec![VecDeque::new(); starts.len()],
             floor: starts.to_vec(),
@@ -182,13 +229,16 @@ impl ReadModel {
 
     /// Drops an incident whose incident-state record is a tombstone.
     pub fn forget(&mut self, incident_id: &str) {
-        if let Some(stored) = self.incidents.remove(incident_id) {
-            self.by_opened
-                .remove(&(stored.opened_at, incident_id.to_owned()));
-            if let Some(closed_at) = from_timestamp(stored.incident.closed_at.as_ref()) {
-                self.closed.remove(&(closed_at, incident_id.to_owned()));
-            }
+        if let Some((id, stored)) = self.incidents.remove_entry(incident_id) {
+            self.unindex(id, &stored);
         }
+    }
+
+    fn unindex(&mut self, id: Id, stored: &StoredIncident) {
+        if let Some(closed_at) = stored.closed_at {
+            self.closed.remove(&(closed_at, Id::clone(&id)));
+        }
+        self.by_opened.remove(&(stored.opened_at, id));
     }
 
     /// Closed incidents in memory (the rest is open).
@@ -253,42 +303,42 @@ impl ReadModel {
 
     /// Keeps the newest revision only: a snapshot older than the stored one changes nothing.
     fn store_snapshot(&mut self, partition: i32, incident: &Incident) {
-        let opened_at = from_timestamp(incident.opened_at.as_ref()).unwrap_or(0);
-        if let Some(stored) = self.incidents.get(&incident.incident_id) {
-            if stored.incident.revision >= incident.revision {
+        if let Some((id, stored)) = self.incidents.remove_entry(incident.incident_id.as_str()) {
+            if stored.revision >= incident.revision {
+                self.incidents.insert(id, stored);
                 return;
             }
-            self.by_opened
-                .remove(&(stored.opened_at, incident.incident_id.clone()));
-            if let Some(closed_at) = from_timestamp(stored.incident.closed_at.as_ref()) {
-                self.closed
-                    .remove(&(closed_at, incident.incident_id.clone()));
-            }
+            self.unindex(id, &stored);
         }
-        if let Some(closed_at) = from_timestamp(incident.closed_at.as_ref()) {
-            self.closed
-                .insert((closed_at, incident.incident_id.clone()));
+        let id: Id = incident.incident_id.as_str().into();
+        let opened_at = from_timestamp(incident.opened_at.as_ref()).unwrap_or(0);
+        let closed_at = from_timestamp(incident.closed_at.as_ref());
+        if let Some(closed_at) = closed_at {
+            self.closed.insert((closed_at, Id::clone(&id)));
         }
-        self.by_opened
-            .insert((opened_at, incident.incident_id.clone()));
-        self.incidents.insert(
-            incident.incident_id.clone(),
-            Box::new(StoredIncident {
-                incident: incident.clone(),
-                partition,
-                opened_at,
-            }),
-        );
+        self.by_opened.insert((opened_at, Id::clone(&id)));
+        let stored = StoredIncident {
+            record: incident.encode_to_vec().into_boxed_slice(),
+            partition,
+            grid: self.grids.number(&incident.grid_id),
+            state: incident.state,
+            police_bound: is_police_bound(incident),
+            revision: incident.revision,
+            opened_at,
+            closed_at,
+        };
+        self.incidents.insert(id, stored);
     }
 
-    pub fn incident(&self, incident_id: &str) -> Option<&Incident> {
-        self.incidents.get(incident_id).map(|s| &s.incident)
+    /// The incident as last described (decoded from its stored snapshot).
+    pub fn incident(&self, incident_id: &str) -> Option<Incident> {
+        self.incidents.get(incident_id).map(StoredIncident::incident)
     }
 
     pub fn home(&self, incident_id: &str) -> Option<IncidentHome> {
         self.incidents.get(incident_id).map(|s| IncidentHome {
             partition: s.partition,
-            grid_id: s.incident.grid_id.clone(),
+            grid_id: self.grids.name(s.grid).to_owned(),
         })
     }
 
@@ -310,10 +360,10 @@ impl ReadModel {
         let mut upper = Bound::Unbounded;
         if let Some(before) = query.opened_before {
             // (before, "") is the smallest key opened at `before`: everything below is earlier.
-            upper = Bound::Excluded((before, String::new()));
+            upper = Bound::Excluded((before, Id::from("")));
         }
         if let Some(key) = &query.page_after {
-            let page_bound = (key.opened_at, key.incident_id.clone());
+            let page_bound = (key.opened_at, Id::from(key.incident_id.as_str()));
             let tighter = match &upper {
                 Bound::Excluded(b) => page_bound < *b,
                 _ => true,
@@ -327,20 +377,23 @@ impl ReadModel {
             .range((Bound::Unbounded, upper))
             .rev()
             .take_while(|(opened_at, _)| query.opened_after.is_none_or(|after| *opened_at > after))
-            .filter_map(|(_, id)| self.incidents.get(id).map(|s| &**s))
-            .filter(|s| query.grid_ids.is_empty() || query.grid_ids.contains(&s.incident.grid_id))
-            .filter(|s| query.states.is_empty() || query.states.contains(&s.incident.state))
-            .filter(|s| !query.police_only || is_police_bound(&s.incident));
-        let incidents: Vec<&StoredIncident> = matching.by_ref().take(query.page_size).collect();
+            .filter_map(|(_, id)| self.incidents.get(id).map(|s| (id, s)))
+            .filter(|(_, s)| {
+                query.grid_ids.is_empty() || query.grid_ids.contains(self.grids.name(s.grid))
+            })
+            .filter(|(_, s)| query.states.is_empty() || query.states.contains(&s.state))
+            .filter(|(_, s)| !query.police_only || s.police_bound);
+        let incidents: Vec<(&Id, &StoredIncident)> =
+            matching.by_ref().take(query.page_size).collect();
         let next_page = match (matching.next(), incidents.last()) {
-            (Some(_), Some(last)) => Some(PageKey {
+            (Some(_), Some((id, last))) => Some(PageKey {
                 opened_at: last.opened_at,
-                incident_id: last.incident.incident_id.clone(),
+                incident_id: id.to_string(),
             }),
             _ => None,
         };
         IncidentPage {
-            incidents: incidents.into_iter().map(|s| s.incident.clone()).collect(),
+            incidents: incidents.into_iter().map(|(_, s)| s.incident()).collect(),
             next_page,
             position: self.position(),
         }

@@ -15,7 +15,9 @@ use helpgrid_proto::pb::{
     IncidentSource, IncidentState, PressKind, Priority, RejectReason, ResponderRole, Track,
     incident_event::Change,
 };
+use prost::Message as _;
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
 
 /// Source name written in the envelope of every event the router emits.
 pub const SOURCE: &str = "helpgrid-router";
@@ -52,32 +54,72 @@ impl HelpOutcome {
     }
 }
 
+/// An incident at rest. The snapshot is kept encoded, exactly as its incident-state record
+/// (≈ 250 bytes for an assigned press), and decoded only when a transition takes it out: a
+/// decoded `Incident` holds some twenty heap strings and costs several times more. What the
+/// lookups need without decoding sits beside it.
 struct Tracked {
-    incident: Incident,
+    record: Box<[u8]>,
     partition: i32,
+    /// `IncidentSource` value, so the rare scans (maintenance) decode only their own kind.
+    source: i32,
+    open: bool,
 }
+
+impl Tracked {
+    fn incident(&self) -> Incident {
+        // The record was encoded by `store` from a valid `Incident`; decoding it cannot fail,
+        // and if it ever did an empty incident would surface in the invariant check.
+        Incident::decode(&*self.record).unwrap_or_default()
+    }
+}
+
+/// Ids shared by the indexes: one allocation per incident however many indexes name it.
+type Id = Arc<str>;
 
 #[derive(Default)]
 pub struct Desk {
     policy: Policy,
-    /// Boxed: a hash map keeps spare slots, and an empty slot of a large value costs as much
-    /// as a full one.
-    incidents: HashMap<String, Box<Tracked>>,
+    incidents: HashMap<Id, Tracked>,
     /// responder id -> tracks of open incidents assigned to them.
     load: HashMap<String, u32>,
     /// (ack deadline, incident id) for every unacknowledged assignment.
-    deadlines: BTreeSet<(Millis, String)>,
+    deadlines: BTreeSet<(Millis, Id)>,
+    /// Grid ids, interned: ~13,000 grids repeat across every open incident.
+    grids: Interner,
     /// (grid, household) -> the open button incidents of that household.
-    open_by_household: OpenByKey<(String, String)>,
+    open_by_household: OpenByKey<(u32, Box<str>)>,
     /// (camera, label) -> the open camera incidents for that detection (newest attaches).
-    open_by_camera: OpenByKey<(String, i32)>,
+    open_by_camera: OpenByKey<(Box<str>, i32)>,
     /// source event id -> incident, for events of incidents still in memory.
-    seen_events: HashMap<String, String>,
+    seen_events: HashMap<Box<str>, Id>,
     /// (closed at, incident id), to forget closed incidents after the retention time.
-    closed: BTreeSet<(Millis, String)>,
+    closed: BTreeSet<(Millis, Id)>,
     /// (partition, incident id) of closed incidents forgotten since the adapter last asked:
     /// their incident-state records get a tombstone.
     forgotten: Vec<(i32, String)>,
+}
+
+/// Strings that repeat (grid ids), stored once and named by number. Numbers are never
+/// reused: the set of grids is small and fixed by the city, not by traffic.
+#[derive(Default, Clone)]
+struct Interner {
+    numbers: HashMap<Box<str>, u32>,
+}
+
+impl Interner {
+    fn number(&mut self, s: &str) -> u32 {
+        if let Some(n) = self.numbers.get(s) {
+            return *n;
+        }
+        let n = u32::try_from(self.numbers.len()).unwrap_or(u32::MAX);
+        self.numbers.insert(s.into(), n);
+        n
+    }
+
+    fn find(&self, s: &str) -> Option<u32> {
+        self.numbers.get(s).copied()
+    }
 }
 
 /// Collects the events of one transition on one incident.
@@ -275,8 +317,9 @@ impl Desk {
         &self.policy
     }
 
-    pub fn get(&self, incident_id: &str) -> Option<&Incident> {
-        self.incidents.get(incident_id).map(|t| &t.incident)
+    /// The incident as it is now (decoded from its stored snapshot).
+    pub fn get(&self, incident_id: &str) -> Option<Incident> {
+        self.incidents.get(incident_id).map(Tracked::incident)
     }
 
     /// Incidents in memory (open, and closed within the retention time).
@@ -304,15 +347,13 @@ impl Desk {
 
     // ---- the derived indexes ------------------------------------------------------------
 
-    fn index(&mut self, incident: &Incident, sign: i8) {
-        let id = &incident.incident_id;
+    fn index(&mut self, id: &Id, incident: &Incident, sign: i8) {
         let open = is_open(incident);
         for a in &incident.assignments {
             if open && !a.responder_id.is_empty() {
-                let load = self.load.entry(a.responder_id.clone()).or_default();
                 if sign > 0 {
-                    *load += 1;
-                } else {
+                    *self.load.entry(a.responder_id.clone()).or_default() += 1;
+                } else if let Some(load) = self.load.get_mut(&a.responder_id) {
                     *load = load.saturating_sub(1);
                     if *load == 0 {
                         self.load.remove(&a.responder_id);
@@ -321,65 +362,70 @@ impl Desk {
             }
             if let (true, Some(deadline)) = (open, from_timestamp(a.ack_deadline.as_ref())) {
                 if sign > 0 {
-                    self.deadlines.insert((deadline, id.clone()));
+                    self.deadlines.insert((deadline, Id::clone(id)));
                 } else {
-                    self.deadlines.remove(&(deadline, id.clone()));
+                    self.deadlines.remove(&(deadline, Id::clone(id)));
                 }
             }
         }
         if open {
-            let key = match IncidentSource::try_from(incident.source) {
-                Ok(IncidentSource::Button) => Some(DedupKey::Household((
-                    incident.grid_id.clone(),
-                    incident.household_id.clone(),
-                ))),
-                Ok(IncidentSource::Camera) => Some(DedupKey::Camera((
-                    incident.camera_id.clone(),
-                    incident.camera_label,
-                ))),
-                _ => None,
-            };
-            match key {
-                Some(DedupKey::Household(k)) => {
-                    update_dedup_key(&mut self.open_by_household, k, incident, sign)
+            let opened_at = from_timestamp(incident.opened_at.as_ref());
+            match IncidentSource::try_from(incident.source) {
+                Ok(IncidentSource::Button) => {
+                    let grid = if sign > 0 {
+                        Some(self.grids.number(&incident.grid_id))
+                    } else {
+                        self.grids.find(&incident.grid_id)
+                    };
+                    if let Some(grid) = grid {
+                        let key = (grid, Box::from(incident.household_id.as_str()));
+                        update_dedup_key(&mut self.open_by_household, key, opened_at, id, sign);
+                    }
                 }
-                Some(DedupKey::Camera(k)) => {
-                    update_dedup_key(&mut self.open_by_camera, k, incident, sign)
+                Ok(IncidentSource::Camera) => {
+                    let key = (
+                        Box::from(incident.camera_id.as_str()),
+                        incident.camera_label,
+                    );
+                    update_dedup_key(&mut self.open_by_camera, key, opened_at, id, sign);
                 }
-                None => {}
+                _ => {}
             }
         } else if let Some(closed_at) = from_timestamp(incident.closed_at.as_ref()) {
             if sign > 0 {
-                self.closed.insert((closed_at, id.clone()));
+                self.closed.insert((closed_at, Id::clone(id)));
             } else {
-                self.closed.remove(&(closed_at, id.clone()));
+                self.closed.remove(&(closed_at, Id::clone(id)));
             }
         }
         for event_id in &incident.recent_event_ids {
             if sign > 0 {
-                self.seen_events.insert(event_id.clone(), id.clone());
+                self.seen_events
+                    .insert(event_id.as_str().into(), Id::clone(id));
             } else {
-                self.seen_events.remove(event_id);
+                self.seen_events.remove(event_id.as_str());
             }
         }
     }
 
     fn take(&mut self, incident_id: &str) -> Option<(Incident, i32)> {
-        let tracked = *self.incidents.remove(incident_id)?;
-        self.index(&tracked.incident, -1);
-        Some((tracked.incident, tracked.partition))
+        let (id, tracked) = self.incidents.remove_entry(incident_id)?;
+        let incident = tracked.incident();
+        self.index(&id, &incident, -1);
+        Some((incident, tracked.partition))
     }
 
     fn store(&mut self, partition: i32, incident: Incident) {
-        self.take(&incident.incident_id.clone());
-        self.index(&incident, 1);
-        self.incidents.insert(
-            incident.incident_id.clone(),
-            Box::new(Tracked {
-                incident,
-                partition,
-            }),
-        );
+        self.take(&incident.incident_id);
+        let id: Id = incident.incident_id.as_str().into();
+        self.index(&id, &incident, 1);
+        let tracked = Tracked {
+            record: incident.encode_to_vec().into_boxed_slice(),
+            partition,
+            source: incident.source,
+            open: is_open(&incident),
+        };
+        self.incidents.insert(id, tracked);
     }
 
     // ---- restore and rebalance ----------------------------------------------------------
@@ -424,11 +470,11 @@ impl Desk {
 
     /// Forgets every incident of a partition this instance no longer owns.
     pub fn drop_partition(&mut self, partition: i32) {
-        let ids: Vec<String> = self
+        let ids: Vec<Id> = self
             .incidents
             .iter()
             .filter(|(_, t)| t.partition == partition)
-            .map(|(id, _)| id.clone())
+            .map(|(id, _)| Id::clone(id))
             .collect();
         for id in ids {
             self.take(&id);
@@ -445,13 +491,16 @@ impl Desk {
         roster: &Roster,
         now: Millis,
     ) -> (HelpOutcome, Vec<Output>) {
-        if self.seen_events.contains_key(&event.event_id) {
+        if self.seen_events.contains_key(event.event_id.as_str()) {
             return (HelpOutcome::Duplicate, Vec::new());
         }
         match &event.body {
             ValidBody::Press { press, kind } => {
-                let key = (press.grid_id.clone(), press.household_id.clone());
-                if let Some(id) = newest_open(&self.open_by_household, &key) {
+                let open = self.grids.find(&press.grid_id).and_then(|grid| {
+                    let key = (grid, Box::from(press.household_id.as_str()));
+                    newest_open(&self.open_by_household, &key)
+                });
+                if let Some(id) = open {
                     let out = self.attach(&id, event, AttachKind::RepeatPress, now);
                     return (HelpOutcome::Attached, out);
                 }
@@ -493,7 +542,7 @@ impl Desk {
                 if alert.confidence < self.policy.camera_min_confidence {
                     return (HelpOutcome::BelowThreshold, Vec::new());
                 }
-                let key = (alert.camera_id.clone(), *label as i32);
+                let key = (Box::from(alert.camera_id.as_str()), *label as i32);
                 if let Some(id) = newest_open(&self.open_by_camera, &key) {
                     let last = self
                         .get(&id)
@@ -530,13 +579,19 @@ impl Desk {
         }
     }
 
-    /// The open incident that `matches`, if any (for rare inputs that need no index).
-    pub(super) fn find_open(&self, matches: impl Fn(&Incident) -> bool) -> Option<String> {
+    /// The open incident of `source` that `matches`, if any (for rare inputs that need no
+    /// index: only incidents of that source are decoded).
+    pub(super) fn find_open(
+        &self,
+        source: IncidentSource,
+        matches: impl Fn(&Incident) -> bool,
+    ) -> Option<String> {
         self.incidents
             .values()
-            .map(|t| &t.incident)
-            .find(|i| is_open(i) && matches(i))
-            .map(|i| i.incident_id.clone())
+            .filter(|t| t.open && t.source == source as i32)
+            .map(Tracked::incident)
+            .find(|i| matches(i))
+            .map(|i| i.incident_id)
     }
 
     pub(super) fn open(
@@ -736,7 +791,7 @@ impl Desk {
     /// Fires every acknowledgement deadline due at `now` (reassign, or escalate), and
     /// forgets closed incidents past the retention time.
     pub fn on_tick(&mut self, roster: &Roster, now: Millis) -> Vec<Output> {
-        let due: Vec<String> = self
+        let due: Vec<Id> = self
             .deadlines
             .iter()
             .take_while(|(at, _)| *at <= now)
@@ -810,15 +865,15 @@ impl Desk {
 
     fn evict_closed(&mut self, now: Millis) {
         let retention = self.policy.closed_retention_ms;
-        let expired: Vec<String> = self
+        let expired: Vec<Id> = self
             .closed
             .iter()
             .take_while(|(at, _)| at.saturating_add(retention) < now)
-            .map(|(_, id)| id.clone())
+            .map(|(_, id)| Id::clone(id))
             .collect();
         for id in expired {
             if let Some((_, partition)) = self.take(&id) {
-                self.forgotten.push((partition, id));
+                self.forgotten.push((partition, id.to_string()));
             }
         }
     }
@@ -827,14 +882,16 @@ impl Desk {
     /// the randomised sequence tests and the fuzzer. `Err` names the first difference.
     pub fn check_invariants(&self) -> Result<(), String> {
         let mut fresh = Desk::new(self.policy.clone());
+        // The same numbering, so the dedup keys compare equal.
+        fresh.grids = self.grids.clone();
         for (id, t) in &self.incidents {
-            if *id != t.incident.incident_id {
-                return Err(format!(
-                    "incident {} stored under {id}",
-                    t.incident.incident_id
-                ));
+            let i = &t.incident();
+            if **id != *i.incident_id {
+                return Err(format!("incident {} stored under {id}", i.incident_id));
             }
-            let i = &t.incident;
+            if t.open != is_open(i) || t.source != i.source {
+                return Err(format!("{id}: stored open/source flags differ from the incident"));
+            }
             if i.state != derive_state(i) as i32 {
                 return Err(format!(
                     "{id}: state {} but derived {:?}",
@@ -861,7 +918,7 @@ impl Desk {
                     ));
                 }
             }
-            fresh.index(i, 1);
+            fresh.index(id, i, 1);
         }
         if fresh.load != self.load {
             return Err(format!(
@@ -897,7 +954,7 @@ impl Desk {
         roster: &Roster,
         now: Millis,
     ) -> (Option<RejectReason>, Vec<Output>) {
-        let Some(tracked) = self.incidents.get(&command.incident_id) else {
+        let Some(tracked) = self.incidents.get(command.incident_id.as_str()) else {
             let message = format!(
                 "incident {} is not known to the router (never opened, or closed more than {} min ago)",
                 command.incident_id,
@@ -914,7 +971,7 @@ impl Desk {
             );
             return (Some(RejectReason::NotFound), vec![out]);
         };
-        let (incident, home) = (&tracked.incident, tracked.partition);
+        let (incident, home) = (&tracked.incident(), tracked.partition);
         match earlier_request(incident, command) {
             Some(Ok(())) => return (None, vec![repeated(home, incident, command, now)]),
             Some(Err((reason, message))) => {
@@ -981,22 +1038,21 @@ impl Desk {
     }
 }
 
-/// The open incidents sharing a dedup key, oldest first. Usually one; two when a camera fires
-/// again after the window while the first incident is still open. New detections attach to
-/// the newest. A sorted Vec, not a BTreeSet: a one-entry BTreeSet allocates a whole B-tree
-/// node (hundreds of bytes), and this map holds an entry for every open incident.
-type OpenByKey<K> = HashMap<K, Vec<(Option<Millis>, String)>>;
+/// The open incidents sharing a dedup key, oldest first (by opening time, then id). Usually
+/// one; two when a camera fires again after the window while the first incident is still
+/// open. New detections attach to the newest. A sorted Vec, not a BTreeSet: a one-entry
+/// BTreeSet allocates a whole B-tree node (hundreds of bytes), and this map holds an entry for
+/// every open incident.
+type OpenByKey<K> = HashMap<K, Vec<(Option<Millis>, Id)>>;
 
 fn update_dedup_key<K: std::hash::Hash + Eq>(
     map: &mut OpenByKey<K>,
     key: K,
-    incident: &Incident,
+    opened_at: Option<Millis>,
+    id: &Id,
     sign: i8,
 ) {
-    let entry = (
-        from_timestamp(incident.opened_at.as_ref()),
-        incident.incident_id.clone(),
-    );
+    let entry = (opened_at, Id::clone(id));
     if sign > 0 {
         let open = map.entry(key).or_default();
         if let Err(at) = open.binary_search(&entry) {
@@ -1015,12 +1071,7 @@ fn update_dedup_key<K: std::hash::Hash + Eq>(
 fn newest_open<K: std::hash::Hash + Eq>(map: &OpenByKey<K>, key: &K) -> Option<String> {
     map.get(key)
         .and_then(|set| set.last())
-        .map(|(_, id)| id.clone())
-}
-
-enum DedupKey {
-    Household((String, String)),
-    Camera((String, i32)),
+        .map(|(_, id)| id.to_string())
 }
 
 type Refusal = (RejectReason, String);

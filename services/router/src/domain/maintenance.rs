@@ -62,10 +62,8 @@ pub fn on_device_maintenance(
     roster: &Roster,
     now: Millis,
 ) -> (HelpOutcome, Vec<Output>) {
-    let open = desk.find_open(|i| {
-        i.source == IncidentSource::DeviceHealth as i32
-            && i.device_id == m.device_id
-            && i.grid_id == m.grid_id
+    let open = desk.find_open(IncidentSource::DeviceHealth, |i| {
+        i.device_id == m.device_id && i.grid_id == m.grid_id
     });
     if let Some(id) = open {
         let out = desk.attach(&id, event, AttachKind::RepeatMaintenance, now);

@@ -80,7 +80,8 @@ fn txn(step: &'static str) -> impl FnOnce(KafkaError) -> PipelineError {
 struct BatchOutput {
     events: Vec<Output>,
     dead_letters: Vec<DeadLetter>,
-    /// Help events that arrived on another partition than their grid's, to re-publish there.
+    /// Help events and commands that arrived on another partition than their grid's, to
+    /// re-publish there.
     forwards: Vec<Forward>,
     /// (partition, incident id) of closed incidents past the retention window: tombstones
     /// for incident-state.
@@ -89,8 +90,9 @@ struct BatchOutput {
     offsets: BTreeMap<(String, i32), i64>,
 }
 
-/// A help event to re-publish to its grid's partition.
+/// A help event or command to re-publish to its grid's partition of the same topic.
 struct Forward {
+    topic: String,
     partition: i32,
     /// The grid id: the key a murmur2 producer would have used.
     key: Vec<u8>,
@@ -234,6 +236,8 @@ fn poll_batch(
 /// elsewhere; handled there, a repeat press could open a second incident on another router.
 /// Such an event is re-published to its grid's partition in this batch's transaction (with
 /// the grid as key), its offset committed here, and it is decided when it arrives there.
+/// Commands likewise (by the grid they name): the incident lives in the desk of the router
+/// that owns its grid's partition, and any other router would answer "not found".
 fn forward(message: &OwnedMessage, partition: i32, grid_id: &str) -> Forward {
     let origin = format!(
         "{}/{}/{}",
@@ -255,6 +259,7 @@ fn forward(message: &OwnedMessage, partition: i32, grid_id: &str) -> Forward {
         value: Some(origin.as_str()),
     });
     Forward {
+        topic: message.topic().to_owned(),
         partition,
         key: grid_id.as_bytes().to_vec(),
         payload: message.payload().map(<[u8]>::to_vec),
@@ -299,6 +304,13 @@ fn decide(
             })
         } else {
             validate::decode_command(message.payload(), now).map(|command| {
+                let home = grid_partition(&command.grid_id, partitions);
+                if home != partition {
+                    metrics::counter!(telemetry::COMMANDS_FORWARDED).increment(1);
+                    tracing::debug!(command_id = %command.command_id, from = partition, to = home, "command forwarded to its grid's partition");
+                    out.forwards.push(forward(message, home, &command.grid_id));
+                    return Vec::new();
+                }
                 let action = match command.action {
                     validate::ValidAction::Acknowledge => "acknowledge",
                     validate::ValidAction::Close { .. } => "close",
@@ -428,7 +440,7 @@ fn produce_in_transaction(
         send(producer, record)?;
     }
     for f in &output.forwards {
-        let mut record = BaseRecord::<[u8], [u8]>::to(&topics.help_events)
+        let mut record = BaseRecord::<[u8], [u8]>::to(&f.topic)
             .partition(f.partition)
             .key(f.key.as_slice())
             .headers(f.headers.clone());

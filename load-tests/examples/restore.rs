@@ -1,0 +1,618 @@
+//! Restore-time and soak figures for issue 8 ("state that lasts and stays small"). Prints
+//! figures; asserts nothing. Runs the release binaries as processes against a broker of its
+//! own (started from `deploy/local/kafka.sh`, removed afterwards), because the figures depend
+//! on the log cleaner and nothing here may disturb the shared broker.
+//!
+//! ```sh
+//! cargo build --release -p helpgrid-router -p helpgrid-status
+//! cargo run --release -p helpgrid-load-tests --example restore -- restart   # 2,000,000 events, 10,000 open
+//! cargo run --release -p helpgrid-load-tests --example restore -- flood     # 774,000 open
+//! cargo run --release -p helpgrid-load-tests --example restore -- soak      # status RSS over 2,000,000 events
+//! ```
+//!
+//! History is written the way the router writes it: a `Desk` (the router's own decision code)
+//! is driven in-process through presses, acknowledgements and closings on a simulated clock
+//! that ends now; every incident event goes to `incident-events`, the incident's latest
+//! snapshot after each step to `incident-state`, and a tombstone once a closed incident
+//! leaves the router's window. The services under test then read what is on the topics.
+
+use clap::{Parser, Subcommand};
+use helpgrid_common::kafka::KafkaArgs;
+use helpgrid_common::partition::grid_partition;
+use helpgrid_common::time::now_millis;
+use helpgrid_common::topics::{Topics, ensure_topics};
+use helpgrid_load_tests::load::procstat;
+use helpgrid_load_tests::load::services::{Service, free_port};
+use helpgrid_proto::pb::{
+    self, ActorRole, ButtonPress, GeoPoint, HelpEvent, PressKind, Resolution, Responder,
+    ResponderRole, RosterRecord, help_event,
+};
+use helpgrid_router::domain::desk::Output;
+use helpgrid_router::domain::validate::{ValidAction, ValidBody, ValidCommand, ValidHelpEvent};
+use helpgrid_router::domain::{Desk, Policy, Roster};
+use helpgrid_testkit::broker::OwnBroker;
+use prost::Message;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message as _;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const GRIDS: usize = 13_000;
+const PARTITIONS: usize = 6;
+/// Acknowledgement deadlines of an hour on both sides: no reassignment mixes into the figures.
+const DEADLINE_S: u64 = 3_600;
+
+#[derive(Parser)]
+struct Args {
+    /// Folder with the helpgrid-router and helpgrid-status binaries.
+    #[arg(long, default_value = "target/release")]
+    bin_dir: PathBuf,
+    /// Where the services' logs go.
+    #[arg(long, default_value = "target/restore-bench")]
+    log_dir: PathBuf,
+    #[command(subcommand)]
+    run: Run,
+}
+
+#[derive(Subcommand)]
+enum Run {
+    /// History of `events` incident events with `open` incidents left open: router SIGKILL →
+    /// first new output, status restart → SERVING.
+    Restart {
+        #[arg(long, default_value_t = 2_000_000)]
+        events: usize,
+        #[arg(long, default_value_t = 10_000)]
+        open: usize,
+        /// Days of simulated time the history spans.
+        #[arg(long, default_value_t = 10)]
+        days: i64,
+    },
+    /// `open` incidents open at once (the city flood): router and status restore, and their
+    /// RSS per open incident.
+    Flood {
+        #[arg(long, default_value_t = 774_000)]
+        open: usize,
+    },
+    /// Status RSS while `events` incident events with closures stream past it.
+    Soak {
+        #[arg(long, default_value_t = 2_000_000)]
+        events: usize,
+        #[arg(long, default_value_t = 10_000)]
+        open: usize,
+        #[arg(long, default_value_t = 10)]
+        days: i64,
+        /// RSS samples taken along the way.
+        #[arg(long, default_value_t = 20)]
+        samples: usize,
+    },
+}
+
+fn grid(g: usize) -> String {
+    format!("grid-{g:05}")
+}
+
+fn roster() -> Vec<Responder> {
+    (0..GRIDS)
+        .map(|g| Responder {
+            responder_id: format!("w-{g}"),
+            display_name: "吴建国".into(),
+            role: ResponderRole::GridWorker as i32,
+            grid_ids: vec![grid(g)],
+            on_duty: true,
+            last_location: None,
+            location_updated_at: None,
+        })
+        .collect()
+}
+
+/// Writes router-shaped history: the desk decides, this writes what the router would.
+struct History {
+    desk: Desk,
+    roster: Roster,
+    producer: BaseProducer,
+    topics: Topics,
+    events: usize,
+    state_records: usize,
+    next: usize,
+}
+
+impl History {
+    fn new(kafka: &KafkaArgs, topics: &Topics) -> anyhow::Result<Self> {
+        let mut config = kafka.producer_config("helpgrid-restore-bench");
+        config
+            .set("linger.ms", "50")
+            .set("batch.num.messages", "10000")
+            .set("queue.buffering.max.messages", "1000000");
+        let producer: BaseProducer = config.create()?;
+        let mut roster = Roster::default();
+        for r in roster() {
+            let record = RosterRecord {
+                envelope: Some(helpgrid_common::envelope::new_envelope(
+                    "office:restore-bench",
+                    now_millis(),
+                )),
+                responder: Some(r.clone()),
+            };
+            send(
+                &producer,
+                &topics.roster,
+                None,
+                r.responder_id.as_bytes(),
+                Some(&record.encode_to_vec()),
+            );
+            roster.upsert(r);
+        }
+        let policy = Policy {
+            ack_deadline_normal_ms: DEADLINE_S as i64 * 1000,
+            ack_deadline_high_ms: DEADLINE_S as i64 * 1000,
+            ack_deadline_critical_ms: DEADLINE_S as i64 * 1000,
+            ..Policy::default()
+        };
+        Ok(Self {
+            desk: Desk::new(policy),
+            roster,
+            producer,
+            topics: topics.clone(),
+            events: 0,
+            state_records: 0,
+            next: 0,
+        })
+    }
+
+    /// One step's output, as one router transaction writes it.
+    fn write(&mut self, out: Vec<Output>) {
+        let mut latest: HashMap<String, (i32, pb::Incident)> = HashMap::new();
+        for o in &out {
+            send(
+                &self.producer,
+                &self.topics.incident_events,
+                Some(o.partition),
+                o.key.as_bytes(),
+                Some(&o.event.encode_to_vec()),
+            );
+            if let Some(i) = &o.event.incident {
+                latest.insert(i.incident_id.clone(), (o.partition, i.clone()));
+            }
+        }
+        self.events += out.len();
+        for (id, (partition, incident)) in latest {
+            send(
+                &self.producer,
+                &self.topics.incident_state,
+                Some(partition),
+                id.as_bytes(),
+                Some(&incident.encode_to_vec()),
+            );
+            self.state_records += 1;
+        }
+        for (partition, id) in self.desk.take_forgotten() {
+            send(
+                &self.producer,
+                &self.topics.incident_state,
+                Some(partition),
+                id.as_bytes(),
+                None,
+            );
+            self.state_records += 1;
+        }
+    }
+
+    /// A press from a new household; returns (incident id, grid, responder).
+    fn press(&mut self, now: i64) -> (String, String, String) {
+        let n = self.next;
+        self.next += 1;
+        let g = grid(n % GRIDS);
+        let event = ValidHelpEvent {
+            event_id: format!("{n:09}-5b8e1c1e-0f7a-4c55-9d8e"),
+            occurred_at: now,
+            body: ValidBody::Press {
+                press: ButtonPress {
+                    device_id: format!("btn-{g}-hh-{n:07}"),
+                    household_id: format!("{g}-hh-{n:07}"),
+                    grid_id: g.clone(),
+                    kind: PressKind::Help as i32,
+                    location: Some(GeoPoint {
+                        latitude: 32.684,
+                        longitude: 109.029,
+                    }),
+                    battery_percent: 80,
+                },
+                kind: PressKind::Help,
+            },
+        };
+        let partition = grid_partition(&g, PARTITIONS);
+        let (_, out) = self
+            .desk
+            .on_help_event(partition, &event, &self.roster, now);
+        let incident = out
+            .last()
+            .and_then(|o| o.event.incident.clone())
+            .unwrap_or_default();
+        let responder = incident
+            .assignments
+            .first()
+            .map(|a| a.responder_id.clone())
+            .unwrap_or_default();
+        self.write(out);
+        (incident.incident_id, g, responder)
+    }
+
+    fn command(&mut self, (id, g, responder): &(String, String, String), action: ValidAction, now: i64) {
+        let command = ValidCommand {
+            command_id: format!("cmd-{}-{}", id, self.events),
+            incident_id: id.clone(),
+            grid_id: g.clone(),
+            actor_id: responder.clone(),
+            actor_role: ActorRole::Responder,
+            action,
+            request_id: String::new(),
+        };
+        let partition = grid_partition(g, PARTITIONS);
+        let (_, out) = self.desk.on_command(partition, &command, &self.roster, now);
+        self.write(out);
+    }
+
+    fn close(&mut self, incident: &(String, String, String), now: i64) {
+        self.command(
+            incident,
+            ValidAction::Close {
+                resolution: Resolution::Resolved,
+                note: String::new(),
+            },
+            now,
+        );
+    }
+
+    /// `open` incidents opened and acknowledged first (they stay open across the whole
+    /// history, like a case waiting at the police desk over a holiday), then incidents opened,
+    /// acknowledged and closed until `events` incident events are written, the simulated
+    /// clock running from `days` ago to now. `progress` is called every 10,000 incidents.
+    fn churn(&mut self, events: usize, open: usize, days: i64, mut progress: impl FnMut(&Self)) {
+        let end = now_millis();
+        let start = end - days * 86_400_000;
+        for _ in 0..open {
+            let incident = self.press(start);
+            self.command(&incident, ValidAction::Acknowledge, start);
+        }
+        let churn = events.saturating_sub(self.events) / 4;
+        for k in 0..churn {
+            let now = start + (end - start) * (k as i64 + 1) / churn.max(1) as i64;
+            let incident = self.press(now);
+            self.command(&incident, ValidAction::Acknowledge, now);
+            self.close(&incident, now);
+            if k % 1_000 == 0 {
+                let tick = self.desk.on_tick(&self.roster, now);
+                self.write(tick);
+            }
+            if k % 10_000 == 0 {
+                progress(self);
+            }
+        }
+        self.flush();
+    }
+
+    fn flush(&self) {
+        let _ = self.producer.flush(Duration::from_secs(120));
+    }
+}
+
+fn send(producer: &BaseProducer, topic: &str, partition: Option<i32>, key: &[u8], payload: Option<&[u8]>) {
+    let mut record = BaseRecord::<[u8], [u8]>::to(topic).key(key);
+    if let Some(p) = partition {
+        record = record.partition(p);
+    }
+    if let Some(payload) = payload {
+        record = record.payload(payload);
+    }
+    loop {
+        match producer.send(record) {
+            Ok(()) => break,
+            Err((_, back)) => {
+                record = back;
+                producer.poll(Duration::from_millis(10));
+            }
+        }
+    }
+    producer.poll(Duration::ZERO);
+}
+
+struct Bench {
+    kafka: KafkaArgs,
+    topics: Topics,
+    bin_dir: PathBuf,
+    log_dir: PathBuf,
+    router_metrics: String,
+    status_port: u16,
+}
+
+impl Bench {
+    fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("HELPGRID_KAFKA_BROKERS", self.kafka.brokers.clone()),
+            ("HELPGRID_TOPIC_PREFIX", self.kafka.topic_prefix.clone()),
+            ("HELPGRID_TOPIC_PARTITIONS", PARTITIONS.to_string()),
+        ]
+    }
+
+    fn router(&self) -> anyhow::Result<Service> {
+        let mut env = self.env();
+        let deadline = DEADLINE_S.to_string();
+        env.extend([
+            ("HELPGRID_ACK_DEADLINE_NORMAL_S", deadline.clone()),
+            ("HELPGRID_ACK_DEADLINE_HIGH_S", deadline.clone()),
+            ("HELPGRID_ACK_DEADLINE_CRITICAL_S", deadline),
+            ("HELPGRID_ROUTER_METRICS_LISTEN", self.router_metrics.clone()),
+        ]);
+        Ok(Service::spawn(
+            &self.bin_dir,
+            "helpgrid-router",
+            "helpgrid-router",
+            &[],
+            &env,
+            &self.log_dir,
+        )?)
+    }
+
+    fn status(&self) -> anyhow::Result<Service> {
+        let mut env = self.env();
+        env.extend([
+            ("HELPGRID_STATUS_LISTEN", format!("127.0.0.1:{}", self.status_port)),
+            ("HELPGRID_INSECURE_NO_AUTH", "true".into()),
+        ]);
+        Ok(Service::spawn(
+            &self.bin_dir,
+            "helpgrid-status",
+            "helpgrid-status",
+            &[],
+            &env,
+            &self.log_dir,
+        )?)
+    }
+
+    /// Polls the router's /readyz until it answers 200.
+    async fn router_ready(&self, limit: Duration) -> anyhow::Result<Duration> {
+        let started = Instant::now();
+        while started.elapsed() < limit {
+            if let Ok(mut s) = tokio::net::TcpStream::connect(&self.router_metrics).await {
+                let _ = s
+                    .write_all(b"GET /readyz HTTP/1.0\r\nHost: x\r\n\r\n")
+                    .await;
+                let mut answer = Vec::new();
+                let _ = s.read_to_end(&mut answer).await;
+                if answer.starts_with(b"HTTP/1.1 200") || answer.starts_with(b"HTTP/1.0 200") {
+                    return Ok(started.elapsed());
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        anyhow::bail!("router not ready within {limit:?}")
+    }
+
+    /// Polls the status service's gRPC health until it says SERVING.
+    async fn status_serving(&self, limit: Duration) -> anyhow::Result<Duration> {
+        use tonic_health::pb::health_check_response::ServingStatus;
+        use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+        let started = Instant::now();
+        let url = format!("http://127.0.0.1:{}", self.status_port);
+        while started.elapsed() < limit {
+            if let Ok(mut client) = HealthClient::connect(url.clone()).await
+                && let Ok(answer) = client
+                    .check(HealthCheckRequest {
+                        service: String::new(),
+                    })
+                    .await
+                && answer.into_inner().status == ServingStatus::Serving as i32
+            {
+                return Ok(started.elapsed());
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        anyhow::bail!("status not SERVING within {limit:?}")
+    }
+}
+
+fn rss_mib(service: &Service) -> f64 {
+    procstat::read(service.pid()).map_or(0.0, |(_, rss, _)| rss)
+}
+
+/// A reader at the end of incident-events: returns when an event caused by `event_id`
+/// arrives, with the time it took since `since`.
+fn wait_for_cause(kafka: &KafkaArgs, topic: &str, event_id: &str, since: Instant) -> anyhow::Result<Duration> {
+    let reader: BaseConsumer = kafka.reader_config("helpgrid-restore-bench").create()?;
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..PARTITIONS as i32 {
+        tpl.add_partition_offset(topic, p, Offset::End)?;
+    }
+    reader.assign(&tpl)?;
+    while since.elapsed() < Duration::from_secs(120) {
+        if let Some(Ok(m)) = reader.poll(Duration::from_millis(50))
+            && let Some(Ok(e)) = m.payload().map(pb::IncidentEvent::decode)
+            && e.cause_id == event_id
+        {
+            return Ok(since.elapsed());
+        }
+    }
+    anyhow::bail!("no output for {event_id} within 120 s")
+}
+
+fn new_press(n: usize) -> (String, HelpEvent) {
+    let g = grid(n % GRIDS);
+    let event = HelpEvent {
+        envelope: Some(helpgrid_common::envelope::new_envelope("btn-bench", now_millis())),
+        body: Some(help_event::Body::Press(ButtonPress {
+            device_id: format!("btn-new-{n}"),
+            household_id: format!("{g}-new-{n}"),
+            grid_id: g.clone(),
+            kind: PressKind::Help as i32,
+            location: None,
+            battery_percent: 90,
+        })),
+    };
+    (g, event)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    std::fs::create_dir_all(&args.log_dir)?;
+    // A broker of its own, with the log cleaner as a production broker runs it.
+    let (_broker, bootstrap) = OwnBroker::start();
+    let mut kafka = KafkaArgs::new(bootstrap, "bench.".into());
+    kafka.topic_partitions = PARTITIONS as i32;
+    let topics = Topics::with_prefix(&kafka.topic_prefix);
+    ensure_topics(&kafka, &topics).await?;
+    let bench = Bench {
+        kafka: kafka.clone(),
+        topics: topics.clone(),
+        bin_dir: args.bin_dir.clone(),
+        log_dir: args.log_dir.clone(),
+        router_metrics: format!("127.0.0.1:{}", free_port()?),
+        status_port: free_port()?,
+    };
+    let mut history = History::new(&kafka, &topics)?;
+    let written = Instant::now();
+    match args.run {
+        Run::Restart { events, open, days } => {
+            history.churn(events, open, days, |_| {});
+            println!(
+                "history: {} incident events, {} incident-state records, {} open, written in {:.1} s",
+                history.events,
+                history.state_records,
+                history.desk.open_count(),
+                written.elapsed().as_secs_f64()
+            );
+            restart(&bench).await?;
+        }
+        Run::Flood { open } => {
+            let now = now_millis();
+            for k in 0..open {
+                history.press(now);
+                if k % 100_000 == 0 {
+                    eprintln!("{k} open incidents written");
+                }
+            }
+            history.flush();
+            println!(
+                "history: {} incident events, {} incident-state records, {} open, written in {:.1} s",
+                history.events,
+                history.state_records,
+                history.desk.open_count(),
+                written.elapsed().as_secs_f64()
+            );
+            let router = bench.router()?;
+            let ready = bench.router_ready(Duration::from_secs(600)).await?;
+            let router_rss = rss_mib(&router);
+            let status = bench.status()?;
+            let serving = bench.status_serving(Duration::from_secs(600)).await?;
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let status_rss = rss_mib(&status);
+            println!(
+                "router: start → ready {:.2} s, RSS {router_rss:.0} MiB = {:.0} bytes per open incident",
+                ready.as_secs_f64(),
+                router_rss * 1_048_576.0 / open as f64
+            );
+            println!(
+                "status: start → SERVING {:.2} s, RSS {status_rss:.0} MiB = {:.0} bytes per open incident",
+                serving.as_secs_f64(),
+                status_rss * 1_048_576.0 / open as f64
+            );
+            let (sigkill, _) = kill_and_restart(&bench, router).await?;
+            println!("router: SIGKILL → first new output {:.2} s", sigkill.as_secs_f64());
+            status.stop(Duration::from_secs(30));
+        }
+        Run::Soak {
+            events,
+            open,
+            days,
+            samples,
+        } => {
+            let status = bench.status()?;
+            bench.status_serving(Duration::from_secs(120)).await?;
+            let every = (events / samples.max(1)).max(1);
+            let mut next = every;
+            let mut rows = Vec::new();
+            history.churn(events, open, days, |h| {
+                if h.events >= next {
+                    h.flush();
+                    // Let the status service catch up before sampling.
+                    std::thread::sleep(Duration::from_millis(500));
+                    rows.push((h.events, rss_mib(&status)));
+                    next += every;
+                }
+            });
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            rows.push((history.events, rss_mib(&status)));
+            println!("| incident events written | status RSS (MiB) |\n| --- | --- |");
+            for (e, rss) in &rows {
+                println!("| {e} | {rss:.0} |");
+            }
+            let later: Vec<f64> = rows.iter().skip(rows.len() / 4).map(|r| r.1).collect();
+            let (lo, hi) = later
+                .iter()
+                .fold((f64::MAX, 0.0f64), |(lo, hi), r| (lo.min(*r), hi.max(*r)));
+            let mid = (lo + hi) / 2.0;
+            println!(
+                "status RSS from the first quarter on: {lo:.0}–{hi:.0} MiB, ±{:.1} % around {mid:.0} MiB; {} incident-state records, {} open at the end",
+                (hi - lo) / 2.0 / mid * 100.0,
+                history.state_records,
+                history.desk.open_count()
+            );
+            status.stop(Duration::from_secs(30));
+        }
+    }
+    Ok(())
+}
+
+/// SIGKILL the router, start it again at once, and send one new press: the time from the
+/// kill to that press's first incident event.
+async fn kill_and_restart(bench: &Bench, router: Service) -> anyhow::Result<(Duration, Service)> {
+    let producer: BaseProducer = bench.kafka.producer_config("helpgrid-restore-bench-press").create()?;
+    let (key, press) = new_press(usize::MAX / 2);
+    let event_id = press
+        .envelope
+        .as_ref()
+        .map(|e| e.event_id.clone())
+        .unwrap_or_default();
+    let killed = Instant::now();
+    router.kill();
+    let router = bench.router()?;
+    send(&producer, &bench.topics.help_events, None, key.as_bytes(), Some(&press.encode_to_vec()));
+    let _ = producer.flush(Duration::from_secs(30));
+    let kafka = bench.kafka.clone();
+    let topic = bench.topics.incident_events.clone();
+    let took = tokio::task::spawn_blocking(move || wait_for_cause(&kafka, &topic, &event_id, killed)).await??;
+    Ok((took, router))
+}
+
+async fn restart(bench: &Bench) -> anyhow::Result<()> {
+    let router = bench.router()?;
+    let ready = bench.router_ready(Duration::from_secs(600)).await?;
+    println!("router: cold start → ready {:.2} s, RSS {:.0} MiB", ready.as_secs_f64(), rss_mib(&router));
+    let mut router = router;
+    let mut kills = Vec::new();
+    for _ in 0..3 {
+        let (took, next) = kill_and_restart(bench, router).await?;
+        router = next;
+        bench.router_ready(Duration::from_secs(600)).await?;
+        kills.push(took.as_secs_f64());
+    }
+    println!("router: SIGKILL → first new output {kills:.2?} s (3 kills)");
+    let status = bench.status()?;
+    let cold = bench.status_serving(Duration::from_secs(600)).await?;
+    println!("status: cold start → SERVING {:.2} s, RSS {:.0} MiB", cold.as_secs_f64(), rss_mib(&status));
+    let mut restarts = Vec::new();
+    let mut status = status;
+    for _ in 0..3 {
+        status.stop(Duration::from_secs(30));
+        status = bench.status()?;
+        restarts.push(bench.status_serving(Duration::from_secs(600)).await?.as_secs_f64());
+    }
+    println!("status: restart → SERVING {restarts:.2?} s (3 restarts)");
+    router.stop(Duration::from_secs(30));
+    status.stop(Duration::from_secs(30));
+    Ok(())
+}
