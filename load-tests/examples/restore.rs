@@ -241,7 +241,12 @@ impl History {
         (incident.incident_id, g, responder)
     }
 
-    fn command(&mut self, (id, g, responder): &(String, String, String), action: ValidAction, now: i64) {
+    fn command(
+        &mut self,
+        (id, g, responder): &(String, String, String),
+        action: ValidAction,
+        now: i64,
+    ) {
         let command = ValidCommand {
             command_id: format!("cmd-{}-{}", id, self.events),
             incident_id: id.clone(),
@@ -300,7 +305,13 @@ impl History {
     }
 }
 
-fn send(producer: &BaseProducer, topic: &str, partition: Option<i32>, key: &[u8], payload: Option<&[u8]>) {
+fn send(
+    producer: &BaseProducer,
+    topic: &str,
+    partition: Option<i32>,
+    key: &[u8],
+    payload: Option<&[u8]>,
+) {
     let mut record = BaseRecord::<[u8], [u8]>::to(topic).key(key);
     if let Some(p) = partition {
         record = record.partition(p);
@@ -345,7 +356,10 @@ impl Bench {
             ("HELPGRID_ACK_DEADLINE_NORMAL_S", deadline.clone()),
             ("HELPGRID_ACK_DEADLINE_HIGH_S", deadline.clone()),
             ("HELPGRID_ACK_DEADLINE_CRITICAL_S", deadline),
-            ("HELPGRID_ROUTER_METRICS_LISTEN", self.router_metrics.clone()),
+            (
+                "HELPGRID_ROUTER_METRICS_LISTEN",
+                self.router_metrics.clone(),
+            ),
         ]);
         Ok(Service::spawn(
             &self.bin_dir,
@@ -360,7 +374,10 @@ impl Bench {
     fn status(&self) -> anyhow::Result<Service> {
         let mut env = self.env();
         env.extend([
-            ("HELPGRID_STATUS_LISTEN", format!("127.0.0.1:{}", self.status_port)),
+            (
+                "HELPGRID_STATUS_LISTEN",
+                format!("127.0.0.1:{}", self.status_port),
+            ),
             ("HELPGRID_INSECURE_NO_AUTH", "true".into()),
         ]);
         Ok(Service::spawn(
@@ -421,7 +438,12 @@ fn rss_mib(service: &Service) -> f64 {
 
 /// A reader at the end of incident-events: returns when an event caused by `event_id`
 /// arrives, with the time it took since `since`.
-fn wait_for_cause(kafka: &KafkaArgs, topic: &str, event_id: &str, since: Instant) -> anyhow::Result<Duration> {
+fn wait_for_cause(
+    kafka: &KafkaArgs,
+    topic: &str,
+    event_id: &str,
+    since: Instant,
+) -> anyhow::Result<Duration> {
     let reader: BaseConsumer = kafka.reader_config("helpgrid-restore-bench").create()?;
     let mut tpl = TopicPartitionList::new();
     for p in 0..PARTITIONS as i32 {
@@ -442,7 +464,10 @@ fn wait_for_cause(kafka: &KafkaArgs, topic: &str, event_id: &str, since: Instant
 fn new_press(n: usize) -> (String, HelpEvent) {
     let g = grid(n % GRIDS);
     let event = HelpEvent {
-        envelope: Some(helpgrid_common::envelope::new_envelope("btn-bench", now_millis())),
+        envelope: Some(helpgrid_common::envelope::new_envelope(
+            "btn-bench",
+            now_millis(),
+        )),
         body: Some(help_event::Body::Press(ButtonPress {
             device_id: format!("btn-new-{n}"),
             household_id: format!("{g}-new-{n}"),
@@ -521,7 +546,10 @@ async fn main() -> anyhow::Result<()> {
                 status_rss * 1_048_576.0 / open as f64
             );
             let (sigkill, _) = kill_and_restart(&bench, router).await?;
-            println!("router: SIGKILL → first new output {:.2} s", sigkill.as_secs_f64());
+            println!(
+                "router: SIGKILL → first new output {:.2} s",
+                sigkill.as_secs_f64()
+            );
             status.stop(Duration::from_secs(30));
         }
         Run::Soak {
@@ -570,7 +598,10 @@ async fn main() -> anyhow::Result<()> {
 /// SIGKILL the router, start it again at once, and send one new press: the time from the
 /// kill to that press's first incident event.
 async fn kill_and_restart(bench: &Bench, router: Service) -> anyhow::Result<(Duration, Service)> {
-    let producer: BaseProducer = bench.kafka.producer_config("helpgrid-restore-bench-press").create()?;
+    let producer: BaseProducer = bench
+        .kafka
+        .producer_config("helpgrid-restore-bench-press")
+        .create()?;
     let (key, press) = new_press(usize::MAX / 2);
     let event_id = press
         .envelope
@@ -580,18 +611,30 @@ async fn kill_and_restart(bench: &Bench, router: Service) -> anyhow::Result<(Dur
     let killed = Instant::now();
     router.kill();
     let router = bench.router()?;
-    send(&producer, &bench.topics.help_events, None, key.as_bytes(), Some(&press.encode_to_vec()));
+    send(
+        &producer,
+        &bench.topics.help_events,
+        None,
+        key.as_bytes(),
+        Some(&press.encode_to_vec()),
+    );
     let _ = producer.flush(Duration::from_secs(30));
     let kafka = bench.kafka.clone();
     let topic = bench.topics.incident_events.clone();
-    let took = tokio::task::spawn_blocking(move || wait_for_cause(&kafka, &topic, &event_id, killed)).await??;
+    let took =
+        tokio::task::spawn_blocking(move || wait_for_cause(&kafka, &topic, &event_id, killed))
+            .await??;
     Ok((took, router))
 }
 
 async fn restart(bench: &Bench) -> anyhow::Result<()> {
     let router = bench.router()?;
     let ready = bench.router_ready(Duration::from_secs(600)).await?;
-    println!("router: cold start → ready {:.2} s, RSS {:.0} MiB", ready.as_secs_f64(), rss_mib(&router));
+    println!(
+        "router: cold start → ready {:.2} s, RSS {:.0} MiB",
+        ready.as_secs_f64(),
+        rss_mib(&router)
+    );
     let mut router = router;
     let mut kills = Vec::new();
     for _ in 0..3 {
@@ -603,13 +646,22 @@ async fn restart(bench: &Bench) -> anyhow::Result<()> {
     println!("router: SIGKILL → first new output {kills:.2?} s (3 kills)");
     let status = bench.status()?;
     let cold = bench.status_serving(Duration::from_secs(600)).await?;
-    println!("status: cold start → SERVING {:.2} s, RSS {:.0} MiB", cold.as_secs_f64(), rss_mib(&status));
+    println!(
+        "status: cold start → SERVING {:.2} s, RSS {:.0} MiB",
+        cold.as_secs_f64(),
+        rss_mib(&status)
+    );
     let mut restarts = Vec::new();
     let mut status = status;
     for _ in 0..3 {
         status.stop(Duration::from_secs(30));
         status = bench.status()?;
-        restarts.push(bench.status_serving(Duration::from_secs(600)).await?.as_secs_f64());
+        restarts.push(
+            bench
+                .status_serving(Duration::from_secs(600))
+                .await?
+                .as_secs_f64(),
+        );
     }
     println!("status: restart → SERVING {restarts:.2?} s (3 restarts)");
     router.stop(Duration::from_secs(30));

@@ -8,11 +8,11 @@
 //! and applied there, none is answered "not found".
 //! Needs HELPGRID_TEST_KAFKA (scripts/test sets it).
 
+use helpgrid_common::envelope::new_envelope;
 use helpgrid_common::kafka::KafkaArgs;
 use helpgrid_common::reader::{self, Feed};
-use helpgrid_common::topics::{Topics, ensure_topics};
-use helpgrid_common::envelope::new_envelope;
 use helpgrid_common::time::now_millis;
+use helpgrid_common::topics::{Topics, ensure_topics};
 use helpgrid_proto::pb::{
     AcknowledgeIncident, ActorRole, IncidentCommand, PressKind, ResponderRole, incident_command,
     incident_event::Change,
@@ -158,7 +158,9 @@ async fn each_household_gets_one_incident_whatever_partitioner_its_presses_came_
             grid_id: g.clone(),
             actor_id: worker,
             actor_role: ActorRole::Responder as i32,
-            action: Some(incident_command::Action::Acknowledge(AcknowledgeIncident {})),
+            action: Some(incident_command::Action::Acknowledge(
+                AcknowledgeIncident {},
+            )),
             request_id: String::new(),
         }
         .encode_to_vec();
@@ -175,7 +177,12 @@ async fn each_household_gets_one_incident_whatever_partitioner_its_presses_came_
         .wait_until("an answer to every acknowledgement", |events| {
             events
                 .iter()
-                .filter(|e| matches!(e.change, Some(Change::Acknowledged(_) | Change::Rejected(_))))
+                .filter(|e| {
+                    matches!(
+                        e.change,
+                        Some(Change::Acknowledged(_) | Change::Rejected(_))
+                    )
+                })
                 .count()
                 >= HOUSEHOLDS
         })

@@ -11,9 +11,8 @@
 
 use helpgrid_common::time::to_timestamp;
 use helpgrid_proto::pb::{
-    Assignment, Envelope, EscalationLevel, Incident, IncidentEvent, IncidentOpened,
-    IncidentSource, IncidentState, PressKind, Priority, ResponderRole, Track,
-    incident_event::Change,
+    Assignment, Envelope, EscalationLevel, Incident, IncidentEvent, IncidentOpened, IncidentSource,
+    IncidentState, PressKind, Priority, ResponderRole, Track, incident_event::Change,
 };
 use helpgrid_status::read_model::ReadModel;
 use std::time::Instant;

@@ -15,9 +15,9 @@ use crate::cursor::Cursor;
 use crate::police::is_police_bound;
 use helpgrid_common::time::{Millis, from_timestamp};
 use helpgrid_proto::pb::{Incident, IncidentEvent};
+use prost::Message as _;
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::ops::Bound;
-use prost::Message as _;
 use std::sync::Arc;
 
 /// One event as it sits in the incident-events log.
@@ -332,7 +332,9 @@ impl ReadModel {
 
     /// The incident as last described (decoded from its stored snapshot).
     pub fn incident(&self, incident_id: &str) -> Option<Incident> {
-        self.incidents.get(incident_id).map(StoredIncident::incident)
+        self.incidents
+            .get(incident_id)
+            .map(StoredIncident::incident)
     }
 
     pub fn home(&self, incident_id: &str) -> Option<IncidentHome> {

@@ -890,7 +890,9 @@ impl Desk {
                 return Err(format!("incident {} stored under {id}", i.incident_id));
             }
             if t.open != is_open(i) || t.source != i.source {
-                return Err(format!("{id}: stored open/source flags differ from the incident"));
+                return Err(format!(
+                    "{id}: stored open/source flags differ from the incident"
+                ));
             }
             if i.state != derive_state(i) as i32 {
                 return Err(format!(
