@@ -128,7 +128,7 @@ impl History {
             .set("batch.num.messages", "10000")
             .set("queue.buffering.max.messages", "1000000");
         let producer: BaseProducer = config.create()?;
-        let mut roster = Roster::default();
+        let mut desk_roster = Roster::default();
         for r in roster() {
             let record = RosterRecord {
                 envelope: Some(helpgrid_common::envelope::new_envelope(
@@ -144,7 +144,7 @@ impl History {
                 r.responder_id.as_bytes(),
                 Some(&record.encode_to_vec()),
             );
-            roster.upsert(r);
+            desk_roster.upsert(r);
         }
         let policy = Policy {
             ack_deadline_normal_ms: DEADLINE_S as i64 * 1000,
@@ -154,7 +154,7 @@ impl History {
         };
         Ok(Self {
             desk: Desk::new(policy),
-            roster,
+            roster: desk_roster,
             producer,
             topics: topics.clone(),
             events: 0,
@@ -416,8 +416,10 @@ impl Bench {
         let started = Instant::now();
         let url = format!("http://127.0.0.1:{}", self.status_port);
         while started.elapsed() < limit {
-            if let Ok(mut client) = HealthClient::connect(url.clone()).await
-                && let Ok(answer) = client
+            if let Ok(channel) = tonic::transport::Endpoint::from_shared(url.clone())?
+                .connect()
+                .await
+                && let Ok(answer) = HealthClient::new(channel)
                     .check(HealthCheckRequest {
                         service: String::new(),
                     })
@@ -468,7 +470,7 @@ fn new_press(n: usize) -> (String, HelpEvent) {
             "btn-bench",
             now_millis(),
         )),
-        body: Some(help_event::Body::Press(ButtonPress {
+        body: Some(help_event::Body::ButtonPress(ButtonPress {
             device_id: format!("btn-new-{n}"),
             household_id: format!("{g}-new-{n}"),
             grid_id: g.clone(),
@@ -486,7 +488,7 @@ async fn main() -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.log_dir)?;
     // A broker of its own, with the log cleaner as a production broker runs it.
     let (_broker, bootstrap) = OwnBroker::start();
-    let mut kafka = KafkaArgs::new(bootstrap, "bench.".into());
+    let mut kafka = KafkaArgs::new(bootstrap, "bench.".to_owned());
     kafka.topic_partitions = PARTITIONS as i32;
     let topics = Topics::with_prefix(&kafka.topic_prefix);
     ensure_topics(&kafka, &topics).await?;
