@@ -5,9 +5,11 @@
 //! supervisors, consoles and admins, each limited to the grids of their token. Responders and
 //! dispatch systems are refused (PERMISSION_DENIED) — they have the live API.
 //!
-//! An area asked for must lie inside the caller's grids; no area means "all my grids".
+//! An area asked for must lie inside the caller's grids; no area means "all my grids". A
+//! token may name areas at any level (a county's token): they are resolved against the area
+//! registry (`helpgrid_auth::areas`) on every request, so registry changes apply at once.
 
-use crate::areas::AreaGrids;
+use crate::areas::AreaTree;
 use helpgrid_auth::{Identity, Role, Scope, TokenError, TokenKey};
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -105,8 +107,8 @@ impl Caller {
 
     /// The grids to query for `area` (empty: every grid of the caller), refused when the area
     /// reaches outside the caller's grids.
-    pub fn grids_for(&self, area: &str, areas: &AreaGrids) -> Result<GridFilter, AccessError> {
-        let scope = self.scope();
+    pub fn grids_for(&self, area: &str, areas: &AreaTree) -> Result<GridFilter, AccessError> {
+        let scope = areas.resolve(&self.scope());
         if area.is_empty() {
             return Ok(match scope {
                 Scope::AllGrids => GridFilter::All,
@@ -128,9 +130,9 @@ impl Caller {
         Ok(GridFilter::Only(grids))
     }
 
-    /// Whether the caller may see incidents of `grid_id`.
-    pub fn covers(&self, grid_id: &str) -> bool {
-        self.scope().covers(grid_id)
+    /// Whether the caller may see incidents of `grid_id` (directly or through an area above).
+    pub fn covers(&self, grid_id: &str, areas: &AreaTree) -> bool {
+        areas.covers(&self.scope(), grid_id)
     }
 }
 
@@ -170,7 +172,7 @@ mod tests {
         let caller = gate
             .admit(Some(&token(&key, Role::Console, &["g-1", "g-2"])))
             .expect("admitted");
-        let areas = AreaGrids::default();
+        let areas = AreaTree::default();
         assert_eq!(
             caller.grids_for("", &areas).ok(),
             Some(GridFilter::Only(["g-1".into(), "g-2".into()].into()))
@@ -185,5 +187,39 @@ mod tests {
             Caller::unrestricted().grids_for("", &areas).ok(),
             Some(GridFilter::All)
         );
+    }
+
+    #[test]
+    fn a_county_token_reads_its_towns_and_no_other_county() {
+        let key = key();
+        let gate = Gate::new(Some(Arc::clone(&key)));
+        let areas = AreaTree::from_parents([
+            ("county-1", "city"),
+            ("county-2", "city"),
+            ("town-1", "county-1"),
+            ("town-2", "county-1"),
+            ("town-3", "county-2"),
+            ("g-1", "town-1"),
+            ("g-2", "town-2"),
+            ("g-3", "town-3"),
+        ]);
+        let county = gate
+            .admit(Some(&token(&key, Role::Console, &["county-1"])))
+            .expect("admitted");
+        let both = GridFilter::Only(["g-1".into(), "g-2".into()].into());
+        assert_eq!(county.grids_for("", &areas).ok(), Some(both.clone()));
+        assert_eq!(county.grids_for("county-1", &areas).ok(), Some(both));
+        assert_eq!(
+            county.grids_for("town-2", &areas).ok(),
+            Some(GridFilter::Only(["g-2".into()].into()))
+        );
+        assert!(county.grids_for("county-2", &areas).is_err());
+        assert!(county.grids_for("city", &areas).is_err());
+        assert!(county.covers("g-2", &areas) && !county.covers("g-3", &areas));
+        let city = gate
+            .admit(Some(&token(&key, Role::Console, &["city"])))
+            .expect("admitted");
+        assert_eq!(city.grids_for("", &areas).ok(), Some(GridFilter::All));
+        assert!(city.covers("g-3", &areas));
     }
 }

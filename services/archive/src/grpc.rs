@@ -1,7 +1,7 @@
 //! The tonic services: check the caller, check the request, ask [`crate::queries`].
 
 use crate::access::Gate;
-use crate::areas::AreaGrids;
+use crate::areas::AreaTree;
 use crate::queries::{self, Db};
 use crate::requests::{history_query, report_query};
 use crate::telemetry;
@@ -21,7 +21,7 @@ pub struct Archive {
     pub db: Arc<Db>,
     pub gate: Gate,
     /// The area registry, reloaded as it changes.
-    pub areas: Arc<RwLock<AreaGrids>>,
+    pub areas: Arc<RwLock<AreaTree>>,
 }
 
 fn answered<T>(method: &'static str, result: Result<T, Status>) -> Result<Response<T>, Status> {
@@ -66,8 +66,9 @@ impl HistoryService for Archive {
                 return Err(Status::invalid_argument("`incident_id` is required"));
             }
             let db = self.db.client().await?;
+            let areas = self.areas.read().await;
             let (incident, events) =
-                queries::incident_history(&db, id, |grid| caller.covers(grid)).await?;
+                queries::incident_history(&db, id, |grid| caller.covers(grid, &areas)).await?;
             Ok(IncidentHistory {
                 incident: Some(incident),
                 events,

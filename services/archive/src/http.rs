@@ -11,7 +11,7 @@
 //! Reports hold counts and durations only, never a household, device, name or note.
 
 use crate::access::{AccessError, Caller, Gate};
-use crate::areas::AreaGrids;
+use crate::areas::AreaTree;
 use crate::queries::{self, Db, QueryError};
 use crate::requests::{Bucket, Invalid, Period, report_checked};
 use axum::Router;
@@ -36,7 +36,7 @@ const DAY_MS: i64 = 86_400_000;
 pub struct Site {
     pub db: Arc<Db>,
     pub gate: Gate,
-    pub areas: Arc<RwLock<AreaGrids>>,
+    pub areas: Arc<RwLock<AreaTree>>,
 }
 
 pub async fn serve(listener: TcpListener, site: Site, stop: CancellationToken) {

@@ -249,7 +249,7 @@ const AREAS_REFRESH: Duration = Duration::from_secs(30);
 
 async fn refresh_areas(
     db: Arc<queries::Db>,
-    areas: Arc<RwLock<areas::AreaGrids>>,
+    areas: Arc<RwLock<areas::AreaTree>>,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
     loop {

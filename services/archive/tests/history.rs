@@ -294,6 +294,85 @@ async fn history_pages_filters_scopes_and_audit_trails() {
         .await
         .expect_err("missing");
     assert_eq!(missing.code(), Code::NotFound);
+
+    // Tokens scoped by area level: a town's token reads its community's grids (g-0, g-1)
+    // and nothing of the other town; the county's token reads both towns.
+    let mut town = served
+        .history(served.token(Role::Supervisor, &["town-1"]))
+        .await;
+    let mut all = served.all_time();
+    all.page_size = 1000;
+    let listed = town
+        .list_incidents(all.clone())
+        .await
+        .expect("list")
+        .into_inner()
+        .incidents;
+    assert_eq!(listed.len(), COUNT / 2);
+    assert!(listed.iter().all(|a| {
+        a.incident
+            .as_ref()
+            .is_some_and(|i| i.grid_id == "g-0" || i.grid_id == "g-1")
+    }));
+    let mut other_town = all.clone();
+    other_town.area_id = "town-2".into();
+    let refused = town.list_incidents(other_town).await.expect_err("refused");
+    assert_eq!(refused.code(), Code::PermissionDenied);
+    let g3 = served
+        .events
+        .iter()
+        .filter_map(|e| e.incident.as_ref())
+        .find(|i| i.grid_id == "g-3")
+        .expect("an incident in g-3")
+        .incident_id
+        .clone();
+    let refused = town
+        .get_incident_history(GetIncidentHistoryRequest {
+            incident_id: g3.clone(),
+        })
+        .await
+        .expect_err("refused");
+    assert_eq!(refused.code(), Code::PermissionDenied);
+    let mut county = served
+        .history(served.token(Role::Console, &["hanbin"]))
+        .await;
+    let listed = county
+        .list_incidents(all)
+        .await
+        .expect("list")
+        .into_inner()
+        .incidents;
+    assert_eq!(listed.len(), COUNT);
+    assert!(
+        county
+            .get_incident_history(GetIncidentHistoryRequest { incident_id: g3 })
+            .await
+            .is_ok()
+    );
+    let mut town_reports = served
+        .reports(served.token(Role::Supervisor, &["town-1"]))
+        .await;
+    let report = town_reports
+        .get_report(ReportRequest {
+            from: Some(to_timestamp(served.start)),
+            to: Some(to_timestamp(served.start + 3 * DAY)),
+            area_id: String::new(),
+            bucket: ReportBucket::Day as i32,
+        })
+        .await
+        .expect("report")
+        .into_inner();
+    assert_eq!(report.total.expect("total").requests, COUNT as u64 / 2);
+    let refused = town_reports
+        .get_report(ReportRequest {
+            from: Some(to_timestamp(served.start)),
+            to: Some(to_timestamp(served.start + 3 * DAY)),
+            area_id: "hanbin".into(),
+            bucket: ReportBucket::Day as i32,
+        })
+        .await
+        .expect_err("refused");
+    assert_eq!(refused.code(), Code::PermissionDenied);
     served.stop().await;
 }
 

@@ -21,6 +21,8 @@
 //! (the signature does not match under a key we hold: altered, or another deployment's
 //! secret under the same key id) or malformed.
 
+/// Tokens scoped by area level (city … grid) and the area registry they refer to.
+pub mod areas;
 pub mod follower;
 pub mod keys;
 pub mod revocation;
