@@ -14,6 +14,7 @@
 use crate::police::is_police_bound;
 use crate::telemetry;
 use futures::future::Either;
+use helpgrid_auth::areas::AreaTree;
 use helpgrid_auth::{Identity, Role, Scope, TokenError, TokenKey};
 use helpgrid_proto::pb::{ActorRole, Incident, Responder};
 use std::collections::HashSet;
@@ -145,13 +146,25 @@ fn denied(message: impl Into<String>) -> AccessError {
 #[derive(Debug, Clone)]
 pub struct Gate {
     key: Option<Arc<TokenKey>>,
+    /// The area registry: a token naming an area covers the grids below it.
+    areas: Arc<AreaTree>,
 }
 
 impl Gate {
     pub fn new(key: Option<TokenKey>) -> Self {
         Self {
             key: key.map(Arc::new),
+            areas: Arc::default(),
         }
+    }
+
+    pub fn with_areas(mut self, areas: AreaTree) -> Self {
+        self.areas = Arc::new(areas);
+        self
+    }
+
+    pub fn areas(&self) -> &AreaTree {
+        &self.areas
     }
 
     pub fn is_on(&self) -> bool {
@@ -171,8 +184,10 @@ impl Gate {
         let token = token
             .filter(|t| !t.is_empty())
             .ok_or(AccessError::NoToken)?;
+        let mut identity = key.verify(token)?;
+        identity.scope = self.areas.resolve(&identity.scope);
         Ok(Caller {
-            identity: Some(key.verify(token)?),
+            identity: Some(identity),
         })
     }
 

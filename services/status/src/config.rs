@@ -5,6 +5,7 @@ use crate::access::Gate;
 use crate::cap::CapSender;
 use anyhow::Context;
 use helpgrid_auth::TokenKey;
+use helpgrid_auth::areas::{AreaTree, parse_csv};
 use helpgrid_common::kafka::KafkaArgs;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -82,6 +83,11 @@ pub struct StatusArgs {
         default_value_t = DEFAULT_CLOSED_WINDOW_S
     )]
     pub closed_window_s: u64,
+    /// CSV of the area registry (`area_id,parent_id,level,name`; city, county, town,
+    /// community, grid): tokens may then name an area at any level (a county's token sees
+    /// its towns' grids) and the console can show an area by the level below. Read at start.
+    #[arg(long, env = "HELPGRID_STATUS_AREAS_FILE")]
+    pub areas_file: Option<PathBuf>,
 }
 
 /// Closed incidents kept unless configured: 36 hours, so the console's "today" is whole.
@@ -101,6 +107,10 @@ impl StatusArgs {
                  make a key with `helpgrid-token new-key --out <file>`, or pass --insecure-no-auth for a local experiment"
             ),
         };
+        let gate = match &self.areas_file {
+            Some(path) => gate.with_areas(read_areas(path)?),
+            None => gate,
+        };
         let tls = match (&self.tls_cert_file, &self.tls_key_file) {
             (Some(cert), Some(key)) => Some(TlsFiles::read(cert, key)?),
             _ => None,
@@ -118,6 +128,20 @@ impl StatusArgs {
             closed_window: Duration::from_secs(self.closed_window_s),
         })
     }
+}
+
+/// The area registry from its CSV file; every bad line is named.
+pub fn read_areas(path: &std::path::Path) -> anyhow::Result<AreaTree> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the areas file {}", path.display()))?;
+    let areas = parse_csv(&text).map_err(|errors| {
+        anyhow::anyhow!(
+            "the areas file {} has bad lines:\n  {}",
+            path.display(),
+            errors.join("\n  ")
+        )
+    })?;
+    Ok(AreaTree::from_areas(&areas))
 }
 
 /// A certificate chain and its key, as PEM, read at start-up.
@@ -175,7 +199,13 @@ impl StatusConfig {
     }
 
     pub fn with_auth(mut self, key: TokenKey) -> Self {
-        self.gate = Gate::new(Some(key));
+        self.gate = Gate::new(Some(key)).with_areas(self.gate.areas().clone());
+        self
+    }
+
+    /// The area registry that tokens and the console refer to.
+    pub fn with_areas(mut self, areas: AreaTree) -> Self {
+        self.gate = self.gate.with_areas(areas);
         self
     }
 }

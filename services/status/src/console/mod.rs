@@ -11,8 +11,13 @@
 //!   right after it: no gap, no duplicate.
 //! - The page, script and style are compiled into the binary: no build step, no CDN.
 //!
+//! - `?area=<id>` (on the page or the stream) shows one area of the registry — a community,
+//!   a town, the whole city — with its counts per child area ([`levels`]); the area must lie
+//!   inside the token's grids.
+//!
 //! Who may open it: console, supervisor and admin tokens, limited to their grids.
 
+pub mod levels;
 pub mod view;
 
 use crate::access::{AccessError, Caller, Gate, bearer};
@@ -185,6 +190,15 @@ impl IntoResponse for Refused {
     }
 }
 
+/// Area ids as the registry writes them: nothing a URL or the page would need to escape.
+fn is_area_id(text: &str) -> bool {
+    !text.is_empty()
+        && text.len() <= 128
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+}
+
 fn html_escape(text: &str) -> String {
     text.replace('&', "&amp;")
         .replace('<', "&lt;")
@@ -202,7 +216,12 @@ async fn page(
         let cookie = HeaderValue::from_str(&cookie).map_err(|_| {
             AccessError::Denied("the token has characters a cookie cannot carry".into())
         })?;
-        let mut response = Redirect::to("/console/").into_response();
+        // The area stays in the address (the page passes it on to its stream).
+        let target = match query.get("area").filter(|a| is_area_id(a)) {
+            Some(area) => format!("/console/?area={area}"),
+            None => "/console/".to_owned(),
+        };
+        let mut response = Redirect::to(&target).into_response();
         response.headers_mut().insert(header::SET_COOKIE, cookie);
         return Ok(response);
     }
@@ -219,6 +238,9 @@ struct Snapshot {
     grids: Vec<String>,
     server_time: Millis,
     incidents: Vec<IncidentView>,
+    /// With `?area=`: the area shown and its counts per child area.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    breakdown: Option<levels::Breakdown>,
 }
 
 async fn events(
@@ -227,16 +249,35 @@ async fn events(
     headers: HeaderMap,
 ) -> Result<Response, Refused> {
     let caller = admit(&console.gate, token(&headers))?;
-    let asked: HashSet<String> = query
-        .get("grids")
-        .map(|g| {
-            g.split(',')
-                .filter(|g| !g.is_empty())
-                .map(str::to_owned)
-                .collect()
-        })
-        .unwrap_or_default();
-    let grids = caller.grid_filter(asked)?;
+    let area = query
+        .get("area")
+        .map(|a| a.trim())
+        .filter(|a| !a.is_empty());
+    if let Some(area) = area
+        && !is_area_id(area)
+    {
+        return Err(Refused::BadRequest(format!(
+            "area {area:?} is not an area id (letters, digits, - _ . :)"
+        )));
+    }
+    let asked: HashSet<String> = match area {
+        Some(area) => console.gate.areas().grids_of(area).into_iter().collect(),
+        None => query
+            .get("grids")
+            .map(|g| {
+                g.split(',')
+                    .filter(|g| !g.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default(),
+    };
+    let grids = caller.grid_filter(asked).map_err(|e| match area {
+        Some(area) => Refused::Access(AccessError::Denied(format!(
+            "area {area} reaches outside the grids of your token"
+        ))),
+        None => Refused::Access(e),
+    })?;
     let partitions = console.read_model.read().partitions();
     // The browser's own Last-Event-ID wins over the cursor the page put in the address.
     let resume = headers
@@ -259,7 +300,7 @@ async fn events(
     let (first, resume_after) = match resume {
         Some(cursor) => (None, cursor),
         None => {
-            let (snapshot, position) = snapshot(&console, &grids, &caller);
+            let (snapshot, position) = snapshot(&console, &grids, &caller, area);
             let event = json_event("snapshot", &position.encode(), &snapshot);
             (Some(event), position)
         }
@@ -316,7 +357,12 @@ fn json_event(name: &str, cursor: &str, body: &impl Serialize) -> Event {
 
 /// Open incidents and those opened in the last day and a half, with the position they
 /// were read at: a watch from there continues exactly where the snapshot ends.
-fn snapshot(console: &Console, grids: &HashSet<String>, caller: &Caller) -> (Snapshot, Cursor) {
+fn snapshot(
+    console: &Console,
+    grids: &HashSet<String>,
+    caller: &Caller,
+    area: Option<&str>,
+) -> (Snapshot, Cursor) {
     let now = now_millis();
     let (incidents, position) = {
         let model = console.read_model.read();
@@ -331,11 +377,13 @@ fn snapshot(console: &Console, grids: &HashSet<String>, caller: &Caller) -> (Sna
         i.state != IncidentState::Closed as i32
             || from_timestamp(i.opened_at.as_ref()).is_some_and(|t| now - t < SNAPSHOT_WINDOW)
     };
-    let views = incidents
+    let views: Vec<IncidentView> = incidents
         .iter()
         .filter(recent)
         .map(|i| incident_view(i, |id| display_name(&console.roster, id)))
         .collect();
+    let breakdown =
+        area.map(|area| levels::breakdown(console.gate.areas(), area, &views, start_of_day(now)));
     let mut grids: Vec<String> = grids.iter().cloned().collect();
     grids.sort();
     let snapshot = Snapshot {
@@ -345,8 +393,16 @@ fn snapshot(console: &Console, grids: &HashSet<String>, caller: &Caller) -> (Sna
         grids,
         server_time: now,
         incidents: views,
+        breakdown,
     };
     (snapshot, position)
+}
+
+/// Midnight (UTC+8, the city's time zone as the page shows it) before `now`.
+fn start_of_day(now: Millis) -> Millis {
+    const DAY: Millis = 86_400_000;
+    const OFFSET: Millis = 8 * 3_600_000;
+    (now + OFFSET).div_euclid(DAY) * DAY - OFFSET
 }
 
 /// Counts open console streams for `/metrics`.

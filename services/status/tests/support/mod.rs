@@ -161,6 +161,15 @@ impl TestKafka {
     ) -> TestService {
         let mut config = StatusConfig::new(self.args.clone()).with_auth(test_key());
         config.command_timeout = command_timeout;
+        self.start_configured(config, console).await
+    }
+
+    /// The service with `config` (made from `self.args`), the console on `console`.
+    pub async fn start_configured(
+        &self,
+        config: StatusConfig,
+        console: Option<u16>,
+    ) -> TestService {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let console = match console {

@@ -9,6 +9,10 @@ const seenOverdue = new Set(); // ids already announced as overdue
 // none: the cursor resumes exactly after the last event).
 window.helpgridConsole = { changes: 0, repeats: 0, snapshots: 0 };
 let lastCursor = "";
+// With ?area=: the area shown and its child areas; the per-grid table then counts per child.
+const area = new URLSearchParams(location.search).get("area") || "";
+let breakdown = null;
+const childOfGrid = new Map(); // grid -> child area of the one shown
 let source = null;
 let soundOn = false;
 let audio = null;
@@ -30,7 +34,10 @@ const KIND_LABEL = {
 const PRIORITY_RANK = { critical: 3, high: 2, normal: 1 };
 
 function connect() {
-  const url = "events" + (lastCursor ? "?cursor=" + encodeURIComponent(lastCursor) : "");
+  const params = new URLSearchParams();
+  if (area) params.set("area", area);
+  if (lastCursor) params.set("cursor", lastCursor);
+  const url = "events" + (params.toString() ? "?" + params.toString() : "");
   source = new EventSource(url);
   source.addEventListener("open", () => setLink("live", "实时 live"));
   source.addEventListener("snapshot", (e) => {
@@ -41,7 +48,15 @@ function connect() {
     for (const incident of snapshot.incidents) incidents.set(incident.id, incident);
     for (const incident of snapshot.incidents) if (isOverdue(incident)) seenOverdue.add(incident.id);
     $("community").textContent = snapshot.console;
-    $("grids").textContent = snapshot.grids.length ? snapshot.grids.join(" · ") : "全部网格 all grids";
+    if (snapshot.breakdown) {
+      breakdown = snapshot.breakdown;
+      childOfGrid.clear();
+      for (const child of breakdown.children) for (const g of child.grids) childOfGrid.set(g, child);
+      $("grids").textContent = breakdown.name + " · " + breakdown.level + " → " + breakdown.child_level;
+      $("per-grid-title").textContent = "下级区域 By " + breakdown.child_level;
+    } else {
+      $("grids").textContent = snapshot.grids.length ? snapshot.grids.join(" · ") : "全部网格 all grids";
+    }
     render();
   });
   source.addEventListener("change", (e) => {
@@ -182,13 +197,20 @@ function renderFigures() {
   const m = median(acks);
   $("f-ack").textContent = m == null ? "–" : (m < 60000 ? (m / 1000).toFixed(0) + " s" : age(m));
   $("f-escalations").textContent = today.filter((i) => i.escalated).length;
+  // One row per grid, or per child area of the area shown (every child, even at zero).
   const perGrid = new Map();
+  const rowOf = (grid) => {
+    const child = breakdown ? childOfGrid.get(grid) : null;
+    return child ? child.name : grid;
+  };
+  if (breakdown) for (const child of breakdown.children) perGrid.set(child.name, { today: 0, open: 0, closed: 0 });
   for (const i of incidents.values()) {
-    const g = perGrid.get(i.grid) || { today: 0, open: 0, closed: 0 };
+    const key = rowOf(i.grid);
+    const g = perGrid.get(key) || { today: 0, open: 0, closed: 0 };
     if ((i.opened_at || 0) >= startOfToday()) g.today += 1;
     if (i.state !== "closed") g.open += 1;
     else if ((i.opened_at || 0) >= startOfToday()) g.closed += 1;
-    perGrid.set(i.grid, g);
+    perGrid.set(key, g);
   }
   const body = $("grid-rows");
   body.replaceChildren();
