@@ -16,6 +16,11 @@ use tokio_postgres::Client;
 pub const MIGRATIONS: &[(i32, &str, &str)] = &[
     (1, "archive", include_str!("../migrations/0001_archive.sql")),
     (2, "areas", include_str!("../migrations/0002_areas.sql")),
+    (
+        3,
+        "query indexes",
+        include_str!("../migrations/0003_query_indexes.sql"),
+    ),
 ];
 
 /// Arbitrary but fixed: the advisory lock that serialises migrations.
