@@ -10,6 +10,9 @@
 //!    so that standard tools show the archive's lag.
 //! 6. A failed batch is rolled back and re-read from the stored offsets: nothing lost, nothing
 //!    doubled, PostgreSQL being down only makes the archive lag.
+//!
+//! While one batch is being written, the next is read from Kafka (the two overlap; the write
+//! is what takes time). If the write fails, what was read meanwhile is dropped with it.
 
 use crate::config::ArchiveConfig;
 use crate::rows::{Refused, SourceRecord};
@@ -23,6 +26,7 @@ use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::HashMap;
+use std::future::Future;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio_postgres::Client;
@@ -64,6 +68,8 @@ pub async fn run_sink(
     let producer: FutureProducer = config.kafka.producer_config(CLIENT_ID).create()?;
     let partitions = partitions_of(&consumer, &topic)?;
     let mut assigned = false;
+    // Read while the previous batch was being written; empty after a failure.
+    let mut batch: Vec<SourceRecord> = Vec::new();
     loop {
         if stop.is_cancelled() {
             return Ok(());
@@ -95,18 +101,29 @@ pub async fn run_sink(
                 }
             }
         }
-        let batch = tokio::select! {
-            () = stop.cancelled() => return Ok(()),
-            batch = next_batch(&consumer, config.batch_max, config.batch_linger) => batch,
-        };
+        if batch.len() < config.batch_max {
+            let more = tokio::select! {
+                () = stop.cancelled() => return Ok(()),
+                // Records read during the last write go at once, with whatever else is
+                // already there; an empty batch waits for its first and lingers for more.
+                more = next_batch(
+                    &consumer,
+                    config.batch_max - batch.len(),
+                    if batch.is_empty() { config.batch_linger } else { Duration::ZERO },
+                    batch.is_empty(),
+                ) => more,
+            };
+            batch.extend(more);
+        }
         if batch.is_empty() {
             continue;
         }
         let started = Instant::now();
-        let outcome = store::archive_batch(&mut client, &topic, &batch, |refused| {
+        let write = store::archive_batch(&mut client, &topic, &batch, |refused| {
             dead_letter(&producer, &topics.dead_letters, &topic, refused)
-        })
-        .await;
+        });
+        let (outcome, read_meanwhile) = read_while(write, &consumer, config.batch_max).await;
+        batch = read_meanwhile;
         match outcome {
             Ok(archived) => {
                 let lag = archived
@@ -124,9 +141,10 @@ pub async fn run_sink(
             }
             Err(error) => {
                 telemetry::store_failed();
-                tracing::warn!(%error, records = batch.len(), "batch not archived; re-reading from the stored offsets");
+                tracing::warn!(%error, "batch not archived; re-reading from the stored offsets");
                 ready.send_replace(false);
                 assigned = false;
+                batch.clear();
                 pause(&stop).await;
             }
         }
@@ -172,11 +190,50 @@ fn assign(
     consumer.assign(&list)
 }
 
-/// Up to `max` records: waits for the first, then for more as long as they keep coming
-/// within `linger`.
-async fn next_batch(consumer: &StreamConsumer, max: usize, linger: Duration) -> Vec<SourceRecord> {
+fn source_record(message: &rdkafka::message::BorrowedMessage<'_>) -> SourceRecord {
+    SourceRecord {
+        partition: message.partition(),
+        offset: message.offset(),
+        key: message.key().map(<[u8]>::to_vec),
+        payload: message.payload().map(<[u8]>::to_vec),
+    }
+}
+
+/// Runs `write` to its end while reading up to `max` records for the next batch.
+async fn read_while<T>(
+    write: impl Future<Output = T>,
+    consumer: &StreamConsumer,
+    max: usize,
+) -> (T, Vec<SourceRecord>) {
+    let mut read = Vec::new();
+    let mut write = std::pin::pin!(write);
+    loop {
+        tokio::select! {
+            biased;
+            outcome = &mut write => return (outcome, read),
+            received = consumer.recv(), if read.len() < max => match received {
+                Ok(message) => read.push(source_record(&message)),
+                // Errors are for the next batch's read to see and report.
+                Err(_) => {
+                    let outcome = write.await;
+                    return (outcome, read);
+                }
+            },
+        }
+    }
+}
+
+/// Up to `max` records: waits for the first (unless `wait_for_first` is false), then for
+/// more as long as they keep coming within `linger`.
+async fn next_batch(
+    consumer: &StreamConsumer,
+    max: usize,
+    linger: Duration,
+    wait_for_first: bool,
+) -> Vec<SourceRecord> {
     let mut batch = Vec::new();
-    let mut deadline: Option<tokio::time::Instant> = None;
+    let mut deadline: Option<tokio::time::Instant> =
+        (!wait_for_first).then(|| tokio::time::Instant::now() + linger);
     while batch.len() < max {
         let received = match deadline {
             None => Ok(consumer.recv().await),
@@ -184,12 +241,7 @@ async fn next_batch(consumer: &StreamConsumer, max: usize, linger: Duration) -> 
         };
         match received {
             Ok(Ok(message)) => {
-                batch.push(SourceRecord {
-                    partition: message.partition(),
-                    offset: message.offset(),
-                    key: message.key().map(<[u8]>::to_vec),
-                    payload: message.payload().map(<[u8]>::to_vec),
-                });
+                batch.push(source_record(&message));
                 deadline.get_or_insert_with(|| tokio::time::Instant::now() + linger);
             }
             Ok(Err(error)) => {

@@ -1,28 +1,174 @@
-//! Sink throughput into real PostgreSQL: `scripts/bench-archive` (ignored in the normal run).
-//! Writes N incident events to a fresh topic first, then starts the archive and times how
-//! long it takes to archive all of them; prints events/s.
+//! The archive sink against real Kafka and PostgreSQL: `scripts/bench-archive` (ignored in
+//! the normal run). Three scenarios, each printing its figures:
+//! - throughput: N incidents' events written to a fresh topic first, then the archive
+//!   started and timed until every record is archived; side by side with two baselines on the
+//!   same rows — reading the topic alone (Kafka's ceiling here) and a raw binary COPY of the
+//!   archived event rows into a copy of the table (PostgreSQL's ceiling here);
+//! - lag at a steady rate: presses at `ARCHIVE_BENCH_RATE` per second (2,000) for
+//!   `ARCHIVE_BENCH_SECONDS` (20), each record's lag = when its offset is covered by
+//!   `kafka_offsets` − when Kafka acknowledged it;
+//! - the flood: every household presses once (`ARCHIVE_BENCH_FLOOD`, 774,000), produced as
+//!   fast as Kafka takes them while the archive runs; how long after the last press the
+//!   archive holds everything.
+#![allow(clippy::unwrap_used)]
 
 mod support;
 
+use futures::StreamExt;
 use helpgrid_archive::config::ArchiveConfig;
 use helpgrid_archive::{Listeners, run};
+use helpgrid_common::kafka::KafkaArgs;
 use helpgrid_common::time::now_millis;
 use helpgrid_common::topics::{Topics, ensure_topics};
 use helpgrid_proto::pb::IncidentEvent;
 use helpgrid_testkit::kafka_args;
+use prost::Message as _;
+use rdkafka::Message as _;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use support::{fresh_database, incident_story, produce, server_url};
+use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn bench_kafka() -> KafkaArgs {
+    let mut kafka = kafka_args();
+    kafka.topic_partitions = 6;
+    kafka
+}
+
+struct Archive {
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    db: Client,
+}
+
+async fn start_archive(kafka: &KafkaArgs, url: &str) -> Archive {
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(run(
+        ArchiveConfig::new(kafka.clone(), url.to_owned()),
+        Listeners::default(),
+        None,
+        stop.clone().cancelled_owned(),
+    ));
+    let db = helpgrid_archive::store::connect(url).await.unwrap();
+    Archive { stop, task, db }
+}
+
+impl Archive {
+    async fn archived(&self) -> i64 {
+        self.db
+            .query_one(
+                "SELECT coalesce(sum(next_offset), 0)::bigint FROM kafka_offsets",
+                &[],
+            )
+            .await
+            .map_or(0, |r| r.get(0))
+    }
+
+    async fn positions(&self) -> HashMap<i32, i64> {
+        self.db
+            .query(
+                "SELECT kafka_partition, next_offset FROM kafka_offsets",
+                &[],
+            )
+            .await
+            .map(|rows| rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+            .unwrap_or_default()
+    }
+
+    async fn wait_for(&self, want: i64, limit: Duration) -> Duration {
+        let started = Instant::now();
+        while started.elapsed() < limit {
+            if self.archived().await >= want {
+                return started.elapsed();
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!(
+            "not archived within {limit:?}: {} of {want}",
+            self.archived().await
+        );
+    }
+
+    async fn stop(self) {
+        self.stop.cancel();
+        self.task.await.unwrap().unwrap();
+    }
+}
+
+/// Reads every record of `topic` (all partitions, from the beginning) and nothing else.
+async fn read_only(kafka: &KafkaArgs, topic: &str, want: usize) -> Duration {
+    let mut config =
+        kafka.group_consumer_config("bench-read", &format!("{}read", kafka.topic_prefix));
+    config.set("fetch.wait.max.ms", "50");
+    let consumer: StreamConsumer = config.create().unwrap();
+    let mut list = rdkafka::TopicPartitionList::new();
+    for p in 0..kafka.topic_partitions {
+        list.add_partition_offset(topic, p, rdkafka::Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&list).unwrap();
+    let started = Instant::now();
+    let mut stream = consumer.stream();
+    let mut bytes = 0usize;
+    for _ in 0..want {
+        let message = stream.next().await.unwrap().unwrap();
+        // Copied out as the sink does.
+        bytes += message.payload().map(<[u8]>::to_vec).map_or(0, |p| p.len());
+    }
+    assert!(bytes > 0);
+    started.elapsed()
+}
+
+/// Binary COPY of the archived event rows into an empty copy of the table (same indexes):
+/// what PostgreSQL itself takes to store these rows, with no Kafka, decoding or upserts.
+async fn raw_copy(db: &Client) -> (i64, Duration) {
+    use futures::SinkExt;
+    db.batch_execute(
+        "DROP TABLE IF EXISTS copy_baseline; \
+         CREATE TABLE copy_baseline (LIKE incident_events INCLUDING ALL)",
+    )
+    .await
+    .unwrap();
+    let out = db
+        .copy_out("COPY incident_events TO STDOUT (FORMAT binary)")
+        .await
+        .unwrap();
+    let chunks: Vec<_> = out.map(|c| c.unwrap()).collect().await;
+    let started = Instant::now();
+    let sink = db
+        .copy_in("COPY copy_baseline FROM STDIN (FORMAT binary)")
+        .await
+        .unwrap();
+    let mut sink = std::pin::pin!(sink);
+    for chunk in chunks {
+        sink.send(chunk).await.unwrap();
+    }
+    let rows = sink.as_mut().finish().await.unwrap() as i64;
+    let took = started.elapsed();
+    db.batch_execute("DROP TABLE copy_baseline").await.unwrap();
+    (rows, took)
+}
+
+fn per_s(n: i64, d: Duration) -> f64 {
+    n as f64 / d.as_secs_f64()
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a benchmark: run with scripts/bench-archive"]
 async fn sink_throughput_into_postgres() {
-    let incidents: usize = std::env::var("ARCHIVE_BENCH_INCIDENTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(40_000);
-    let mut kafka = kafka_args();
-    kafka.topic_partitions = 6;
+    let incidents: usize = env_or("ARCHIVE_BENCH_INCIDENTS", 40_000);
+    let kafka = bench_kafka();
     let topics = Topics::with_prefix(&kafka.topic_prefix);
     ensure_topics(&kafka, &topics).await.expect("topics");
     let url = fresh_database(&server_url()).await;
@@ -37,46 +183,192 @@ async fn sink_throughput_into_postgres() {
         events.len(),
         produced.elapsed().as_secs_f64()
     );
-    let stop = CancellationToken::new();
-    let started = Instant::now();
-    let task = tokio::spawn(run(
-        ArchiveConfig::new(kafka.clone(), url.clone()),
-        Listeners::default(),
-        None,
-        stop.clone().cancelled_owned(),
-    ));
-    let db = helpgrid_archive::store::connect(&url).await.expect("db");
     let want = events.len() as i64;
-    let mut last = 0;
-    while started.elapsed() < Duration::from_secs(600) {
-        last = db
-            .query_one(
-                "SELECT coalesce(sum(next_offset), 0)::bigint FROM kafka_offsets",
-                &[],
-            )
-            .await
-            .map_or(0, |r| r.get(0));
-        if last >= want {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let took = started.elapsed().as_secs_f64();
-    assert_eq!(last, want, "everything archived");
-    let rows: i64 = db
+    let read = read_only(&kafka, &topics.incident_events, events.len()).await;
+
+    let archive = start_archive(&kafka, &url).await;
+    let took = archive.wait_for(want, Duration::from_secs(600)).await;
+    let rows: i64 = archive
+        .db
         .query_one("SELECT count(*) FROM incident_events", &[])
         .await
-        .expect("q")
+        .unwrap()
         .get(0);
-    assert_eq!(rows, want);
+    assert_eq!(rows, want, "every record archived once");
+    let assignments: i64 = archive
+        .db
+        .query_one("SELECT count(*) FROM assignments", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let (copied, copy_took) = raw_copy(&archive.db).await;
+    assert_eq!(copied, want);
     println!(
-        "archived {want} events ({incidents} incidents, {} assignments rows) in {took:.2} s \
-         (start-up included): {:.0} events/s",
-        db.query_one("SELECT count(*) FROM assignments", &[])
-            .await
-            .map_or(0, |r| r.get::<_, i64>(0)),
-        want as f64 / took
+        "archived {want} events ({incidents} incidents, {assignments} assignment rows)\n\
+         | what | events | time s | events/s |\n| --- | --- | --- | --- |\n\
+         | read the topic only (Kafka baseline) | {want} | {:.2} | {:.0} |\n\
+         | raw binary COPY of the event rows (PostgreSQL baseline) | {copied} | {:.2} | {:.0} |\n\
+         | helpgrid-archive (start-up included) | {want} | {:.2} | {:.0} |",
+        read.as_secs_f64(),
+        per_s(want, read),
+        copy_took.as_secs_f64(),
+        per_s(copied, copy_took),
+        took.as_secs_f64(),
+        per_s(want, took),
     );
-    stop.cancel();
-    task.await.expect("join").expect("archive ran");
+    archive.stop().await;
+}
+
+/// Produces `events` at `per_s` records per second (in 10 ms slices), recording when Kafka
+/// acknowledged each (partition, offset).
+async fn produce_paced(
+    kafka: &KafkaArgs,
+    topic: &str,
+    events: Vec<IncidentEvent>,
+    per_s: f64,
+    acked: Arc<Mutex<Vec<(i32, i64, Instant)>>>,
+) {
+    let producer: FutureProducer = kafka.producer_config("bench-paced").create().unwrap();
+    let started = Instant::now();
+    let mut sends = futures::stream::FuturesUnordered::new();
+    for (n, event) in events.into_iter().enumerate() {
+        let due = started + Duration::from_secs_f64(n as f64 / per_s);
+        if due > Instant::now() {
+            // Drain acknowledgements while waiting for the next slot.
+            let sleep = tokio::time::sleep_until(due.into());
+            tokio::pin!(sleep);
+            loop {
+                tokio::select! {
+                    () = &mut sleep => break,
+                    Some(()) = sends.next() => {}
+                }
+            }
+        }
+        let producer = producer.clone();
+        let topic = topic.to_owned();
+        let acked = Arc::clone(&acked);
+        sends.push(async move {
+            let key = event
+                .incident
+                .as_ref()
+                .map(|i| i.grid_id.clone())
+                .unwrap_or_default();
+            let payload = event.encode_to_vec();
+            let delivery = producer
+                .send(
+                    FutureRecord::to(&topic).key(&key).payload(&payload),
+                    Duration::from_secs(30),
+                )
+                .await
+                .map_err(|(e, _)| e)
+                .unwrap();
+            acked
+                .lock()
+                .unwrap()
+                .push((delivery.partition, delivery.offset, Instant::now()));
+        });
+    }
+    while sends.next().await.is_some() {}
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+/// Presses as the router turns them into records: opened and assigned.
+fn presses(count: usize, grids: usize) -> Vec<IncidentEvent> {
+    let now = now_millis();
+    (0..count)
+        .flat_map(|n| {
+            let mut story = incident_story(n, &format!("g-{:05}", n % grids), now);
+            story.truncate(2);
+            story
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a benchmark: run with scripts/bench-archive"]
+async fn sink_lag_at_a_steady_press_rate() {
+    let rate: f64 = env_or("ARCHIVE_BENCH_RATE", 2000.0);
+    let seconds: f64 = env_or("ARCHIVE_BENCH_SECONDS", 20.0);
+    let kafka = bench_kafka();
+    let topics = Topics::with_prefix(&kafka.topic_prefix);
+    ensure_topics(&kafka, &topics).await.expect("topics");
+    let url = fresh_database(&server_url()).await;
+    let archive = start_archive(&kafka, &url).await;
+    // Every press is two records (opened, assigned): the records' rate is twice the presses'.
+    let events = presses((rate * seconds) as usize, 13_000);
+    let want = events.len() as i64;
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let producing = tokio::spawn({
+        let (kafka, topic, acked) = (
+            kafka.clone(),
+            topics.incident_events.clone(),
+            Arc::clone(&acked),
+        );
+        async move { produce_paced(&kafka, &topic, events, rate * 2.0, acked).await }
+    });
+    // Poll the archive's position; a record's lag ends at the first poll that covers it.
+    let mut lags = Vec::with_capacity(want as usize);
+    let mut done: HashMap<(i32, i64), ()> = HashMap::new();
+    let deadline = Instant::now() + Duration::from_secs_f64(seconds + 120.0);
+    while (lags.len() as i64) < want && Instant::now() < deadline {
+        let positions = archive.positions().await;
+        let now = Instant::now();
+        let pending: Vec<(i32, i64, Instant)> = acked.lock().unwrap().clone();
+        for (p, o, at) in pending {
+            if positions.get(&p).is_some_and(|next| o < *next) && done.insert((p, o), ()).is_none()
+            {
+                lags.push(now.saturating_duration_since(at));
+            }
+        }
+        acked
+            .lock()
+            .unwrap()
+            .retain(|(p, o, _)| !done.contains_key(&(*p, *o)));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    producing.await.unwrap();
+    assert_eq!(lags.len() as i64, want, "every record archived");
+    lags.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    println!(
+        "lag at {rate:.0} presses/s ({:.0} records/s) for {seconds:.0} s, {want} records: \
+         p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms (polled every 10 ms)",
+        rate * 2.0,
+        ms(percentile(&lags, 0.5)),
+        ms(percentile(&lags, 0.99)),
+        ms(*lags.last().unwrap()),
+    );
+    archive.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a benchmark: run with scripts/bench-archive"]
+async fn the_household_flood_is_archived_soon_after_its_last_press() {
+    let households: usize = env_or("ARCHIVE_BENCH_FLOOD", 774_000);
+    let kafka = bench_kafka();
+    let topics = Topics::with_prefix(&kafka.topic_prefix);
+    ensure_topics(&kafka, &topics).await.expect("topics");
+    let url = fresh_database(&server_url()).await;
+    let archive = start_archive(&kafka, &url).await;
+    let events = presses(households, 13_000);
+    let want = events.len() as i64;
+    let started = Instant::now();
+    produce(&kafka, &topics.incident_events, &events).await;
+    let produced = started.elapsed();
+    let at_last_press = archive.archived().await;
+    let after = archive.wait_for(want, Duration::from_secs(600)).await;
+    println!(
+        "flood: {households} presses ({want} records) produced in {:.1} s ({:.0} records/s); \
+         archived at the last press: {at_last_press}; everything archived {:.1} s after the \
+         last press ({:.1} s from the first)",
+        produced.as_secs_f64(),
+        per_s(want, produced),
+        after.as_secs_f64(),
+        (produced + after).as_secs_f64(),
+    );
+    archive.stop().await;
 }
