@@ -76,7 +76,7 @@ async fn console_snapshot(port: u16, path: &str, token: &str) -> Result<Value, u
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_county_token_sees_its_towns_grids_and_the_console_shows_a_town_by_community() {
     let kafka = TestKafka::new().await;
-    let console_port = support::browser::free_port();
+    let console_port = helpgrid_testkit::browser::free_port();
     let config = StatusConfig::new(kafka.args.clone())
         .with_auth(test_key())
         .with_areas(registry());
