@@ -63,7 +63,9 @@ async fn generated_database(incidents: i64) -> String {
     }
     // As autovacuum would after the sink's inserts: statistics, and the visibility map that
     // lets index-only scans skip the table (quick when already done).
-    db.batch_execute("VACUUM (ANALYZE) incidents").await.unwrap();
+    db.batch_execute("VACUUM (ANALYZE) incidents")
+        .await
+        .unwrap();
     db.batch_execute("ANALYZE areas").await.unwrap();
     url
 }
