@@ -29,7 +29,7 @@ pub mod revocation;
 pub mod telemetry;
 
 use crate::keys::{KeyLine, LEGACY_KID, parse_key_file};
-use crate::revocation::Revocations;
+use crate::revocation::{RevocationWatch, Revocations};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
@@ -132,6 +132,8 @@ pub struct Identity {
     pub subject: String,
     pub role: Role,
     pub scope: Scope,
+    /// When the token was issued (`iat`, Unix seconds): what a revocation is compared with.
+    pub issued_at: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -242,7 +244,7 @@ impl KeyRing {
 /// that verifies tokens, so they all see the same revocations and keys.
 pub struct TokenKey {
     ring: RwLock<Arc<KeyRing>>,
-    revocations: Revocations,
+    revocations: Arc<Revocations>,
     validation: Validation,
     /// The key file, re-read by [`TokenKey::reload`] so a rotation needs no restart.
     file: Option<PathBuf>,
@@ -296,7 +298,7 @@ impl TokenKey {
         validation.leeway = LEEWAY_S;
         Self {
             ring: RwLock::new(Arc::new(KeyRing::new(lines))),
-            revocations: Revocations::default(),
+            revocations: Arc::default(),
             validation,
             file: None,
             file_bytes: Mutex::new(Vec::new()),
@@ -321,6 +323,13 @@ impl TokenKey {
     /// The revoked sign-ins every `verify` checks; [`follower`] keeps them current.
     pub fn revocations(&self) -> &Revocations {
         &self.revocations
+    }
+
+    /// For a stream admitted with `identity` (a Watch, an event stream): resolves when that
+    /// sign-in is revoked, so the stream can end rather than outlive the revocation.
+    pub fn revocation_watch(&self, identity: &Identity) -> RevocationWatch {
+        self.revocations
+            .watch(&identity.subject, identity.issued_at)
     }
 
     /// Re-reads the key file if it changed (a rotation step, or a Kubernetes Secret update):
@@ -429,6 +438,7 @@ impl TokenKey {
                 scope: Scope::from_claim(&claims.grids),
                 subject: claims.sub,
                 role: claims.role,
+                issued_at: claims.iat,
             },
             key.label(),
         ))

@@ -10,12 +10,24 @@
 //! This module is the table only (no Kafka): [`crate::follower`] keeps it current.
 
 use std::collections::HashMap;
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
+use tokio::sync::watch;
 
 /// Subject → the first second (Unix) a token must be issued in to count again.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Revocations {
     by_subject: RwLock<HashMap<String, u64>>,
+    /// Bumped on every change, so open streams can check their caller again at once.
+    changes: watch::Sender<u64>,
+}
+
+impl Default for Revocations {
+    fn default() -> Self {
+        Self {
+            by_subject: RwLock::default(),
+            changes: watch::Sender::new(0),
+        }
+    }
 }
 
 impl Revocations {
@@ -23,11 +35,24 @@ impl Revocations {
     /// record wins, even if it names an earlier time: it is what the table says).
     pub fn revoke(&self, subject: &str, not_before_s: u64) {
         self.write().insert(subject.to_owned(), not_before_s);
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// A tombstone: the subject's tokens count again.
     pub fn lift(&self, subject: &str) {
         self.write().remove(subject);
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Watches one sign-in (a token of `subject` issued at `issued_at_s`) for its revocation:
+    /// for streams admitted before it, which must end when it comes.
+    pub fn watch(self: &Arc<Self>, subject: &str, issued_at_s: u64) -> RevocationWatch {
+        RevocationWatch {
+            revocations: Arc::clone(self),
+            changes: self.changes.subscribe(),
+            subject: subject.to_owned(),
+            issued_at_s,
+        }
     }
 
     /// Whether a token of `subject` issued at `issued_at_s` was revoked. A token issued in
@@ -62,6 +87,31 @@ impl Revocations {
     }
 }
 
+/// One sign-in's revocation, awaited by a stream that was admitted with it.
+#[derive(Debug, Clone)]
+pub struct RevocationWatch {
+    revocations: Arc<Revocations>,
+    changes: watch::Receiver<u64>,
+    subject: String,
+    issued_at_s: u64,
+}
+
+impl RevocationWatch {
+    /// Resolves once the sign-in is revoked (at once if it already is). Cancel-safe: a
+    /// `select!` loop may drop and re-create it.
+    pub async fn revoked(&mut self) {
+        loop {
+            if self.revocations.is_revoked(&self.subject, self.issued_at_s) {
+                return;
+            }
+            if self.changes.changed().await.is_err() {
+                // The table is gone (shutting down): nothing will revoke this sign-in now.
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -74,6 +124,27 @@ mod tests {
         assert!(!list.is_revoked("w-42", 1_000));
         assert!(!list.is_revoked("w-42", 1_001));
         assert!(!list.is_revoked("w-43", 1), "other subjects are untouched");
+    }
+
+    #[tokio::test]
+    async fn an_open_sign_in_learns_of_its_revocation_and_others_do_not() {
+        let list = Arc::new(Revocations::default());
+        let mut lost = list.watch("w-42", 900);
+        let mut colleague = list.watch("w-43", 900);
+        let mut new_phone = list.watch("w-42", 1_000);
+        let waiting = tokio::spawn(async move { lost.revoked().await });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished());
+        list.revoke("w-42", 1_000);
+        tokio::time::timeout(std::time::Duration::from_secs(5), waiting)
+            .await
+            .expect("the revoked sign-in is told")
+            .expect("task");
+        let untouched = tokio::time::timeout(std::time::Duration::from_millis(50), async {
+            tokio::join!(colleague.revoked(), new_phone.revoked())
+        })
+        .await;
+        assert!(untouched.is_err(), "no other sign-in ends");
     }
 
     #[test]

@@ -15,6 +15,7 @@ use crate::police::is_police_bound;
 use crate::telemetry;
 use futures::future::Either;
 use helpgrid_auth::areas::AreaTree;
+use helpgrid_auth::revocation::RevocationWatch;
 use helpgrid_auth::{Identity, Role, Scope, TokenError, TokenKey};
 use helpgrid_proto::pb::{ActorRole, Incident, Responder};
 use std::collections::HashSet;
@@ -188,6 +189,7 @@ impl Gate {
         identity.scope = self.areas.resolve(&identity.scope);
         Ok(Caller {
             identity: Some(identity),
+            key: Some(Arc::clone(key)),
         })
     }
 
@@ -221,15 +223,34 @@ pub fn bearer(headers: &http::HeaderMap) -> Option<&str> {
 }
 
 /// The caller of one request, as the layer admitted them.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Caller {
     /// `None`: authentication is off, or the method is public.
     identity: Option<Identity>,
+    /// The key that admitted them: its revocations end their streams.
+    key: Option<Arc<TokenKey>>,
+}
+
+/// Two callers are the same caller when they are the same identity (the key is how they
+/// were admitted, not who they are).
+impl PartialEq for Caller {
+    fn eq(&self, other: &Self) -> bool {
+        self.identity == other.identity
+    }
 }
 
 impl Caller {
     pub fn unrestricted() -> Self {
-        Self { identity: None }
+        Self {
+            identity: None,
+            key: None,
+        }
+    }
+
+    /// Resolves-when-revoked for this caller's sign-in, for a stream that must not outlive
+    /// it (`None` with authentication off).
+    pub fn revocation_watch(&self) -> Option<RevocationWatch> {
+        Some(self.key.as_ref()?.revocation_watch(self.identity.as_ref()?))
     }
 
     pub fn identity(&self) -> Option<&Identity> {

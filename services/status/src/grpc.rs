@@ -12,7 +12,7 @@ use crate::read_model::LoggedEvent;
 use crate::requests;
 use crate::roster::Roster;
 use crate::telemetry;
-use crate::watcher::{UpdateStream, start_watch};
+use crate::watcher::{UpdateStream, start_watch_until_revoked};
 use helpgrid_common::time::now_millis;
 use helpgrid_proto::pb::dispatch_service_server::DispatchService;
 use helpgrid_proto::pb::incident_service_server::IncidentService;
@@ -111,11 +111,12 @@ impl IncidentApi {
         if let Some(cursor) = &request.resume_after {
             self.read_model.read().check_replayable(cursor)?;
         }
-        Ok(start_watch(
+        Ok(start_watch_until_revoked(
             self.read_model.clone(),
             &self.live,
             request,
             self.shutdown.clone(),
+            caller.revocation_watch(),
         ))
     }
 

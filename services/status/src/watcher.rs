@@ -13,6 +13,8 @@ use crate::feed::SharedReadModel;
 use crate::police::is_police_bound;
 use crate::read_model::LoggedEvent;
 use crate::telemetry;
+use helpgrid_auth::TokenError;
+use helpgrid_auth::revocation::RevocationWatch;
 use helpgrid_proto::pb::incident_event::Change;
 use helpgrid_proto::pb::{IncidentEvent, IncidentUpdate};
 use std::collections::HashSet;
@@ -77,6 +79,19 @@ pub fn start_watch(
     request: WatchRequest,
     shutdown: CancellationToken,
 ) -> UpdateStream {
+    start_watch_until_revoked(read_model, live, request, shutdown, None)
+}
+
+/// [`start_watch`] for a caller whose sign-in may be revoked: the stream then ends with
+/// UNAUTHENTICATED "token revoked" (a lost phone stops receiving at once, not at its next
+/// reconnect).
+pub fn start_watch_until_revoked(
+    read_model: SharedReadModel,
+    live: &broadcast::Sender<LoggedEvent>,
+    request: WatchRequest,
+    shutdown: CancellationToken,
+    revocation: Option<RevocationWatch>,
+) -> UpdateStream {
     // Subscribe first, then take the position: nothing applied in between can be missed.
     let live = live.subscribe();
     let resumed = request.resume_after.is_some();
@@ -91,6 +106,7 @@ pub fn start_watch(
         filter: request.filter,
         updates,
         shutdown,
+        revocation,
     };
     tokio::spawn(watcher.run(resumed));
     ReceiverStream::new(stream)
@@ -104,6 +120,8 @@ enum Ended {
     FeedStopped,
     /// The events after the watcher's cursor are no longer held (it fell too far behind).
     Gap,
+    /// The caller's sign-in was revoked.
+    Revoked,
 }
 
 struct Watcher {
@@ -114,6 +132,16 @@ struct Watcher {
     filter: WatchFilter,
     updates: mpsc::Sender<Result<IncidentUpdate, Status>>,
     shutdown: CancellationToken,
+    /// The caller's sign-in, watched for a revocation (`None`: authentication off).
+    revocation: Option<RevocationWatch>,
+}
+
+/// Resolves when the watched sign-in is revoked; never without one.
+async fn revoked(revocation: &mut Option<RevocationWatch>) {
+    match revocation {
+        Some(revocation) => revocation.revoked().await,
+        None => std::future::pending().await,
+    }
 }
 
 impl Watcher {
@@ -124,6 +152,11 @@ impl Watcher {
         if let Ended::ShuttingDown = ended {
             // Best effort: a client whose buffer is full just sees the stream end.
             let _ = self.updates.try_send(Err(ApiError::ShuttingDown.into()));
+        }
+        if let Ended::Revoked = ended {
+            let _ = self.updates.try_send(Err(Status::unauthenticated(
+                TokenError::Revoked.to_string(),
+            )));
         }
         tracing::debug!(cursor = %self.sent, ?ended, "watcher ended");
         telemetry::watcher_disconnected();
@@ -140,6 +173,7 @@ impl Watcher {
             let received = tokio::select! {
                 biased;
                 () = self.shutdown.cancelled() => return Ended::ShuttingDown,
+                () = revoked(&mut self.revocation) => return Ended::Revoked,
                 () = self.updates.closed() => return Ended::ClientLeft,
                 received = self.live.recv() => received,
             };
@@ -199,6 +233,7 @@ impl Watcher {
         tokio::select! {
             biased;
             () = self.shutdown.cancelled() => Err(Ended::ShuttingDown),
+            () = revoked(&mut self.revocation) => Err(Ended::Revoked),
             sent = self.updates.send(Ok(update)) => {
                 sent.map_err(|_| Ended::ClientLeft)?;
                 telemetry::watch_event_sent();

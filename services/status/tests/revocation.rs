@@ -1,5 +1,6 @@
 //! Lost phones and bad tokens over the real server and the real broker: a revocation written
-//! to the revocations topic is refused by every status instance within seconds, a new token
+//! to the revocations topic is refused by every status instance within seconds (and ends the
+//! revoked caller's open Watch stream), a new token
 //! for the same responder works, an instance started later refuses the revoked token before
 //! it reports SERVING, and each kind of bad token gets its own UNAUTHENTICATED answer.
 #![allow(clippy::unwrap_used)]
@@ -8,7 +9,7 @@ mod support;
 
 use helpgrid_auth::{Claims, ISSUER, Role, TokenKey};
 use helpgrid_common::time::now_millis;
-use helpgrid_proto::pb::ListIncidentsRequest;
+use helpgrid_proto::pb::{ListIncidentsRequest, WatchIncidentsRequest};
 use std::time::{Duration, Instant};
 use support::{TestKafka, TestService, test_key, token, within};
 use tonic::Code;
@@ -61,6 +62,13 @@ async fn a_revoked_responder_is_refused_by_every_instance_within_seconds_and_a_n
     for service in [&first, &second] {
         assert_eq!(list_as(service, &lost_phone).await, Ok(()));
     }
+    // The phone has a Watch stream open (the app's live view), admitted before the revocation.
+    let mut open_stream = first
+        .incidents_as(&lost_phone)
+        .watch_incidents(WatchIncidentsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
 
     let revoked_at = Instant::now();
     within(
@@ -92,6 +100,15 @@ async fn a_revoked_responder_is_refused_by_every_instance_within_seconds_and_a_n
     }
     let took = revoked_at.elapsed();
     eprintln!("revocation refused on both instances after {took:?}");
+    // The open stream does not outlive the revocation: it ends with the same answer.
+    match within("the open stream to end", open_stream.message()).await {
+        Err(status) => {
+            assert_eq!(status.code(), Code::Unauthenticated);
+            assert!(status.message().starts_with("token revoked"), "{status:?}");
+        }
+        other => panic!("the revoked phone's stream went on: {other:?}"),
+    }
+    assert!(revoked_at.elapsed() < REVOCATION_BOUND);
 
     // The colleague is untouched; the responder's new phone gets a new token that works.
     let new_phone = token("w-42", Role::Responder, &["*"]);

@@ -26,7 +26,7 @@ use crate::feed::SharedReadModel;
 use crate::read_model::{IncidentQuery, LoggedEvent};
 use crate::roster::Roster;
 use crate::telemetry;
-use crate::watcher::{WatchFilter, WatchRequest, start_watch};
+use crate::watcher::{WatchFilter, WatchRequest, start_watch_until_revoked};
 use axum::Router;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -312,11 +312,13 @@ async fn events(
         },
         resume_after: Some(resume_after),
     };
-    let updates = start_watch(
+    // A revoked sign-in ends the stream; the browser's reconnect is then refused.
+    let updates = start_watch_until_revoked(
         console.read_model.clone(),
         &console.live,
         request,
         console.shutdown.clone(),
+        caller.revocation_watch(),
     );
     let roster = Arc::clone(&console.roster);
     let changes = updates
