@@ -7,8 +7,8 @@ use crate::sim::{AuthedChannel, Credentials};
 use crate::tally::Tally;
 use helpgrid_proto::pb::incident_service_client::IncidentServiceClient;
 use helpgrid_proto::pb::{
-    AcknowledgeRequest, CloseRequest, GetIncidentRequest, IncidentEvent, Resolution, ResponderRole,
-    WatchIncidentsRequest, incident_event::Change,
+    AcknowledgeRequest, CloseRequest, GetIncidentRequest, IncidentEvent, IncidentOutcome,
+    ResponderRole, WatchIncidentsRequest, incident_event::Change,
 };
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -87,10 +87,10 @@ impl Responders {
                     self.behaviour.close_after_min_s,
                     self.behaviour.close_after_max_s,
                 );
-                let resolution = if rng.f64() < 0.1 {
-                    Resolution::FalseAlarm
+                let outcome = if rng.f64() < 0.1 {
+                    IncidentOutcome::FalseAlarm
                 } else {
-                    Resolution::Resolved
+                    IncidentOutcome::ResolvedOnSpot
                 };
                 let bearer = match self.credentials.responder(&responder_id) {
                     Ok(bearer) => bearer,
@@ -107,7 +107,7 @@ impl Responders {
                     incident_id,
                     responder_id,
                     ack_after,
-                    closes.then_some((close_after, resolution)),
+                    closes.then_some((close_after, outcome)),
                 ));
             }
         }
@@ -151,7 +151,7 @@ async fn respond(
     incident_id: String,
     responder_id: String,
     ack_after: Duration,
-    close: Option<(Duration, Resolution)>,
+    close: Option<(Duration, IncidentOutcome)>,
 ) {
     let refused = |status: tonic::Status| {
         // Expected now and then: the deadline passed and the incident went to someone else.
@@ -169,7 +169,7 @@ async fn respond(
     if let Err(status) = client.acknowledge(ack).await {
         return refused(status);
     }
-    let Some((close_after, resolution)) = close else {
+    let Some((close_after, outcome)) = close else {
         return;
     };
     tokio::select! { () = cancel.cancelled() => return, () = tokio::time::sleep(close_after) => {} }
@@ -196,7 +196,8 @@ async fn respond(
     let close = CloseRequest {
         incident_id,
         responder_id,
-        resolution: resolution as i32,
+        outcome: outcome as i32,
+        resolution: 0,
         note: "visited; resolved on site".into(),
         request_id: format!("{:032x}", fastrand::u128(..)),
     };

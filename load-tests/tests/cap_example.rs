@@ -4,7 +4,8 @@
 //! over gRPC. The test fails when the committed file differs from what the system renders
 //! now (the `<sent>` and `<onset>` times aside: they are the run's clock);
 //! `HELPGRID_REGENERATE_DOCS=1` rewrites the file instead. The document is also checked
-//! against the OASIS schema with xmllint.
+//! against the OASIS schema with xmllint. `docs/cap-example-closed.xml` is the same incident
+//! after the patrol officer closed it (an Update with the outcome).
 
 mod support;
 
@@ -13,7 +14,8 @@ use helpgrid_common::topics::Topics;
 use helpgrid_load_tests::sim;
 use helpgrid_proto::pb::dispatch_service_client::DispatchServiceClient;
 use helpgrid_proto::pb::{
-    CameraLabel, GetIncidentCapRequest, IncidentState, Priority, ResponderRole,
+    AcknowledgeRequest, CameraLabel, CloseRequest, GetIncidentCapRequest, IncidentOutcome,
+    IncidentState, Priority, ResponderRole,
 };
 use helpgrid_testkit::Publisher;
 use helpgrid_testkit::records::{camera, responder};
@@ -83,6 +85,37 @@ async fn the_committed_cap_example_is_what_the_system_renders_for_a_fight_detect
         .expect("GetIncidentCap")
         .into_inner()
         .xml;
+
+    // The same incident once the patrol officer has been and closed it: an Update carrying
+    // the outcome.
+    let mut officer = stack.incidents_as("cop-1", Role::Responder, &["g2"]).await;
+    officer
+        .acknowledge(AcknowledgeRequest {
+            incident_id: incident_id.clone(),
+            responder_id: "cop-1".into(),
+            request_id: "cap-example-ack".into(),
+        })
+        .await
+        .expect("acknowledge");
+    officer
+        .close(CloseRequest {
+            incident_id: incident_id.clone(),
+            responder_id: "cop-1".into(),
+            outcome: IncidentOutcome::Mediated as i32,
+            note: "parties separated and calmed down".into(),
+            request_id: "cap-example-close".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("close");
+    let closed_xml = dispatch
+        .get_incident_cap(GetIncidentCapRequest {
+            incident_id: incident_id.clone(),
+        })
+        .await
+        .expect("GetIncidentCap")
+        .into_inner()
+        .xml;
     stack.stop().await;
 
     // A critical fight: immediate and severe, as the routing rules make it.
@@ -95,8 +128,31 @@ async fn the_committed_cap_example_is_what_the_system_renders_for_a_fight_detect
         assert!(xml.contains(expected), "{expected} missing from:\n{xml}");
     }
 
-    let rendered = std::env::temp_dir().join(format!("helpgrid-cap-{}.xml", std::process::id()));
-    std::fs::write(&rendered, &xml).expect("write the rendered alert");
+    for expected in [
+        "<msgType>Update</msgType>",
+        "<urgency>Past</urgency>",
+        "<value>INCIDENT_OUTCOME_MEDIATED</value>",
+    ] {
+        assert!(
+            closed_xml.contains(expected),
+            "{expected} missing from:\n{closed_xml}"
+        );
+    }
+    let open = check_against_committed("docs/cap-example.xml", &xml);
+    let closed = check_against_committed("docs/cap-example-closed.xml", &closed_xml);
+    open.and(closed)
+        .unwrap_or_else(|message| panic!("{message}"));
+}
+
+/// Validates `xml` against the OASIS schema (a panic if invalid) and compares it with the
+/// committed `path` (or rewrites it under HELPGRID_REGENERATE_DOCS=1): `Err` names the drift.
+fn check_against_committed(path: &str, xml: &str) -> Result<(), String> {
+    let rendered = std::env::temp_dir().join(format!(
+        "helpgrid-cap-{}-{}.xml",
+        std::process::id(),
+        path.replace('/', "-")
+    ));
+    std::fs::write(&rendered, xml).expect("write the rendered alert");
     let schema = repo_file("services/status/tests/fixtures/CAP-v1.2.xsd");
     let lint = std::process::Command::new("xmllint")
         .args(["--noout", "--schema"])
@@ -107,20 +163,23 @@ async fn the_committed_cap_example_is_what_the_system_renders_for_a_fight_detect
     let _ = std::fs::remove_file(&rendered);
     assert!(
         lint.status.success(),
-        "the alert is not valid CAP 1.2: {}",
+        "{path}: the alert is not valid CAP 1.2: {}",
         String::from_utf8_lossy(&lint.stderr)
     );
 
-    let committed_path = repo_file("docs/cap-example.xml");
+    let committed_path = repo_file(path);
     if std::env::var("HELPGRID_REGENERATE_DOCS").as_deref() == Ok("1") {
-        std::fs::write(&committed_path, &xml).expect("write docs/cap-example.xml");
-        return;
+        std::fs::write(&committed_path, xml).expect("write the example");
+        return Ok(());
     }
-    let committed = std::fs::read_to_string(&committed_path).expect("docs/cap-example.xml");
-    assert_eq!(
-        without_times(&committed),
-        without_times(&xml),
-        "docs/cap-example.xml is not what the system renders now; regenerate it with \
-         HELPGRID_REGENERATE_DOCS=1 cargo test -p helpgrid-load-tests --test cap_example"
-    );
+    let committed = std::fs::read_to_string(&committed_path).unwrap_or_default();
+    if without_times(&committed) == without_times(xml) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{path} is not what the system renders now; regenerate it with \
+             HELPGRID_REGENERATE_DOCS=1 cargo test -p helpgrid-load-tests --test cap_example\n\
+             rendered now:\n{xml}"
+        ))
+    }
 }

@@ -25,8 +25,8 @@ use helpgrid_load_tests::sim::AuthedChannel;
 use helpgrid_proto::pb::incident_event::Change;
 use helpgrid_proto::pb::incident_service_client::IncidentServiceClient;
 use helpgrid_proto::pb::{
-    AcknowledgeRequest, CloseRequest, GetIncidentRequest, IncidentEvent, IncidentState, PressKind,
-    Resolution, ResponderRole,
+    AcknowledgeRequest, CloseRequest, GetIncidentRequest, IncidentEvent, IncidentOutcome,
+    IncidentState, PressKind, Resolution, ResponderRole,
 };
 use helpgrid_testkit::reconcile::{accounted_event_id, reconcile};
 use helpgrid_testkit::records::{press, responder};
@@ -194,6 +194,7 @@ async fn responder_calls(
                 incident_id: incident_id.clone(),
                 responder_id: String::new(),
                 resolution: Resolution::Resolved as i32,
+                outcome: IncidentOutcome::ResolvedOnSpot as i32,
                 note: "cluster fault suite".into(),
                 request_id: format!("close-{incident_id}"),
             };

@@ -10,7 +10,8 @@ use helpgrid_load_tests::residents::Activity;
 use helpgrid_load_tests::responders::Behaviour;
 use helpgrid_load_tests::sim::{self, SimArgs};
 use helpgrid_proto::pb::{
-    AcknowledgeRequest, CloseRequest, GetIncidentRequest, IncidentState, Resolution, ResponderRole,
+    AcknowledgeRequest, CloseRequest, GetIncidentRequest, IncidentOutcome, IncidentState,
+    Resolution, ResponderRole,
 };
 use helpgrid_testkit::records::responder;
 use support::{KEY, Stack, press_and_wait_assigned};
@@ -39,19 +40,46 @@ async fn a_press_is_assigned_then_acknowledged_and_closed_over_grpc() {
         .into_inner();
     assert_eq!(acked.state, IncidentState::Acknowledged as i32);
     assert!(acked.acknowledged_at.is_some());
+    let close = CloseRequest {
+        incident_id: incident.incident_id.clone(),
+        responder_id: "wu-1".into(),
+        note: "helped with the stairs".into(),
+        ..Default::default()
+    };
+    // How it ended is not optional, and must be a value the contract knows.
+    for (outcome, says) in [(0, "outcome is required"), (42, "outcome has no value 42")] {
+        let refused = client
+            .close(CloseRequest {
+                outcome,
+                ..close.clone()
+            })
+            .await
+            .expect_err("a close without a known outcome");
+        assert_eq!(refused.code(), Code::InvalidArgument, "{refused}");
+        assert!(refused.message().contains(says), "{refused}");
+        assert!(
+            refused.message().contains("INCIDENT_OUTCOME_MEDIATED"),
+            "the message lists the outcomes: {refused}"
+        );
+    }
     let closed = client
         .close(CloseRequest {
-            incident_id: incident.incident_id.clone(),
-            responder_id: "wu-1".into(),
-            resolution: Resolution::Resolved as i32,
-            note: "helped with the stairs".into(),
-            request_id: String::new(),
+            outcome: IncidentOutcome::Mediated as i32,
+            ..close
         })
         .await
         .expect("the worker may close what they acknowledged")
         .into_inner();
     assert_eq!(closed.state, IncidentState::Closed as i32);
     assert_eq!(closed.resolution_note, "helped with the stairs");
+    assert_eq!(
+        (closed.outcome, closed.resolution),
+        (
+            IncidentOutcome::Mediated as i32,
+            Resolution::Resolved as i32
+        ),
+        "the outcome, and the resolution it means for readers written before outcomes"
+    );
     stack.stop().await;
 }
 
@@ -93,6 +121,7 @@ async fn the_same_acknowledge_sent_three_times_is_applied_once_and_succeeds_thre
             incident_id: incident.incident_id.clone(),
             responder_id: String::new(),
             resolution: Resolution::Resolved as i32,
+            outcome: IncidentOutcome::ResolvedOnSpot as i32,
             note: String::new(),
             request_id: "phone-7f3a-ack".into(),
         })
@@ -150,6 +179,7 @@ async fn a_wrong_responder_is_refused_and_closing_before_acknowledging_fails_its
             incident_id: incident.incident_id.clone(),
             responder_id: "wu-1".into(),
             resolution: Resolution::Resolved as i32,
+            outcome: IncidentOutcome::ResolvedOnSpot as i32,
             note: String::new(),
             request_id: String::new(),
         })

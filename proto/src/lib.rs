@@ -3,11 +3,14 @@
 //! - [`pb`]: generated messages and gRPC stubs (`proto/helpgrid/v1/*.proto`).
 //! - [`FILE_DESCRIPTOR_SET`]: the compiled descriptors, served by gRPC reflection.
 //! - [`SCHEMA_VERSION`]: the envelope schema version this build writes.
+//! - [`outcome`]: close outcomes and how they relate to the older `Resolution`.
 
 pub mod pb {
     #![allow(clippy::all, clippy::pedantic, missing_docs)]
     tonic::include_proto!("helpgrid.v1");
 }
+
+pub mod outcome;
 
 /// Serialized `FileDescriptorSet` of the contract, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("helpgrid_descriptor");

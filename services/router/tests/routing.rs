@@ -1,12 +1,15 @@
 //! The router against a real Kafka broker: records in, incident events out.
 //! Needs HELPGRID_TEST_KAFKA (scripts/test sets it).
 
+use helpgrid_common::envelope::new_envelope;
 use helpgrid_common::kafka::KafkaArgs;
 use helpgrid_common::reader::{self, Feed};
+use helpgrid_common::time::now_millis;
 use helpgrid_common::topics::{Topics, ensure_topics};
 use helpgrid_proto::pb::{
-    CameraLabel, EscalationLevel, HelpEvent, IncidentEvent, PressKind, ResponderRole, Track,
-    incident_event::Change,
+    AcknowledgeIncident, ActorRole, CameraLabel, CloseIncident, EscalationLevel, HelpEvent,
+    IncidentCommand, IncidentEvent, IncidentOutcome, PressKind, Resolution, ResponderRole, Track,
+    incident_command, incident_event::Change,
 };
 use helpgrid_router::config::RouterConfig;
 use helpgrid_router::domain::Policy;
@@ -429,4 +432,134 @@ async fn a_router_restart_mid_stream_loses_nothing_and_doubles_nothing() {
         opened, 150,
         "one incident per household: none is closed in this test"
     );
+}
+
+/// A close command as an older or newer status service would write it.
+fn close_command(incident: &helpgrid_proto::pb::Incident, outcome: i32) -> IncidentCommand {
+    IncidentCommand {
+        envelope: Some(new_envelope("test", now_millis())),
+        incident_id: incident.incident_id.clone(),
+        grid_id: incident.grid_id.clone(),
+        actor_id: "w-a".into(),
+        actor_role: ActorRole::Responder as i32,
+        action: Some(incident_command::Action::Close(CloseIncident {
+            outcome,
+            ..Default::default()
+        })),
+        request_id: String::new(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_close_with_an_unknown_outcome_is_dead_lettered_and_a_known_one_closes_with_it() {
+    let mut s = setup(vec![responder(
+        "w-a",
+        ResponderRole::GridWorker,
+        &["g1"],
+        None,
+    )])
+    .await;
+    let cancel = CancellationToken::new();
+    let mut dead = reader::follow(&s.args, "test-dlq", &s.topics.dead_letters, cancel.clone())
+        .await
+        .expect("follow dead letters");
+    let router = RunningRouter::start(
+        &s.args,
+        quick_policy(),
+        &format!("{}r1", s.args.topic_prefix),
+    );
+    s.publisher
+        .send(
+            &s.topics.help_events,
+            "g1",
+            &press("h-1", "g1", PressKind::Help),
+        )
+        .await;
+    let events = s
+        .log
+        .wait_until("the press assigned", |ev| {
+            ev.iter()
+                .any(|e| matches!(e.change, Some(Change::Assigned(_))))
+        })
+        .await;
+    let incident = events
+        .last()
+        .and_then(|e| e.incident.clone())
+        .expect("the incident");
+    let acknowledge = IncidentCommand {
+        action: Some(incident_command::Action::Acknowledge(
+            AcknowledgeIncident {},
+        )),
+        ..close_command(&incident, 0)
+    };
+    s.publisher
+        .send(&s.topics.incident_commands, "g1", &acknowledge)
+        .await;
+    s.log
+        .wait_until("the acknowledgement", |ev| {
+            ev.iter()
+                .any(|e| matches!(e.change, Some(Change::Acknowledged(_))))
+        })
+        .await;
+
+    // A sender with a newer contract (or a bug): an outcome this router does not know.
+    s.publisher
+        .send(
+            &s.topics.incident_commands,
+            "g1",
+            &close_command(&incident, 77),
+        )
+        .await;
+    let record = loop {
+        match tokio::time::timeout(WAIT, dead.recv())
+            .await
+            .expect("a dead letter in time")
+        {
+            Some(Feed::Record(r)) => break r,
+            Some(Feed::CaughtUp) => continue,
+            None => panic!("dead-letter feed ended"),
+        }
+    };
+    let reason = record
+        .headers
+        .iter()
+        .find(|(k, _)| k == "helpgrid.dlq.reason")
+        .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+        .unwrap_or_default();
+    assert!(
+        reason.contains("outcome has no value 77"),
+        "the reason names the outcome: {reason}"
+    );
+
+    let mediated = IncidentOutcome::Mediated as i32;
+    s.publisher
+        .send(
+            &s.topics.incident_commands,
+            "g1",
+            &close_command(&incident, mediated),
+        )
+        .await;
+    let events = s
+        .log
+        .wait_until("the close", |ev| {
+            ev.iter()
+                .any(|e| matches!(e.change, Some(Change::Closed(_))))
+        })
+        .await;
+    let closes: Vec<&IncidentEvent> = events
+        .iter()
+        .filter(|e| matches!(e.change, Some(Change::Closed(_))))
+        .collect();
+    assert_eq!(closes.len(), 1, "only the known outcome closed it");
+    let Some(Change::Closed(closed)) = &closes[0].change else {
+        unreachable!()
+    };
+    assert_eq!(
+        (closed.outcome, closed.resolution),
+        (mediated, Resolution::Resolved as i32),
+        "the outcome, and the resolution it means for older readers"
+    );
+    let after = closes[0].incident.as_ref().expect("incident");
+    assert_eq!(after.outcome, mediated);
+    router.stop().await;
 }

@@ -9,8 +9,8 @@
 
 use helpgrid_common::time::{Millis, from_timestamp};
 use helpgrid_proto::pb::{
-    CameraLabel, EscalationLevel, Incident, IncidentSource, IncidentState, PressKind, Priority,
-    Track,
+    CameraLabel, EscalationLevel, Incident, IncidentOutcome, IncidentSource, IncidentState,
+    PressKind, Priority, Track,
 };
 use std::fmt::Write;
 
@@ -81,6 +81,13 @@ pub fn render(incident: &Incident, from: &CapSender, sent: Millis) -> String {
     element(&mut xml, 2, "description", &description(incident));
     parameter(&mut xml, "incidentState", state_name(incident.state));
     parameter(&mut xml, "revision", &incident.revision.to_string());
+    if closed {
+        // The stable enum name (README "Outcome codes"), so receivers can count by it.
+        let outcome = incident.effective_outcome();
+        if outcome != IncidentOutcome::Unspecified {
+            parameter(&mut xml, "outcome", outcome.as_str_name());
+        }
+    }
     for assignment in &incident.assignments {
         let track = match Track::try_from(assignment.track) {
             Ok(Track::Police) => "police",
@@ -272,6 +279,18 @@ fn state_name(state: i32) -> &'static str {
     }
 }
 
+fn outcome_words(outcome: IncidentOutcome) -> Option<&'static str> {
+    Some(match outcome {
+        IncidentOutcome::Unspecified => return None,
+        IncidentOutcome::ResolvedOnSpot => "resolved on the spot",
+        IncidentOutcome::Mediated => "mediated",
+        IncidentOutcome::ReferredToTown => "referred up to the town",
+        IncidentOutcome::ReferredToPolice => "referred to the police",
+        IncidentOutcome::FalseAlarm => "false alarm",
+        IncidentOutcome::NobodyThere => "nobody there",
+    })
+}
+
 fn description(incident: &Incident) -> String {
     let mut text = format!(
         "Incident {} is {} (priority {}).",
@@ -308,6 +327,9 @@ fn description(incident: &Incident) -> String {
             "Community"
         };
         let _ = write!(text, " {track} track: {who}.");
+    }
+    if let Some(outcome) = outcome_words(incident.effective_outcome()) {
+        let _ = write!(text, " Outcome: {outcome}.");
     }
     text
 }
@@ -366,5 +388,39 @@ mod tests {
         ] {
             assert!(xml.contains(expected), "{expected} missing in\n{xml}");
         }
+    }
+
+    #[test]
+    fn a_closed_incident_is_a_past_update_carrying_its_outcome() {
+        let incident = Incident {
+            incident_id: "inc-2".into(),
+            grid_id: "grid-0001".into(),
+            state: IncidentState::Closed as i32,
+            priority: Priority::High as i32,
+            source: IncidentSource::Button as i32,
+            household_id: "hh-1".into(),
+            outcome: IncidentOutcome::Mediated as i32,
+            resolution: helpgrid_proto::pb::Resolution::Resolved as i32,
+            revision: 5,
+            ..Default::default()
+        };
+        let xml = render(&incident, &CapSender::default(), 1_780_000_001_000);
+        for expected in [
+            "<msgType>Update</msgType>",
+            "<urgency>Past</urgency>",
+            "<valueName>outcome</valueName>",
+            "<value>INCIDENT_OUTCOME_MEDIATED</value>",
+            "Outcome: mediated.",
+        ] {
+            assert!(xml.contains(expected), "{expected} missing in\n{xml}");
+        }
+        let open = Incident {
+            state: IncidentState::Assigned as i32,
+            outcome: 0,
+            resolution: 0,
+            ..incident
+        };
+        let xml = render(&open, &CapSender::default(), 1_780_000_001_000);
+        assert!(!xml.contains("outcome"), "{xml}");
     }
 }

@@ -13,7 +13,7 @@ use helpgrid_proto::pb::incident_command::Action;
 use helpgrid_proto::pb::incident_event::Change;
 use helpgrid_proto::pb::{
     AcknowledgeIncident, ActorRole, CloseIncident, Incident, IncidentCommand, IncidentEvent,
-    RejectReason, Resolution,
+    IncidentOutcome, RejectReason, Resolution,
 };
 use prost::Message;
 use rdkafka::error::KafkaError;
@@ -30,6 +30,8 @@ pub const COMMAND_SOURCE: &str = "helpgrid-status";
 pub enum CommandAction {
     Acknowledge,
     Close {
+        outcome: IncidentOutcome,
+        /// The outcome's resolution, or what a client written before outcomes sent.
         resolution: Resolution,
         note: String,
     },
@@ -46,9 +48,14 @@ impl CommandAction {
     fn into_proto(self) -> Action {
         match self {
             Self::Acknowledge => Action::Acknowledge(AcknowledgeIncident {}),
-            Self::Close { resolution, note } => Action::Close(CloseIncident {
+            Self::Close {
+                outcome,
+                resolution,
+                note,
+            } => Action::Close(CloseIncident {
                 resolution: resolution as i32,
                 note,
+                outcome: outcome as i32,
             }),
         }
     }

@@ -6,9 +6,10 @@ use crate::cursor::{Cursor, CursorError};
 use crate::read_model::{IncidentQuery, PageKey, PageTokenError};
 use crate::watcher::{WatchFilter, WatchRequest};
 use helpgrid_common::time::from_timestamp;
+use helpgrid_proto::outcome::{OutcomeError, close_outcome};
 use helpgrid_proto::pb::{
-    AcknowledgeRequest, CloseRequest, GeoPoint, IncidentState, ListIncidentsRequest, Resolution,
-    Responder, ResponderRole, UpdateLocationRequest, UpsertResponderRequest, WatchIncidentsRequest,
+    AcknowledgeRequest, CloseRequest, GeoPoint, IncidentState, ListIncidentsRequest, Responder,
+    ResponderRole, UpdateLocationRequest, UpsertResponderRequest, WatchIncidentsRequest,
 };
 use std::collections::HashSet;
 
@@ -47,6 +48,8 @@ pub enum RequestError {
         "request_id must be at most {MAX_REQUEST_ID_LEN} printable ASCII characters without spaces (e.g. a UUID), got {value:?}"
     )]
     BadRequestId { value: String },
+    #[error(transparent)]
+    Outcome(#[from] OutcomeError),
     #[error("cursor: {0}")]
     Cursor(#[from] CursorError),
     #[error(transparent)]
@@ -60,7 +63,6 @@ pub enum RequestError {
 }
 
 const STATES: &str = "INCIDENT_STATE_WAITING, _ASSIGNED, _ACKNOWLEDGED, _CLOSED";
-const RESOLUTIONS: &str = "RESOLUTION_RESOLVED, _REFERRED, _FALSE_ALARM, _NO_ACTION_NEEDED";
 const ROLES: &str = "RESPONDER_ROLE_GRID_WORKER, _GRID_SUPERVISOR, _PATROL_OFFICER";
 
 /// An incident, responder or grid id: what Kafka keys and logs can carry without surprises.
@@ -115,22 +117,7 @@ pub fn acknowledge(request: &AcknowledgeRequest) -> Result<ValidCommand, Request
 pub fn close(request: &CloseRequest) -> Result<ValidCommand, RequestError> {
     let incident_id = id("incident_id", &request.incident_id)?;
     let actor_id = id("responder_id", &request.responder_id)?;
-    let resolution = match Resolution::try_from(request.resolution) {
-        Ok(Resolution::Unspecified) => {
-            return Err(RequestError::Unspecified {
-                field: "resolution",
-                allowed: RESOLUTIONS,
-            });
-        }
-        Ok(resolution) => resolution,
-        Err(_) => {
-            return Err(RequestError::UnknownValue {
-                field: "resolution",
-                value: request.resolution,
-                allowed: RESOLUTIONS,
-            });
-        }
-    };
+    let (outcome, resolution) = close_outcome(request.outcome, request.resolution)?;
     if request.note.chars().count() > MAX_NOTE_LEN {
         return Err(RequestError::TooLong {
             field: "note",
@@ -141,6 +128,7 @@ pub fn close(request: &CloseRequest) -> Result<ValidCommand, RequestError> {
         incident_id,
         actor_id,
         action: CommandAction::Close {
+            outcome,
             resolution,
             note: request.note.clone(),
         },
@@ -286,7 +274,7 @@ fn id_set(field: &'static str, values: &[String]) -> Result<HashSet<String>, Req
 #[cfg(test)]
 mod tests {
     use super::*;
-    use helpgrid_proto::pb::ListIncidentsRequest;
+    use helpgrid_proto::pb::{IncidentOutcome, ListIncidentsRequest, Resolution};
 
     #[test]
     fn ids_must_be_short_printable_and_without_spaces() {
@@ -307,7 +295,7 @@ mod tests {
     }
 
     #[test]
-    fn close_requires_a_known_resolution() {
+    fn close_requires_a_known_outcome_and_maps_an_old_clients_resolution() {
         let mut request = CloseRequest {
             incident_id: "i".into(),
             responder_id: "r".into(),
@@ -315,20 +303,14 @@ mod tests {
         };
         assert!(matches!(
             close(&request),
-            Err(RequestError::Unspecified {
-                field: "resolution",
-                ..
-            })
+            Err(RequestError::Outcome(OutcomeError::Missing))
         ));
-        request.resolution = 99;
+        request.outcome = 99;
         assert!(matches!(
             close(&request),
-            Err(RequestError::UnknownValue {
-                field: "resolution",
-                value: 99,
-                ..
-            })
+            Err(RequestError::Outcome(OutcomeError::UnknownOutcome(99)))
         ));
+        request.outcome = 0;
         request.resolution = Resolution::Resolved as i32;
         request.note = "n".repeat(MAX_NOTE_LEN + 1);
         assert!(matches!(
@@ -336,11 +318,21 @@ mod tests {
             Err(RequestError::TooLong { field: "note", .. })
         ));
         request.note = "fixed the gate".into();
-        let command = close(&request);
         assert!(matches!(
-            command.map(|c| c.action),
+            close(&request).map(|c| c.action),
             Ok(CommandAction::Close {
+                outcome: IncidentOutcome::ResolvedOnSpot,
                 resolution: Resolution::Resolved,
+                ..
+            })
+        ));
+        request.resolution = 0;
+        request.outcome = IncidentOutcome::ReferredToPolice as i32;
+        assert!(matches!(
+            close(&request).map(|c| c.action),
+            Ok(CommandAction::Close {
+                outcome: IncidentOutcome::ReferredToPolice,
+                resolution: Resolution::Referred,
                 ..
             })
         ));

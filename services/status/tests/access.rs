@@ -11,8 +11,8 @@ use helpgrid_proto::pb::incident_service_client::IncidentServiceClient;
 use helpgrid_proto::pb::roster_service_client::RosterServiceClient;
 use helpgrid_proto::pb::{
     AcknowledgeRequest, CameraLabel, CloseRequest, EscalationLevel, GeoPoint,
-    GetIncidentCapRequest, GetIncidentRequest, GetResponderRequest, IncidentSource,
-    ListIncidentsRequest, ListRespondersRequest, Resolution, Responder, ResponderRole,
+    GetIncidentCapRequest, GetIncidentRequest, GetResponderRequest, IncidentOutcome,
+    IncidentSource, ListIncidentsRequest, ListRespondersRequest, Responder, ResponderRole,
     SetDutyRequest, Track, UpdateLocationRequest, UpsertResponderRequest, WatchIncidentsRequest,
     WatchPoliceIncidentsRequest,
 };
@@ -120,9 +120,8 @@ async fn call(service: &TestService, rpc: Rpc, token: Option<&str>) -> Code {
             .close(CloseRequest {
                 incident_id: "in-1".into(),
                 responder_id: String::new(),
-                resolution: Resolution::Resolved as i32,
-                note: String::new(),
-                request_id: String::new(),
+                outcome: IncidentOutcome::ResolvedOnSpot as i32,
+                ..Default::default()
             })
             .await
             .map(drop),

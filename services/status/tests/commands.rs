@@ -6,8 +6,8 @@ mod support;
 use helpgrid_auth::Role;
 use helpgrid_proto::pb::incident_command::Action;
 use helpgrid_proto::pb::{
-    AcknowledgeRequest, CloseIncident, CloseRequest, GetIncidentRequest, Incident, IncidentState,
-    RejectReason, Resolution,
+    AcknowledgeRequest, CloseIncident, CloseRequest, GetIncidentRequest, Incident, IncidentOutcome,
+    IncidentState, RejectReason, Resolution,
 };
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -84,9 +84,9 @@ async fn acknowledge_then_close_return_the_incident_as_the_router_left_it() {
     let close = CloseRequest {
         incident_id: "in-1".into(),
         responder_id: "r1".into(),
-        resolution: Resolution::Resolved as i32,
         note: "elderly resident helped back to bed".into(),
-        request_id: String::new(),
+        outcome: IncidentOutcome::ResolvedOnSpot as i32,
+        ..Default::default()
     };
     let closed = incidents.close(close).await.unwrap().into_inner();
     assert_eq!(
@@ -134,8 +134,10 @@ async fn acknowledge_then_close_return_the_incident_as_the_router_left_it() {
         seen[1].command.action,
         Some(Action::Close(CloseIncident {
             resolution: Resolution::Resolved as i32,
-            note: "elderly resident helped back to bed".into()
-        }))
+            note: "elderly resident helped back to bed".into(),
+            outcome: IncidentOutcome::ResolvedOnSpot as i32,
+        })),
+        "the router gets the outcome and the resolution it means, for older readers"
     );
     service.stop().await.unwrap();
 }
@@ -178,9 +180,8 @@ async fn router_rejections_become_permission_denied_and_failed_precondition_with
     let close = CloseRequest {
         incident_id: "in-1".into(),
         responder_id: "r1".into(),
-        resolution: Resolution::FalseAlarm as i32,
-        note: String::new(),
-        request_id: String::new(),
+        outcome: IncidentOutcome::FalseAlarm as i32,
+        ..Default::default()
     };
     let refused = incidents.close(close).await.unwrap_err();
     assert_eq!(refused.code(), Code::FailedPrecondition);
@@ -220,9 +221,9 @@ async fn an_unknown_incident_is_not_found_and_no_command_is_published() {
     let close = CloseRequest {
         incident_id: "in-404".into(),
         responder_id: "r1".into(),
+        // A client written before outcomes: its resolution stands in for the outcome.
         resolution: Resolution::Resolved as i32,
-        note: String::new(),
-        request_id: String::new(),
+        ..Default::default()
     };
     assert_eq!(
         incidents.close(close).await.unwrap_err().code(),
@@ -297,7 +298,7 @@ async fn malformed_commands_are_invalid_argument_and_not_published() {
     let unresolved = incidents.close(unresolved).await.unwrap_err();
     assert_eq!(unresolved.code(), Code::InvalidArgument);
     assert!(
-        unresolved.message().contains("resolution"),
+        unresolved.message().contains("outcome is required"),
         "{}",
         unresolved.message()
     );

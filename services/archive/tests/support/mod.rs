@@ -250,6 +250,9 @@ pub fn incident_story(n: usize, grid: &str, opened_at: i64) -> Vec<IncidentEvent
     } else {
         Resolution::Resolved as i32
     };
+    incident.outcome = helpgrid_proto::outcome::outcome_of_resolution(
+        Resolution::try_from(incident.resolution).unwrap_or_default(),
+    ) as i32;
     incident.resolution_note = "吴某 helped".into();
     incident.revision += 1;
     push(
@@ -258,6 +261,7 @@ pub fn incident_story(n: usize, grid: &str, opened_at: i64) -> Vec<IncidentEvent
             resolution: incident.resolution,
             note: incident.resolution_note.clone(),
             closed_by: incident.closed_by.clone(),
+            outcome: incident.outcome,
         }),
         t,
         k,

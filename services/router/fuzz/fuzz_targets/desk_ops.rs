@@ -58,7 +58,7 @@ fuzz_target!(|data: &[u8]| {
             }
             3 | 4 if !incidents.is_empty() => {
                 let target = incidents[usize::from(b) % incidents.len()].clone();
-                let action = if a % 6 == 3 { ValidAction::Acknowledge } else { ValidAction::Close { resolution: Resolution::Resolved, note: String::new() } };
+                let action = if a % 6 == 3 { ValidAction::Acknowledge } else { ValidAction::Close { outcome: pb::IncidentOutcome::ResolvedOnSpot, resolution: Resolution::Resolved, note: String::new() } };
                 let command = ValidCommand {
                     command_id: id,
                     incident_id: target,

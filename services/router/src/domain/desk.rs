@@ -284,9 +284,14 @@ fn earlier_request(incident: &Incident, command: &ValidCommand) -> Option<Result
         ValidAction::Acknowledge => {
             acknowledged.is_some_and(|a| a.acknowledged_by == command.actor_id)
         }
-        ValidAction::Close { resolution, note } => {
+        ValidAction::Close {
+            outcome,
+            resolution,
+            note,
+        } => {
             closed
                 && incident.closed_by == command.actor_id
+                && incident.outcome == *outcome as i32
                 && incident.resolution == *resolution as i32
                 && incident.resolution_note == *note
         }
@@ -1030,9 +1035,11 @@ impl Desk {
         };
         match &command.action {
             ValidAction::Acknowledge => acknowledge(&mut tx, idx, &command.actor_id, roster),
-            ValidAction::Close { resolution, note } => {
-                close(&mut tx, *resolution, note, &command.actor_id)
-            }
+            ValidAction::Close {
+                outcome,
+                resolution,
+                note,
+            } => close(&mut tx, *outcome, *resolution, note, &command.actor_id),
         }
         let Transition { incident, out, .. } = tx;
         self.store(home, incident);
@@ -1183,9 +1190,16 @@ fn acknowledge_decision(
     ))
 }
 
-fn close(tx: &mut Transition<'_>, resolution: pb::Resolution, note: &str, actor: &str) {
+fn close(
+    tx: &mut Transition<'_>,
+    outcome: pb::IncidentOutcome,
+    resolution: pb::Resolution,
+    note: &str,
+    actor: &str,
+) {
     let i = &mut tx.incident;
     i.closed_at = Some(to_timestamp(tx.now));
+    i.outcome = outcome as i32;
     i.resolution = resolution as i32;
     i.resolution_note = note.to_owned();
     i.closed_by = actor.to_owned();
@@ -1196,6 +1210,7 @@ fn close(tx: &mut Transition<'_>, resolution: pb::Resolution, note: &str, actor:
         resolution: resolution as i32,
         note: note.to_owned(),
         closed_by: actor.to_owned(),
+        outcome: outcome as i32,
     }));
 }
 

@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::domain::validate::{ValidAction, ValidBody, ValidCommand, ValidHelpEvent};
-use helpgrid_proto::pb::{CameraLabel, GeoPoint, Resolution};
+use helpgrid_proto::pb::{CameraLabel, GeoPoint, IncidentOutcome, Resolution};
 use helpgrid_testkit::records::responder;
 
 const T0: Millis = 1_780_000_000_000;
@@ -112,6 +112,7 @@ fn command(id: &str, incident: &str, actor: &str, action: ValidAction) -> ValidC
 
 fn close_action() -> ValidAction {
     ValidAction::Close {
+        outcome: IncidentOutcome::Mediated,
         resolution: Resolution::Resolved,
         note: "helped".into(),
     }
@@ -571,6 +572,7 @@ fn a_retried_close_is_recognised_after_a_restart_and_a_reused_request_id_is_refu
     // The same id with other content is a client bug, not a retry.
     let mut other = with_request(command("c5", "inc-e1", "w1", close_action()), "k-1");
     other.action = ValidAction::Close {
+        outcome: IncidentOutcome::FalseAlarm,
         resolution: Resolution::FalseAlarm,
         note: String::new(),
     };
@@ -621,6 +623,17 @@ fn close_frees_the_responder_and_a_closed_incident_refuses_further_commands() {
     let incident = last_incident(&out);
     assert_eq!(incident.state, IncidentState::Closed as i32);
     assert_eq!(incident.resolution, Resolution::Resolved as i32);
+    assert_eq!(incident.outcome, IncidentOutcome::Mediated as i32);
+    match out.last().and_then(|o| o.event.change.as_ref()) {
+        Some(Change::Closed(closed)) => assert_eq!(
+            (closed.outcome, closed.resolution),
+            (
+                IncidentOutcome::Mediated as i32,
+                Resolution::Resolved as i32
+            )
+        ),
+        other => panic!("expected a closed event, got {other:?}"),
+    }
     assert_eq!(desk.load_of("w1"), 0);
     assert_eq!(desk.open_count(), 0);
     let (reason, _) = desk.on_command(

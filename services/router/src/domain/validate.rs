@@ -4,9 +4,10 @@
 //! test can drive exactly what the Kafka adapter does.
 
 use helpgrid_common::time::{Millis, from_timestamp};
+use helpgrid_proto::outcome::close_outcome;
 use helpgrid_proto::pb::{
-    self, ActorRole, CameraLabel, Envelope, GeoPoint, HelpEvent, IncidentCommand, PressKind,
-    Resolution, Responder, ResponderRole, RosterRecord, help_event, incident_command,
+    self, ActorRole, CameraLabel, Envelope, GeoPoint, HelpEvent, IncidentCommand, IncidentOutcome,
+    PressKind, Resolution, Responder, ResponderRole, RosterRecord, help_event, incident_command,
 };
 use prost::Message;
 
@@ -260,6 +261,8 @@ pub struct ValidCommand {
 pub enum ValidAction {
     Acknowledge,
     Close {
+        outcome: IncidentOutcome,
+        /// Derived from the outcome (or as an older sender gave it); see `helpgrid_proto::outcome`.
         resolution: Resolution,
         note: String,
     },
@@ -281,22 +284,15 @@ pub fn validate_command(command: IncidentCommand, now: Millis) -> Result<ValidCo
         None => return Err(field("action is missing: expected acknowledge or close")),
         Some(incident_command::Action::Acknowledge(_)) => ValidAction::Acknowledge,
         Some(incident_command::Action::Close(close)) => {
-            let resolution = match Resolution::try_from(close.resolution) {
-                Ok(Resolution::Unspecified) => {
-                    return Err(field("close.resolution is unspecified"));
-                }
-                Ok(r) => r,
-                Err(_) => {
-                    return Err(field(format!(
-                        "close.resolution {} is unknown",
-                        close.resolution
-                    )));
-                }
-            };
+            // An unknown outcome is refused here (dead-lettered), never applied: a reader could
+            // not tell what happened. A resolution alone comes from an older status service.
+            let (outcome, resolution) = close_outcome(close.outcome, close.resolution)
+                .map_err(|e| field(format!("close: {e}")))?;
             if close.note.len() > 4096 {
                 return Err(field("close.note is longer than 4096 bytes"));
             }
             ValidAction::Close {
+                outcome,
                 resolution,
                 note: close.note,
             }
@@ -471,7 +467,7 @@ mod tests {
     }
 
     #[test]
-    fn a_command_without_action_or_resolution_is_refused() {
+    fn a_command_without_action_or_outcome_is_refused() {
         let base = IncidentCommand {
             envelope: Some(envelope()),
             incident_id: "i1".into(),
@@ -491,6 +487,7 @@ mod tests {
             action: Some(incident_command::Action::Close(pb::CloseIncident {
                 resolution: 0,
                 note: String::new(),
+                outcome: 0,
             })),
             ..base.clone()
         };
@@ -498,7 +495,35 @@ mod tests {
             validate_command(close, NOW)
                 .unwrap_err()
                 .to_string()
-                .contains("resolution is unspecified")
+                .contains("outcome is required")
+        );
+        let unknown = IncidentCommand {
+            action: Some(incident_command::Action::Close(pb::CloseIncident {
+                outcome: 77,
+                ..Default::default()
+            })),
+            ..base.clone()
+        };
+        assert!(
+            validate_command(unknown, NOW)
+                .unwrap_err()
+                .to_string()
+                .contains("outcome has no value 77")
+        );
+        let from_an_older_sender = IncidentCommand {
+            action: Some(incident_command::Action::Close(pb::CloseIncident {
+                resolution: Resolution::FalseAlarm as i32,
+                ..Default::default()
+            })),
+            ..base.clone()
+        };
+        assert_eq!(
+            validate_command(from_an_older_sender, NOW).map(|c| c.action),
+            Ok(ValidAction::Close {
+                outcome: IncidentOutcome::FalseAlarm,
+                resolution: Resolution::FalseAlarm,
+                note: String::new()
+            })
         );
         let ack = IncidentCommand {
             action: Some(incident_command::Action::Acknowledge(

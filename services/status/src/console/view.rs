@@ -5,8 +5,8 @@
 
 use helpgrid_common::time::{Millis, from_timestamp};
 use helpgrid_proto::pb::{
-    Assignment, CameraLabel, EscalationLevel, Incident, IncidentSource, IncidentState,
-    MaintenanceReason, PressKind, Priority, ResponderRole, Track,
+    Assignment, CameraLabel, EscalationLevel, Incident, IncidentOutcome, IncidentSource,
+    IncidentState, MaintenanceReason, PressKind, Priority, ResponderRole, Track,
 };
 use serde::Serialize;
 
@@ -61,6 +61,9 @@ pub struct IncidentView {
     pub deadline: Option<Millis>,
     pub escalated: bool,
     pub reports: u32,
+    /// How a closed incident ended (`resolved_on_spot`, `mediated`, …; see [`outcome_code`]);
+    /// absent while open. No note: notes are free text about people.
+    pub outcome: Option<&'static str>,
     /// The incident's revision: the page ignores an update it already holds.
     pub revision: u64,
     pub responders: Vec<ResponderView>,
@@ -116,6 +119,20 @@ fn kind(incident: &Incident) -> &'static str {
             Ok(PressKind::Medical) => "Medical",
             _ => "Help",
         }
+    }
+}
+
+/// The outcome's code for pages and JSON: the enum name without its prefix, lower case.
+/// `None` for an open incident.
+pub fn outcome_code(incident: &Incident) -> Option<&'static str> {
+    match incident.effective_outcome() {
+        IncidentOutcome::Unspecified => None,
+        IncidentOutcome::ResolvedOnSpot => Some("resolved_on_spot"),
+        IncidentOutcome::Mediated => Some("mediated"),
+        IncidentOutcome::ReferredToTown => Some("referred_to_town"),
+        IncidentOutcome::ReferredToPolice => Some("referred_to_police"),
+        IncidentOutcome::FalseAlarm => Some("false_alarm"),
+        IncidentOutcome::NobodyThere => Some("nobody_there"),
     }
 }
 
@@ -199,6 +216,7 @@ pub fn incident_view(
             .min(),
         escalated: incident.assignments.iter().any(escalated),
         reports: incident.event_count,
+        outcome: outcome_code(incident),
         revision: incident.revision,
         responders,
     }
@@ -248,6 +266,7 @@ mod tests {
             ..Default::default()
         };
         let view = incident_view(&incident, roster);
+        assert_eq!(view.outcome, None, "open incidents have no outcome");
         assert_eq!(view.responders[0].name, "吴某");
         assert_eq!(view.kind, "Medical");
         assert_eq!(view.deadline, Some(61_000));
@@ -285,5 +304,28 @@ mod tests {
             let view = incident_view(&incident(reason), |_| None);
             assert_eq!((view.kind, view.source), (kind, "device"), "{reason:?}");
         }
+    }
+
+    #[test]
+    fn a_closed_incident_shows_its_outcome_and_an_older_one_its_resolutions() {
+        let closed = Incident {
+            state: IncidentState::Closed as i32,
+            outcome: IncidentOutcome::ReferredToPolice as i32,
+            resolution: helpgrid_proto::pb::Resolution::Referred as i32,
+            ..Default::default()
+        };
+        assert_eq!(
+            incident_view(&closed, |_| None).outcome,
+            Some("referred_to_police")
+        );
+        let before_outcomes = Incident {
+            outcome: 0,
+            resolution: helpgrid_proto::pb::Resolution::NoActionNeeded as i32,
+            ..closed
+        };
+        assert_eq!(
+            incident_view(&before_outcomes, |_| None).outcome,
+            Some("nobody_there")
+        );
     }
 }

@@ -439,6 +439,7 @@ pub fn closed_answer(command: &IncidentCommand, before: &Incident) -> IncidentEv
     after.state = IncidentState::Closed as i32;
     after.closed_at = Some(to_timestamp(now_millis()));
     after.resolution = close.resolution;
+    after.outcome = close.outcome;
     after.resolution_note = close.note.clone();
     after.closed_by = command.actor_id.clone();
     after.revision += 1;
@@ -449,6 +450,7 @@ pub fn closed_answer(command: &IncidentCommand, before: &Incident) -> IncidentEv
             resolution: close.resolution,
             note: close.note.clone(),
             closed_by: command.actor_id.clone(),
+            outcome: close.outcome,
         }),
     )
 }

@@ -31,6 +31,12 @@ const KIND_LABEL = {
   "Low battery": "电量低 Low battery", "Device maintenance": "设备维护 Device maintenance",
   "Disabled device pressed": "停用设备被按下 Disabled device pressed",
 };
+// Outcome codes (README "Outcome codes"), as the server names them.
+const OUTCOME_LABEL = {
+  resolved_on_spot: "当场解决 Resolved on the spot", mediated: "调解 Mediated",
+  referred_to_town: "上报镇街 Referred to the town", referred_to_police: "移交公安 Referred to police",
+  false_alarm: "误报 False alarm", nobody_there: "无人在场 Nobody there",
+};
 const PRIORITY_RANK = { critical: 3, high: 2, normal: 1 };
 
 function connect() {
@@ -197,6 +203,17 @@ function renderFigures() {
   const m = median(acks);
   $("f-ack").textContent = m == null ? "–" : (m < 60000 ? (m / 1000).toFixed(0) + " s" : age(m));
   $("f-escalations").textContent = today.filter((i) => i.escalated).length;
+  const outcomes = new Map();
+  for (const i of closed) if (i.outcome) outcomes.set(i.outcome, (outcomes.get(i.outcome) || 0) + 1);
+  const outcomeRows = $("outcome-rows");
+  outcomeRows.replaceChildren();
+  for (const code of Object.keys(OUTCOME_LABEL)) {
+    if (!outcomes.has(code)) continue;
+    const row = document.createElement("tr");
+    row.dataset.outcome = code;
+    cell(row, OUTCOME_LABEL[code]); cell(row, String(outcomes.get(code)));
+    outcomeRows.appendChild(row);
+  }
   // One row per grid, or per child area of the area shown (every child, even at zero).
   const perGrid = new Map();
   const rowOf = (grid) => {
