@@ -193,6 +193,20 @@ impl Gate {
         })
     }
 
+    /// A new token for `identity` valid for `ttl` (the app's session after a sign-in link).
+    pub fn mint_session(
+        &self,
+        identity: &Identity,
+        ttl: std::time::Duration,
+    ) -> Result<String, AccessError> {
+        let key = self.key.as_ref().ok_or(AccessError::NoToken)?;
+        let grids = match &identity.scope {
+            Scope::AllGrids => vec![helpgrid_auth::ALL_GRIDS.to_owned()],
+            Scope::Grids(grids) => grids.iter().cloned().collect(),
+        };
+        Ok(key.mint(&identity.subject, identity.role, &grids, ttl)?)
+    }
+
     /// The first step for one gRPC call: the token, then the policy table.
     pub fn admit(&self, path: &str, headers: &http::HeaderMap) -> Result<Caller, AccessError> {
         let rule = rule_for(path).ok_or_else(|| AccessError::Unknown(path.to_owned()))?;

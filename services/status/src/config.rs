@@ -88,6 +88,10 @@ pub struct StatusArgs {
     /// its towns' grids) and the console can show an area by the level below. Read at start.
     #[arg(long, env = "HELPGRID_STATUS_AREAS_FILE")]
     pub areas_file: Option<PathBuf>,
+    /// CSV of households for the responder app (`household_id,contact_name,contact_phone,
+    /// address`): shown in full only to the assigned responder and the grid's supervisors.
+    #[arg(long, env = "HELPGRID_STATUS_HOUSEHOLDS_FILE")]
+    pub households_file: Option<PathBuf>,
 }
 
 /// Closed incidents kept unless configured: 36 hours, so the console's "today" is whole.
@@ -111,6 +115,16 @@ impl StatusArgs {
             Some(path) => gate.with_areas(read_areas(path)?),
             None => gate,
         };
+        let households = match &self.households_file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).with_context(|| {
+                    format!("cannot read the households file {}", path.display())
+                })?;
+                crate::app::households::parse_households(&text)
+                    .with_context(|| format!("households file {}", path.display()))?
+            }
+            None => crate::app::view::Households::new(),
+        };
         let tls = match (&self.tls_cert_file, &self.tls_key_file) {
             (Some(cert), Some(key)) => Some(TlsFiles::read(cert, key)?),
             _ => None,
@@ -126,6 +140,7 @@ impl StatusArgs {
             },
             watch_replay_events: usize::try_from(self.watch_replay_events).unwrap_or(usize::MAX),
             closed_window: Duration::from_secs(self.closed_window_s),
+            households: std::sync::Arc::new(households),
         })
     }
 }
@@ -182,6 +197,8 @@ pub struct StatusConfig {
     pub watch_replay_events: usize,
     /// How long closed incidents stay in the read model.
     pub closed_window: Duration,
+    /// The household directory the responder app shows (empty: ids only).
+    pub households: std::sync::Arc<crate::app::view::Households>,
 }
 
 impl StatusConfig {
@@ -195,6 +212,7 @@ impl StatusConfig {
             cap_sender: CapSender::default(),
             watch_replay_events: DEFAULT_WATCH_REPLAY_EVENTS as usize,
             closed_window: Duration::from_secs(DEFAULT_CLOSED_WINDOW_S),
+            households: std::sync::Arc::default(),
         }
     }
 

@@ -120,7 +120,8 @@ impl IncidentApi {
         ))
     }
 
-    async fn command(
+    /// Validates and sends a command for `caller`; the app and the gRPC API share it.
+    pub(crate) async fn command(
         &self,
         caller: &Caller,
         command: Result<requests::ValidCommand, requests::RequestError>,
@@ -256,6 +257,7 @@ impl DispatchService for DispatchApi {
     }
 }
 
+#[derive(Clone)]
 pub struct RosterApi {
     pub roster: Arc<Roster>,
     pub ready: watch::Receiver<bool>,
@@ -297,7 +299,7 @@ impl RosterApi {
         Ok(ListRespondersResponse { responders })
     }
 
-    async fn change_duty(
+    pub(crate) async fn change_duty(
         &self,
         caller: &Caller,
         request: &SetDutyRequest,
@@ -308,7 +310,7 @@ impl RosterApi {
         Ok(self.roster.set_duty(&responder_id, request.on_duty).await?)
     }
 
-    async fn record_location(
+    pub(crate) async fn record_location(
         &self,
         caller: &Caller,
         request: &UpdateLocationRequest,

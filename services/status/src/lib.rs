@@ -10,6 +10,8 @@
 //! - [`police`]: which incidents are meant for police (the dispatch subscription).
 //! - [`cap`]: an incident as an OASIS CAP 1.2 alert.
 //! - [`console`]: the community big-screen console: a web page and its event stream.
+//! - [`app`]: the responder app (a mobile web page, its API and event stream), served on the
+//!   console's listener.
 //! - [`tls`]: certificates from files, for gRPC and the console.
 //! - [`cursor`]: a position in the incident-events log, as an opaque resumable string.
 //! - [`read_model`]: latest incident snapshots, their partitions, the event log; pure.
@@ -23,6 +25,7 @@
 //! - [`telemetry`]: every metric name.
 
 pub mod access;
+pub mod app;
 pub mod cap;
 pub mod commands;
 pub mod config;
@@ -294,27 +297,36 @@ pub async fn run_with_console(
         cap_sender: Arc::new(config.cap_sender.clone()),
     };
     let dispatch_api = DispatchApi(incident_api.clone());
+    let ready_for_console = ready.clone();
+    let roster_api = RosterApi { roster, ready };
     let console_task = match console {
         Some(console_listener) => {
             let site = console::Console {
                 read_model: incident_api.read_model.clone(),
                 live: incident_api.live.clone(),
-                roster: Arc::clone(&roster),
+                roster: Arc::clone(&roster_api.roster),
                 gate: config.gate.clone(),
-                ready: ready.clone(),
+                ready: ready_for_console,
                 shutdown: stop.clone(),
+            };
+            let responder_app = app::App {
+                incidents: incident_api.clone(),
+                roster: roster_api.clone(),
+                gate: config.gate.clone(),
+                households: Arc::clone(&config.households),
+                secure_cookies: config.tls.is_some(),
+                redeemed: Arc::default(),
             };
             let tls = config.tls.as_ref().map(tls::console_acceptor).transpose()?;
             Some(tokio::spawn(console::serve(
                 console_listener,
                 tls,
-                site,
+                console::router(site).merge(app::router(responder_app)),
                 stop.clone(),
             )))
         }
         None => None,
     };
-    let roster_api = RosterApi { roster, ready };
     let local_addr = listener.local_addr()?;
     tracing::info!(%local_addr, topic_prefix = %kafka.topic_prefix, partitions, "status service listening");
 

@@ -17,6 +17,10 @@ const ROSTER_WRITES: &str = "helpgrid_status_roster_writes_total";
 const ACCESS_REFUSED: &str = "helpgrid_status_access_refused_total";
 const CONSOLE_STREAMS: &str = "helpgrid_status_console_streams";
 const SERVING: &str = "helpgrid_status_serving";
+const APP_STREAMS: &str = "helpgrid_status_app_streams";
+const APP_SIGN_INS: &str = "helpgrid_status_app_sign_ins_total";
+const APP_REFUSED: &str = "helpgrid_status_app_refused_total";
+const APP_RESNAPSHOTS: &str = "helpgrid_status_app_resnapshots_total";
 
 /// Registers descriptions, so `/metrics` explains each series.
 pub fn describe() {
@@ -54,6 +58,16 @@ pub fn describe() {
         "calls refused before reaching a handler (no or bad token, role not allowed), by code"
     );
     describe_gauge!(CONSOLE_STREAMS, "big-screen console event streams open now");
+    describe_gauge!(APP_STREAMS, "responder app event streams open now");
+    describe_counter!(APP_SIGN_INS, "responder app sign-ins, by how (link, token)");
+    describe_counter!(
+        APP_REFUSED,
+        "responder app requests refused, by HTTP status (bad or used links, CSRF, foreign incidents, missing outcomes)"
+    );
+    describe_counter!(
+        APP_RESNAPSHOTS,
+        "app streams that could not resume from the browser's cursor and started with a snapshot"
+    );
     describe_gauge!(
         SERVING,
         "1 while gRPC health says SERVING (read model and roster caught up), else 0"
@@ -119,4 +133,24 @@ pub fn console_stream_closed() {
 /// What gRPC health now says, as a series Prometheus can alert on.
 pub fn serving(serving: bool) {
     gauge!(SERVING).set(if serving { 1.0 } else { 0.0 });
+}
+
+pub fn app_stream_opened() {
+    gauge!(APP_STREAMS).increment(1.0);
+}
+
+pub fn app_stream_closed() {
+    gauge!(APP_STREAMS).decrement(1.0);
+}
+
+pub fn app_signed_in(how: &'static str) {
+    counter!(APP_SIGN_INS, "how" => how).increment(1);
+}
+
+pub fn app_request_refused(status: u16) {
+    counter!(APP_REFUSED, "status" => status.to_string()).increment(1);
+}
+
+pub fn app_stream_resnapshot() {
+    counter!(APP_RESNAPSHOTS).increment(1);
 }

@@ -92,16 +92,16 @@ pub fn router(console: Console) -> Router {
         .with_state(console)
 }
 
-/// Serves the console on `listener` (over TLS with `tls`) until `stop` is cancelled.
+/// Serves `app` (the console's routes, and the responder app's) on `listener` (over TLS with
+/// `tls`) until `stop` is cancelled.
 pub async fn serve(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
-    console: Console,
+    app: Router,
     stop: CancellationToken,
 ) -> std::io::Result<()> {
     let local_addr = listener.local_addr()?;
-    tracing::info!(%local_addr, tls = tls.is_some(), "console listening");
-    let app = router(console);
+    tracing::info!(%local_addr, tls = tls.is_some(), "console and responder app listening");
     let stopped = stop.clone().cancelled_owned();
     match tls {
         None => {
@@ -339,7 +339,8 @@ async fn events(
     let stream = stream::iter([Ok(hello)])
         .chain(stream::iter(first.map(Ok)))
         .chain(changes.map(Ok::<_, Infallible>));
-    let stream = Counted::new(stream);
+    telemetry::console_stream_opened();
+    let stream = Counted::with(stream, telemetry::console_stream_closed);
     Ok(Sse::new(stream)
         .keep_alive(KeepAlive::default())
         .into_response())
@@ -407,23 +408,24 @@ fn start_of_day(now: Millis) -> Millis {
     (now + OFFSET).div_euclid(DAY) * DAY - OFFSET
 }
 
-/// Counts open console streams for `/metrics`.
-struct Counted<S> {
+/// An event stream that records its end (for the open-stream gauges of `/metrics`).
+pub(crate) struct Counted<S> {
     inner: std::pin::Pin<Box<S>>,
+    closed: fn(),
 }
 
 impl<S> Counted<S> {
-    fn new(inner: S) -> Self {
-        telemetry::console_stream_opened();
+    pub(crate) fn with(inner: S, closed: fn()) -> Self {
         Self {
             inner: Box::pin(inner),
+            closed,
         }
     }
 }
 
 impl<S> Drop for Counted<S> {
     fn drop(&mut self) {
-        telemetry::console_stream_closed();
+        (self.closed)();
     }
 }
 

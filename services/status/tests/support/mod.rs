@@ -164,6 +164,19 @@ impl TestKafka {
         self.start_configured(config, console).await
     }
 
+    /// The service with the console and the responder app on `port`, knowing `households`.
+    pub async fn start_app_service(
+        &self,
+        command_timeout: Duration,
+        port: u16,
+        households: helpgrid_status::app::view::Households,
+    ) -> TestService {
+        let mut config = StatusConfig::new(self.args.clone()).with_auth(test_key());
+        config.command_timeout = command_timeout;
+        config.households = Arc::new(households);
+        self.start_configured(config, Some(port)).await
+    }
+
     /// The service with `config` (made from `self.args`), the console on `console`.
     pub async fn start_configured(
         &self,
