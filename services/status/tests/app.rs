@@ -226,7 +226,11 @@ async fn the_app_api_refuses_bad_links_foreign_incidents_missing_outcomes_and_cr
     )
     .await;
     assert_eq!(forged.status, 401);
-    assert!(forged.body.contains("not valid"), "{}", forged.body);
+    assert!(
+        forged.body.contains("sign-in link:") && forged.body.contains("signature"),
+        "{}",
+        forged.body
+    );
     let now = helpgrid_common::time::now_millis() as u64 / 1000;
     let expired = test_key()
         .sign(&Claims {
