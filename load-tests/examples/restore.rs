@@ -265,6 +265,7 @@ impl History {
         self.command(
             incident,
             ValidAction::Close {
+                outcome: helpgrid_proto::pb::IncidentOutcome::ResolvedOnSpot,
                 resolution: Resolution::Resolved,
                 note: String::new(),
             },

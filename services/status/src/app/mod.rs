@@ -615,7 +615,6 @@ fn actionable(app: &App, session: &Session, incident_id: &str) -> Result<Inciden
         .read_model
         .read()
         .incident(&incident_id)
-        .cloned()
         .ok_or(ApiError::IncidentNotFound {
             incident_id: incident_id.clone(),
         })?;
