@@ -130,6 +130,7 @@ mod tests {
             deadline: None,
             escalated: false,
             reports: 1,
+            outcome: None,
             revision: 1,
             responders: Vec::new(),
         }
