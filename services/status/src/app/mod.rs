@@ -27,7 +27,7 @@ use crate::errors::ApiError;
 use crate::grpc::{IncidentApi, RosterApi};
 use crate::requests::{self, ValidCommand};
 use crate::telemetry;
-use crate::watcher::{WatchFilter, WatchRequest, start_watch};
+use crate::watcher::{WatchFilter, WatchRequest, start_watch_until_revoked};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -569,7 +569,8 @@ async fn events(
             )
         }
     };
-    let updates = start_watch(
+    // A revoked sign-in (a lost phone) ends the stream at once; the reconnect is refused.
+    let updates = start_watch_until_revoked(
         app.incidents.read_model.clone(),
         &app.incidents.live,
         WatchRequest {
@@ -580,6 +581,7 @@ async fn events(
             resume_after: Some(resume_after),
         },
         app.incidents.shutdown.clone(),
+        session.caller.revocation_watch(),
     );
     let households = Arc::clone(&app.households);
     let changes = updates

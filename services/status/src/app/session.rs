@@ -211,6 +211,7 @@ mod tests {
             subject: "x".into(),
             role,
             scope: Scope::AllGrids,
+            issued_at: 0,
         };
         assert!(check_role(&identity(Role::Responder)).is_ok());
         assert!(check_role(&identity(Role::Supervisor)).is_ok());
