@@ -346,18 +346,20 @@ async fn a_permanently_failing_endpoint_is_dead_lettered_and_counted_while_anoth
     assert!(broken.seen().iter().all(|r| !r.accepted()));
     assert_eq!(
         notify
-            .metric(
+            .metric_reaching(
                 "helpgrid_notify_dead_letters_total",
-                &[("subscription", "broken"), ("kind", "webhook_failed")]
+                &[("subscription", "broken"), ("kind", "webhook_failed")],
+                3.0
             )
             .await,
         3.0
     );
     assert_eq!(
         notify
-            .metric(
+            .metric_reaching(
                 "helpgrid_notify_delivered_total",
-                &[("subscription", "healthy")]
+                &[("subscription", "healthy")],
+                3.0
             )
             .await,
         3.0

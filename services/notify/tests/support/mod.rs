@@ -342,6 +342,20 @@ impl Notify {
             .expect("subscription accepted");
     }
 
+    /// Waits (up to [`WAIT`]) until the metric reaches `want`, and returns what it read last:
+    /// a counter moves just after the work it counts (a dead letter is counted once Kafka
+    /// acknowledged it), so a test that saw the work may scrape a moment too early.
+    pub async fn metric_reaching(&self, name: &str, labels: &[(&str, &str)], want: f64) -> f64 {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let value = self.metric(name, labels).await;
+            if value >= want || Instant::now() >= deadline {
+                return value;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// The value of one Prometheus sample line (name with labels as rendered), or 0.
     pub async fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
         let text = reqwest::get(format!("{}/metrics", self.metrics))
