@@ -20,13 +20,14 @@
 #   notify   read incident-events; read and write notify-subscriptions; write dead-letters;
 #            consumer group <PREFIX>notify*
 #   status, gateway, archive and notify also read revocations (they verify tokens)
+#   revoke   the operator's `helpgrid-token revoke`: writes revocations and nothing else
 #
 # Every service may also describe its topics and their configurations (the start-up check of
 # topic settings). Nobody but the admin may create, delete or alter topics; consoles and
 # dispatch systems never touch Kafka (they use the status service's gRPC API).
 set -euo pipefail
 
-[[ $# -eq 2 ]] || { sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+[[ $# -eq 2 ]] || { sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 prefix="$1"
 out="$2"
 cluster="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/kafka-cluster.sh"
@@ -79,7 +80,7 @@ run() {
   while (( $(jobs -rp | wc -l) >= 8 )); do sleep 0.2; done
   attempt "$@" & pids+=($!)
 }
-for service in router status gateway archive notify; do run new_user "$service"; done
+for service in router status gateway archive notify revoke; do run new_user "$service"; done
 
 # Every service reads the settings of the deployment's topics at start-up (the check that no
 # topic would lose state): describing is read-only.
@@ -88,7 +89,9 @@ for service in router status gateway archive notify; do
 done
 
 run allow router Read,Describe,DescribeConfigs incident-commands roster
-run allow router Read,Write,Describe,DescribeConfigs help-events incident-events incident-state
+# help-events: a press that arrived on another partition than its grid's is forwarded there
+run allow router Read,Write,Describe,DescribeConfigs help-events
+run allow router Read,Write,Describe,DescribeConfigs incident-events incident-state
 run allow router Write,Describe,DescribeConfigs dead-letters
 run allow_prefixed router Read,Describe --group router
 run allow_prefixed router Write,Describe --transactional-id router
@@ -114,8 +117,9 @@ run allow_prefixed notify Read,Describe --group notify
 for service in status gateway archive notify; do
   run allow "$service" Read,Describe,DescribeConfigs revocations
 done
+run allow revoke Write,Describe,DescribeConfigs revocations
 
 failed=0
 for pid in "${pids[@]}"; do wait "$pid" || failed=1; done
 (( failed == 0 )) || { echo "kafka-acls.sh: some users or ACLs could not be made" >&2; exit 1; }
-echo "users ${prefix}{router,status,gateway,archive,notify}; passwords in $out/"
+echo "users ${prefix}{router,status,gateway,archive,notify,revoke}; passwords in $out/"

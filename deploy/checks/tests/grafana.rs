@@ -92,6 +92,8 @@ fn every_expression_reads_only_metrics_the_services_define() {
         "helpgrid_router_consumer_lag",
         "helpgrid_router_transaction_seconds_bucket",
         "helpgrid_router_dead_letters_total",
+        "helpgrid_gateway_maintenance_reports_total",
+        "helpgrid_gateway_devices",
         "container_cpu_usage_seconds_total",
         "container_memory_working_set_bytes",
     ] {

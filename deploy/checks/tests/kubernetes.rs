@@ -4,8 +4,10 @@
 //! strict: an unknown field fails); then HelpGrid's rules hold — a KafkaTopic for every topic
 //! the services' code names, compacted where it must be, co-partitioned grid topics,
 //! least-privilege KafkaUsers, a router StatefulSet with /readyz and /livez, resources,
-//! PodDisruptionBudgets and a default-deny NetworkPolicy. The validators are stock Python
-//! packages from PyPI, pinned, in `target/python/kubernetes`.
+//! PodDisruptionBudgets and a default-deny NetworkPolicy. The KafkaUsers grant exactly what
+//! `deploy/local/kafka-acls.sh` grants (what the SASL/ACL run proves), so the two cannot
+//! drift. The validators are stock Python packages from PyPI, pinned, in
+//! `target/python/kubernetes`.
 
 use helpgrid_deploy_checks::repo_root;
 use helpgrid_testkit::python;
@@ -124,13 +126,62 @@ fn the_manifests_follow_helpgrids_rules() {
     let out = python::run_script(&python, &rules, &args);
     assert!(!out.contains("FAILED"), "{out}");
     for rule in [
-        "ok router writes only incident-events, incident-state, dead-letters",
+        "ok router writes only incident-events, incident-state, dead-letters and forwarded help-events",
         "ok status writes only commands and roster",
-        "ok gateway writes only help-events and devices",
+        "ok gateway writes only help-events, devices and dead-letters",
+        "ok archive writes only dead-letters and reads incident-events",
+        "ok notify writes only notify-subscriptions and dead-letters and reads incident-events",
         "ok the router is ready only on /readyz and alive on /livez",
         "ok grid-keyed topics are co-partitioned",
         "ok ingress is denied unless a policy allows it",
     ] {
         assert!(out.contains(rule), "rule not checked: {rule}\n{out}");
     }
+}
+
+fn users_match_acls(python: &std::path::Path, strimzi: &str, acls: &str) -> std::process::Output {
+    std::process::Command::new(python)
+        .arg(repo_root().join("deploy/checks/tests/kafka_users_match_acls.py"))
+        .arg(strimzi)
+        .arg(acls)
+        .output()
+        .expect("python")
+}
+
+#[test]
+fn the_kafka_users_grant_exactly_what_the_sasl_run_proved() {
+    let python = python::venv("kubernetes", VALIDATORS);
+    let acls = repo_root().join("deploy/local/kafka-acls.sh");
+    let output = users_match_acls(&python, &manifest("strimzi.yaml"), &acls.display().to_string());
+    let out = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{out}{}", String::from_utf8_lossy(&output.stderr));
+    for service in ["router", "status", "gateway", "archive", "notify"] {
+        assert!(
+            out.lines().any(|l| l.starts_with(&format!("ok {service}: "))),
+            "{service} not compared:\n{out}"
+        );
+    }
+}
+
+#[test]
+fn a_grant_only_in_kafka_acls_sh_fails_the_comparison() {
+    // The comparison must catch drift: the router losing its forwarding right on one side.
+    let python = python::venv("kubernetes", VALIDATORS);
+    let source = std::fs::read_to_string(repo_root().join("deploy/local/kafka-acls.sh"))
+        .expect("kafka-acls.sh");
+    let line = "run allow router Read,Write,Describe,DescribeConfigs help-events\n";
+    assert!(source.contains(line), "the router's help-events grant moved");
+    let drifted = source.replace(line, "run allow router Read,Describe,DescribeConfigs help-events\n");
+    let dir = std::env::temp_dir().join(format!("helpgrid-drifted-acls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join("kafka-acls.sh");
+    std::fs::write(&path, drifted).expect("write");
+    let output = users_match_acls(&python, &manifest("strimzi.yaml"), &path.display().to_string());
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = String::from_utf8_lossy(&output.stdout);
+    assert!(!output.status.success(), "{out}");
+    assert!(
+        out.contains("FAILED router: KafkaUser only [('topic', 'help-events', 'literal', 'Write')]"),
+        "{out}"
+    );
 }
