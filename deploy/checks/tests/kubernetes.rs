@@ -152,12 +152,21 @@ fn users_match_acls(python: &std::path::Path, strimzi: &str, acls: &str) -> std:
 fn the_kafka_users_grant_exactly_what_the_sasl_run_proved() {
     let python = python::venv("kubernetes", VALIDATORS);
     let acls = repo_root().join("deploy/local/kafka-acls.sh");
-    let output = users_match_acls(&python, &manifest("strimzi.yaml"), &acls.display().to_string());
+    let output = users_match_acls(
+        &python,
+        &manifest("strimzi.yaml"),
+        &acls.display().to_string(),
+    );
     let out = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{out}{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     for service in ["router", "status", "gateway", "archive", "notify"] {
         assert!(
-            out.lines().any(|l| l.starts_with(&format!("ok {service}: "))),
+            out.lines()
+                .any(|l| l.starts_with(&format!("ok {service}: "))),
             "{service} not compared:\n{out}"
         );
     }
@@ -170,18 +179,30 @@ fn a_grant_only_in_kafka_acls_sh_fails_the_comparison() {
     let source = std::fs::read_to_string(repo_root().join("deploy/local/kafka-acls.sh"))
         .expect("kafka-acls.sh");
     let line = "run allow router Read,Write,Describe,DescribeConfigs help-events\n";
-    assert!(source.contains(line), "the router's help-events grant moved");
-    let drifted = source.replace(line, "run allow router Read,Describe,DescribeConfigs help-events\n");
+    assert!(
+        source.contains(line),
+        "the router's help-events grant moved"
+    );
+    let drifted = source.replace(
+        line,
+        "run allow router Read,Describe,DescribeConfigs help-events\n",
+    );
     let dir = std::env::temp_dir().join(format!("helpgrid-drifted-acls-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let path = dir.join("kafka-acls.sh");
     std::fs::write(&path, drifted).expect("write");
-    let output = users_match_acls(&python, &manifest("strimzi.yaml"), &path.display().to_string());
+    let output = users_match_acls(
+        &python,
+        &manifest("strimzi.yaml"),
+        &path.display().to_string(),
+    );
     let _ = std::fs::remove_dir_all(&dir);
     let out = String::from_utf8_lossy(&output.stdout);
     assert!(!output.status.success(), "{out}");
     assert!(
-        out.contains("FAILED router: KafkaUser only [('topic', 'help-events', 'literal', 'Write')]"),
+        out.contains(
+            "FAILED router: KafkaUser only [('topic', 'help-events', 'literal', 'Write')]"
+        ),
         "{out}"
     );
 }
