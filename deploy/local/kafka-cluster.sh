@@ -22,9 +22,15 @@
 #   kafka-cluster.sh add-user NAME PW   create or update a SCRAM-SHA-512 user (SASL mode)
 #   kafka-cluster.sh acls ARGS...       org.apache.kafka.tools.AclCommand, as admin
 #   kafka-cluster.sh topics ARGS...     org.apache.kafka.tools.TopicCommand, as admin
+#   kafka-cluster.sh transactions ARGS... org.apache.kafka.tools.TransactionsCommand, as admin
+#                                       (e.g. `describe --transactional-id ID`, `find-hanging
+#                                       --broker-id N`)
+#   kafka-cluster.sh groups ARGS...     the consumer group tool, as admin (e.g. `--describe
+#                                       --group G`)
 #
 # Environment: HELPGRID_KAFKA_CLUSTER_DIR (state, default /tmp/helpgrid-kafka-cluster),
-# HELPGRID_KAFKA_CLUSTER_HEAP (per node, default "-Xms192m -Xmx512m"), and kafka.sh's
+# HELPGRID_KAFKA_CLUSTER_HEAP (per node, default "-Xms192m -Xmx512m"),
+# HELPGRID_KAFKA_NODE_START_S (how long start-node waits for the port, default 180), and kafka.sh's
 # HELPGRID_KAFKA_VERSION / HELPGRID_KAFKA_CACHE.
 set -euo pipefail
 
@@ -373,7 +379,8 @@ cluster_main() {
     stop-node) check_node "${1:-}"; stop_node "$1" TERM; log "node $1 stopped" ;;
     start-node)
       check_node "${1:-}"; lock_cluster; write_node_config "$1"; launch_node "$1"
-      local deadline=$(( SECONDS + 60 ))
+      # a node restarted on a busy two-core machine (two other JVMs, builds) took over 60 s
+      local deadline=$(( SECONDS + ${HELPGRID_KAFKA_NODE_START_S:-180} ))
       until port_open "$(port_of "$1" broker)"; do
         (( SECONDS < deadline )) || die "node $1 did not open its port"
         sleep 0.5
@@ -388,8 +395,10 @@ cluster_main() {
     add-user) cmd_add_user "$@" ;;
     acls) admin_tool org.apache.kafka.tools.AclCommand "$@" ;;
     topics) admin_tool org.apache.kafka.tools.TopicCommand "$@" ;;
-    help|-h|--help) sed -n '2,29p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' ;;
-    *) sed -n '2,29p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+    transactions) admin_tool org.apache.kafka.tools.TransactionsCommand "$@" ;;
+    groups) admin_tool org.apache.kafka.tools.consumer.group.ConsumerGroupCommand "$@" ;;
+    help|-h|--help) sed -n '2,34p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' ;;
+    *) sed -n '2,34p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
   esac
 }
 

@@ -12,12 +12,21 @@
 //! OK or UNAVAILABLE, an OK one applied exactly once and an UNAVAILABLE one never. The runs
 //! start three JVMs, so they are `#[ignore]`d and run by `scripts/faults`; each prints the
 //! figures recorded in docs/reliability.md.
+//!
+//! The router and the status service run in this process; their logs (and librdkafka's)
+//! go to one file per fault (`support::run_log`), whose warnings and last lines are printed
+//! when a run fails, with the state of the cluster (offsets, lag, transactions) at that
+//! moment. `HELPGRID_CLUSTER_FAULTS=rolling,pause` runs only some of the faults (names:
+//! leader, coordinator, rolling, pause); `HELPGRID_TEST_KEEP_LOGS=1` keeps the logs of
+//! runs that passed.
 
 mod support;
 
 use support::cluster::{Cluster, OwnCluster, uuid_like};
+use support::run_log::RunLog;
 
 use helpgrid_auth::Role;
+use helpgrid_common::health::Health;
 use helpgrid_common::kafka::KafkaArgs;
 use helpgrid_common::time::now_millis;
 use helpgrid_common::topics::Topics;
@@ -31,6 +40,8 @@ use helpgrid_proto::pb::{
 use helpgrid_testkit::reconcile::{accounted_event_id, reconcile};
 use helpgrid_testkit::records::{press, responder};
 use helpgrid_testkit::{IncidentLog, Publisher};
+use rdkafka::TopicPartitionList;
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -81,6 +92,34 @@ enum Fault {
 }
 
 impl Fault {
+    /// The faults named in `HELPGRID_CLUSTER_FAULTS` (all when unset).
+    fn selected() -> Vec<Fault> {
+        let all = || {
+            vec![
+                Fault::KillBusiestLeader,
+                Fault::KillTransactionCoordinator,
+                Fault::RollingRestart,
+                Fault::PauseBroker,
+            ]
+        };
+        let Ok(names) = std::env::var("HELPGRID_CLUSTER_FAULTS") else {
+            return all();
+        };
+        all()
+            .into_iter()
+            .filter(|f| names.split(',').any(|n| n.trim() == f.short()))
+            .collect()
+    }
+
+    fn short(&self) -> &'static str {
+        match self {
+            Fault::KillBusiestLeader => "leader",
+            Fault::KillTransactionCoordinator => "coordinator",
+            Fault::RollingRestart => "rolling",
+            Fault::PauseBroker => "pause",
+        }
+    }
+
     fn name(&self) -> &'static str {
         match self {
             Fault::KillBusiestLeader => "SIGKILL of the busiest partition leader",
@@ -287,6 +326,96 @@ fn longest_gap(arrivals: &[Instant], from: Instant, to: Instant) -> Duration {
         .unwrap_or_default()
 }
 
+/// Where a stalled run stands, for its failure message: the router's readiness; per
+/// partition, the router's committed input offsets against the input's end, and the output's
+/// committed end (what a read_committed reader may see) and written end against what this
+/// test's reader saw; the router's transaction and any hanging transaction on the cluster.
+async fn diagnose(
+    cluster: &Cluster,
+    args: &KafkaArgs,
+    topics: &Topics,
+    log: &helpgrid_testkit::IncidentLog,
+    router_health: &Health,
+    transactional_id: &str,
+) -> String {
+    let mut seen: HashMap<i32, i64> = HashMap::new();
+    for (p, o) in &log.positions {
+        let last = seen.entry(*p).or_insert(-1);
+        *last = (*last).max(*o);
+    }
+    let (args, topics, cluster) = (args.clone(), topics.clone(), cluster.clone());
+    let transactional_id = transactional_id.to_owned();
+    let readiness = router_health.get().as_str();
+    let found = tokio::task::spawn_blocking(move || {
+        let mut out = vec![format!("router readiness: {readiness}")];
+        let timeout = Duration::from_secs(10);
+        let committed_reader: BaseConsumer = args
+            .group_consumer_config("helpgrid-test-diagnose", &format!("{}router", args.topic_prefix))
+            .create()
+            .expect("diagnostic consumer");
+        let uncommitted_reader: BaseConsumer = {
+            let mut c = args.reader_config("helpgrid-test-diagnose-raw");
+            c.set("isolation.level", "read_uncommitted");
+            c.create().expect("diagnostic consumer")
+        };
+        for topic in [&topics.help_events, &topics.incident_commands] {
+            let mut tpl = TopicPartitionList::new();
+            for p in 0..PARTITIONS {
+                tpl.add_partition(topic, p);
+            }
+            let committed = committed_reader.committed_offsets(tpl, timeout);
+            for p in 0..PARTITIONS {
+                let end = committed_reader.fetch_watermarks(topic, p, timeout);
+                let done = committed.as_ref().ok().and_then(|c| {
+                    c.find_partition(topic, p).map(|e| format!("{:?}", e.offset()))
+                });
+                out.push(format!(
+                    "{topic}[{p}]: end {end:?}, router committed {done:?}"
+                ));
+            }
+        }
+        for p in 0..PARTITIONS {
+            let stable = committed_reader.fetch_watermarks(&topics.incident_events, p, timeout);
+            let written =
+                uncommitted_reader.fetch_watermarks(&topics.incident_events, p, timeout);
+            out.push(format!(
+                "{}[{p}]: committed end {stable:?}, written end {written:?}, test reader saw up to {:?}",
+                topics.incident_events,
+                seen.get(&p)
+            ));
+        }
+        let run = |args: &[&str]| {
+            std::process::Command::new("bash")
+                .arg(&cluster.script)
+                .args(args)
+                .env("HELPGRID_KAFKA_CLUSTER_DIR", &cluster.dir)
+                .output()
+                .map(|o| {
+                    format!(
+                        "{}{}",
+                        String::from_utf8_lossy(&o.stdout),
+                        String::from_utf8_lossy(&o.stderr)
+                    )
+                })
+                .unwrap_or_else(|e| e.to_string())
+        };
+        out.push(format!("cluster:\n{}", run(&["status"])));
+        out.push(format!(
+            "router transaction:\n{}",
+            run(&["transactions", "describe", "--transactional-id", &transactional_id])
+        ));
+        for node in ["1", "2", "3"] {
+            out.push(format!(
+                "hanging transactions on node {node}:\n{}",
+                run(&["transactions", "find-hanging", "--broker-id", node])
+            ));
+        }
+        out.join("\n")
+    })
+    .await;
+    found.unwrap_or_else(|e| format!("diagnosis failed: {e}"))
+}
+
 /// Runs one fault under load; returns what went wrong (empty: nothing).
 async fn run_fault(cluster: &Cluster, fault: Fault, presses: usize, per_s: f64) -> Vec<String> {
     let prefix = format!("cf-{}.", &uuid_like()[..10]);
@@ -368,19 +497,50 @@ async fn run_fault(cluster: &Cluster, fault: Fault, presses: usize, per_s: f64) 
     let accepted = publishing.await.expect("publisher");
     let published_at = Instant::now();
     let wanted: HashSet<&String> = accepted.iter().collect();
-    log.wait_until_for(
-        "every press accounted for",
-        Duration::from_secs(180),
-        |events| {
-            events
-                .iter()
-                .filter_map(accounted_event_id)
-                .filter(|id| wanted.contains(id))
-                .count()
-                >= wanted.len()
-        },
-    )
-    .await;
+    let drain_limit = Duration::from_secs(180);
+    let accounted = |events: &[IncidentEvent]| {
+        events
+            .iter()
+            .filter_map(accounted_event_id)
+            .filter(|id| wanted.contains(id))
+            .collect::<HashSet<_>>()
+            .len()
+    };
+    while accounted(&log.events) < wanted.len() && published_at.elapsed() < drain_limit {
+        log.read_for(Duration::from_millis(500)).await;
+    }
+    if accounted(&log.events) < wanted.len() {
+        // Stalled: say where (the router's input, its output, or this test's reader), then
+        // stop; the run fails with what the services logged.
+        let mut problems = vec![format!(
+            "[{name}] output stalled: {} of {} presses accounted for {drain_limit:?} after the last press; {} incident events seen, the last at {:?} before the deadline",
+            accounted(&log.events),
+            wanted.len(),
+            log.events.len(),
+            log.arrivals.last().map(|t| t.elapsed()),
+        )];
+        eprintln!(
+            "[{name}] where it stands:\n{}",
+            diagnose(
+                cluster,
+                &args,
+                &topics,
+                &log,
+                &stack.router_health,
+                &transactional_id
+            )
+            .await
+        );
+        problems.extend(
+            stack
+                .stop_checked()
+                .await
+                .into_iter()
+                .map(|p| format!("[{name}] {p}")),
+        );
+        responders.abort();
+        return problems;
+    }
     let drained_after = published_at.elapsed();
     responders.await.expect("responders");
     let events = log.settle(Duration::from_secs(4)).await;
@@ -440,7 +600,7 @@ async fn run_fault(cluster: &Cluster, fault: Fault, presses: usize, per_s: f64) 
         "[{name}] {report} | fault took {fault_took:?}, longest output gap {gap:?}, drained {drained_after:?} after the last press | calls: {} (slowest {slowest:?}, {retried} retries)",
         codes.join(", ")
     );
-    stack.stop().await;
+    problems.extend(stack.stop_checked().await);
     if !report.is_clean() {
         problems.push(format!("reconciliation: {report}"));
     }
@@ -462,16 +622,32 @@ async fn run_fault(cluster: &Cluster, fault: Fault, presses: usize, per_s: f64) 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "three-broker fault suite: scripts/faults"]
 async fn broker_failures_on_a_three_node_cluster_lose_nothing_and_double_nothing() {
+    let faults = Fault::selected();
+    assert!(
+        !faults.is_empty(),
+        "HELPGRID_CLUSTER_FAULTS names none of leader, coordinator, rolling, pause"
+    );
+    let mut logs = RunLog::start("cluster-faults", "start");
     let cluster = OwnCluster::start(false);
-    eprintln!("cluster at {}", cluster.0.bootstrap);
+    eprintln!(
+        "cluster at {}; service logs in {}",
+        cluster.0.bootstrap,
+        logs.path()
+            .parent()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default()
+    );
     let mut problems = Vec::new();
-    for fault in [
-        Fault::KillBusiestLeader,
-        Fault::KillTransactionCoordinator,
-        Fault::RollingRestart,
-        Fault::PauseBroker,
-    ] {
-        problems.extend(run_fault(&cluster.0, fault, 20_000, 100.0).await);
+    for fault in faults {
+        logs.next(fault.short());
+        let found = run_fault(&cluster.0, fault, 20_000, 100.0).await;
+        if !found.is_empty() {
+            eprintln!("{}", logs.excerpt(120));
+        }
+        problems.extend(found);
+    }
+    if problems.is_empty() && std::env::var_os("HELPGRID_TEST_KEEP_LOGS").is_none() {
+        logs.remove();
     }
     assert!(problems.is_empty(), "{problems:#?}");
 }

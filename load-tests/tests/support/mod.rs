@@ -4,8 +4,10 @@
 #![allow(dead_code)] // each test file uses a different part
 
 pub mod cluster;
+pub mod run_log;
 
 use helpgrid_auth::{Bearer, Role, TokenKey};
+use helpgrid_common::health::Health;
 use helpgrid_common::kafka::KafkaArgs;
 use helpgrid_common::topics::Topics;
 use helpgrid_load_tests::sim::{self, AuthedChannel};
@@ -60,12 +62,21 @@ impl Running {
     }
 
     pub async fn stop(self) {
-        let _ = self.stop.send(());
-        tokio::time::timeout(WAIT, self.task)
+        self.stop_checked()
             .await
-            .expect("service stops in time")
-            .expect("service task")
-            .expect("service ran without error");
+            .unwrap_or_else(|problem| panic!("{problem}"));
+    }
+
+    /// Stops the service; says what went wrong if it did not stop in time or had ended
+    /// with an error (for suites that report every run rather than stop at the first).
+    pub async fn stop_checked(self) -> Result<(), String> {
+        let _ = self.stop.send(());
+        match tokio::time::timeout(WAIT, self.task).await {
+            Err(_) => Err("service did not stop in time".into()),
+            Ok(Err(panicked)) => Err(format!("service task: {panicked}")),
+            Ok(Ok(Err(error))) => Err(format!("service ended with an error: {error:#}")),
+            Ok(Ok(Ok(()))) => Ok(()),
+        }
     }
 }
 
@@ -73,6 +84,8 @@ pub struct Stack {
     pub args: KafkaArgs,
     pub status: Option<Running>,
     pub router: Option<Running>,
+    /// What the router's `/readyz` would answer.
+    pub router_health: Health,
     pub addr: String,
     pub command_timeout: Duration,
 }
@@ -92,6 +105,11 @@ pub async fn start_status(args: &KafkaArgs, command_timeout: Duration) -> (Runni
 
 /// The router, in this process, with the ids a deployment on `args`' prefix would use.
 pub fn start_router(args: &KafkaArgs) -> Running {
+    start_router_with_health(args, Health::new())
+}
+
+/// As `start_router`, reporting its readiness to `health`.
+pub fn start_router_with_health(args: &KafkaArgs, health: Health) -> Running {
     let router_config = RouterConfig {
         kafka: args.clone(),
         group_id: format!("{}router", args.topic_prefix),
@@ -99,7 +117,9 @@ pub fn start_router(args: &KafkaArgs) -> Running {
         batch_max: 200,
         policy: Policy::default(),
     };
-    Running::spawn(move |shutdown| helpgrid_router::run(router_config, shutdown))
+    Running::spawn(move |shutdown| {
+        helpgrid_router::run_with_health(router_config, health, shutdown)
+    })
 }
 
 impl Stack {
@@ -130,11 +150,13 @@ impl Stack {
                 .await
                 .expect("upsert");
         }
-        let router = start_router(&args);
+        let router_health = Health::new();
+        let router = start_router_with_health(&args, router_health.clone());
         Self {
             args,
             status: Some(status),
             router: Some(router),
+            router_health,
             addr,
             command_timeout,
         }
@@ -175,6 +197,22 @@ impl Stack {
             router.stop().await;
         }
         self.stop_status().await;
+    }
+
+    /// As `stop`, saying what went wrong instead of panicking.
+    pub async fn stop_checked(mut self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if let Some(router) = self.router.take()
+            && let Err(problem) = router.stop_checked().await
+        {
+            problems.push(format!("router: {problem}"));
+        }
+        if let Some(status) = self.status.take()
+            && let Err(problem) = status.stop_checked().await
+        {
+            problems.push(format!("status service: {problem}"));
+        }
+        problems
     }
 }
 

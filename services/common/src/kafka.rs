@@ -136,7 +136,11 @@ impl KafkaArgs {
             // Right after a commit the coordinator answers CONCURRENT_TRANSACTIONS while it
             // writes the markers; the default 100 ms retry backoff then stalled every batch.
             .set("retry.backoff.ms", "1")
-            .set("retry.backoff.max.ms", "10");
+            .set("retry.backoff.max.ms", "10")
+            // librdkafka 2.12 looks for a moved group coordinator (send_offsets_to_transaction)
+            // only when some broker connection changes state; with the default 10 s reconnect
+            // backoff to a dead broker that took up to 10 s after the broker was gone.
+            .set("reconnect.backoff.max.ms", "1000");
         self.finish(config)
     }
 

@@ -102,6 +102,12 @@ pub async fn run_with_health(
             } else {
                 fenced_in_a_row = u32::from(error.is_fenced());
             }
+            if kafka::stuck_call::stuck_now() >= kafka::stuck_call::MAX_STUCK_CALLS {
+                anyhow::bail!(
+                    "{stuck} Kafka transaction calls are still blocked in librdkafka after their timeouts ({error}); stopping so that a fresh process starts clean",
+                    stuck = kafka::stuck_call::stuck_now()
+                );
+            }
             if fenced_in_a_row >= FENCED_LIMIT {
                 anyhow::bail!(
                     "fenced {fenced_in_a_row} times in a row ({error}): another router instance uses                      transactional id {id:?} (also its group.instance.id); give every instance its own                      --instance-id or --transactional-id",

@@ -5,8 +5,10 @@
 //! - [`rebalance`]: partition ownership; rebuilds the desk from incident-state on assignment.
 //! - [`dead_letter`]: records the router cannot use, with the reason and origin in headers.
 //! - [`roster_feed`]: the roster topic as an in-memory table.
+//! - [`stuck_call`]: a bound on librdkafka transaction calls that ignore their timeout.
 
 pub mod dead_letter;
 pub mod pipeline;
 pub mod rebalance;
 pub mod roster_feed;
+pub mod stuck_call;

@@ -8,10 +8,13 @@
 //! incident-state and re-reads the same inputs.
 //!
 //! Any transaction error ends the pipeline with an error; the caller starts a fresh one
-//! (new clients, state rebuilt from Kafka), so memory and log can never disagree.
+//! (new clients, state rebuilt from Kafka), so memory and log can never disagree. So does a
+//! transaction call that librdkafka never returns from ([`super::stuck_call`]): the pipeline
+//! never waits on Kafka longer than a call's timeout plus a few seconds.
 
 use super::dead_letter::{DeadLetter, dead_letter};
 use super::rebalance::{Ownership, RouterContext};
+use super::stuck_call::{StuckCall, bounded};
 use crate::config::RouterConfig;
 use crate::domain::desk::{HelpOutcome, Output};
 use crate::domain::{Desk, Roster, validate};
@@ -34,6 +37,14 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 const TXN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Timeout of the calls that end a transaction (offsets, commit). A broker failover needs
+/// about 6 s (the brokers' session timeout) before they can succeed; past 10 s the pipeline
+/// is better off starting afresh than waiting out the 30 s transaction timeout, and
+/// `stuck_call` bounds them at this plus its grace when librdkafka ignores it.
+const END_TXN_TIMEOUT: Duration = Duration::from_secs(10);
+/// A transaction slower than this is logged with the time of each step (a broker failover
+/// shows up here: which step waited, and how long).
+const SLOW_TRANSACTION: Duration = Duration::from_secs(1);
 /// Longest wait for input when no deadline is due sooner; bounds shutdown latency too.
 const MAX_IDLE_POLL: Duration = Duration::from_millis(100);
 
@@ -50,25 +61,47 @@ pub enum PipelineError {
     Restore(String),
     #[error("the consumer failed fatally: {0}")]
     Consumer(KafkaError),
+    /// The producer is unusable (a call is still blocked in it): start afresh, no abort.
+    #[error("Kafka transaction stuck: {0}")]
+    Stuck(#[from] StuckCall),
 }
 
 impl PipelineError {
     /// Another instance with the same transactional id or static group membership took over:
     /// starting again would only fence it in turn.
     pub fn is_fenced(&self) -> bool {
-        use rdkafka::types::RDKafkaErrorCode as Code;
-        let source = match self {
-            PipelineError::Transaction { source, .. } | PipelineError::Consumer(source) => source,
-            PipelineError::Client(_) | PipelineError::Restore(_) => return false,
+        let (step, source) = match self {
+            PipelineError::Transaction { step, source } => (Some(*step), source),
+            PipelineError::Consumer(source) => (None, source),
+            PipelineError::Client(_) | PipelineError::Restore(_) | PipelineError::Stuck(_) => {
+                return false;
+            }
         };
-        if source.to_string().to_lowercase().contains("fenced") {
-            return true;
-        }
-        matches!(
-            source.rdkafka_error_code(),
+        fenced_by_another(step, source.rdkafka_error_code(), &source.to_string())
+    }
+}
+
+/// Whether a Kafka error of transaction `step` (None: the consumer) says another instance
+/// took this one's transactional id or static group membership.
+fn fenced_by_another(
+    step: Option<&str>,
+    code: Option<rdkafka::types::RDKafkaErrorCode>,
+    text: &str,
+) -> bool {
+    use rdkafka::types::RDKafkaErrorCode as Code;
+    if step == Some("offsets") && code == Some(Code::FencedInstanceId) {
+        // The group coordinator moved (a broker failover) and the consumer rejoined while
+        // this transaction carried the group metadata from before: Kafka refuses its offsets
+        // with FENCED_INSTANCE_ID although no other instance exists. Counting it as fenced
+        // made three coordinator moves in two minutes (a rolling restart) stop the router;
+        // another instance shows as a fenced producer or a fatal consumer error.
+        return false;
+    }
+    text.to_lowercase().contains("fenced")
+        || matches!(
+            code,
             Some(Code::ProducerFenced | Code::FencedInstanceId | Code::InvalidProducerEpoch)
         )
-    }
 }
 
 fn txn(step: &'static str) -> impl FnOnce(KafkaError) -> PipelineError {
@@ -119,11 +152,15 @@ pub fn run_pipeline(
         topics.clone(),
         health.clone(),
     );
-    let producer: BaseProducer = config
-        .kafka
-        .transactional_producer_config("helpgrid-router", &config.transactional_id)
-        .create()
-        .map_err(PipelineError::Client)?;
+    // Shared with the thread of a transaction call (see `stuck_call`), which keeps it alive
+    // if librdkafka never returns.
+    let producer: Arc<BaseProducer> = Arc::new(
+        config
+            .kafka
+            .transactional_producer_config("helpgrid-router", &config.transactional_id)
+            .create()
+            .map_err(PipelineError::Client)?,
+    );
     producer
         .init_transactions(TXN_TIMEOUT)
         .map_err(txn("init"))?;
@@ -395,7 +432,7 @@ fn await_deliveries(producer: &BaseProducer) -> Result<(), PipelineError> {
 }
 
 fn commit(
-    producer: &BaseProducer,
+    producer: &Arc<BaseProducer>,
     consumer: &BaseConsumer<RouterContext>,
     topics: &Topics,
     output: &BatchOutput,
@@ -410,9 +447,20 @@ fn commit(
     };
     metrics::counter!(telemetry::TRANSACTIONS, "result" => outcome).increment(1);
     if let Err(error) = &result {
+        if matches!(error, PipelineError::Stuck(_)) {
+            // A call is still blocked in this producer: an abort would wait on it too. The
+            // next pipeline's producer fences this one, which aborts its transaction.
+            tracing::error!(%error, "transaction stuck; abandoning the producer");
+            return result;
+        }
         tracing::error!(%error, "transaction failed; aborting");
-        if let Err(abort) = producer.abort_transaction(TXN_TIMEOUT) {
-            tracing::error!(error = %abort, "abort failed");
+        let aborting = Arc::clone(producer);
+        match bounded("abort_transaction", TXN_TIMEOUT, move || {
+            aborting.abort_transaction(TXN_TIMEOUT)
+        }) {
+            Ok(Ok(())) => {}
+            Ok(Err(abort)) => tracing::error!(error = %abort, "abort failed"),
+            Err(stuck) => tracing::error!(error = %stuck, "abort stuck; abandoning the producer"),
         }
         return result;
     }
@@ -425,7 +473,7 @@ fn commit(
 }
 
 fn produce_in_transaction(
-    producer: &BaseProducer,
+    producer: &Arc<BaseProducer>,
     consumer: &BaseConsumer<RouterContext>,
     topics: &Topics,
     output: &BatchOutput,
@@ -474,7 +522,9 @@ fn produce_in_transaction(
         }
         send(producer, record)?;
     }
+    let begun = Instant::now();
     await_deliveries(producer)?;
+    let delivered = Instant::now();
     if !output.offsets.is_empty() {
         let mut offsets = TopicPartitionList::new();
         for ((topic, partition), next) in &output.offsets {
@@ -488,11 +538,59 @@ fn produce_in_transaction(
                 step: "offsets",
                 source: KafkaError::Canceled,
             })?;
-        producer
-            .send_offsets_to_transaction(&offsets, &group, TXN_TIMEOUT)
-            .map_err(txn("offsets"))?;
+        let sending = Arc::clone(producer);
+        bounded("send_offsets_to_transaction", END_TXN_TIMEOUT, move || {
+            sending.send_offsets_to_transaction(&offsets, &group, END_TXN_TIMEOUT)
+        })?
+        .map_err(txn("offsets"))?;
     }
-    producer
-        .commit_transaction(TXN_TIMEOUT)
-        .map_err(txn("commit"))
+    let offsets_sent = Instant::now();
+    let committing = Arc::clone(producer);
+    bounded("commit_transaction", END_TXN_TIMEOUT, move || {
+        committing.commit_transaction(END_TXN_TIMEOUT)
+    })?
+    .map_err(txn("commit"))?;
+    if begun.elapsed() > SLOW_TRANSACTION {
+        tracing::warn!(
+            deliver_ms = delivered.duration_since(begun).as_millis() as u64,
+            offsets_ms = offsets_sent.duration_since(delivered).as_millis() as u64,
+            commit_ms = offsets_sent.elapsed().as_millis() as u64,
+            "slow transaction"
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::types::RDKafkaErrorCode as Code;
+
+    #[test]
+    fn offsets_refused_after_a_group_rejoin_are_not_another_instance() {
+        // As the rolling restart logged it.
+        let rejoined = "Transaction error: Failed to commit offsets to transaction on broker \
+            127.0.0.1:27147/3: t.help-events((null))[1](Broker: Static consumer fenced by other \
+            consumer with same group.instance.id)";
+        assert!(!fenced_by_another(
+            Some("offsets"),
+            Some(Code::FencedInstanceId),
+            rejoined
+        ));
+        assert!(fenced_by_another(
+            Some("commit"),
+            Some(Code::ProducerFenced),
+            "Transaction error: Producer fenced"
+        ));
+        assert!(fenced_by_another(
+            None,
+            Some(Code::FencedInstanceId),
+            "Message consumption fatal error"
+        ));
+        assert!(!fenced_by_another(
+            Some("commit"),
+            Some(Code::RequestTimedOut),
+            "request timed out"
+        ));
+    }
 }
