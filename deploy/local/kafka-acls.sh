@@ -8,9 +8,9 @@
 # Makes one SCRAM-SHA-512 user per service, named <PREFIX><service>, with a random password
 # written to OUT_DIR/<service>.password (mode 0600), and grants:
 #
-#   router   read help-events, incident-commands, roster; read and write incident-events,
-#            incident-state (its changelog, read back on restore) and help-events (it forwards
-#            a record that arrived on the wrong partition); write dead-letters; consumer
+#   router   read roster; read and write incident-events, incident-state (its changelog,
+#            read back on restore), help-events and incident-commands (it forwards a record
+#            that arrived on another partition than its grid's); write dead-letters; consumer
 #            group <PREFIX>router*; transactional ids <PREFIX>router*
 #   status   write incident-commands; read and write roster; read incident-events,
 #            incident-state (no consumer group: it reads every partition itself)
@@ -88,7 +88,9 @@ for service in router status gateway archive notify; do
   run allow_prefixed "$service" Describe,DescribeConfigs --topic ""
 done
 
-run allow router Read,Describe,DescribeConfigs incident-commands roster
+run allow router Read,Describe,DescribeConfigs roster
+# incident-commands too: a command that arrived on another partition than its grid's is forwarded
+run allow router Read,Write,Describe,DescribeConfigs incident-commands
 # help-events: a press that arrived on another partition than its grid's is forwarded there
 run allow router Read,Write,Describe,DescribeConfigs help-events
 run allow router Read,Write,Describe,DescribeConfigs incident-events incident-state

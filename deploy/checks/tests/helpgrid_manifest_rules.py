@@ -95,9 +95,11 @@ def main():
     router = users["helpgrid-router"]
     for t in ["help-events", "incident-commands", "roster", "incident-state"]:
         check(f"router reads {t}", may(router, "Read", t))
-    # help-events: a press that arrived on another partition than its grid's is forwarded there.
-    check("router writes only incident-events, incident-state, dead-letters and forwarded help-events",
-          written_topics(router) == {"incident-events", "incident-state", "dead-letters", "help-events"},
+    # help-events and incident-commands: a record that arrived on another partition than its
+    # grid's is forwarded there.
+    check("router writes only incident-events, incident-state, dead-letters and forwarded input",
+          written_topics(router) == {"incident-events", "incident-state", "dead-letters", "help-events",
+                                     "incident-commands"},
           written_topics(router))
     check("router's transactional ids are a prefix ACL",
           any(t == "transactionalId" and p == "prefix" and {"Write", "Describe"} <= ops for _, t, p, ops in acls(router)))

@@ -126,7 +126,7 @@ fn the_manifests_follow_helpgrids_rules() {
     let out = python::run_script(&python, &rules, &args);
     assert!(!out.contains("FAILED"), "{out}");
     for rule in [
-        "ok router writes only incident-events, incident-state, dead-letters and forwarded help-events",
+        "ok router writes only incident-events, incident-state, dead-letters and forwarded input",
         "ok status writes only commands and roster",
         "ok gateway writes only help-events, devices and dead-letters",
         "ok archive writes only dead-letters and reads incident-events",
