@@ -194,7 +194,9 @@ pub fn run_pipeline(
         if let Some(failure) = ownership.take_failure() {
             return Err(PipelineError::Restore(failure));
         }
-        if batch.len() < config.batch_max && !ownership.restoring() {
+        // Not before the group has assigned this instance its partitions (a rebalance ran):
+        // an empty poll before that is not "caught up".
+        if ownership.generation() > 0 && batch.len() < config.batch_max && !ownership.restoring() {
             // The input is drained: whatever was waiting when the partitions came is handled.
             health.set(Readiness::Ready);
         }
