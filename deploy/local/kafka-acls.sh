@@ -63,14 +63,17 @@ allow_prefixed() {  # allow_prefixed SERVICE OPERATIONS(comma) --group|--transac
   bash "$cluster" acls "${args[@]}" "$kind" "$prefix$name" >/dev/null
 }
 
-# Each grant is a JVM of its own: run up to eight side by side, try each three times (an admin
-# request can time out on a busy machine), and fail if any still failed.
+# Each grant is a JVM of its own: run up to eight side by side, try each up to six times, a
+# little longer apart each time (an admin request times out while a freshly started cluster
+# on a busy machine settles: three tries 2 s apart were not enough at a load average of 30),
+# and fail if any still failed.
 attempt() {
   local i
-  for i in 1 2 3; do
+  for i in 1 2 3 4 5 6; do
     "$@" && return 0
+    (( i < 6 )) || break
     echo "kafka-acls.sh: retrying ($i): $*" >&2
-    sleep 2
+    sleep $(( 2 * i ))
   done
   echo "kafka-acls.sh: failed: $*" >&2
   return 1
