@@ -177,6 +177,7 @@ async fn history_and_report_queries_over_ten_million_incidents() {
         let statements = queries::report_statements(&q, &grids).into();
         cases.push(Case {
             name,
+            runs: report_runs,
             statements,
             run: Box::new(move || {
                 let (db, q, grids) = (db.clone(), q.clone(), grids.clone());
