@@ -20,7 +20,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use helpgrid_common::time::{Millis, from_timestamp};
-use helpgrid_proto::pb::{EscalationLevel, Report, ReportFigures};
+use helpgrid_proto::outcome::OUTCOMES;
+use helpgrid_proto::pb::{EscalationLevel, IncidentOutcome, Report, ReportFigures};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -234,6 +235,21 @@ const LEVELS: [(EscalationLevel, &str); 4] = [
     (EscalationLevel::PoliceDesk, "police_desk"),
 ];
 
+/// An outcome's code in JSON and CSV: its name without the prefix, lower case.
+fn outcome_code(outcome: IncidentOutcome) -> String {
+    outcome
+        .as_str_name()
+        .trim_start_matches("INCIDENT_OUTCOME_")
+        .to_ascii_lowercase()
+}
+
+fn ended(f: &ReportFigures, outcome: IncidentOutcome) -> (u64, f64) {
+    f.by_outcome
+        .iter()
+        .find(|o| o.outcome == outcome as i32)
+        .map_or((0, 0.0), |o| (o.closed, o.share))
+}
+
 fn settled(f: &ReportFigures, level: EscalationLevel) -> (u64, f64) {
     f.settled_at
         .iter()
@@ -247,6 +263,13 @@ fn figures_json(f: &ReportFigures) -> Value {
         .map(|(level, name)| {
             let (n, share) = settled(f, *level);
             ((*name).to_owned(), json!({ "settled": n, "share": share }))
+        })
+        .collect();
+    let outcomes: serde_json::Map<String, Value> = OUTCOMES
+        .iter()
+        .map(|o| {
+            let (n, share) = ended(f, *o);
+            (outcome_code(*o), json!({ "closed": n, "share": share }))
         })
         .collect();
     let kinds: serde_json::Map<String, Value> = f
@@ -263,6 +286,7 @@ fn figures_json(f: &ReportFigures) -> Value {
         "resolved": f.resolved,
         "resolution_rate": f.resolution_rate,
         "settled_at": levels,
+        "by_outcome": outcomes,
         "ack_p50_ms": f.ack_p50_ms,
         "ack_p90_ms": f.ack_p90_ms,
         "close_p50_ms": f.close_p50_ms,
@@ -309,12 +333,17 @@ pub fn report_csv(report: &Report) -> String {
     let mut out = String::from(
         "bucket_start,requests,button,camera,closed,resolved,resolution_rate,\
          ack_p50_s,ack_p90_s,close_p50_s,close_p90_s,escalations,reassignments,repeat_presses,\
-         settled_grid_worker,settled_supervisor,settled_patrol,settled_police_desk\n",
+         settled_grid_worker,settled_supervisor,settled_patrol,settled_police_desk",
     );
+    for o in OUTCOMES {
+        out.push_str(&format!(",outcome_{}", outcome_code(o)));
+    }
+    out.push('\n');
     let row = |label: String, f: &ReportFigures| {
         let levels: Vec<String> = LEVELS
             .iter()
             .map(|(l, _)| settled(f, *l).0.to_string())
+            .chain(OUTCOMES.iter().map(|o| ended(f, *o).0.to_string()))
             .collect();
         format!(
             "{label},{},{},{},{},{},{:.4},{:.1},{:.1},{:.1},{:.1},{},{},{},{}\n",
@@ -387,7 +416,7 @@ async fn csv(
 mod tests {
     use super::*;
     use helpgrid_common::time::to_timestamp;
-    use helpgrid_proto::pb::{LevelShare, ReportPoint};
+    use helpgrid_proto::pb::{LevelShare, OutcomeCount, ReportPoint};
 
     #[test]
     fn dates_round_trip_and_nonsense_is_refused() {
@@ -411,6 +440,18 @@ mod tests {
                 settled: 8,
                 share: 0.8,
             }],
+            by_outcome: vec![
+                OutcomeCount {
+                    outcome: IncidentOutcome::Mediated as i32,
+                    closed: 9,
+                    share: 0.9,
+                },
+                OutcomeCount {
+                    outcome: IncidentOutcome::NobodyThere as i32,
+                    closed: 1,
+                    share: 0.1,
+                },
+            ],
             ..ReportFigures::default()
         };
         let report = Report {
@@ -424,7 +465,12 @@ mod tests {
         let lines: Vec<&str> = csv.lines().collect();
         assert_eq!(lines.len(), 3);
         assert!(lines[1].starts_with("2026-11-02,10,0,0,10,9,0.9000,120.0,"));
+        assert!(lines[0].ends_with(
+            ",outcome_resolved_on_spot,outcome_mediated,outcome_referred_to_town,\
+             outcome_referred_to_police,outcome_false_alarm,outcome_nobody_there"
+        ));
         assert!(lines[2].starts_with("total,10,"));
-        assert!(lines[2].ends_with(",8,0,0,0"));
+        // Levels, then outcomes in the contract's order.
+        assert!(lines[2].ends_with(",8,0,0,0,0,9,0,0,0,1"), "{}", lines[2]);
     }
 }

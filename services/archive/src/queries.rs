@@ -3,12 +3,13 @@
 
 use crate::access::GridFilter;
 use crate::requests::{Cursor, HistoryQuery, Period, ReportQuery};
-use crate::rows::resolving_resolutions;
+use crate::rows::resolving_outcomes;
 use crate::store::at;
 use helpgrid_common::time::{Millis, to_timestamp};
+use helpgrid_proto::outcome::OUTCOMES;
 use helpgrid_proto::pb::{
-    ArchivedIncident, EscalationLevel, Incident, IncidentEvent, KindCount, LevelShare, Report,
-    ReportFigures, ReportPoint,
+    ArchivedIncident, EscalationLevel, Incident, IncidentEvent, IncidentOutcome, KindCount,
+    LevelShare, OutcomeCount, Report, ReportFigures, ReportPoint,
 };
 use prost::Message;
 use std::collections::BTreeMap;
@@ -198,6 +199,9 @@ pub fn list_statement(query: &HistoryQuery, grids: &GridFilter) -> Statement {
             param(&mut params, resolution)
         ));
     }
+    if let Some(outcome) = query.outcome {
+        sql.push_str(&format!(" AND outcome = {}", param(&mut params, outcome)));
+    }
     if let Some(after) = &query.after {
         let t = param(&mut params, at(after.opened_at));
         let id = param(&mut params, after.incident_id.clone());
@@ -279,7 +283,8 @@ pub async fn report(
     report_from_rows(&figures, &kinds, &levels)
 }
 
-/// The three SELECTs behind [`report`] (figures, kinds, settled levels), run concurrently.
+/// The three SELECTs behind [`report`] (figures, kinds, settled levels and outcomes), run
+/// concurrently.
 pub fn report_statements(query: &ReportQuery, grids: &GridFilter) -> [Statement; 3] {
     // Each statement gets exactly the parameters it uses (an unused one has no type).
     let base = || {
@@ -294,14 +299,14 @@ pub fn report_statements(query: &ReportQuery, grids: &GridFilter) -> [Statement;
         )
     };
     let (mut figure_params, b, scope) = base();
-    let resolving = param(&mut figure_params, resolving_resolutions());
+    let resolving = param(&mut figure_params, resolving_outcomes());
     let figures_sql = format!(
         "SELECT {b} AS bucket, GROUPING({b}) AS is_total, \
            count(*) AS requests, \
            count(*) FILTER (WHERE source = 1) AS button, \
            count(*) FILTER (WHERE source = 2) AS camera, \
            count(*) FILTER (WHERE state = 4) AS closed, \
-           count(*) FILTER (WHERE state = 4 AND resolution = ANY({resolving})) AS resolved, \
+           count(*) FILTER (WHERE state = 4 AND outcome = ANY({resolving})) AS resolved, \
            percentile_disc(0.5) WITHIN GROUP (ORDER BY ack_ms) AS ack_p50, \
            percentile_disc(0.9) WITHIN GROUP (ORDER BY ack_ms) AS ack_p90, \
            percentile_disc(0.5) WITHIN GROUP (ORDER BY close_ms) AS close_p50, \
@@ -322,9 +327,10 @@ pub fn report_statements(query: &ReportQuery, grids: &GridFilter) -> [Statement;
     );
     let (level_params, b, scope) = base();
     let levels_sql = format!(
-        "SELECT {b} AS bucket, GROUPING({b}) AS is_total, settled_level, count(*) AS n \
+        "SELECT {b} AS bucket, GROUPING({b}) AS is_total, settled_level, outcome, \
+           count(*) AS n \
          FROM incidents WHERE {scope} AND state = 4 \
-         GROUP BY GROUPING SETS (({b}, settled_level), (settled_level))"
+         GROUP BY GROUPING SETS (({b}, settled_level, outcome), (settled_level, outcome))"
     );
     [
         Statement {
@@ -392,21 +398,50 @@ fn report_from_rows(
             });
         }
     }
+    // Closed incidents per (bucket, level) and per (bucket, outcome), from one grouping.
+    let mut settled: BTreeMap<(Option<Millis>, i32), u64> = BTreeMap::new();
+    let mut ended: BTreeMap<(Option<Millis>, i32), u64> = BTreeMap::new();
     for row in levels {
-        if let Some(f) = points.get_mut(&key(row)) {
-            let settled = row.get::<_, i64>("n") as u64;
+        let n = row.get::<_, i64>("n") as u64;
+        let level = row
+            .get::<_, Option<i16>>("settled_level")
+            .map_or(EscalationLevel::Unspecified as i32, i32::from);
+        *settled.entry((key(row), level)).or_default() += n;
+        *ended
+            .entry((key(row), i32::from(row.get::<_, i16>("outcome"))))
+            .or_default() += n;
+    }
+    let share = |n: u64, closed: u64| {
+        if closed == 0 {
+            0.0
+        } else {
+            n as f64 / closed as f64
+        }
+    };
+    for ((k, level), n) in settled {
+        if let Some(f) = points.get_mut(&k) {
             f.settled_at.push(LevelShare {
-                level: row
-                    .get::<_, Option<i16>>("settled_level")
-                    .map_or(EscalationLevel::Unspecified as i32, i32::from),
-                settled,
-                share: if f.closed == 0 {
-                    0.0
-                } else {
-                    settled as f64 / f.closed as f64
-                },
+                level,
+                settled: n,
+                share: share(n, f.closed),
             });
         }
+    }
+    for (k, f) in &mut points {
+        // Every outcome, zeros included; 0 (closed before outcomes, no resolution) last.
+        f.by_outcome = OUTCOMES
+            .iter()
+            .map(|o| *o as i32)
+            .chain([IncidentOutcome::Unspecified as i32])
+            .filter_map(|outcome| {
+                let n = ended.get(&(*k, outcome)).copied().unwrap_or(0);
+                (outcome != 0 || n > 0).then(|| OutcomeCount {
+                    outcome,
+                    closed: n,
+                    share: share(n, f.closed),
+                })
+            })
+            .collect();
     }
     for f in points.values_mut() {
         f.by_kind.sort_by(|a, b| a.kind.cmp(&b.kind));

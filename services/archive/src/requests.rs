@@ -3,8 +3,8 @@
 
 use helpgrid_common::time::{Millis, from_timestamp};
 use helpgrid_proto::pb::{
-    CameraLabel, IncidentSource, IncidentState, ListHistoryRequest, PressKind, ReportBucket,
-    ReportRequest, Resolution,
+    CameraLabel, IncidentOutcome, IncidentSource, IncidentState, ListHistoryRequest, PressKind,
+    ReportBucket, ReportRequest, Resolution,
 };
 use prost_types::Timestamp;
 
@@ -90,6 +90,7 @@ pub struct HistoryQuery {
     pub kind: Option<String>,
     pub state: Option<i16>,
     pub resolution: Option<i16>,
+    pub outcome: Option<i16>,
     pub page_size: u32,
     pub after: Option<Cursor>,
 }
@@ -154,6 +155,7 @@ pub fn history_query(request: &ListHistoryRequest) -> Result<HistoryQuery, Inval
         kind,
         state: known::<IncidentState>(request.state, "state")?,
         resolution: known::<Resolution>(request.resolution, "resolution")?,
+        outcome: known::<IncidentOutcome>(request.outcome, "outcome")?,
         page_size,
         after,
     })

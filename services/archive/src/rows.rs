@@ -10,8 +10,8 @@
 
 use helpgrid_common::time::{Millis, from_timestamp};
 use helpgrid_proto::pb::{
-    AttachKind, CameraLabel, EscalationLevel, Incident, IncidentEvent, IncidentSource,
-    IncidentState, PressKind, Resolution, incident_event::Change,
+    AttachKind, CameraLabel, EscalationLevel, Incident, IncidentEvent, IncidentOutcome,
+    IncidentSource, IncidentState, PressKind, incident_event::Change,
 };
 use prost::Message;
 use std::collections::HashMap;
@@ -88,6 +88,9 @@ pub struct IncidentRow {
     pub acknowledged_at: Option<Millis>,
     pub closed_at: Option<Millis>,
     pub resolution: i16,
+    /// How it ended (`IncidentOutcome`); for an incident closed before outcomes existed, the
+    /// one its resolution maps to. 0 while open.
+    pub outcome: i16,
     pub closed_by: String,
     pub settled_level: Option<i16>,
     pub revision: i64,
@@ -277,6 +280,7 @@ fn incident_row(incident: &Incident) -> IncidentRow {
         acknowledged_at: from_timestamp(incident.acknowledged_at.as_ref()),
         closed_at: from_timestamp(incident.closed_at.as_ref()),
         resolution: incident.resolution as i16,
+        outcome: incident.effective_outcome() as i16,
         closed_by: incident.closed_by.clone(),
         settled_level: settled_level(incident).map(|l| l as i16),
         revision: incident.revision as i64,
@@ -345,10 +349,14 @@ pub fn settled_level(incident: &Incident) -> Option<EscalationLevel> {
         .or_else(|| incident.assignments.iter().filter_map(level).max())
 }
 
-/// Close resolutions that count as "resolved" in reports. The seam for a future outcome
-/// field: the resolution rate asks this function, nowhere else.
-pub fn resolving_resolutions() -> Vec<i16> {
-    vec![Resolution::Resolved as i16]
+/// Outcomes that count as "resolved" in reports: settled on the spot or mediated (the two
+/// whose resolution is RESOLVED). Referred, false alarm and nobody there are closed but not
+/// resolved. The resolution rate asks this function, nowhere else.
+pub fn resolving_outcomes() -> Vec<i16> {
+    vec![
+        IncidentOutcome::ResolvedOnSpot as i16,
+        IncidentOutcome::Mediated as i16,
+    ]
 }
 
 #[cfg(test)]

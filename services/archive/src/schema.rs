@@ -21,6 +21,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "query indexes",
         include_str!("../migrations/0003_query_indexes.sql"),
     ),
+    (
+        4,
+        "outcomes",
+        include_str!("../migrations/0004_outcomes.sql"),
+    ),
 ];
 
 /// Arbitrary but fixed: the advisory lock that serialises migrations.

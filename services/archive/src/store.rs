@@ -224,6 +224,7 @@ async fn upsert_incidents(
     let acked = time(|r| r.acknowledged_at);
     let closed = time(|r| r.closed_at);
     let resolutions = small(|r| r.resolution);
+    let outcomes = small(|r| r.outcome);
     let closed_by = col(|r| r.closed_by.clone());
     let settled: Vec<Option<i16>> = i.iter().map(|r| r.settled_level).collect();
     let revisions: Vec<i64> = i.iter().map(|r| r.revision).collect();
@@ -237,11 +238,12 @@ async fn upsert_incidents(
         "INSERT INTO incidents (incident_id, grid_id, state, source, priority, kind, \
            household_id, device_id, camera_id, reported_at, opened_at, acknowledged_at, \
            closed_at, resolution, closed_by, settled_level, revision, escalations, \
-           reassignments, repeat_presses, snapshot) \
+           reassignments, repeat_presses, snapshot, outcome) \
          SELECT * FROM unnest($1::text[], $2::text[], $3::int2[], $4::int2[], $5::int2[], \
            $6::text[], $7::text[], $8::text[], $9::text[], $10::timestamptz[], \
            $11::timestamptz[], $12::timestamptz[], $13::timestamptz[], $14::int2[], $15::text[], \
-           $16::int2[], $17::int8[], $18::int4[], $19::int4[], $20::int4[], $21::bytea[]) \
+           $16::int2[], $17::int8[], $18::int4[], $19::int4[], $20::int4[], $21::bytea[], \
+           $22::int2[]) \
          ON CONFLICT (incident_id) DO UPDATE SET \
            grid_id = EXCLUDED.grid_id, state = EXCLUDED.state, source = EXCLUDED.source, \
            priority = EXCLUDED.priority, kind = EXCLUDED.kind, \
@@ -252,6 +254,7 @@ async fn upsert_incidents(
            camera_id = EXCLUDED.camera_id, reported_at = EXCLUDED.reported_at, \
            opened_at = EXCLUDED.opened_at, acknowledged_at = EXCLUDED.acknowledged_at, \
            closed_at = EXCLUDED.closed_at, resolution = EXCLUDED.resolution, \
+           outcome = EXCLUDED.outcome, \
            closed_by = EXCLUDED.closed_by, settled_level = EXCLUDED.settled_level, \
            revision = EXCLUDED.revision, \
            escalations = incidents.escalations + EXCLUDED.escalations, \
@@ -281,6 +284,7 @@ async fn upsert_incidents(
             &reassignments,
             &repeats,
             &snapshots,
+            &outcomes,
         ],
     )
     .await?;

@@ -119,6 +119,7 @@ async fn history_and_report_queries_over_ten_million_incidents() {
         kind: kind.map(str::to_owned),
         state: None,
         resolution: None,
+        outcome: None,
         page_size: 100,
         after: None,
     };
@@ -246,8 +247,5 @@ async fn history_and_report_queries_over_ten_million_incidents() {
     std::fs::create_dir_all(&artifacts).unwrap();
     let path = artifacts.join("archive-query-plans.txt");
     std::fs::write(&path, format!("{table}\n{plans}")).unwrap();
-    println!(
-        "{incidents} incidents; plans in {}",
-        path.display()
-    );
+    println!("{incidents} incidents; plans in {}", path.display());
 }

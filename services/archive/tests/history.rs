@@ -11,8 +11,8 @@ use helpgrid_common::topics::{Topics, ensure_topics};
 use helpgrid_proto::pb::history_service_client::HistoryServiceClient;
 use helpgrid_proto::pb::report_service_client::ReportServiceClient;
 use helpgrid_proto::pb::{
-    EscalationLevel, GetIncidentHistoryRequest, IncidentEvent, IncidentState, ListHistoryRequest,
-    ReportBucket, ReportRequest,
+    EscalationLevel, GetIncidentHistoryRequest, IncidentEvent, IncidentOutcome, IncidentState,
+    ListHistoryRequest, ReportBucket, ReportRequest,
 };
 use helpgrid_testkit::kafka_args;
 use std::collections::HashSet;
@@ -202,6 +202,25 @@ async fn history_pages_filters_scopes_and_audit_trails() {
         .expect("list")
         .into_inner();
     assert_eq!(false_alarms.incidents.len(), COUNT / 4);
+    // The same by outcome.
+    let mut request = served.all_time();
+    request.area_id = "g-0".into();
+    request.outcome = IncidentOutcome::FalseAlarm as i32;
+    let by_outcome = console
+        .list_incidents(request)
+        .await
+        .expect("list")
+        .into_inner();
+    assert_eq!(by_outcome.incidents.len(), COUNT / 4);
+    assert!(by_outcome.incidents.iter().all(|a| {
+        a.incident
+            .as_ref()
+            .is_some_and(|i| i.outcome == IncidentOutcome::FalseAlarm as i32)
+    }));
+    let mut request = served.all_time();
+    request.outcome = 99;
+    let refused = console.list_incidents(request).await.expect_err("refused");
+    assert_eq!(refused.code(), Code::InvalidArgument);
     let mut request = served.all_time();
     request.camera_label = 4; // fire: n.is_multiple_of(7), in g-0 or g-1 when n % 4 < 2
     let fires = console
@@ -426,6 +445,24 @@ async fn a_report_counts_what_happened_by_the_published_definitions() {
         .expect("supervisor share");
     assert_eq!(supervisor.settled, 16);
     assert!((supervisor.share - 16.0 / 48.0).abs() < 1e-9);
+    // Outcomes: every fourth a false alarm, the rest resolved on the spot; every outcome is
+    // listed, zeros included, and only the resolving ones count as resolved.
+    let ended = |o: IncidentOutcome| {
+        total
+            .by_outcome
+            .iter()
+            .find(|c| c.outcome == o as i32)
+            .map(|c| c.closed)
+    };
+    let false_alarms = n().filter(|n| n.is_multiple_of(4)).count() as u64;
+    assert_eq!(ended(IncidentOutcome::FalseAlarm), Some(false_alarms));
+    assert_eq!(
+        ended(IncidentOutcome::ResolvedOnSpot),
+        Some(COUNT as u64 - false_alarms)
+    );
+    assert_eq!(ended(IncidentOutcome::Mediated), Some(0));
+    assert_eq!(total.by_outcome.len(), 6);
+    assert_eq!(total.resolved, COUNT as u64 - false_alarms);
     // One incident an hour from midnight: 24 on each of two days.
     let per_day: Vec<u64> = report
         .series
