@@ -12,8 +12,8 @@ use helpgrid_common::time::now_millis;
 use helpgrid_proto::pb::incident_command::Action;
 use helpgrid_proto::pb::incident_event::Change;
 use helpgrid_proto::pb::{
-    AcknowledgeIncident, ActorRole, CloseIncident, Incident, IncidentCommand, IncidentEvent,
-    IncidentOutcome, RejectReason, Resolution,
+    AcknowledgeIncident, ActorRole, CloseIncident, EscalateIncident, Incident, IncidentCommand,
+    IncidentEvent, IncidentOutcome, RejectReason, Resolution,
 };
 use prost::Message;
 use rdkafka::error::KafkaError;
@@ -29,6 +29,10 @@ pub const COMMAND_SOURCE: &str = "helpgrid-status";
 #[derive(Debug, Clone, PartialEq)]
 pub enum CommandAction {
     Acknowledge,
+    /// "I need help": hand the caller's track up the ladder, with why.
+    Escalate {
+        note: String,
+    },
     Close {
         outcome: IncidentOutcome,
         /// The outcome's resolution, or what a client written before outcomes sent.
@@ -42,12 +46,14 @@ impl CommandAction {
         match self {
             Self::Acknowledge => "acknowledge",
             Self::Close { .. } => "close",
+            Self::Escalate { .. } => "escalate",
         }
     }
 
     fn into_proto(self) -> Action {
         match self {
             Self::Acknowledge => Action::Acknowledge(AcknowledgeIncident {}),
+            Self::Escalate { note } => Action::Escalate(EscalateIncident { note }),
             Self::Close {
                 outcome,
                 resolution,

@@ -114,6 +114,29 @@ pub fn acknowledge(request: &AcknowledgeRequest) -> Result<ValidCommand, Request
     })
 }
 
+/// "I need help" from the app: who asks on which incident, why, and the request id.
+pub fn escalate(
+    incident_id: &str,
+    actor_id: &str,
+    note: &str,
+    request_id_value: &str,
+) -> Result<ValidCommand, RequestError> {
+    if note.chars().count() > MAX_NOTE_LEN {
+        return Err(RequestError::TooLong {
+            field: "note",
+            max: MAX_NOTE_LEN,
+        });
+    }
+    Ok(ValidCommand {
+        incident_id: id("incident_id", incident_id)?,
+        actor_id: id("responder_id", actor_id)?,
+        action: CommandAction::Escalate {
+            note: note.to_owned(),
+        },
+        request_id: request_id(request_id_value)?,
+    })
+}
+
 pub fn close(request: &CloseRequest) -> Result<ValidCommand, RequestError> {
     let incident_id = id("incident_id", &request.incident_id)?;
     let actor_id = id("responder_id", &request.responder_id)?;

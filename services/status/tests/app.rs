@@ -11,8 +11,8 @@ mod support;
 use helpgrid_auth::{Claims, ISSUER, Role};
 use helpgrid_common::kafka::KafkaArgs;
 use helpgrid_proto::pb::{
-    GetIncidentRequest, GetResponderRequest, Incident, IncidentOutcome, IncidentState, PressKind,
-    Resolution, ResponderRole, UpsertResponderRequest,
+    EscalationLevel, GetIncidentRequest, GetResponderRequest, Incident, IncidentOutcome,
+    IncidentState, PressKind, Resolution, ResponderRole, UpsertResponderRequest,
 };
 use helpgrid_router::config::RouterConfig;
 use helpgrid_router::domain::Policy;
@@ -183,6 +183,7 @@ async fn the_app_api_refuses_bad_links_foreign_incidents_missing_outcomes_and_cr
         .await;
     upsert(&service, "w-1", ResponderRole::GridWorker, "吴建国").await;
     upsert(&service, "w-2", ResponderRole::GridWorker, "李娜").await;
+    upsert(&service, "s-1", ResponderRole::GridSupervisor, "王芳").await;
     let (router_stop, router) = start_router(&kafka.args);
     Publisher::new(&kafka.args)
         .send(
@@ -377,6 +378,44 @@ async fn the_app_api_refuses_bad_links_foreign_incidents_missing_outcomes_and_cr
             IncidentOutcome::Mediated as i32,
             Resolution::Resolved as i32
         )
+    );
+
+    // "I need help": w-1 hands the next press up the ladder at once; the supervisor has it.
+    Publisher::new(&kafka.args)
+        .send(
+            &kafka.topics.help_events,
+            "grid-0001",
+            &press("hh-0001-08", "grid-0001", PressKind::Help),
+        )
+        .await;
+    let second = wait_incident(&service, "the second press assigned", "hh-0001-08", |i| {
+        i.assignments
+            .first()
+            .is_some_and(|a| a.responder_id == "w-1")
+    })
+    .await;
+    let help_path = format!("/app/api/incidents/{}/help", second.incident_id);
+    let body = r#"{"request_id":"phone-3","note":"two men fighting"}"#;
+    let helped = post(help_path.clone(), body).await;
+    assert_eq!(helped.status, 200, "{helped:?}");
+    assert_eq!(helped.json()["mine"], false, "the track left w-1");
+    let again = post(help_path, body).await;
+    assert_eq!(again.status, 200, "a retry succeeds: {again:?}");
+    assert_eq!(again.json()["revision"], helped.json()["revision"]);
+    let escalated = service
+        .incidents()
+        .get_incident(GetIncidentRequest {
+            incident_id: second.incident_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (
+            escalated.assignments[0].responder_id.as_str(),
+            escalated.assignments[0].level
+        ),
+        ("s-1", EscalationLevel::GridSupervisor as i32)
     );
 
     // A script with a bearer token needs no CSRF token (no cookie to ride on).

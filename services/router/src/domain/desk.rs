@@ -277,12 +277,19 @@ fn earlier_request(incident: &Incident, command: &ValidCommand) -> Option<Result
     }
     let acknowledged = incident.assignments.iter().find(|a| a.ack_request_id == id);
     let closed = incident.close_request_id == id;
-    if acknowledged.is_none() && !closed {
+    let helped = incident
+        .assignments
+        .iter()
+        .find(|a| a.help_request_id == id);
+    if acknowledged.is_none() && !closed && helped.is_none() {
         return None;
     }
     let same = match &command.action {
         ValidAction::Acknowledge => {
             acknowledged.is_some_and(|a| a.acknowledged_by == command.actor_id)
+        }
+        ValidAction::Escalate { .. } => {
+            helped.is_some_and(|a| a.help_requested_by == command.actor_id)
         }
         ValidAction::Close {
             outcome,
@@ -868,6 +875,31 @@ impl Desk {
         self.place(tx, idx, position + 1, roster, &why);
     }
 
+    /// "I need help": the asker leaves the track (and is not offered it again) and the track
+    /// goes one step up the ladder at once, as a passed deadline would take it.
+    fn escalate_by_hand(
+        &self,
+        tx: &mut Transition<'_>,
+        idx: usize,
+        actor: &str,
+        note: &str,
+        roster: &Roster,
+    ) {
+        let a = &mut tx.incident.assignments[idx];
+        a.responder_id.clear();
+        a.timed_out_responder_ids.push(actor.to_owned());
+        a.ack_deadline = None;
+        a.acknowledged_at = None;
+        a.acknowledged_by.clear();
+        let (level, track) = (level_of(a), track_of(a));
+        let why = match note {
+            "" => format!("{actor} asked for help"),
+            note => format!("{actor} asked for help: {note}"),
+        };
+        let position = ladder(track).iter().position(|l| *l == level).unwrap_or(0);
+        self.place(tx, idx, position + 1, roster, &why);
+    }
+
     fn evict_closed(&mut self, now: Millis) {
         let retention = self.policy.closed_retention_ms;
         let expired: Vec<Id> = self
@@ -998,6 +1030,7 @@ impl Desk {
         let decision = match &command.action {
             ValidAction::Acknowledge => acknowledge_decision(incident, command, roster),
             ValidAction::Close { .. } => close_decision(incident, command, roster),
+            ValidAction::Escalate { .. } => escalate_decision(incident, command),
         };
         let idx = match decision {
             Ok(idx) => idx,
@@ -1025,6 +1058,12 @@ impl Desk {
                 }
             }
             ValidAction::Close { .. } => incident.close_request_id.clone_from(&command.request_id),
+            ValidAction::Escalate { .. } => {
+                if let Some(track) = incident.assignments.get_mut(idx) {
+                    track.help_request_id.clone_from(&command.request_id);
+                    track.help_requested_by.clone_from(&command.actor_id);
+                }
+            }
         }
         let mut tx = Transition {
             incident,
@@ -1040,6 +1079,9 @@ impl Desk {
                 resolution,
                 note,
             } => close(&mut tx, *outcome, *resolution, note, &command.actor_id),
+            ValidAction::Escalate { note } => {
+                self.escalate_by_hand(&mut tx, idx, &command.actor_id, note, roster);
+            }
         }
         let Transition { incident, out, .. } = tx;
         self.store(home, incident);
@@ -1234,6 +1276,41 @@ fn acknowledge(tx: &mut Transition<'_>, idx: usize, actor: &str, roster: &Roster
         tx.incident.acknowledged_at = Some(to_timestamp(now));
     }
     tx.record(Change::Acknowledged(change));
+}
+
+/// Who may ask for help: the responder assigned to a track now, below the police desk.
+fn escalate_decision(incident: &Incident, command: &ValidCommand) -> Result<usize, Refusal> {
+    let actor = command.actor_id.as_str();
+    if !is_open(incident) {
+        return Err((
+            RejectReason::WrongState,
+            format!("incident {} is already closed", incident.incident_id),
+        ));
+    }
+    refuse_non_actors(command, "escalate")?;
+    let Some(idx) = incident
+        .assignments
+        .iter()
+        .position(|a| a.responder_id == actor)
+    else {
+        return Err((
+            RejectReason::NotPermitted,
+            format!(
+                "{actor} is not assigned to incident {}; only its responder can ask for help",
+                incident.incident_id
+            ),
+        ));
+    };
+    if level_of(&incident.assignments[idx]) == EscalationLevel::PoliceDesk {
+        return Err((
+            RejectReason::WrongState,
+            format!(
+                "incident {} is already at the police desk, the top of the ladder",
+                incident.incident_id
+            ),
+        ));
+    }
+    Ok(idx)
 }
 
 /// Whether the actor may close: an assigned responder, a supervisor of the grid, or a

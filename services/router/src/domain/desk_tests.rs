@@ -981,3 +981,56 @@ fn random_sequences_keep_every_index_consistent() {
         }
     }
 }
+
+#[test]
+fn i_need_help_hands_the_track_to_the_supervisor_at_once_and_a_retry_changes_nothing() {
+    let mut desk = Desk::new(policy());
+    let roster = city();
+    let out = desk.on_help_event(P, &press("e1", "h1", PressKind::Help, T0), &roster, T0);
+    assert_eq!(last_incident(&out.1).assignments[0].responder_id, "w1");
+    desk.on_command(
+        P,
+        &command("c1", "inc-e1", "w1", ValidAction::Acknowledge),
+        &roster,
+        T0 + 1,
+    );
+    let help = ValidAction::Escalate {
+        note: "two men fighting, I am alone".into(),
+    };
+    // Only the responder on the track may ask.
+    let (reason, out) = desk.on_command(
+        P,
+        &command("c2", "inc-e1", "w2", help.clone()),
+        &roster,
+        T0 + 2,
+    );
+    assert_eq!(reason, Some(RejectReason::NotPermitted));
+    assert!(rejection(&out).1.contains("only its responder"));
+
+    let asked = with_request(command("c3", "inc-e1", "w1", help.clone()), "h-1");
+    let (reason, out) = desk.on_command(P, &asked, &roster, T0 + 3);
+    assert_eq!((reason, changes(&out)), (None, vec!["escalated"]));
+    match out.last().and_then(|o| o.event.change.as_ref()) {
+        Some(Change::Escalated(e)) => {
+            assert_eq!(e.to_level, EscalationLevel::GridSupervisor as i32);
+            assert_eq!(e.responder_id, "sup");
+            assert!(
+                e.reason.contains("w1 asked for help: two men fighting"),
+                "{e:?}"
+            );
+        }
+        other => panic!("expected an escalation, got {other:?}"),
+    }
+    let incident = last_incident(&out);
+    let track = &incident.assignments[0];
+    assert!(track.acknowledged_at.is_none() && track.ack_deadline.is_some());
+    assert!(track.timed_out_responder_ids.contains(&"w1".to_owned()));
+    assert_eq!(incident.state, IncidentState::Assigned as i32);
+    assert_eq!((desk.load_of("w1"), desk.load_of("sup")), (0, 1));
+
+    // The phone retries after a lost answer: success, nothing moves.
+    let retry = with_request(command("c4", "inc-e1", "w1", help), "h-1");
+    let (reason, out) = desk.on_command(P, &retry, &roster, T0 + 4);
+    assert_eq!((reason, changes(&out)), (None, vec!["repeated"]));
+    assert_eq!(desk.load_of("sup"), 1);
+}

@@ -260,6 +260,10 @@ pub struct ValidCommand {
 #[derive(Debug, Clone, PartialEq)]
 pub enum ValidAction {
     Acknowledge,
+    /// "I need help": the assigned responder hands their track up the ladder.
+    Escalate {
+        note: String,
+    },
     Close {
         outcome: IncidentOutcome,
         /// Derived from the outcome (or as an older sender gave it); see `helpgrid_proto::outcome`.
@@ -281,8 +285,20 @@ pub fn validate_command(command: IncidentCommand, now: Millis) -> Result<ValidCo
     let actor_role = ActorRole::try_from(command.actor_role)
         .map_err(|_| field(format!("actor_role {} is unknown", command.actor_role)))?;
     let action = match command.action {
-        None => return Err(field("action is missing: expected acknowledge or close")),
+        None => {
+            return Err(field(
+                "action is missing: expected acknowledge, close or escalate",
+            ));
+        }
         Some(incident_command::Action::Acknowledge(_)) => ValidAction::Acknowledge,
+        Some(incident_command::Action::Escalate(escalate)) => {
+            if escalate.note.len() > 4096 {
+                return Err(field("escalate.note is longer than 4096 bytes"));
+            }
+            ValidAction::Escalate {
+                note: escalate.note,
+            }
+        }
         Some(incident_command::Action::Close(close)) => {
             // An unknown outcome is refused here (dead-lettered), never applied: a reader could
             // not tell what happened. A resolution alone comes from an older status service.

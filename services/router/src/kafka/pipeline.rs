@@ -353,6 +353,7 @@ fn decide(
                 let action = match command.action {
                     validate::ValidAction::Acknowledge => "acknowledge",
                     validate::ValidAction::Close { .. } => "close",
+                    validate::ValidAction::Escalate { .. } => "escalate",
                 };
                 metrics::counter!(telemetry::COMMANDS, "action" => action).increment(1);
                 desk.on_command(partition, &command, roster, now).1

@@ -10,7 +10,7 @@
 //!   that reconnects (`Last-Event-ID`, also to another or a restarted instance) resumes right
 //!   after the last update it got: nothing lost, nothing twice. A cursor too old to resume
 //!   from gets a fresh snapshot instead.
-//! - `POST /app/api/incidents/{id}/acknowledge|close`, `POST /app/api/duty|location`: the
+//! - `POST /app/api/incidents/{id}/acknowledge|close|help`, `POST /app/api/duty|location`: the
 //!   same commands and roster writes as the gRPC API, under the signed-in responder's own id,
 //!   with the caller's request id (a retry of an applied command answers OK).
 //!
@@ -105,6 +105,7 @@ pub fn router(app: App) -> Router {
         .route("/app/events", get(events))
         .route("/app/api/incidents/{id}/acknowledge", post(acknowledge))
         .route("/app/api/incidents/{id}/close", post(close))
+        .route("/app/api/incidents/{id}/help", post(ask_for_help))
         .route("/app/api/duty", post(duty))
         .route("/app/api/location", post(location))
         .with_state(app)
@@ -627,7 +628,9 @@ fn actionable(app: &App, session: &Session, incident_id: &str) -> Result<Inciden
         .assignments
         .iter()
         .any(|a| a.responder_id == viewer.subject);
-    if own || view.show || view.can_acknowledge {
+    // Someone who was on it (a retry after "I need help", after closing) is let through: the
+    // router answers a retry with success and anything else with its own refusal.
+    if own || view.show || view.can_acknowledge || follows(&viewer, &incident) {
         Ok(incident)
     } else {
         Err(Refused::new(
@@ -754,6 +757,32 @@ async fn command_answer(
         &incident,
         &app.households,
     )))
+}
+
+#[derive(Deserialize)]
+struct HelpBody {
+    #[serde(default)]
+    request_id: String,
+    #[serde(default)]
+    note: String,
+}
+
+/// "I need help": the responder's track goes one step up the ladder at once.
+async fn ask_for_help(
+    State(app): State<App>,
+    Path(incident_id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let result = async {
+        let session = app.post_session(&headers)?;
+        let HelpBody { request_id, note } = json_body(&body)?;
+        actionable(&app, &session, &incident_id)?;
+        let command =
+            requests::escalate(&incident_id, &session.identity.subject, &note, &request_id);
+        command_answer(&app, &session, command).await
+    };
+    result.await.unwrap_or_else(IntoResponse::into_response)
 }
 
 #[derive(Deserialize)]

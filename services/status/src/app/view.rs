@@ -123,6 +123,8 @@ pub struct AssignmentView {
     pub acknowledged: bool,
     pub can_acknowledge: bool,
     pub can_close: bool,
+    /// "I need help": the viewer's own track can go up the ladder.
+    pub can_ask_help: bool,
     /// The viewer's track's level ("grid_worker", "grid_supervisor", …).
     pub level: &'static str,
     pub household: Option<HouseholdView>,
@@ -307,6 +309,7 @@ pub fn assignment_view(
         acknowledged,
         can_acknowledge,
         can_close,
+        can_ask_help: open && own.is_some_and(|a| a.level != EscalationLevel::PoliceDesk as i32),
         level: track.map_or("", |a| level_name(a.level)),
         household,
         outcome: outcome_code(incident),

@@ -307,6 +307,22 @@ function render() {
       });
       actions.appendChild(ack);
     }
+    if (v.can_ask_help) {
+      // Two taps: the first arms the button, so a pocket press does not escalate.
+      const help = el("button", "help", "我需要支援 I need help");
+      help.type = "button";
+      help.dataset.action = "help";
+      help.addEventListener("click", () => {
+        if (help.dataset.armed !== "1") {
+          help.dataset.armed = "1";
+          help.textContent = "再点一次上报 Tap again to escalate";
+          return;
+        }
+        enqueue({ path: "api/incidents/" + encodeURIComponent(v.id) + "/help", body: { note: "" }, label: "支援 Help" });
+        help.disabled = true;
+      });
+      actions.appendChild(help);
+    }
     if (v.can_close) {
       const close = el("button", "", "办结 Close");
       close.type = "button";
