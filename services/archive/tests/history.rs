@@ -622,6 +622,20 @@ async fn the_report_page_draws_its_charts_in_chromium_and_the_csv_exports_with_c
         .eval("return document.getElementById('t-rate').textContent;")
         .await;
     assert_eq!(rate.as_str(), Some("75.00 %"));
+    // Outcomes: one row each; every fourth incident a false alarm (12 of 48).
+    let outcomes = browser
+        .eval(
+            "return [...document.querySelectorAll('#outcomes tr[data-outcome]')]\
+             .map(r => r.dataset.outcome + '=' + r.cells[1].textContent).join(' ');",
+        )
+        .await;
+    assert_eq!(
+        outcomes.as_str(),
+        Some(
+            "resolved_on_spot=36 mediated=0 referred_to_town=0 referred_to_police=0 \
+             false_alarm=12 nobody_there=0"
+        )
+    );
     let text = browser.eval("return document.body.innerText;").await;
     let text = text.as_str().unwrap_or_default();
     assert!(
