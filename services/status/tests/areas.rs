@@ -207,5 +207,43 @@ async fn a_county_token_sees_its_towns_grids_and_the_console_shows_a_town_by_com
         .map(|c| c["open"].as_u64().unwrap())
         .collect();
     assert_eq!(open, [2, 1], "County One, County Two");
+
+    // The page itself, in Chromium: the county's screen has one row per town, and a press in
+    // the second town while it is open moves that town's count live.
+    let browser = helpgrid_testkit::browser::Browser::start().await;
+    browser
+        .open(&format!(
+            "http://127.0.0.1:{console_port}/console/?token={county}&area=county-1"
+        ))
+        .await;
+    const PER_TOWN: &str = "return [...document.querySelectorAll('#grid-rows tr')]\
+        .map(r => [...r.cells].map(c => c.textContent).join('|')).join(' ; ');";
+    browser
+        .wait_for("a row per town", PER_TOWN, |v| {
+            v.as_str()
+                .is_some_and(|t| t.contains("Town One|") && t.contains("Town Two|"))
+        })
+        .await;
+    let title = browser
+        .eval("return document.getElementById('grids').textContent;")
+        .await;
+    assert_eq!(title.as_str(), Some("County One · county → town"));
+    kafka
+        .publish_event(
+            1,
+            &opened_event(&assigned_incident("in-5", "g-3", "r1", T0)),
+        )
+        .await;
+    // Columns: area, today, open, closed. Town Two now has two open incidents.
+    let rows = browser
+        .wait_for("Town Two's count to move", PER_TOWN, |v| {
+            v.as_str().is_some_and(|t| t.contains("Town Two|0|2|0"))
+        })
+        .await;
+    assert!(
+        rows.as_str().is_some_and(|t| t.contains("Town One|0|1|0")),
+        "{rows}"
+    );
+    browser.quit().await;
     service.stop().await.unwrap();
 }
