@@ -114,10 +114,23 @@ fn link_token(subject: &str, role: Role, grids: &[&str], ttl_s: u64) -> String {
         .unwrap()
 }
 
+/// The tap on the link page: POSTs the link as the page's form does.
+async fn redeem(port: u16, link: &str) -> Answer {
+    let origin = format!("http://127.0.0.1:{port}");
+    http(
+        port,
+        "POST",
+        "/app/signin",
+        &[("Origin", &origin)],
+        &format!("link={link}"),
+    )
+    .await
+}
+
 /// Signs in by link; returns the session cookie and the CSRF token.
 async fn sign_in_by_link(port: u16, subject: &str) -> (String, String) {
     let link = link_token(subject, Role::Responder, &["grid-0001"], 600);
-    let answer = http(port, "GET", &format!("/app/signin?link={link}"), &[], "").await;
+    let answer = redeem(port, &link).await;
     assert_eq!(answer.status, 200, "{answer:?}");
     let cookie = answer.cookie().expect("a session cookie");
     let me = http(port, "GET", "/app/api/me", &[("Cookie", &cookie)], "").await;
@@ -204,7 +217,13 @@ async fn the_app_api_refuses_bad_links_foreign_incidents_missing_outcomes_and_cr
     // Links: once only; tampered, expired, long-lived and console links are refused with a
     // page that says why.
     let link = link_token("w-2", Role::Responder, &["grid-0001"], 600);
-    let first = http(port, "GET", &format!("/app/signin?link={link}"), &[], "").await;
+    // Opening the link (as a chat app's preview does) uses nothing up; the tap does.
+    for _ in 0..2 {
+        let page = http(port, "GET", &format!("/app/signin?link={link}"), &[], "").await;
+        assert_eq!(page.status, 200);
+        assert!(page.body.contains("signin-link") && page.cookie().is_none());
+    }
+    let first = redeem(port, &link).await;
     assert_eq!(first.status, 200);
     let session = first.cookie().unwrap();
     assert!(first.has_header_text("HttpOnly") && first.has_header_text("SameSite=Strict"));
@@ -215,6 +234,21 @@ async fn the_app_api_refuses_bad_links_foreign_incidents_missing_outcomes_and_cr
     let again = http(port, "GET", &format!("/app/signin?link={link}"), &[], "").await;
     assert_eq!(again.status, 401);
     assert!(again.body.contains("already been used"), "{}", again.body);
+    let twice = redeem(port, &link).await;
+    assert_eq!(twice.status, 401, "{twice:?}");
+    assert!(twice.cookie().is_none());
+    let elsewhere = http(
+        port,
+        "POST",
+        "/app/signin",
+        &[("Origin", "https://evil.example")],
+        &format!(
+            "link={}",
+            link_token("w-2", Role::Responder, &["grid-0001"], 600)
+        ),
+    )
+    .await;
+    assert_eq!(elsewhere.status, 403, "another site cannot sign anyone in");
     let mut tampered = link_token("w-2", Role::Responder, &["grid-0001"], 600);
     tampered.pop();
     tampered.push('x');
@@ -486,9 +520,13 @@ async fn a_responder_signs_in_by_link_on_a_phone_acknowledges_closes_and_goes_of
         .open(&format!("http://127.0.0.1:{port}/app/signin?link={link}"))
         .await;
     browser
+        .eval("document.getElementById('signin-link').click(); return true;")
+        .await;
+    browser
         .wait_for(
             "the app to go live",
-            "return document.getElementById('link').className;",
+            // Null while the "signed in" page moves on to the app.
+            "const link = document.getElementById('link'); return link && link.className;",
             |v| v.as_str() == Some("link live"),
         )
         .await;

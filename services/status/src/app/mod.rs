@@ -2,7 +2,8 @@
 //! served beside the console (same listener, same TLS), with its API and event stream.
 //!
 //! - `GET /app/` the page (static; it asks `/app/api/me` who is signed in).
-//! - `GET /app/signin?link=<token>` redeems a one-time sign-in link (see [`session`]);
+//! - `GET /app/signin?link=<token>` checks a one-time sign-in link and shows a "sign in"
+//!   button; its `POST /app/signin` redeems the link (see [`session`]);
 //!   `POST /app/api/signin {"token"}` signs in with a token; `POST /app/api/signout`.
 //! - `GET /app/api/me`: who, role, duty, and the session's CSRF token.
 //! - `GET /app/events`: "my assignments" as server-sent events. A fresh stream starts with a
@@ -98,7 +99,7 @@ pub fn router(app: App) -> Router {
             "/app/icon.svg",
             get(|| async { page(ICON, "image/svg+xml") }),
         )
-        .route("/app/signin", get(redeem_link))
+        .route("/app/signin", get(link_page).post(redeem_link))
         .route("/app/api/signin", post(sign_in))
         .route("/app/api/signout", post(sign_out))
         .route("/app/api/me", get(me))
@@ -326,23 +327,77 @@ fn unix_now_s() -> u64 {
     u64::try_from(now_millis() / 1000).unwrap_or(0)
 }
 
-async fn redeem_link(
+/// The link, checked but not used: a page with one button that redeems it. A GET must not
+/// use a one-time link up: chat apps fetch links to show previews.
+async fn link_page(
     State(app): State<App>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
-    match redeem(&app, query.get("link").map(String::as_str)) {
+    let link = query.get("link").map(String::as_str).unwrap_or_default();
+    match verify_link(&app, link, false) {
+        Ok(identity) => {
+            let body = format!(
+                "<!doctype html><html lang=zh-CN><meta charset=utf-8>\
+                 <meta name=viewport content=\"width=device-width, initial-scale=1\">\
+                 <title>HelpGrid</title>\
+                 <body style=\"font:1.2rem system-ui,sans-serif;padding:1.5rem;background:#0f1720;color:#eee\">\
+                 <h1>HelpGrid 网格员 · Responder</h1><p>{}</p>\
+                 <form method=post action=/app/signin><input type=hidden name=link value=\"{}\">\
+                 <button id=signin-link style=\"font:inherit;width:100%;min-height:64px;border-radius:12px;\
+                 border:0;background:#2563eb;color:#fff;font-weight:700\">登录 Sign in</button></form>",
+                html_escape(&identity.subject),
+                html_escape(link)
+            );
+            (
+                StatusCode::OK,
+                [
+                    (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+                    (header::CACHE_CONTROL, "no-store"),
+                    // The link (a token) never leaves in a Referer to another site; the
+                    // form's POST still names this origin (no-referrer would send "null").
+                    (header::REFERRER_POLICY, "same-origin"),
+                ],
+                body,
+            )
+                .into_response()
+        }
+        Err(refused) => refusal_page(refused.status, &refused.message),
+    }
+}
+
+/// The tap on the link page: redeems the link (once) and opens the session.
+async fn redeem_link(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Response {
+    let result = (|| {
+        session::check_origin(
+            header_str(&headers, header::ORIGIN),
+            header_str(&headers, header::HOST),
+        )
+        .map_err(|e| Refused::new(StatusCode::FORBIDDEN, e.to_string()))?;
+        // A form field holding a token: base64url and dots, which forms send unencoded.
+        let link = std::str::from_utf8(&body)
+            .ok()
+            .and_then(|b| b.trim().strip_prefix("link="))
+            .filter(|l| {
+                l.bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+            })
+            .unwrap_or_default();
+        redeem(&app, link)
+    })();
+    match result {
         Ok(response) => response,
         Err(refused) => refusal_page(refused.status, &refused.message),
     }
 }
 
-fn redeem(app: &App, link: Option<&str>) -> Result<Response, Refused> {
-    let link = link.filter(|l| !l.is_empty()).ok_or_else(|| {
-        Refused::new(
+/// The identity a link names, if it may be used now (and, with `use_up`, uses it).
+fn verify_link(app: &App, link: &str, use_up: bool) -> Result<Identity, Refused> {
+    if link.is_empty() {
+        return Err(Refused::new(
             StatusCode::BAD_REQUEST,
             "the sign-in link has no token in it",
-        )
-    })?;
+        ));
+    }
     let caller = app
         .gate
         .identify(Some(link))
@@ -352,18 +407,24 @@ fn redeem(app: &App, link: Option<&str>) -> Result<Response, Refused> {
     let lifetime = lifetime(link).ok_or_else(|| {
         Refused::new(StatusCode::UNAUTHORIZED, "the sign-in link has no lifetime")
     })?;
-    app.redeemed
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .redeem(session::link_nonce(link), lifetime, unix_now_s())?;
+    let mut redeemed = app.redeemed.lock().unwrap_or_else(PoisonError::into_inner);
+    let nonce = session::link_nonce(link);
+    if use_up {
+        redeemed.redeem(nonce, lifetime, unix_now_s())?;
+    } else {
+        redeemed.check(nonce, lifetime, unix_now_s())?;
+    }
+    Ok(identity)
+}
+
+fn redeem(app: &App, link: &str) -> Result<Response, Refused> {
+    let identity = verify_link(app, link, true)?;
     let token = app
         .gate
         .mint_session(&identity, session::SESSION_TTL)
         .map_err(|e| Refused::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     telemetry::app_signed_in("link");
     tracing::info!(subject = %identity.subject, role = %identity.role, "signed in to the app by link");
-    // A page that moves on by itself, not a redirect: the browser then sends the SameSite=
-    // Strict cookie to /app/ even when the link was opened from another app (SMS, a scanner).
     let body = "<!doctype html><meta charset=utf-8><meta http-equiv=refresh content=\"0;url=/app/\">\
                 <title>HelpGrid</title><p>已登录 · Signed in. <a href=/app/>继续 Continue</a></p>";
     let mut response = (

@@ -2,7 +2,9 @@
 //! clock passed in.
 //!
 //! - **Token sign-in**: a responder or supervisor pastes their token; the cookie holds it.
-//! - **Sign-in links** (`/app/signin?link=<token>`, also as a QR code): the admin mints a
+//! - **Sign-in links** (`/app/signin?link=<token>`, also as a QR code): opening one shows a
+//!   "sign in" button (a GET uses nothing up: chat apps fetch links for previews); the tap
+//!   POSTs the link, which redeems it. The admin mints a
 //!   short-lived token with `helpgrid-token mint … --ttl-s 600`. A link is accepted only if
 //!   it expires within [`LINK_MAX_TTL_S`] of being minted (a long-lived token in a link is
 //!   refused: a link travels by SMS or paper and must not stay useful), and only once: the
@@ -67,8 +69,9 @@ pub struct RedeemedLinks {
 }
 
 impl RedeemedLinks {
-    /// Accepts the link with `nonce` once, if it is short-lived; `now_s` in Unix seconds.
-    pub fn redeem(
+    /// Whether the link could be redeemed now, without redeeming it (the page that asks the
+    /// person to tap "sign in": link previews in chat apps fetch it and must not use it up).
+    pub fn check(
         &mut self,
         nonce: &str,
         lifetime: LinkLifetime,
@@ -82,6 +85,21 @@ impl RedeemedLinks {
         if self.expires_by_nonce.contains_key(nonce) {
             return Err(SignInError::LinkUsed);
         }
+        Ok(())
+    }
+
+    /// Accepts the link with `nonce` once, if it is short-lived; `now_s` in Unix seconds.
+    pub fn redeem(
+        &mut self,
+        nonce: &str,
+        lifetime: LinkLifetime,
+        now_s: u64,
+    ) -> Result<(), SignInError> {
+        let valid_s = lifetime.expires_at_s.saturating_sub(lifetime.issued_at_s);
+        if valid_s > LINK_MAX_TTL_S {
+            return Err(SignInError::NotALink { valid_s });
+        }
+        self.check(nonce, lifetime, now_s)?;
         if self.expires_by_nonce.len() >= MAX_REMEMBERED_LINKS {
             return Err(SignInError::TooManyLinks);
         }
@@ -179,7 +197,17 @@ mod tests {
     #[test]
     fn a_link_is_accepted_once_then_refused_and_forgotten_after_it_expires() {
         let mut redeemed = RedeemedLinks::default();
+        assert_eq!(redeemed.check("sig-1", LINK, 1_099), Ok(()));
+        assert_eq!(
+            redeemed.check("sig-1", LINK, 1_099),
+            Ok(()),
+            "checking uses nothing"
+        );
         assert_eq!(redeemed.redeem("sig-1", LINK, 1_100), Ok(()));
+        assert_eq!(
+            redeemed.check("sig-1", LINK, 1_101),
+            Err(SignInError::LinkUsed)
+        );
         assert_eq!(
             redeemed.redeem("sig-1", LINK, 1_101),
             Err(SignInError::LinkUsed)
