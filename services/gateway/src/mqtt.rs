@@ -402,7 +402,8 @@ pub async fn run(
     connected: watch::Sender<bool>,
     cancel: CancellationToken,
 ) {
-    let (client, mut eventloop) = AsyncClient::new(options(&mqtt), 4096);
+    // Room for an acknowledgement from every message in hand, and then some.
+    let (client, mut eventloop) = AsyncClient::new(options(&mqtt), 2 * MAX_IN_FLIGHT);
     let c = &intake.config;
     let subscriptions = [
         format!("{}/#", c.z2m_base_topic),
@@ -443,12 +444,14 @@ pub async fn run(
                         retain,
                         ..
                     } = publish;
-                    if intake.handle(topic, payload, retain).await
-                        && let Err(error) = client.ack(&publish).await
-                    {
+                    let handled = intake.handle(topic, payload, retain).await;
+                    // The slot is free before the acknowledgement is queued: the event loop,
+                    // which drains that queue, may be waiting for a slot (holding both would
+                    // deadlock under a burst: every slot waiting on a full request queue).
+                    drop(permit);
+                    if handled && let Err(error) = client.ack(&publish).await {
                         tracing::warn!(%error, "cannot acknowledge to the MQTT broker; it will redeliver");
                     }
-                    drop(permit);
                 });
             }
             Ok(_) => {}
