@@ -10,12 +10,11 @@
 //!   everyone else gets them masked.
 //! - [`assignment_view`]: the JSON the page draws, built field by field.
 
-use crate::console::view::{mask_name, outcome_code};
+use crate::console::view::{mask_name, outcome_code, priority, state};
 use helpgrid_auth::{Identity, Role, Scope};
 use helpgrid_common::time::{Millis, from_timestamp};
 use helpgrid_proto::pb::{
     Assignment, CameraLabel, EscalationLevel, Incident, IncidentSource, IncidentState, PressKind,
-    Priority,
 };
 use serde::Serialize;
 use std::collections::HashMap;
@@ -194,24 +193,6 @@ fn household_view(incident: &Incident, full: bool, directory: &Households) -> Ho
             latitude: None,
             longitude: None,
         }
-    }
-}
-
-fn state(incident: &Incident) -> &'static str {
-    match IncidentState::try_from(incident.state) {
-        Ok(IncidentState::Waiting) => "waiting",
-        Ok(IncidentState::Assigned) => "assigned",
-        Ok(IncidentState::Acknowledged) => "acknowledged",
-        Ok(IncidentState::Closed) => "closed",
-        _ => "unknown",
-    }
-}
-
-fn priority(incident: &Incident) -> &'static str {
-    match Priority::try_from(incident.priority) {
-        Ok(Priority::Critical) => "critical",
-        Ok(Priority::High) => "high",
-        _ => "normal",
     }
 }
 

@@ -75,7 +75,8 @@ pub struct ChangeView {
     pub incident: IncidentView,
 }
 
-fn state(incident: &Incident) -> &'static str {
+/// The incident's state as the pages name it (console and responder app).
+pub(crate) fn state(incident: &Incident) -> &'static str {
     match IncidentState::try_from(incident.state) {
         Ok(IncidentState::Waiting) => "waiting",
         Ok(IncidentState::Assigned) => "assigned",
@@ -85,7 +86,8 @@ fn state(incident: &Incident) -> &'static str {
     }
 }
 
-fn priority(incident: &Incident) -> &'static str {
+/// The incident's priority as the pages name it (console and responder app).
+pub(crate) fn priority(incident: &Incident) -> &'static str {
     match Priority::try_from(incident.priority) {
         Ok(Priority::Critical) => "critical",
         Ok(Priority::High) => "high",
