@@ -10,26 +10,12 @@ use helpgrid_proto::pb::{IncidentEvent, NotifyTrigger, PressKind, ResponderRole}
 use helpgrid_testkit::WAIT;
 use helpgrid_testkit::records::{press, responder};
 use std::collections::{BTreeSet, HashMap};
-use support::{Mode, Notify, Receiver, RunningRouter, calm_policy, setup, subscription};
+use support::{
+    Mode, Notify, Receiver, RunningRouter, calm_policy, event_id, incident_of, setup, subscription,
+};
 
 /// A retry budget that outlasts the outage and the crash: nothing is dead-lettered.
 const PATIENT: &[(&str, &str)] = &[("HELPGRID_NOTIFY_RETRY_ATTEMPTS", "50")];
-
-fn event_id(event: &IncidentEvent) -> String {
-    event
-        .envelope
-        .as_ref()
-        .map(|e| e.event_id.clone())
-        .expect("envelope")
-}
-
-fn incident_of(event: &IncidentEvent) -> String {
-    event
-        .incident
-        .as_ref()
-        .map(|i| i.incident_id.clone())
-        .expect("incident")
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn notify_killed_while_retrying_delivers_everything_once_in_effect_in_order_after_restart() {

@@ -12,23 +12,10 @@ use helpgrid_testkit::records::{press, responder};
 use helpgrid_testkit::{WAIT, of_incident};
 use std::collections::HashMap;
 use std::time::Duration;
-use support::{Mode, Notify, Receiver, RunningRouter, SECRET, calm_policy, setup, subscription};
-
-fn event_id(event: &IncidentEvent) -> String {
-    event
-        .envelope
-        .as_ref()
-        .map(|e| e.event_id.clone())
-        .expect("envelope")
-}
-
-fn incident_of(event: &IncidentEvent) -> String {
-    event
-        .incident
-        .as_ref()
-        .map(|i| i.incident_id.clone())
-        .expect("incident")
-}
+use support::{
+    Mode, Notify, Receiver, RunningRouter, SECRET, calm_policy, event_id, incident_of, setup,
+    subscription,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_receiver_that_fails_the_first_attempts_gets_the_assignment_once_in_effect_signed() {

@@ -12,7 +12,7 @@ use helpgrid_auth::{Bearer, Role, TokenKey};
 use helpgrid_common::kafka::KafkaArgs;
 use helpgrid_common::topics::{Topics, ensure_topics};
 use helpgrid_proto::pb::notify_service_client::NotifyServiceClient;
-use helpgrid_proto::pb::{PutSubscriptionRequest, Responder, Subscription};
+use helpgrid_proto::pb::{IncidentEvent, PutSubscriptionRequest, Responder, Subscription};
 use helpgrid_router::config::RouterConfig;
 use helpgrid_router::domain::Policy;
 use helpgrid_testkit::process::ServiceProcess;
@@ -416,4 +416,22 @@ pub async fn setup(roster: Vec<Responder>) -> Setup {
         publisher,
         log,
     }
+}
+
+/// The event's id (its envelope's).
+pub fn event_id(event: &IncidentEvent) -> String {
+    event
+        .envelope
+        .as_ref()
+        .map(|e| e.event_id.clone())
+        .expect("envelope")
+}
+
+/// The id of the incident the event is about.
+pub fn incident_of(event: &IncidentEvent) -> String {
+    event
+        .incident
+        .as_ref()
+        .map(|i| i.incident_id.clone())
+        .expect("incident")
 }
