@@ -232,28 +232,7 @@ pub async fn ensure_topics(args: &KafkaArgs, topics: &Topics) -> Result<usize, T
                 source,
             })?
     };
-    for result in results {
-        match result {
-            // Another instance starting at the same moment created it first.
-            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((
-                topic,
-                code @ (RDKafkaErrorCode::TopicAuthorizationFailed
-                | RDKafkaErrorCode::ClusterAuthorizationFailed),
-            )) => {
-                return Err(TopicError::MayNotCreate {
-                    topic,
-                    source: KafkaError::AdminOp(code),
-                });
-            }
-            Err((topic, code)) => {
-                return Err(TopicError::Create {
-                    topic,
-                    source: KafkaError::AdminOp(code),
-                });
-            }
-        }
-    }
+    check_created(results)?;
     // Wait for every topic's metadata, so readers that start next see all partitions.
     let mut replicas = Vec::new();
     for plan in &plans {
@@ -282,6 +261,36 @@ pub async fn ensure_topics(args: &KafkaArgs, topics: &Topics) -> Result<usize, T
         return Err(TopicError::NotCoPartitioned { counts });
     }
     Ok(first)
+}
+
+/// The answers to a CreateTopics request: a topic that exists already is fine (another
+/// instance starting at the same moment created it first); a refusal for lack of rights says
+/// so, as it needs an operator rather than a retry.
+fn check_created(
+    results: Vec<Result<String, (String, RDKafkaErrorCode)>>,
+) -> Result<(), TopicError> {
+    for result in results {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((
+                topic,
+                code @ (RDKafkaErrorCode::TopicAuthorizationFailed
+                | RDKafkaErrorCode::ClusterAuthorizationFailed),
+            )) => {
+                return Err(TopicError::MayNotCreate {
+                    topic,
+                    source: KafkaError::AdminOp(code),
+                });
+            }
+            Err((topic, code)) => {
+                return Err(TopicError::Create {
+                    topic,
+                    source: KafkaError::AdminOp(code),
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Creates the compacted topic `name` with `partitions` partitions if it is missing (with the
@@ -316,27 +325,7 @@ pub async fn ensure_compacted_topic(
                 topic: name.to_owned(),
                 source,
             })?;
-        for result in results {
-            match result {
-                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                Err((
-                    topic,
-                    code @ (RDKafkaErrorCode::TopicAuthorizationFailed
-                    | RDKafkaErrorCode::ClusterAuthorizationFailed),
-                )) => {
-                    return Err(TopicError::MayNotCreate {
-                        topic,
-                        source: KafkaError::AdminOp(code),
-                    });
-                }
-                Err((topic, code)) => {
-                    return Err(TopicError::Create {
-                        topic,
-                        source: KafkaError::AdminOp(code),
-                    });
-                }
-            }
-        }
+        check_created(results)?;
     }
     let replicas = topic_shape(&admin, name).await?.1;
     let described = admin
