@@ -9,13 +9,10 @@
 mod support;
 
 use helpgrid_auth::{Claims, ISSUER, Role};
-use helpgrid_common::kafka::KafkaArgs;
 use helpgrid_proto::pb::{
     EscalationLevel, GetIncidentRequest, GetResponderRequest, Incident, IncidentOutcome,
     IncidentState, PressKind, Resolution, ResponderRole, UpsertResponderRequest,
 };
-use helpgrid_router::config::RouterConfig;
-use helpgrid_router::domain::Policy;
 use helpgrid_status::app::view::{Household, Households};
 use helpgrid_testkit::Publisher;
 use helpgrid_testkit::browser::{Browser, free_port};
@@ -24,28 +21,8 @@ use serde_json::Value;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::{TestKafka, TestService, test_key, token, within};
+use support::{TestKafka, TestService, start_router, test_key, token, within};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio_util::sync::CancellationToken;
-
-/// The router, in this process, until the token is cancelled.
-fn start_router(
-    args: &KafkaArgs,
-) -> (
-    CancellationToken,
-    tokio::task::JoinHandle<anyhow::Result<()>>,
-) {
-    let config = RouterConfig {
-        kafka: args.clone(),
-        group_id: format!("{}router", args.topic_prefix),
-        transactional_id: format!("{}router-1", args.topic_prefix),
-        batch_max: 200,
-        policy: Policy::default(),
-    };
-    let stop = CancellationToken::new();
-    let task = tokio::spawn(helpgrid_router::run(config, stop.clone().cancelled_owned()));
-    (stop, task)
-}
 
 /// One answer of the app's HTTP server.
 #[derive(Debug)]

@@ -8,10 +8,7 @@
 mod support;
 
 use helpgrid_auth::Role;
-use helpgrid_common::kafka::KafkaArgs;
 use helpgrid_proto::pb::{AcknowledgeRequest, PressKind, ResponderRole, UpsertResponderRequest};
-use helpgrid_router::config::RouterConfig;
-use helpgrid_router::domain::Policy;
 use helpgrid_testkit::Publisher;
 use helpgrid_testkit::browser::Browser;
 use helpgrid_testkit::records::{press, responder};
@@ -19,27 +16,7 @@ use serde_json::Value;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
-use support::{TestKafka, token, within};
-use tokio_util::sync::CancellationToken;
-
-/// The router, in this process, until the token is cancelled.
-fn start_router(
-    args: &KafkaArgs,
-) -> (
-    CancellationToken,
-    tokio::task::JoinHandle<anyhow::Result<()>>,
-) {
-    let config = RouterConfig {
-        kafka: args.clone(),
-        group_id: format!("{}router", args.topic_prefix),
-        transactional_id: format!("{}router-1", args.topic_prefix),
-        batch_max: 200,
-        policy: Policy::default(),
-    };
-    let stop = CancellationToken::new();
-    let task = tokio::spawn(helpgrid_router::run(config, stop.clone().cancelled_owned()));
-    (stop, task)
-}
+use support::{TestKafka, start_router, token, within};
 
 /// The page's open incidents: id, state and the row's text.
 const ROWS: &str = "return [...document.querySelectorAll('#rows tr')].map(r => \

@@ -487,3 +487,22 @@ pub fn rejected_answer(
         }),
     )
 }
+
+/// The router, in this process, until the token is cancelled.
+pub fn start_router(
+    args: &KafkaArgs,
+) -> (
+    CancellationToken,
+    tokio::task::JoinHandle<anyhow::Result<()>>,
+) {
+    let config = helpgrid_router::config::RouterConfig {
+        kafka: args.clone(),
+        group_id: format!("{}router", args.topic_prefix),
+        transactional_id: format!("{}router-1", args.topic_prefix),
+        batch_max: 200,
+        policy: helpgrid_router::domain::Policy::default(),
+    };
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(helpgrid_router::run(config, stop.clone().cancelled_owned()));
+    (stop, task)
+}
