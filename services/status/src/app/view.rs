@@ -10,7 +10,7 @@
 //!   everyone else gets them masked.
 //! - [`assignment_view`]: the JSON the page draws, built field by field.
 
-use crate::console::view::{mask_name, outcome_code, priority, state};
+use crate::console::view::{self, mask_name, outcome_code, priority, state};
 use helpgrid_auth::{Identity, Role, Scope};
 use helpgrid_common::time::{Millis, from_timestamp};
 use helpgrid_proto::pb::{
@@ -108,8 +108,10 @@ pub struct AssignmentView {
     pub priority: &'static str,
     /// "help", "urgent", "medical", or the camera's label ("fight", …).
     pub kind: &'static str,
+    /// "button", "camera" or "device" (a maintenance job).
     pub source: &'static str,
-    /// Camera id and zone for camera alerts.
+    /// Camera post and zone for camera alerts and camera maintenance jobs; empty when there
+    /// is a household (see `household`).
     pub place: String,
     pub opened_at: Option<Millis>,
     /// The viewer's own acknowledgement deadline (or, for a supervisor, the earliest).
@@ -262,12 +264,9 @@ pub fn assignment_view(
     let track = own
         .or(waiting_at_desk)
         .or_else(|| incident.assignments.first());
-    let camera = incident.source == IncidentSource::Camera as i32;
-    let place = if camera {
-        match incident.zone.as_str() {
-            "" => incident.camera_id.clone(),
-            zone => format!("{} · {zone}", incident.camera_id),
-        }
+    // A household has its own (masked or full) block below; anything else is named by its post.
+    let place = if incident.household_id.is_empty() {
+        view::place(incident)
     } else {
         String::new()
     };
@@ -280,7 +279,7 @@ pub fn assignment_view(
         state: state(incident),
         priority: priority(incident),
         kind: kind(incident),
-        source: if camera { "camera" } else { "button" },
+        source: view::source_name(incident),
         place,
         opened_at: from_timestamp(incident.opened_at.as_ref()),
         deadline,

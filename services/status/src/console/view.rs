@@ -159,21 +159,38 @@ fn escalated(a: &Assignment) -> bool {
     a.level > first as i32
 }
 
-/// The console's view of `incident`; `display_name` looks a responder's name up (the roster),
-/// and it is masked here.
-pub fn incident_view(
-    incident: &Incident,
-    display_name: impl Fn(&str) -> Option<String>,
-) -> IncidentView {
+/// Where the incident is: the camera post (and zone) for a camera, else the household; a
+/// maintenance job for a camera has no household, so it names the camera post.
+pub fn place(incident: &Incident) -> String {
     let camera = incident.source == IncidentSource::Camera as i32;
-    let place = if camera {
+    if camera || incident.household_id.is_empty() {
         match incident.zone.as_str() {
             "" => incident.camera_id.clone(),
             zone => format!("{} · {zone}", incident.camera_id),
         }
     } else {
         incident.household_id.clone()
-    };
+    }
+}
+
+/// "camera", "device" (a maintenance job) or "button".
+pub fn source_name(incident: &Incident) -> &'static str {
+    if incident.source == IncidentSource::Camera as i32 {
+        "camera"
+    } else if incident.source == IncidentSource::DeviceHealth as i32 {
+        "device"
+    } else {
+        "button"
+    }
+}
+
+/// The console's view of `incident`; `display_name` looks a responder's name up (the roster),
+/// and it is masked here.
+pub fn incident_view(
+    incident: &Incident,
+    display_name: impl Fn(&str) -> Option<String>,
+) -> IncidentView {
+    let place = place(incident);
     let responders = incident
         .assignments
         .iter()
@@ -199,13 +216,7 @@ pub fn incident_view(
         grid: incident.grid_id.clone(),
         state: state(incident),
         priority: priority(incident),
-        source: if camera {
-            "camera"
-        } else if incident.source == IncidentSource::DeviceHealth as i32 {
-            "device"
-        } else {
-            "button"
-        },
+        source: source_name(incident),
         kind: kind(incident),
         place,
         opened_at: from_timestamp(incident.opened_at.as_ref()),
@@ -306,6 +317,25 @@ mod tests {
             let view = incident_view(&incident(reason), |_| None);
             assert_eq!((view.kind, view.source), (kind, "device"), "{reason:?}");
         }
+    }
+
+    #[test]
+    fn a_maintenance_job_names_its_household_or_its_camera_post() {
+        let button = Incident {
+            source: IncidentSource::DeviceHealth as i32,
+            household_id: "hh-7".into(),
+            device_id: "btn-7".into(),
+            ..Default::default()
+        };
+        let camera = Incident {
+            source: IncidentSource::DeviceHealth as i32,
+            device_id: "cam-3".into(),
+            camera_id: "post-gate".into(),
+            ..Default::default()
+        };
+        assert_eq!(incident_view(&button, |_| None).place, "hh-7");
+        assert_eq!(incident_view(&camera, |_| None).place, "post-gate");
+        assert_eq!(incident_view(&camera, |_| None).source, "device");
     }
 
     #[test]
