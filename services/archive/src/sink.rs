@@ -67,6 +67,10 @@ pub async fn run_sink(
     let consumer: StreamConsumer = consumer_config.create()?;
     let producer: FutureProducer = config.kafka.producer_config(CLIENT_ID).create()?;
     let partitions = partitions_of(&consumer, &topic)?;
+    if let Err(error) = client.batch_execute(store::SINK_SESSION).await {
+        // The loop below reconnects (and applies the settings) when the connection is gone.
+        tracing::warn!(%error, "cannot apply the sink's session settings");
+    }
     let mut assigned = false;
     // Read while the previous batch was being written; empty after a failure.
     let mut batch: Vec<SourceRecord> = Vec::new();
@@ -76,7 +80,7 @@ pub async fn run_sink(
         }
         if client.is_closed() {
             ready.send_replace(false);
-            match store::connect(&config.postgres_url).await {
+            match store::connect_sink(&config.postgres_url).await {
                 Ok(c) => client = c,
                 Err(error) => {
                     tracing::warn!(%error, "PostgreSQL unreachable; the archive lags until it is back");
