@@ -88,9 +88,10 @@ impl ReportService for Archive {
         let result = async {
             let caller = self.gate.admit_grpc(request.metadata())?;
             let query = report_query(request.get_ref())?;
-            let grids = caller.grids_for(&query.area, &*self.areas.read().await)?;
+            let areas = self.areas.read().await;
+            let grids = caller.grids_for(&query.area, &areas)?;
             let db = self.db.client().await?;
-            Ok(queries::report(&db, &query, &grids).await?)
+            Ok(queries::report(&db, &query, &grids, &areas).await?)
         }
         .await;
         answered("GetReport", result)

@@ -219,11 +219,12 @@ async fn report_for(
     let bucket = Bucket::parse(&params.bucket).map_err(Refusal::Invalid)?;
     let query =
         report_checked(Period { from, to }, &params.area, bucket).map_err(Refusal::Invalid)?;
+    let areas = site.areas.read().await;
     let grids = caller
-        .grids_for(&query.area, &*site.areas.read().await)
+        .grids_for(&query.area, &areas)
         .map_err(Refusal::Access)?;
     let db = site.db.client().await.map_err(Refusal::Query)?;
-    queries::report(&db, &query, &grids)
+    queries::report(&db, &query, &grids, &areas)
         .await
         .map_err(Refusal::Query)
 }

@@ -12,6 +12,7 @@
 //! - [`queries`]: the history and report SQL.
 //! - [`grpc`]: the tonic HistoryService and ReportService.
 //! - [`rows`]: what a batch of records becomes in PostgreSQL; pure.
+//! - [`rollup`]: the per-day, per-community figures reports add up; pure.
 //! - [`schema`]: embedded migrations, applied and checked at start.
 //! - [`store`]: one batch, rows and offsets, in one transaction.
 //! - [`sink`]: Kafka → batches → store; seeks to the stored offsets; dead letters.
@@ -28,6 +29,7 @@ pub mod http;
 pub mod privacy;
 pub mod queries;
 pub mod requests;
+pub mod rollup;
 pub mod rows;
 pub mod schema;
 pub mod sink;

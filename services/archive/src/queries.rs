@@ -2,8 +2,11 @@
 //! arrive checked ([`crate::requests`]) and scoped ([`crate::access`]).
 
 use crate::access::GridFilter;
+use crate::areas::AreaTree;
 use crate::requests::{Cursor, HistoryQuery, Period, ReportQuery};
+use crate::rollup::{self, DAY_MS, Tally};
 use crate::rows::resolving_outcomes;
+use crate::store;
 use crate::store::at;
 use helpgrid_common::time::{Millis, to_timestamp};
 use helpgrid_proto::outcome::OUTCOMES;
@@ -12,7 +15,7 @@ use helpgrid_proto::pb::{
     LevelShare, OutcomeCount, Report, ReportFigures, ReportPoint,
 };
 use prost::Message;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::Mutex;
@@ -262,7 +265,232 @@ pub async fn incident_history(
 }
 
 /// The report: totals and one point per bucket. Definitions: README, "Report definitions".
+///
+/// Whole UTC days of whole communities come from the rollup (3,900 rows for a county's
+/// month); partial days at either end, and grids that do not make up a whole community, from
+/// the incidents themselves. Both become the same per-day [`rollup::Tally`], added up.
 pub async fn report(
+    db: &Client,
+    query: &ReportQuery,
+    grids: &GridFilter,
+    areas: &AreaTree,
+) -> Result<Report, QueryError> {
+    if matches!(grids, GridFilter::Only(g) if g.is_empty()) {
+        return Ok(rollup::report(&BTreeMap::new(), query.bucket));
+    }
+    let plan = report_plan(query.period, grids, areas);
+    let statements = plan_statements(&plan);
+    let args: Vec<Vec<&(dyn ToSql + Sync)>> = statements.iter().map(|(_, s)| s.args()).collect();
+    let answers = futures::future::try_join_all(
+        statements
+            .iter()
+            .zip(&args)
+            .map(|((_, s), a)| db.query(&s.sql, a)),
+    )
+    .await?;
+    let mut days: BTreeMap<i32, Tally> = BTreeMap::new();
+    for ((part, _), rows) in statements.iter().zip(&answers) {
+        for row in rows {
+            match part {
+                Part::Rollup => {
+                    let ints = |name: &str| -> Vec<i64> {
+                        row.get::<_, Vec<i32>>(name)
+                            .into_iter()
+                            .map(i64::from)
+                            .collect()
+                    };
+                    let tally = Tally {
+                        requests: row.get("requests"),
+                        button: row.get("button"),
+                        camera: row.get("camera"),
+                        closed: row.get("closed"),
+                        resolved: row.get("resolved"),
+                        escalations: row.get("escalations"),
+                        reassignments: row.get("reassignments"),
+                        repeat_presses: row.get("repeat_presses"),
+                        settled: ints("settled"),
+                        outcomes: ints("outcomes"),
+                        ack: ints("ack_hist"),
+                        close: ints("close_hist"),
+                        kinds: BTreeMap::new(),
+                    };
+                    days.entry(row.get("day")).or_default().add(&tally, 1);
+                }
+                Part::RollupKinds => {
+                    *days
+                        .entry(row.get("day"))
+                        .or_default()
+                        .kinds
+                        .entry(row.get("kind"))
+                        .or_default() += row.get::<_, i64>("requests");
+                }
+                Part::Detail => {
+                    let facts = store::facts_of(row, 0);
+                    days.entry(facts.day()).or_default().add(&facts.tally(), 1);
+                }
+            }
+        }
+    }
+    Ok(rollup::report(&days, query.bucket))
+}
+
+/// Where a report's figures come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReportPlan {
+    /// Whole UTC days `[from, to)` (days since 1970-01-01) read from the rollup, of these
+    /// communities (`None`: every one), when there are any.
+    pub rollup: Option<(i32, i32, Option<Vec<String>>)>,
+    /// Periods and grids read from the incidents.
+    pub detail: Vec<(Period, GridFilter)>,
+}
+
+/// Splits a report's period and grids between the rollup and the incidents: pure.
+pub fn report_plan(period: Period, grids: &GridFilter, areas: &AreaTree) -> ReportPlan {
+    let (communities, rest) = match grids {
+        GridFilter::All => (None, BTreeSet::new()),
+        GridFilter::Only(grids) => {
+            let (whole, rest) = whole_communities(grids, areas);
+            (Some(whole), rest)
+        }
+    };
+    let first = period.from.div_euclid(DAY_MS) + i64::from(period.from.rem_euclid(DAY_MS) != 0);
+    let end = period.to.div_euclid(DAY_MS);
+    if first >= end {
+        return ReportPlan {
+            rollup: None,
+            detail: vec![(period, grids.clone())],
+        };
+    }
+    let mut detail = Vec::new();
+    if period.from < first * DAY_MS {
+        detail.push((
+            Period {
+                from: period.from,
+                to: first * DAY_MS,
+            },
+            grids.clone(),
+        ));
+    }
+    if !rest.is_empty() {
+        detail.push((
+            Period {
+                from: first * DAY_MS,
+                to: end * DAY_MS,
+            },
+            GridFilter::Only(rest),
+        ));
+    }
+    if end * DAY_MS < period.to {
+        detail.push((
+            Period {
+                from: end * DAY_MS,
+                to: period.to,
+            },
+            grids.clone(),
+        ));
+    }
+    let rollup = match communities {
+        Some(c) if c.is_empty() => None,
+        c => Some((first as i32, end as i32, c)),
+    };
+    ReportPlan { rollup, detail }
+}
+
+/// The communities all of whose grids are in `grids` (the rollup has them whole), and the
+/// other grids. A grid belongs to the community the registry places it under, as the rollup
+/// counts it (`areas` row of level grid, its parent).
+fn whole_communities(
+    grids: &BTreeSet<String>,
+    areas: &AreaTree,
+) -> (Vec<String>, BTreeSet<String>) {
+    let placed = |grid: &str| {
+        areas
+            .parent(grid)
+            .filter(|_| areas.level(grid) == "grid")
+            .map(str::to_owned)
+    };
+    let mut candidates: BTreeSet<String> = BTreeSet::new();
+    let mut rest = BTreeSet::new();
+    for grid in grids {
+        match placed(grid) {
+            Some(community) => {
+                candidates.insert(community);
+            }
+            None => {
+                rest.insert(grid.clone());
+            }
+        }
+    }
+    let mut whole = Vec::new();
+    for community in candidates {
+        let members: Vec<&String> = areas
+            .children(&community)
+            .iter()
+            .filter(|g| placed(g).as_deref() == Some(community.as_str()))
+            .collect();
+        if members.iter().all(|g| grids.contains(*g)) {
+            whole.push(community);
+        } else {
+            rest.extend(members.into_iter().filter(|g| grids.contains(*g)).cloned());
+        }
+    }
+    (whole, rest)
+}
+
+/// Which statement of a plan a row comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    Rollup,
+    RollupKinds,
+    Detail,
+}
+
+/// The statements of a plan (the query benchmark EXPLAINs exactly these), run concurrently.
+pub fn plan_statements(plan: &ReportPlan) -> Vec<(Part, Statement)> {
+    let mut out = Vec::new();
+    if let Some((from, to, communities)) = &plan.rollup {
+        for (part, columns, table) in [
+            (
+                Part::Rollup,
+                "day, requests, button, camera, closed, resolved, escalations, reassignments, \
+                 repeat_presses, settled, outcomes, ack_hist, close_hist",
+                "incident_rollup",
+            ),
+            (
+                Part::RollupKinds,
+                "day, kind, requests",
+                "incident_rollup_kinds",
+            ),
+        ] {
+            let mut params: Params = Vec::new();
+            let mut sql = format!(
+                "SELECT {columns} FROM {table} WHERE day >= {} AND day < {}",
+                param(&mut params, *from),
+                param(&mut params, *to)
+            );
+            if let Some(c) = communities {
+                let p = param(&mut params, c.clone());
+                sql.push_str(&format!(" AND community_id = ANY({p})"));
+            }
+            out.push((part, Statement { sql, params }));
+        }
+    }
+    for (period, grids) in &plan.detail {
+        let mut params: Params = Vec::new();
+        let sql = format!(
+            "SELECT {} FROM incidents WHERE {}",
+            store::FACT_COLUMNS,
+            scope_clause(*period, grids, &mut params)
+        );
+        out.push((Part::Detail, Statement { sql, params }));
+    }
+    out
+}
+
+/// The report computed from the incidents alone, with exact percentiles (`percentile_disc`):
+/// the reference the rollup's figures are checked against (tests/rollup.rs) and the baseline
+/// of the query benchmark. The API answers with [`report`].
+pub async fn detail_report(
     db: &Client,
     query: &ReportQuery,
     grids: &GridFilter,
@@ -283,8 +511,8 @@ pub async fn report(
     report_from_rows(&figures, &kinds, &levels)
 }
 
-/// The three SELECTs behind [`report`] (figures, kinds, settled levels and outcomes), run
-/// concurrently.
+/// The three SELECTs behind [`detail_report`] (figures, kinds, settled levels and outcomes),
+/// run concurrently.
 pub fn report_statements(query: &ReportQuery, grids: &GridFilter) -> [Statement; 3] {
     // Each statement gets exactly the parameters it uses (an unused one has no type).
     let base = || {
@@ -473,6 +701,10 @@ pub async fn import_areas(
     let levels: Vec<&str> = areas.iter().map(|a| a.level.as_str()).collect();
     let names: Vec<&str> = areas.iter().map(|a| a.name.as_str()).collect();
     let tx = client.transaction().await?;
+    // Waits for batches that placed grids by the registry as it was (see store::AREAS_LOCK).
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&store::AREAS_LOCK])
+        .await?;
+    let before = store::communities_of(&tx, &ids).await?;
     let written = tx
         .execute(
             "INSERT INTO areas (area_id, parent_id, level, name) \
@@ -482,6 +714,38 @@ pub async fn import_areas(
             &[&ids, &parents, &levels, &names],
         )
         .await?;
+    // Grids now placed under another community (or placed for the first time): the rollup
+    // counted their incidents under the old one, so both are rebuilt from the incidents.
+    let after = store::communities_of(&tx, &ids).await?;
+    let moved: Vec<&str> = ids
+        .iter()
+        .copied()
+        .filter(|id| before.get(*id) != after.get(*id))
+        .collect();
+    if !moved.is_empty()
+        && tx
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM incidents WHERE grid_id = ANY($1))",
+                &[&moved],
+            )
+            .await?
+            .get::<_, bool>(0)
+    {
+        let mut communities: Vec<String> = moved
+            .iter()
+            .flat_map(|g| [before.get(*g), after.get(*g)])
+            .map(|c| c.cloned().unwrap_or_default())
+            .collect();
+        communities.sort_unstable();
+        communities.dedup();
+        tracing::info!(
+            grids = moved.len(),
+            ?communities,
+            "grids moved: rebuilding their communities' rollup"
+        );
+        tx.execute("SELECT archive_rollup_build($1)", &[&communities])
+            .await?;
+    }
     tx.commit().await?;
     Ok(written)
 }

@@ -26,6 +26,7 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "outcomes",
         include_str!("../migrations/0004_outcomes.sql"),
     ),
+    (5, "rollup", include_str!("../migrations/0005_rollup.sql")),
 ];
 
 /// Arbitrary but fixed: the advisory lock that serialises migrations.

@@ -10,7 +10,7 @@
 
 use crate::rows::{BatchRows, Refused, SourceRecord, batch_rows};
 use helpgrid_common::time::Millis;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
@@ -135,7 +135,10 @@ where
         .collect();
     let skipped = records.len() - fresh.len();
     let rows = batch_rows(&fresh);
+    // Before the upsert: the rollup subtracts each changed incident's figures as archived.
+    let rollup = rollup_deltas(&tx, &rows).await?;
     write_rows(&tx, &rows).await?;
+    write_rollup(&tx, &rollup).await?;
     let refused = rows.refused.len();
     if refused > 0 {
         dead_letter(rows.refused.clone()).await?;
@@ -162,6 +165,212 @@ where
         newest: rows.events.iter().filter_map(|e| e.occurred_at).max(),
         positions,
     })
+}
+
+/// Serialises the sink's rollup writes (shared) with changes of the registry's grid → community
+/// placement (exclusive, [`crate::queries::import_areas`]): a batch places its incidents by the
+/// registry it read, and a registry change rebuilds the communities it moved grids between
+/// only after every batch that placed them the old way has committed.
+pub const AREAS_LOCK: i64 = 0x6172_6561_735f_726f;
+
+/// The columns [`crate::rollup::Facts`] is read from, in its order.
+pub const FACT_COLUMNS: &str = "grid_id, opened_at, source, kind, state, outcome, settled_level, \
+     acknowledged_at, closed_at, escalations, reassignments, repeat_presses";
+
+fn millis(t: SystemTime) -> Millis {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => d.as_millis() as Millis,
+        Err(e) => -(e.duration().as_millis() as Millis),
+    }
+}
+
+/// A row selected with [`FACT_COLUMNS`] (from column `first` on).
+pub fn facts_of(row: &tokio_postgres::Row, first: usize) -> crate::rollup::Facts {
+    let time = |i: usize| row.get::<_, Option<SystemTime>>(first + i).map(millis);
+    crate::rollup::Facts {
+        grid_id: row.get(first),
+        opened_at: millis(row.get(first + 1)),
+        source: row.get(first + 2),
+        kind: row.get(first + 3),
+        state: row.get(first + 4),
+        outcome: row.get(first + 5),
+        settled_level: row.get(first + 6),
+        acknowledged_at: time(7),
+        closed_at: time(8),
+        escalations: row.get(first + 9),
+        reassignments: row.get(first + 10),
+        repeat_presses: row.get(first + 11),
+    }
+}
+
+/// Each grid's community as the registry places it now (absent: not placed).
+pub async fn communities_of(
+    tx: &tokio_postgres::Transaction<'_>,
+    grids: &[&str],
+) -> Result<HashMap<String, String>, tokio_postgres::Error> {
+    Ok(tx
+        .query(
+            "SELECT area_id, parent_id FROM areas WHERE level = 'grid' AND area_id = ANY($1)",
+            &[&grids],
+        )
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect())
+}
+
+/// How the batch's incident upserts change the rollup: each incident's figures as archived
+/// taken away, as they will be added.
+async fn rollup_deltas(
+    tx: &tokio_postgres::Transaction<'_>,
+    rows: &BatchRows,
+) -> Result<BTreeMap<crate::rollup::Key, crate::rollup::Tally>, tokio_postgres::Error> {
+    if rows.incidents.is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    tx.execute("SELECT pg_advisory_xact_lock_shared($1)", &[&AREAS_LOCK])
+        .await?;
+    let ids: Vec<&str> = rows
+        .incidents
+        .iter()
+        .map(|r| r.incident_id.as_str())
+        .collect();
+    let before: HashMap<String, crate::rollup::Facts> = tx
+        .query(
+            &format!(
+                "SELECT incident_id, {FACT_COLUMNS} FROM incidents WHERE incident_id = ANY($1)"
+            ),
+            &[&ids],
+        )
+        .await?
+        .iter()
+        .map(|r| (r.get(0), facts_of(r, 1)))
+        .collect();
+    let changes: Vec<(Option<crate::rollup::Facts>, crate::rollup::Facts)> = rows
+        .incidents
+        .iter()
+        .map(|row| {
+            let old = before.get(&row.incident_id);
+            (old.cloned(), crate::rollup::Facts::after(old, row))
+        })
+        .collect();
+    let mut grids: Vec<&str> = changes
+        .iter()
+        .flat_map(|(b, a)| b.iter().chain([a]).map(|f| f.grid_id.as_str()))
+        .collect();
+    grids.sort_unstable();
+    grids.dedup();
+    let placed = communities_of(tx, &grids).await?;
+    Ok(crate::rollup::deltas(&changes, |grid| {
+        placed.get(grid).cloned().unwrap_or_default()
+    }))
+}
+
+/// PostgreSQL's text form of an integer array (`{1,0,-2}`).
+fn array_text(values: &[i64]) -> String {
+    let items: Vec<String> = crate::rollup::trimmed(values)
+        .iter()
+        .map(i64::to_string)
+        .collect();
+    format!("{{{}}}", items.join(","))
+}
+
+/// Adds the deltas to the rollup rows (created where missing), in key order.
+async fn write_rollup(
+    tx: &tokio_postgres::Transaction<'_>,
+    deltas: &BTreeMap<crate::rollup::Key, crate::rollup::Tally>,
+) -> Result<(), tokio_postgres::Error> {
+    if deltas.is_empty() {
+        return Ok(());
+    }
+    let days: Vec<i32> = deltas.keys().map(|k| k.0).collect();
+    let communities: Vec<&str> = deltas.keys().map(|k| k.1.as_str()).collect();
+    let count = |f: fn(&crate::rollup::Tally) -> i64| deltas.values().map(f).collect::<Vec<_>>();
+    let array = |f: fn(&crate::rollup::Tally) -> &Vec<i64>| {
+        deltas
+            .values()
+            .map(|t| array_text(f(t)))
+            .collect::<Vec<_>>()
+    };
+    let (requests, button, camera, closed, resolved) = (
+        count(|t| t.requests),
+        count(|t| t.button),
+        count(|t| t.camera),
+        count(|t| t.closed),
+        count(|t| t.resolved),
+    );
+    let (escalations, reassignments, repeats) = (
+        count(|t| t.escalations),
+        count(|t| t.reassignments),
+        count(|t| t.repeat_presses),
+    );
+    let (settled, outcomes, ack, close) = (
+        array(|t| &t.settled),
+        array(|t| &t.outcomes),
+        array(|t| &t.ack),
+        array(|t| &t.close),
+    );
+    tx.execute(
+        "INSERT INTO incident_rollup AS r (day, community_id, requests, button, camera, closed, \
+           resolved, escalations, reassignments, repeat_presses, settled, outcomes, ack_hist, \
+           close_hist) \
+         SELECT d, c, n1, n2, n3, n4, n5, n6, n7, n8, a1::int4[], a2::int4[], a3::int4[], \
+           a4::int4[] \
+         FROM unnest($1::int4[], $2::text[], $3::int8[], $4::int8[], $5::int8[], $6::int8[], \
+           $7::int8[], $8::int8[], $9::int8[], $10::int8[], $11::text[], $12::text[], \
+           $13::text[], $14::text[]) AS t(d, c, n1, n2, n3, n4, n5, n6, n7, n8, a1, a2, a3, a4) \
+         ON CONFLICT (day, community_id) DO UPDATE SET \
+           requests = r.requests + EXCLUDED.requests, button = r.button + EXCLUDED.button, \
+           camera = r.camera + EXCLUDED.camera, closed = r.closed + EXCLUDED.closed, \
+           resolved = r.resolved + EXCLUDED.resolved, \
+           escalations = r.escalations + EXCLUDED.escalations, \
+           reassignments = r.reassignments + EXCLUDED.reassignments, \
+           repeat_presses = r.repeat_presses + EXCLUDED.repeat_presses, \
+           settled = archive_add(r.settled, EXCLUDED.settled), \
+           outcomes = archive_add(r.outcomes, EXCLUDED.outcomes), \
+           ack_hist = archive_add(r.ack_hist, EXCLUDED.ack_hist), \
+           close_hist = archive_add(r.close_hist, EXCLUDED.close_hist)",
+        &[
+            &days,
+            &communities,
+            &requests,
+            &button,
+            &camera,
+            &closed,
+            &resolved,
+            &escalations,
+            &reassignments,
+            &repeats,
+            &settled,
+            &outcomes,
+            &ack,
+            &close,
+        ],
+    )
+    .await?;
+    let mut kind_days = Vec::new();
+    let mut kind_communities = Vec::new();
+    let mut kinds = Vec::new();
+    let mut kind_counts = Vec::new();
+    for ((day, community), tally) in deltas {
+        for (kind, n) in tally.kinds.iter().filter(|(_, n)| **n != 0) {
+            kind_days.push(*day);
+            kind_communities.push(community.as_str());
+            kinds.push(kind.as_str());
+            kind_counts.push(*n);
+        }
+    }
+    if !kinds.is_empty() {
+        tx.execute(
+            "INSERT INTO incident_rollup_kinds AS k (day, community_id, kind, requests) \
+             SELECT * FROM unnest($1::int4[], $2::text[], $3::text[], $4::int8[]) \
+             ON CONFLICT (day, community_id, kind) DO UPDATE SET \
+               requests = k.requests + EXCLUDED.requests",
+            &[&kind_days, &kind_communities, &kinds, &kind_counts],
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 async fn write_rows(
