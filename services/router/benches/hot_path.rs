@@ -190,6 +190,32 @@ fn benches(c: &mut Criterion) {
             )
         })
     });
+    group.bench_function("pipeline_per_press", |b| {
+        // Everything the pipeline does per press besides Kafka: decode + validate, decide,
+        // encode each incident event, and the changed incident's incident-state record (the
+        // desk's stored snapshot, copied as the pipeline copies it).
+        b.iter_custom(|iters| {
+            timed(
+                &roster,
+                iters,
+                |n| press(n, n),
+                |desk, bytes| {
+                    if let Ok(e) = validate::decode_help_event(Some(bytes), NOW) {
+                        let (_, out) = desk.on_help_event(0, &e, &roster, NOW);
+                        let mut payload = Vec::new();
+                        for o in &out {
+                            payload.clear();
+                            let _ = o.event.encode(&mut payload);
+                            black_box(&payload);
+                        }
+                        if let Some(last) = out.last().and_then(|o| o.event.incident.as_ref()) {
+                            black_box(desk.snapshot(&last.incident_id).map(|(_, r)| r.to_vec()));
+                        }
+                    }
+                },
+            )
+        })
+    });
     group.bench_function("encode_incident_event", |b| {
         let (mut desk, _) = busy_desk(&roster);
         let e = decoded(&press(OPEN + 1, OPEN + 1));

@@ -16,8 +16,14 @@ use helpgrid_proto::pb::{
     incident_event::Change,
 };
 use prost::Message as _;
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
+
+/// The desk's maps are looked up several times per event (id, dedup key, event id,
+/// responder load) and hashed string keys showed in the router's profile (SipHash ≈ 2 %).
+/// foldhash is the hasher hashbrown itself defaults to; it is still seeded per process, so
+/// keys chosen by a device cannot be aimed at one bucket ahead of time.
+pub(crate) type Map<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 /// Source name written in the envelope of every event the router emits.
 pub const SOURCE: &str = "helpgrid-router";
@@ -80,9 +86,9 @@ type Id = Arc<str>;
 #[derive(Default)]
 pub struct Desk {
     policy: Policy,
-    incidents: HashMap<Id, Tracked>,
+    incidents: Map<Id, Tracked>,
     /// responder id -> tracks of open incidents assigned to them.
-    load: HashMap<String, u32>,
+    load: Map<String, u32>,
     /// (ack deadline, incident id) for every unacknowledged assignment.
     deadlines: BTreeSet<(Millis, Id)>,
     /// Grid ids, interned: ~13,000 grids repeat across every open incident.
@@ -92,7 +98,7 @@ pub struct Desk {
     /// (camera, label) -> the open camera incidents for that detection (newest attaches).
     open_by_camera: OpenByKey<(Box<str>, i32)>,
     /// source event id -> incident, for events of incidents still in memory.
-    seen_events: HashMap<Box<str>, Id>,
+    seen_events: Map<Box<str>, Id>,
     /// (closed at, incident id), to forget closed incidents after the retention time.
     closed: BTreeSet<(Millis, Id)>,
     /// (partition, incident id) of closed incidents forgotten since the adapter last asked:
@@ -104,7 +110,7 @@ pub struct Desk {
 /// reused: the set of grids is small and fixed by the city, not by traffic.
 #[derive(Default, Clone)]
 struct Interner {
-    numbers: HashMap<Box<str>, u32>,
+    numbers: Map<Box<str>, u32>,
 }
 
 impl Interner {
@@ -334,6 +340,15 @@ impl Desk {
         self.incidents.get(incident_id).map(Tracked::incident)
     }
 
+    /// The incident's stored snapshot, encoded exactly as its incident-state record, and the
+    /// partition it belongs to: the pipeline writes these bytes as they are rather than
+    /// encoding the incident once more.
+    pub fn snapshot(&self, incident_id: &str) -> Option<(i32, &[u8])> {
+        self.incidents
+            .get(incident_id)
+            .map(|t| (t.partition, &*t.record))
+    }
+
     /// Incidents in memory (open, and closed within the retention time).
     pub fn len(&self) -> usize {
         self.incidents.len()
@@ -364,7 +379,13 @@ impl Desk {
         for a in &incident.assignments {
             if open && !a.responder_id.is_empty() {
                 if sign > 0 {
-                    *self.load.entry(a.responder_id.clone()).or_default() += 1;
+                    // Looked up before inserting: `entry` would allocate the key every time.
+                    match self.load.get_mut(a.responder_id.as_str()) {
+                        Some(load) => *load += 1,
+                        None => {
+                            self.load.insert(a.responder_id.clone(), 1);
+                        }
+                    }
                 } else if let Some(load) = self.load.get_mut(&a.responder_id) {
                     *load = load.saturating_sub(1);
                     if *load == 0 {
@@ -1094,7 +1115,7 @@ impl Desk {
 /// open. New detections attach to the newest. A sorted Vec, not a BTreeSet: a one-entry
 /// BTreeSet allocates a whole B-tree node (hundreds of bytes), and this map holds an entry for
 /// every open incident.
-type OpenByKey<K> = HashMap<K, Vec<(Option<Millis>, Id)>>;
+type OpenByKey<K> = Map<K, Vec<(Option<Millis>, Id)>>;
 
 fn update_dedup_key<K: std::hash::Hash + Eq>(
     map: &mut OpenByKey<K>,

@@ -1,14 +1,15 @@
 //! Who can be sent: the roster as a table keyed by responder id, indexed by grid, and the
 //! order in which candidates are offered an incident.
 
+use super::desk::Map;
 use helpgrid_proto::pb::{GeoPoint, Responder, ResponderRole};
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashSet};
 
 #[derive(Debug, Default, Clone)]
 pub struct Roster {
-    responders: HashMap<String, Responder>,
+    responders: Map<String, Responder>,
     /// grid id -> responders covering it (on duty or not); kept sorted for stable iteration.
-    by_grid: HashMap<String, BTreeSet<String>>,
+    by_grid: Map<String, BTreeSet<String>>,
 }
 
 impl Roster {

@@ -2,7 +2,7 @@
 //! batch it came in, unchanged, with why and where from in headers. The partition moves on.
 
 use crate::domain::validate::Invalid;
-use rdkafka::message::{Header, Message, OwnedHeaders, OwnedMessage};
+use rdkafka::message::{Header, Message, OwnedHeaders};
 
 pub const HEADER_REASON: &str = "helpgrid.dlq.reason";
 pub const HEADER_KIND: &str = "helpgrid.dlq.kind";
@@ -20,7 +20,7 @@ pub struct DeadLetter {
     pub origin_topic: String,
 }
 
-pub fn dead_letter(message: &OwnedMessage, invalid: &Invalid) -> DeadLetter {
+pub fn dead_letter(message: &impl Message, invalid: &Invalid) -> DeadLetter {
     let reason = invalid.to_string();
     let partition = message.partition().to_string();
     let offset = message.offset().to_string();

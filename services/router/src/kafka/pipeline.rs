@@ -23,15 +23,14 @@ use helpgrid_common::health::{Health, Readiness};
 use helpgrid_common::partition::grid_partition;
 use helpgrid_common::time::{Millis, now_millis};
 use helpgrid_common::topics::Topics;
-use helpgrid_proto::pb::Incident;
 use helpgrid_proto::pb::incident_event::Change;
 use prost::Message as _;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
+use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -119,8 +118,19 @@ struct BatchOutput {
     /// (partition, incident id) of closed incidents past the retention window: tombstones
     /// for incident-state.
     tombstones: Vec<(i32, String)>,
+    /// The incident-state record of every incident the batch changed, in first-change
+    /// order: the desk's stored snapshot bytes, copied as they are (encoding the incident
+    /// again cost as much as a third of the desk's work per press).
+    snapshots: Vec<Snapshot>,
     /// Next offset to consume, per (topic, partition).
     offsets: BTreeMap<(String, i32), i64>,
+}
+
+/// One incident-state record to write.
+struct Snapshot {
+    partition: i32,
+    incident_id: String,
+    record: Vec<u8>,
 }
 
 /// A help event or command to re-publish to its grid's partition of the same topic.
@@ -181,6 +191,7 @@ pub fn run_pipeline(
         .subscribe(&[&topics.help_events, &topics.incident_commands])
         .map_err(PipelineError::Client)?;
     tracing::info!(group = %config.group_id, transactional_id = %config.transactional_id, "router pipeline started");
+    let counters = telemetry::PipelineCounters::new(topics);
 
     while !cancel.is_cancelled() {
         let generation = ownership.generation();
@@ -191,6 +202,7 @@ pub fn run_pipeline(
                 Duration::from_millis((at - now_millis()).clamp(0, 100) as u64)
             });
         let batch = poll_batch(&consumer, wait, config.batch_max)?;
+        let batch_len = batch.len();
         if let Some(failure) = ownership.take_failure() {
             return Err(PipelineError::Restore(failure));
         }
@@ -216,9 +228,10 @@ pub fn run_pipeline(
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             let mut desk = ownership.desk();
             let mut output = decide(
-                &mut desk, &roster, topics, partitions, &batch, &ownership, now,
+                &mut desk, &roster, topics, partitions, &batch, &ownership, now, &counters,
             );
             output.events.extend(desk.on_tick(&roster, now));
+            output.snapshots = latest_snapshots(&desk, &output.events);
             output.tombstones = desk.take_forgotten();
             telemetry::set_open_incidents(desk.open_count());
             output
@@ -231,9 +244,10 @@ pub fn run_pipeline(
         {
             continue;
         }
-        commit(&producer, &consumer, topics, &output, batch.len())?;
+        drop(batch);
+        commit(&producer, &consumer, topics, &output, batch_len)?;
         for o in &output.events {
-            telemetry::record_incident_event(&o.event, now);
+            counters.record_incident_event(&o.event, now);
         }
     }
     tracing::info!("router pipeline stopping");
@@ -243,17 +257,20 @@ pub fn run_pipeline(
 /// Waits up to `wait` for the first record, then takes what is already there. A fatal
 /// consumer error (e.g. another instance took this one's static membership) ends the
 /// pipeline: a consumer in that state never delivers again.
+///
+/// The messages stay librdkafka's (borrowed, not copied into owned ones): a press is
+/// decoded straight from the fetched buffer.
 fn poll_batch(
     consumer: &BaseConsumer<RouterContext>,
     wait: Duration,
     max: usize,
-) -> Result<Vec<OwnedMessage>, PipelineError> {
+) -> Result<Vec<BorrowedMessage<'_>>, PipelineError> {
     let mut batch = Vec::new();
     let mut timeout = wait;
     while batch.len() < max {
         match consumer.poll(timeout) {
             None => break,
-            Some(Ok(message)) => batch.push(message.detach()),
+            Some(Ok(message)) => batch.push(message),
             Some(Err(error)) => {
                 if let Some((code, reason)) = consumer.client().fatal_error() {
                     tracing::error!(%error, ?code, reason, "consumer failed fatally");
@@ -277,7 +294,7 @@ fn poll_batch(
 /// the grid as key), its offset committed here, and it is decided when it arrives there.
 /// Commands likewise (by the grid they name): the incident lives in the desk of the router
 /// that owns its grid's partition, and any other router would answer "not found".
-fn forward(message: &OwnedMessage, partition: i32, grid_id: &str) -> Forward {
+fn forward(message: &impl Message, partition: i32, grid_id: &str) -> Forward {
     let origin = format!(
         "{}/{}/{}",
         message.topic(),
@@ -306,14 +323,16 @@ fn forward(message: &OwnedMessage, partition: i32, grid_id: &str) -> Forward {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn decide(
     desk: &mut Desk,
     roster: &Roster,
     topics: &Topics,
     partitions: usize,
-    batch: &[OwnedMessage],
+    batch: &[impl Message],
     ownership: &Ownership,
     now: Millis,
+    counters: &telemetry::PipelineCounters,
 ) -> BatchOutput {
     let mut out = BatchOutput::default();
     for message in batch {
@@ -323,8 +342,9 @@ fn decide(
         }
         out.offsets
             .insert((topic.to_owned(), partition), message.offset() + 1);
-        metrics::counter!(telemetry::RECORDS_IN, "topic" => topic.to_owned()).increment(1);
-        let result = if topic == topics.help_events {
+        let help = topic == topics.help_events;
+        counters.record_in(help);
+        let result = if help {
             validate::decode_help_event(message.payload(), now).map(|event| {
                 let home = grid_partition(event.grid_id(), partitions);
                 if home != partition {
@@ -334,8 +354,7 @@ fn decide(
                     return Vec::new();
                 }
                 let (outcome, events) = desk.on_help_event(partition, &event, roster, now);
-                metrics::counter!(telemetry::HELP_EVENTS, "outcome" => outcome.as_str())
-                    .increment(1);
+                counters.help_event(outcome);
                 if outcome == HelpOutcome::Duplicate {
                     tracing::debug!(event_id = %event.event_id, "duplicate help event ignored");
                 }
@@ -350,12 +369,7 @@ fn decide(
                     out.forwards.push(forward(message, home, &command.grid_id));
                     return Vec::new();
                 }
-                let action = match command.action {
-                    validate::ValidAction::Acknowledge => "acknowledge",
-                    validate::ValidAction::Close { .. } => "close",
-                    validate::ValidAction::Escalate { .. } => "escalate",
-                };
-                metrics::counter!(telemetry::COMMANDS, "action" => action).increment(1);
+                counters.command(&command.action);
                 desk.on_command(partition, &command, roster, now).1
             })
         };
@@ -370,27 +384,42 @@ fn decide(
     out
 }
 
-/// The last snapshot of every incident the batch changed, in first-change order: what its
-/// incident-state record becomes. A rejection changes nothing, so it writes no state.
-fn latest_snapshots(events: &[Output]) -> Vec<(i32, &Incident)> {
-    let mut order: Vec<(i32, &Incident)> = Vec::new();
-    let mut index: HashMap<&str, usize> = HashMap::new();
+/// The incident-state record of every incident the batch changed, in first-change order:
+/// the desk's stored snapshot, which is the incident as the batch's last event for it left
+/// it. A rejection changes nothing, so it writes no state.
+fn latest_snapshots(desk: &Desk, events: &[Output]) -> Vec<Snapshot> {
+    let mut seen: HashSet<&str> = HashSet::new();
+    let mut snapshots = Vec::new();
     for o in events {
         let Some(incident) = o.event.incident.as_ref() else {
             continue;
         };
-        if matches!(o.event.change, Some(Change::Rejected(_))) {
+        if matches!(o.event.change, Some(Change::Rejected(_)))
+            || !seen.insert(incident.incident_id.as_str())
+        {
             continue;
         }
-        match index.get(incident.incident_id.as_str()) {
-            Some(&i) => order[i] = (o.partition, incident),
-            None => {
-                index.insert(&incident.incident_id, order.len());
-                order.push((o.partition, incident));
-            }
-        }
+        let (partition, record) = match desk.snapshot(&incident.incident_id) {
+            Some((partition, record)) => (partition, record.to_vec()),
+            // Not in the desk any more (cannot happen within a batch today: closed incidents
+            // stay for the retention time); the last event's copy is the same incident.
+            None => match events
+                .iter()
+                .rev()
+                .filter_map(|e| e.event.incident.as_ref().map(|i| (e.partition, i)))
+                .find(|(_, i)| i.incident_id == incident.incident_id)
+            {
+                Some((partition, last)) => (partition, last.encode_to_vec()),
+                None => continue,
+            },
+        };
+        snapshots.push(Snapshot {
+            partition,
+            incident_id: incident.incident_id.clone(),
+            record,
+        });
     }
-    order
+    snapshots
 }
 
 fn send(
@@ -482,8 +511,12 @@ fn produce_in_transaction(
     output: &BatchOutput,
 ) -> Result<(), PipelineError> {
     producer.begin_transaction().map_err(txn("begin"))?;
+    // librdkafka copies each payload on send, so one buffer serves every event.
+    let mut payload = Vec::with_capacity(512);
     for o in &output.events {
-        let payload = o.event.encode_to_vec();
+        payload.clear();
+        // Encoding into a Vec cannot fail: it grows as needed.
+        let _ = o.event.encode(&mut payload);
         let record = BaseRecord::to(&topics.incident_events)
             .partition(o.partition)
             .key(o.key.as_bytes())
@@ -500,12 +533,11 @@ fn produce_in_transaction(
         }
         send(producer, record)?;
     }
-    for (partition, incident) in latest_snapshots(&output.events) {
-        let payload = incident.encode_to_vec();
+    for snapshot in &output.snapshots {
         let record = BaseRecord::to(&topics.incident_state)
-            .partition(partition)
-            .key(incident.incident_id.as_bytes())
-            .payload(payload.as_slice());
+            .partition(snapshot.partition)
+            .key(snapshot.incident_id.as_bytes())
+            .payload(snapshot.record.as_slice());
         send(producer, record)?;
     }
     for (partition, incident_id) in &output.tombstones {
