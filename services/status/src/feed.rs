@@ -11,7 +11,7 @@
 //! no snapshot).
 
 use crate::commands::PendingCommands;
-use crate::read_model::{LoggedEvent, ReadModel};
+use crate::read_model::{LoggedEvent, ReadModel, incident_record};
 use crate::telemetry;
 use helpgrid_common::reader::{Feed, Record};
 use helpgrid_proto::pb::{Incident, IncidentEvent};
@@ -134,7 +134,8 @@ impl IncidentFeed {
         // find the event in the read model.
         let (applied, incidents) = {
             let mut model = self.read_model.write();
-            let applied = model.apply(record.partition, record.offset, event);
+            let raw = record.payload.as_deref().and_then(incident_record);
+            let applied = model.apply_with_record(record.partition, record.offset, event, raw);
             (applied, model.incident_count())
         };
         let Some(logged) = applied else {
