@@ -4,6 +4,7 @@
 //! - [`generator`]: sends it open loop at a rate or as a burst; when each event left.
 //! - [`observer`]: reads the output topic; latencies, counts, the reconciliation.
 //! - [`services`]: starts and stops the processes under test.
+//! - [`flood_services`]: more routers, and the archive and gateway beside them.
 //! - [`procstat`]: their CPU and memory from /proc, and the consumer lag.
 //! - [`watchers`]: many WatchIncidents streams at once.
 //! - [`relay`]: the bare consume → produce relay that HelpGrid is compared with.
@@ -11,6 +12,7 @@
 //! - [`gateway`]: the device gateway beside bare MQTT and Kafka (its own run).
 //! - [`scenario`]: the scenarios, each one command; [`report`]: JSON, markdown, SVG.
 
+pub mod flood_services;
 pub mod gateway;
 pub mod generator;
 pub mod observer;

@@ -187,6 +187,9 @@ pub struct LoadArgs {
     /// The MQTT broker of the gateway scenario.
     #[command(flatten)]
     pub mqtt: crate::devices::MqttArgs,
+    /// More routers, and the other consumers of incident-events, started beside the router.
+    #[command(flatten)]
+    pub alongside: crate::load::flood_services::AlongsideArgs,
     /// Print the encoded size of a planned button press (for the Kafka tools) and exit.
     #[arg(long)]
     pub print_record_size: bool,
@@ -527,6 +530,14 @@ pub async fn run(args: LoadArgs, progress: impl Fn(&str)) -> anyhow::Result<(Rep
                     "helpgrid-router",
                     &[],
                     &router_env,
+                    &out_dir,
+                )?);
+                services.extend(crate::load::flood_services::start(
+                    &args.alongside,
+                    &args.bin_dir,
+                    &env,
+                    &router_env,
+                    &kafka.topic_prefix,
                     &out_dir,
                 )?);
                 status_addr = Some(format!("http://127.0.0.1:{port}"));
@@ -937,6 +948,8 @@ pub async fn run(args: LoadArgs, progress: impl Fn(&str)) -> anyhow::Result<(Rep
         "record_size_bytes": record_size,
         "city": { "grids": city.grids.len(), "households": city.households(), "responders": city.responders.len() },
         "service_env": args.service_env.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>(),
+        "routers": args.alongside.routers.max(1),
+        "alongside": { "archive": args.alongside.archive_postgres_url.is_some(), "gateway": args.alongside.with_gateway },
         "bin_dir": args.bin_dir,
         "machine": machine(),
         "elapsed_s": elapsed_s,
