@@ -48,4 +48,9 @@ pub fn describe() {
     );
     metrics::describe_counter!(FEEDBACK, "Feedback to residents' devices, by outcome");
     metrics::describe_counter!(KAFKA_RETRIES, "Kafka sends retried after a failure");
+    // Reported at 0 from the start, so an alert on `increase()` sees the first unroutable
+    // press after a restart (a series that appears at 1 has no increase to Prometheus).
+    for reason in crate::domain::registry::Refusal::KINDS {
+        metrics::counter!(UNROUTABLE_DEVICES, "reason" => reason).absolute(0);
+    }
 }

@@ -23,6 +23,9 @@ pub enum Refusal {
 }
 
 impl Refusal {
+    /// Every value `kind` returns (the metrics report each from the start).
+    pub const KINDS: [&'static str; 3] = ["unknown_device", "disabled_device", "wrong_device_kind"];
+
     pub fn kind(&self) -> &'static str {
         match self {
             Refusal::UnknownDevice(_) => "unknown_device",
@@ -199,6 +202,21 @@ fn check_routable(d: &Device, expected: DeviceKind) -> Result<&Device, Refusal> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_refusal_kind_is_listed() {
+        let refusals = [
+            Refusal::UnknownDevice("d".into()),
+            Refusal::Disabled("d".into()),
+            Refusal::WrongKind {
+                device: "d".into(),
+                registered: "a",
+                expected: "b",
+            },
+        ];
+        let kinds: Vec<&str> = refusals.iter().map(Refusal::kind).collect();
+        assert_eq!(kinds, Refusal::KINDS);
+    }
 
     fn button(id: &str, name: &str, enabled: bool) -> Device {
         Device {
