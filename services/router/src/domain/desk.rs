@@ -29,6 +29,10 @@ pub(crate) type Map<K, V> = std::collections::HashMap<K, V, foldhash::fast::Rand
 pub const SOURCE: &str = "helpgrid-router";
 /// How many source event ids an incident remembers for deduplication.
 const RECENT_EVENT_IDS: usize = 16;
+/// How many command ids answered with `repeated` an incident remembers. A second copy of a
+/// command record arrives within seconds of the first (a producer retry in a failover), and
+/// few retries of one request are in flight at once.
+const REPEATED_COMMAND_IDS: usize = 8;
 
 /// An event to publish, with the partition it belongs to (the incident's own).
 #[derive(Debug, Clone, PartialEq)]
@@ -470,11 +474,13 @@ impl Desk {
         }
     }
 
-    /// Rebuilds state from one snapshot (an incident-state record). Later revisions win;
-    /// closed incidents past the retention time are not kept.
+    /// Rebuilds state from one snapshot (an incident-state record). Later revisions win, and
+    /// of two with the same revision the later record (a `repeated` answer keeps the revision
+    /// but adds to `repeated_command_ids`); closed incidents past the retention time are not
+    /// kept.
     pub fn restore_incident(&mut self, partition: i32, incident: &Incident, now: Millis) {
         if let Some(existing) = self.get(&incident.incident_id)
-            && existing.revision >= incident.revision
+            && existing.revision > incident.revision
         {
             return;
         }
@@ -1033,7 +1039,7 @@ impl Desk {
         };
         let (incident, home) = (&tracked.incident(), tracked.partition);
         match earlier_request(incident, command) {
-            Some(Ok(())) => return (None, vec![repeated(home, incident, command, now)]),
+            Some(Ok(())) => return (None, self.repeat(home, command, now)),
             Some(Err((reason, message))) => {
                 let out = reject(
                     home,
@@ -1107,6 +1113,31 @@ impl Desk {
         let Transition { incident, out, .. } = tx;
         self.store(home, incident);
         (None, out)
+    }
+
+    /// Answers a retry of an applied command: `repeated`, once per command record. A copy of
+    /// a command record already answered (the same command id: the status service's producer
+    /// wrote it twice) gets nothing, so no event id is written twice; whoever waits for that
+    /// command id had its answer with the first copy. The id is remembered in the incident
+    /// (its snapshot is written with the answer), so a restart does not forget it.
+    fn repeat(&mut self, home: i32, command: &ValidCommand, now: Millis) -> Vec<Output> {
+        let Some((mut incident, home_now)) = self.take(&command.incident_id) else {
+            return Vec::new();
+        };
+        debug_assert_eq!(home, home_now);
+        if incident.repeated_command_ids.contains(&command.command_id) {
+            self.store(home_now, incident);
+            return Vec::new();
+        }
+        incident
+            .repeated_command_ids
+            .push(command.command_id.clone());
+        if incident.repeated_command_ids.len() > REPEATED_COMMAND_IDS {
+            incident.repeated_command_ids.remove(0);
+        }
+        let out = repeated(home_now, &incident, command, now);
+        self.store(home_now, incident);
+        vec![out]
     }
 }
 
