@@ -25,6 +25,9 @@ use tokio::sync::oneshot;
 
 /// The `source` written in the envelope of every command.
 pub const COMMAND_SOURCE: &str = "helpgrid-status";
+/// How far past its deadline an exchange may end before it is logged as late (timer and
+/// scheduling slack).
+const LATE_MARGIN: Duration = Duration::from_millis(250);
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum CommandAction {
@@ -258,14 +261,22 @@ impl CommandSender {
                 }
             },
         };
+        // took_ms: this service's own time for the exchange, to set against what a caller
+        // measured (a gap between the two is spent outside the command: scheduling, network).
+        let took_ms = started.elapsed().as_millis() as u64;
+        if started.elapsed() > self.timeout + LATE_MARGIN {
+            // Every wait above is bounded by the deadline: only a starved runtime (a blocked
+            // worker thread, an overloaded machine) can get here.
+            tracing::warn!(%command_id, incident_id, action = action_name, took_ms, timeout_ms = self.timeout.as_millis() as u64, "command answered past its deadline");
+        }
         match &result {
             Ok(incident) => {
                 telemetry::command_outcome("applied");
-                tracing::info!(%command_id, incident_id, actor_id, action = action_name, revision = incident.revision, "command applied");
+                tracing::info!(%command_id, incident_id, actor_id, action = action_name, revision = incident.revision, took_ms, "command applied");
             }
             Err(error) => {
                 telemetry::command_outcome(error.outcome());
-                tracing::info!(%command_id, incident_id, actor_id, action = action_name, %error, "command not applied");
+                tracing::info!(%command_id, incident_id, actor_id, action = action_name, %error, took_ms, "command not applied");
             }
         }
         result
