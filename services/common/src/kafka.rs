@@ -5,6 +5,13 @@
 
 use rdkafka::ClientConfig;
 
+/// How long the router's transactional producer waits for a broker's answer to one request
+/// before retrying elsewhere (`socket.timeout.ms`). Above the slowest single request seen on
+/// a loaded 2-core machine (about 1 s), below the cluster's broker session timeout (6 s
+/// locally, 9 s by default), so requests stuck at a hung leader are retried about when its
+/// partitions move. Overridable with `--kafka-option socket.timeout.ms=…`.
+pub const ROUTER_REQUEST_TIMEOUT_MS: &str = "3000";
+
 /// Command-line/environment settings for every Kafka client of a service.
 #[derive(Debug, Clone, clap::Args)]
 pub struct KafkaArgs {
@@ -140,7 +147,13 @@ impl KafkaArgs {
             // librdkafka 2.12 looks for a moved group coordinator (send_offsets_to_transaction)
             // only when some broker connection changes state; with the default 10 s reconnect
             // backoff to a dead broker that took up to 10 s after the broker was gone.
-            .set("reconnect.backoff.max.ms", "1000");
+            .set("reconnect.backoff.max.ms", "1000")
+            // A broker that hangs (SIGSTOP, a long GC pause) keeps the requests sent to it
+            // until they time out — librdkafka's default is 60 s — and a transaction waits for
+            // its deliveries, so the router's output stopped for as long as the broker did,
+            // although its partitions had moved after the broker session timeout. With a short
+            // request timeout the deliveries are retried at the new leaders.
+            .set("socket.timeout.ms", ROUTER_REQUEST_TIMEOUT_MS);
         self.finish(config)
     }
 
