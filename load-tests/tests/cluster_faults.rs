@@ -40,6 +40,7 @@ use helpgrid_proto::pb::{
 use helpgrid_testkit::reconcile::{accounted_event_id, reconcile};
 use helpgrid_testkit::records::{press, responder};
 use helpgrid_testkit::{IncidentLog, Publisher};
+use prost::Message;
 use rdkafka::TopicPartitionList;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use std::collections::hash_map::Entry;
@@ -84,6 +85,7 @@ struct Call {
     took: Duration,
 }
 
+#[derive(Clone, Copy)]
 enum Fault {
     KillBusiestLeader,
     KillTransactionCoordinator,
@@ -210,7 +212,11 @@ async fn responder_calls(
                 if Instant::now() > deadline {
                     return;
                 }
-                tokio::time::sleep(Duration::from_millis(200)).await;
+                // Once a second, as a person refreshing would: during a stall hundreds of
+                // incidents wait here, and polling each five times a second loaded the status
+                // service (and this process's two runtime threads, which the timed calls
+                // share) with well over a thousand reads a second.
+                tokio::time::sleep(Duration::from_secs(1)).await;
             }
             // Each command is retried as a client should after UNAVAILABLE: the same
             // request with the same request id, until it answers.
@@ -416,6 +422,54 @@ async fn diagnose(
     found.unwrap_or_else(|e| format!("diagnosis failed: {e}"))
 }
 
+/// Every record of incident-commands (read_committed, from the start): by command id (the
+/// envelope's event id), where each copy of it sits. A command id at two offsets means the
+/// status service's producer wrote it twice (its idempotence does not cover every failover);
+/// the router must answer such a copy at most once.
+async fn command_copies(args: &KafkaArgs, topic: &str) -> HashMap<String, Vec<(i32, i64)>> {
+    let (args, topic) = (args.clone(), topic.to_owned());
+    tokio::task::spawn_blocking(move || {
+        let reader: BaseConsumer = args
+            .reader_config("helpgrid-test-commands")
+            .create()
+            .expect("command reader");
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..PARTITIONS {
+            tpl.add_partition_offset(&topic, p, rdkafka::Offset::Beginning)
+                .expect("partition");
+        }
+        reader.assign(&tpl).expect("assign");
+        let mut copies: HashMap<String, Vec<(i32, i64)>> = HashMap::new();
+        let mut at_end = HashSet::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while at_end.len() < PARTITIONS as usize && Instant::now() < deadline {
+            match reader.poll(Duration::from_millis(500)) {
+                Some(Ok(m)) => {
+                    use rdkafka::Message as _;
+                    let id = helpgrid_proto::pb::IncidentCommand::decode(
+                        m.payload().unwrap_or_default(),
+                    )
+                    .ok()
+                    .and_then(|c| c.envelope)
+                    .map(|e| e.event_id)
+                    .unwrap_or_default();
+                    copies
+                        .entry(id)
+                        .or_default()
+                        .push((m.partition(), m.offset()));
+                }
+                Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
+                    at_end.insert(p);
+                }
+                Some(Err(_)) | None => {}
+            }
+        }
+        copies
+    })
+    .await
+    .expect("command reader")
+}
+
 /// Runs one fault under load; returns what went wrong (empty: nothing).
 async fn run_fault(cluster: &Cluster, fault: Fault, presses: usize, per_s: f64) -> Vec<String> {
     let prefix = format!("cf-{}.", &uuid_like()[..10]);
@@ -423,7 +477,7 @@ async fn run_fault(cluster: &Cluster, fault: Fault, presses: usize, per_s: f64) 
     args.topic_partitions = PARTITIONS;
     args.topic_replication = 3;
     let topics = Topics::with_prefix(&prefix);
-    let stack = Stack::start_on(args.clone(), roster(), COMMAND_TIMEOUT).await;
+    let stack = Stack::start_on_own_runtime(args.clone(), roster(), COMMAND_TIMEOUT).await;
     let transactional_id = format!("{prefix}router-1");
     let mut log = IncidentLog::follow(&args, &topics.incident_events).await;
 
@@ -479,7 +533,14 @@ async fn run_fault(cluster: &Cluster, fault: Fault, presses: usize, per_s: f64) 
     // keeps reading in this task; the load goes on for 10 s after the cluster is whole.
     log.read_for(Duration::from_secs(6)).await;
     let name = fault.name();
-    let node = fault.target(cluster, &topics, &transactional_id);
+    // The script starts a JVM tool (seconds on a loaded machine): off the runtime's two
+    // worker threads, which serve the status service and the calls being timed meanwhile.
+    let node = {
+        let (cluster, topics, txid) = (cluster.clone(), topics.clone(), transactional_id.clone());
+        tokio::task::spawn_blocking(move || fault.target(&cluster, &topics, &txid))
+            .await
+            .expect("fault target")
+    };
     eprintln!("[{name}] on node(s) {node}");
     let fault_started = Instant::now();
     let injector = {
@@ -556,6 +617,13 @@ async fn run_fault(cluster: &Cluster, fault: Fault, presses: usize, per_s: f64) 
     let mut by_code: HashMap<(&str, Code), usize> = HashMap::new();
     let mut problems = Vec::new();
     let slowest = calls.iter().map(|c| c.took).max().unwrap_or_default();
+    let mut took: Vec<Duration> = calls.iter().map(|c| c.took).collect();
+    took.sort();
+    let p99 = took
+        .get((took.len() * 99 / 100).min(took.len().saturating_sub(1)))
+        .copied()
+        .unwrap_or_default();
+    let past_timeout = took.iter().filter(|t| **t > COMMAND_TIMEOUT).count();
     let mut last: HashMap<(&str, &str), Code> = HashMap::new();
     let mut retried = 0;
     for call in &calls {
@@ -591,14 +659,25 @@ async fn run_fault(cluster: &Cluster, fault: Fault, presses: usize, per_s: f64) 
             ));
         }
     }
+    // Where duplicate answers came from: a command written twice, or one record answered twice.
+    let copies = command_copies(&args, &topics.incident_commands).await;
+    let written_twice = copies.values().filter(|c| c.len() > 1).count();
+    for id in &report.duplicate_event_ids {
+        let command = id.rsplit_once(':').map_or(id.as_str(), |(c, _)| c);
+        eprintln!(
+            "[{name}] duplicate event id {id}: command record(s) at {:?}",
+            copies.get(command)
+        );
+    }
     let mut codes: Vec<String> = by_code
         .iter()
         .map(|((action, code), n)| format!("{action} {code:?} {n}"))
         .collect();
     codes.sort();
     eprintln!(
-        "[{name}] {report} | fault took {fault_took:?}, longest output gap {gap:?}, drained {drained_after:?} after the last press | calls: {} (slowest {slowest:?}, {retried} retries)",
-        codes.join(", ")
+        "[{name}] {report} | fault took {fault_took:?}, longest output gap {gap:?}, drained {drained_after:?} after the last press | calls: {} (p99 {p99:?}, slowest {slowest:?}, {past_timeout} past {COMMAND_TIMEOUT:?}, {retried} retries) | command records {} ({written_twice} written twice)",
+        codes.join(", "),
+        copies.len()
     );
     problems.extend(stack.stop_checked().await);
     if !report.is_clean() {

@@ -103,6 +103,37 @@ pub async fn start_status(args: &KafkaArgs, command_timeout: Duration) -> (Runni
     (status, addr)
 }
 
+/// As `start_status`, on a tokio runtime of its own (two worker threads, as the service's
+/// own process would have), so that the timed calls of a fault run measure the service, not
+/// this test process's runtime, which also carries the load generator and the clients.
+pub async fn start_status_own_runtime(
+    args: &KafkaArgs,
+    command_timeout: Duration,
+) -> (Running, String) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.set_nonblocking(true).expect("non-blocking");
+    let addr = format!("http://{}", listener.local_addr().expect("addr"));
+    let mut config =
+        StatusConfig::new(args.clone()).with_auth(TokenKey::from_secret(KEY).expect("key"));
+    config.command_timeout = command_timeout;
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::task::spawn_blocking(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("status-rt")
+            .enable_all()
+            .build()?;
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener)?;
+            helpgrid_status::run(config, listener, async move {
+                let _ = stopped.await;
+            })
+            .await
+        })
+    });
+    (Running { stop, task }, addr)
+}
+
 /// The router, in this process, with the ids a deployment on `args`' prefix would use.
 pub fn start_router(args: &KafkaArgs) -> Running {
     start_router_with_health(args, Health::new())
@@ -140,7 +171,27 @@ impl Stack {
         roster: Vec<helpgrid_proto::pb::Responder>,
         command_timeout: Duration,
     ) -> Self {
-        let (status, addr) = start_status(&args, command_timeout).await;
+        let started = start_status(&args, command_timeout).await;
+        Self::with_status(args, roster, command_timeout, started).await
+    }
+
+    /// As `start_on`, with the status service on a runtime of its own
+    /// (`start_status_own_runtime`).
+    pub async fn start_on_own_runtime(
+        args: KafkaArgs,
+        roster: Vec<helpgrid_proto::pb::Responder>,
+        command_timeout: Duration,
+    ) -> Self {
+        let started = start_status_own_runtime(&args, command_timeout).await;
+        Self::with_status(args, roster, command_timeout, started).await
+    }
+
+    async fn with_status(
+        args: KafkaArgs,
+        roster: Vec<helpgrid_proto::pb::Responder>,
+        command_timeout: Duration,
+        (status, addr): (Running, String),
+    ) -> Self {
         let channel = sim::connect(&addr).await.expect("status service reachable");
         let mut roster_api =
             RosterServiceClient::with_interceptor(channel, bearer("admin", Role::Admin, &["*"]));
