@@ -41,6 +41,15 @@ pub struct ArchiveArgs {
     /// How long a batch waits for more records after its first, in milliseconds.
     #[arg(long, env = "HELPGRID_ARCHIVE_BATCH_LINGER_MS", default_value_t = 20)]
     pub batch_linger_ms: u64,
+    /// Sink writers: each takes every N-th partition of incident-events with its own Kafka
+    /// consumer and PostgreSQL connection, so N transactions are written at once.
+    #[arg(
+        long,
+        env = "HELPGRID_ARCHIVE_WRITERS",
+        default_value_t = 2,
+        value_parser = clap::value_parser!(u32).range(1..=16)
+    )]
+    pub writers: u32,
     /// Replace personal fields (household, device, location, note, snapshot reference) with
     /// pseudonyms once an incident has been closed this many days; 0 turns it off.
     #[arg(
@@ -108,6 +117,7 @@ impl ArchiveArgs {
             postgres_url: self.postgres_url.clone(),
             batch_max: self.batch_max as usize,
             batch_linger: Duration::from_millis(self.batch_linger_ms),
+            writers: self.writers as usize,
             token_key,
             pseudonymise_every: PSEUDONYMISE_EVERY,
             pseudonymise_after: (self.pseudonymise_after_days > 0)
@@ -126,6 +136,8 @@ pub struct ArchiveConfig {
     pub postgres_url: String,
     pub batch_max: usize,
     pub batch_linger: Duration,
+    /// Sink writers (partition groups written in parallel), at least 1.
+    pub writers: usize,
     /// Verifies bearer tokens; `None` serves everyone (explicitly insecure).
     pub token_key: Option<Arc<TokenKey>>,
     /// Closed incidents older than this get pseudonyms for their personal fields.
@@ -146,6 +158,7 @@ impl ArchiveConfig {
             postgres_url: postgres_url.into(),
             batch_max: 5000,
             batch_linger: Duration::from_millis(20),
+            writers: 2,
             token_key: None,
             pseudonymise_after: None,
             pseudonymise_every: PSEUDONYMISE_EVERY,

@@ -174,9 +174,7 @@ pub async fn run(
                 stop.clone(),
             )));
         }
-        sink::run_sink(config.clone(), client, ready_tx, stop.clone())
-            .await
-            .context("the archive sink failed")
+        run_writers(&config, client, ready_tx, &stop).await
     };
     let result = tokio::select! {
         result = work => result,
@@ -248,6 +246,60 @@ async fn serve_grpc(
 
 /// How often the area registry is re-read (another archive may have imported changes).
 const AREAS_REFRESH: Duration = Duration::from_secs(30);
+
+/// The sink's writers, each over its share of the partitions; `/readyz` is ready while every
+/// writer is. The first writer gets the connection that migrated the schema.
+async fn run_writers(
+    config: &ArchiveConfig,
+    client: tokio_postgres::Client,
+    ready: watch::Sender<bool>,
+    stop: &CancellationToken,
+) -> anyhow::Result<()> {
+    let writers = config.writers.max(1);
+    let mut first = Some(client);
+    let mut handles = Vec::new();
+    let mut readies = Vec::new();
+    for index in 0..writers {
+        let (tx, rx) = watch::channel(false);
+        readies.push(rx);
+        let writer = sink::Writer { index, of: writers };
+        handles.push(tokio::spawn(sink::run_sink(
+            config.clone(),
+            writer,
+            first.take(),
+            tx,
+            stop.clone(),
+        )));
+    }
+    let combine = async move {
+        loop {
+            let all = readies.iter().all(|r| *r.borrow());
+            ready.send_if_modified(|now| std::mem::replace(now, all) != all);
+            let changes = readies.iter_mut().map(|r| Box::pin(r.changed()));
+            if futures::future::select_all(changes).await.0.is_err() {
+                return;
+            }
+        }
+    };
+    let combiner = tokio::spawn(combine);
+    let mut outcome = Ok(());
+    for handle in handles {
+        match handle.await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                // One writer down stops the others: the archive restarts whole.
+                stop.cancel();
+                outcome = Err(anyhow::Error::new(error).context("the archive sink failed"));
+            }
+            Err(error) => {
+                stop.cancel();
+                outcome = Err(anyhow::anyhow!("an archive sink writer failed: {error}"));
+            }
+        }
+    }
+    combiner.abort();
+    outcome
+}
 
 async fn refresh_areas(
     db: Arc<queries::Db>,

@@ -50,11 +50,28 @@ pub enum SinkError {
     NoPartitions(String),
 }
 
-/// Archives incident-events until `stop` is cancelled. `ready` is true while batches commit
-/// (and PostgreSQL answers), false while the archive is failing to write.
+/// Which share of the partitions a sink writer archives: those whose number modulo `of` is
+/// `index`. Each partition has exactly one writer, so exactly-once holds per partition as
+/// with one writer (its rows and offsets in one transaction).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Writer {
+    pub index: usize,
+    pub of: usize,
+}
+
+impl Writer {
+    pub fn takes(&self, partition: i32) -> bool {
+        partition.rem_euclid(self.of.max(1) as i32) as usize == self.index
+    }
+}
+
+/// Archives this writer's partitions of incident-events until `stop` is cancelled. `ready`
+/// is true while batches commit (and PostgreSQL answers), false while the archive is failing
+/// to write. Without a `client` it connects first.
 pub async fn run_sink(
     config: ArchiveConfig,
-    mut client: Client,
+    writer: Writer,
+    client: Option<Client>,
     ready: watch::Sender<bool>,
     stop: CancellationToken,
 ) -> Result<(), SinkError> {
@@ -66,11 +83,24 @@ pub async fn run_sink(
     consumer_config.set("fetch.wait.max.ms", "50");
     let consumer: StreamConsumer = consumer_config.create()?;
     let producer: FutureProducer = config.kafka.producer_config(CLIENT_ID).create()?;
-    let partitions = partitions_of(&consumer, &topic)?;
-    if let Err(error) = client.batch_execute(store::SINK_SESSION).await {
-        // The loop below reconnects (and applies the settings) when the connection is gone.
-        tracing::warn!(%error, "cannot apply the sink's session settings");
+    let mut partitions = partitions_of(&consumer, &topic)?;
+    partitions.retain(|p| writer.takes(*p));
+    if partitions.is_empty() {
+        // More writers than partitions: this one has nothing to do.
+        ready.send_replace(true);
+        stop.cancelled().await;
+        return Ok(());
     }
+    let mut client = match client {
+        Some(client) => {
+            if let Err(error) = client.batch_execute(store::SINK_SESSION).await {
+                // The loop below reconnects (and applies the settings) when it is gone.
+                tracing::warn!(%error, "cannot apply the sink's session settings");
+            }
+            Some(client)
+        }
+        None => None,
+    };
     let mut assigned = false;
     // Read while the previous batch was being written; empty after a failure.
     let mut batch: Vec<SourceRecord> = Vec::new();
@@ -78,10 +108,13 @@ pub async fn run_sink(
         if stop.is_cancelled() {
             return Ok(());
         }
-        if client.is_closed() {
+        if client.as_ref().is_none_or(Client::is_closed) {
             ready.send_replace(false);
+            // What was read ahead is dropped and re-read from the stored offsets.
+            assigned = false;
+            batch.clear();
             match store::connect_sink(&config.postgres_url).await {
-                Ok(c) => client = c,
+                Ok(c) => client = Some(c),
                 Err(error) => {
                     tracing::warn!(%error, "PostgreSQL unreachable; the archive lags until it is back");
                     pause(&stop).await;
@@ -89,11 +122,14 @@ pub async fn run_sink(
                 }
             }
         }
+        let Some(db) = client.as_mut() else {
+            continue;
+        };
         if !assigned {
-            match store::stored_offsets(&client, &topic).await {
+            match store::stored_offsets(db, &topic).await {
                 Ok(offsets) => {
                     assign(&consumer, &topic, &partitions, &offsets)?;
-                    tracing::info!(topic = %topic, ?offsets, "resuming from the offsets stored in PostgreSQL");
+                    tracing::info!(topic = %topic, writer = writer.index, ?offsets, "resuming from the offsets stored in PostgreSQL");
                     assigned = true;
                     ready.send_replace(true);
                 }
@@ -123,7 +159,7 @@ pub async fn run_sink(
             continue;
         }
         let started = Instant::now();
-        let write = store::archive_batch(&mut client, &topic, &batch, |refused| {
+        let write = store::archive_batch(db, &topic, &batch, |refused| {
             dead_letter(&producer, &topics.dead_letters, &topic, refused)
         });
         let (outcome, read_meanwhile) = read_while(write, &consumer, config.batch_max).await;
@@ -326,5 +362,24 @@ fn commit_for_monitoring(consumer: &StreamConsumer, topic: &str, positions: &Has
     }
     if let Err(error) = consumer.commit(&list, CommitMode::Async) {
         tracing::debug!(%error, "cannot mirror the archive's position to Kafka");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Writer;
+
+    #[test]
+    fn every_partition_has_exactly_one_writer() {
+        for of in 1..=4 {
+            for partition in 0..12 {
+                let takers = (0..of)
+                    .filter(|index| Writer { index: *index, of }.takes(partition))
+                    .count();
+                assert_eq!(takers, 1, "partition {partition} with {of} writers");
+            }
+        }
+        assert!(Writer { index: 1, of: 2 }.takes(3));
+        assert!(!Writer { index: 1, of: 2 }.takes(4));
     }
 }
