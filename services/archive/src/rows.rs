@@ -181,13 +181,16 @@ fn actor_of(change: &Change) -> String {
 }
 
 /// The rows of `records`, in their order. Records of one incident are on one partition and
-/// arrive in revision order, so the last snapshot seen is the latest.
-pub fn batch_rows(records: &[SourceRecord]) -> BatchRows {
+/// arrive in revision order, so the last snapshot seen is the latest. Only that one becomes
+/// the incident's row (encoded once per batch, not once per event).
+pub fn batch_rows<'a>(records: impl IntoIterator<Item = &'a SourceRecord>) -> BatchRows {
     let mut rows = BatchRows::default();
     let mut incidents: HashMap<String, usize> = HashMap::new();
+    // Per incident: its latest snapshot and the batch's counter increments.
+    let mut latest: Vec<(Incident, [i32; 3])> = Vec::new();
     let mut assignments: HashMap<(String, i16, i16, i32), usize> = HashMap::new();
     for record in records {
-        let (event, row) = match decode(record) {
+        let (mut event, row) = match decode(record) {
             Ok(decoded) => decoded,
             Err(why) => {
                 rows.refused.push(Refused {
@@ -198,34 +201,10 @@ pub fn batch_rows(records: &[SourceRecord]) -> BatchRows {
             }
         };
         rows.events.push(row);
-        let Some(incident) = event
-            .incident
-            .as_ref()
-            .filter(|i| !i.incident_id.is_empty())
-        else {
+        let Some(incident) = event.incident.take().filter(|i| !i.incident_id.is_empty()) else {
             continue;
         };
         let (escalations, reassignments, repeat_presses) = counters(event.change.as_ref());
-        let mut latest = incident_row(incident);
-        match incidents.get(&incident.incident_id) {
-            Some(&at) => {
-                let before = &rows.incidents[at];
-                latest.escalations += before.escalations;
-                latest.reassignments += before.reassignments;
-                latest.repeat_presses += before.repeat_presses;
-                latest.escalations += escalations;
-                latest.reassignments += reassignments;
-                latest.repeat_presses += repeat_presses;
-                rows.incidents[at] = latest;
-            }
-            None => {
-                latest.escalations = escalations;
-                latest.reassignments = reassignments;
-                latest.repeat_presses = repeat_presses;
-                incidents.insert(incident.incident_id.clone(), rows.incidents.len());
-                rows.incidents.push(latest);
-            }
-        }
         for a in &incident.assignments {
             let row = AssignmentRow {
                 incident_id: incident.incident_id.clone(),
@@ -247,7 +226,29 @@ pub fn batch_rows(records: &[SourceRecord]) -> BatchRows {
                 }
             }
         }
+        match incidents.get(&incident.incident_id) {
+            Some(&at) => {
+                let (snapshot, sums) = &mut latest[at];
+                *snapshot = incident;
+                sums[0] += escalations;
+                sums[1] += reassignments;
+                sums[2] += repeat_presses;
+            }
+            None => {
+                incidents.insert(incident.incident_id.clone(), latest.len());
+                latest.push((incident, [escalations, reassignments, repeat_presses]));
+            }
+        }
     }
+    rows.incidents = latest
+        .iter()
+        .map(|(incident, [e, r, p])| IncidentRow {
+            escalations: *e,
+            reassignments: *r,
+            repeat_presses: *p,
+            ..incident_row(incident)
+        })
+        .collect();
     rows
 }
 

@@ -124,17 +124,16 @@ where
         .iter()
         .map(|r| (r.get(0), r.get(1)))
         .collect();
-    let fresh: Vec<SourceRecord> = records
+    let fresh: Vec<&SourceRecord> = records
         .iter()
         .filter(|r| {
             stored
                 .get(&r.partition)
                 .is_none_or(|next| r.offset >= *next)
         })
-        .cloned()
         .collect();
     let skipped = records.len() - fresh.len();
-    let rows = batch_rows(&fresh);
+    let rows = batch_rows(fresh);
     // Before the upsert: the rollup subtracts each changed incident's figures as archived.
     let rollup = rollup_deltas(&tx, &rows).await?;
     write_rows(&tx, &rows).await?;

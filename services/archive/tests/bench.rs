@@ -15,6 +15,7 @@
 mod support;
 
 use futures::StreamExt;
+use helpgrid_archive::areas::Area;
 use helpgrid_archive::config::ArchiveConfig;
 use helpgrid_archive::{Listeners, run};
 use helpgrid_common::kafka::KafkaArgs;
@@ -52,10 +53,51 @@ struct Archive {
     db: Client,
 }
 
-async fn start_archive(kafka: &KafkaArgs, url: &str) -> Archive {
+/// The simulated city's registry over `grids` grids named as `grid_name` names them (ten
+/// grids a community, ten communities a town, fifteen towns a county), so the rollup has one
+/// row per community and day as in the city, not one for every unplaced grid.
+fn city_areas(grids: usize, grid_name: impl Fn(usize) -> String) -> Vec<Area> {
+    let area = |id: String, parent: String, level: &str| Area {
+        name: id.clone(),
+        area_id: id,
+        parent_id: parent,
+        level: level.to_owned(),
+    };
+    let communities = grids.div_ceil(10);
+    let towns = communities.div_ceil(10);
+    let counties = towns.div_ceil(15);
+    let mut areas = vec![area("city".into(), String::new(), "city")];
+    areas.extend((0..counties).map(|c| area(format!("county-{c}"), "city".into(), "county")));
+    areas.extend(
+        (0..towns).map(|t| area(format!("town-{t}"), format!("county-{}", t / 15), "town")),
+    );
+    areas.extend((0..communities).map(|m| {
+        area(
+            format!("community-{m}"),
+            format!("town-{}", m / 10),
+            "community",
+        )
+    }));
+    areas.extend((0..grids).map(|g| area(grid_name(g), format!("community-{}", g / 10), "grid")));
+    areas
+}
+
+/// Sink writers for the lag and flood scenarios (`ARCHIVE_BENCH_WRITERS`, default the
+/// archive's own default).
+fn writers() -> usize {
+    env_or(
+        "ARCHIVE_BENCH_WRITERS",
+        ArchiveConfig::new(KafkaArgs::new(String::new(), String::new()), "").writers,
+    )
+}
+
+async fn start_archive(kafka: &KafkaArgs, url: &str, writers: usize, areas: Vec<Area>) -> Archive {
     let stop = CancellationToken::new();
+    let mut config = ArchiveConfig::new(kafka.clone(), url.to_owned());
+    config.writers = writers;
+    config.areas = areas;
     let task = tokio::spawn(run(
-        ArchiveConfig::new(kafka.clone(), url.to_owned()),
+        config,
         Listeners::default(),
         None,
         stop.clone().cancelled_owned(),
@@ -171,7 +213,6 @@ async fn sink_throughput_into_postgres() {
     let kafka = bench_kafka();
     let topics = Topics::with_prefix(&kafka.topic_prefix);
     ensure_topics(&kafka, &topics).await.expect("topics");
-    let url = fresh_database(&server_url()).await;
     let start = now_millis() - 86_400_000;
     let events: Vec<IncidentEvent> = (0..incidents)
         .flat_map(|n| incident_story(n, &format!("g-{:04}", n % 1300), start + n as i64))
@@ -185,38 +226,70 @@ async fn sink_throughput_into_postgres() {
     );
     let want = events.len() as i64;
     let read = read_only(&kafka, &topics.incident_events, events.len()).await;
-
-    let archive = start_archive(&kafka, &url).await;
-    let took = archive.wait_for(want, Duration::from_secs(600)).await;
-    let rows: i64 = archive
-        .db
-        .query_one("SELECT count(*) FROM incident_events", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(rows, want, "every record archived once");
-    let assignments: i64 = archive
-        .db
-        .query_one("SELECT count(*) FROM assignments", &[])
-        .await
-        .unwrap()
-        .get(0);
-    let (copied, copy_took) = raw_copy(&archive.db).await;
+    let areas = city_areas(1300, |g| format!("g-{g:04}"));
+    // One run per writer count, each into a fresh database, on the same records.
+    let counts: Vec<usize> = std::env::var("ARCHIVE_BENCH_WRITER_COUNTS")
+        .unwrap_or_else(|_| "1,2".into())
+        .split(',')
+        .filter_map(|n| n.trim().parse().ok())
+        .collect();
+    let mut runs = Vec::new();
+    let mut copy = None;
+    let mut assignments: i64 = 0;
+    for writers in counts {
+        let url = fresh_database(&server_url()).await;
+        let archive = start_archive(&kafka, &url, writers, areas.clone()).await;
+        let took = archive.wait_for(want, Duration::from_secs(600)).await;
+        let rows: i64 = archive
+            .db
+            .query_one("SELECT count(*) FROM incident_events", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(rows, want, "every record archived once");
+        let rolled: i64 = archive
+            .db
+            .query_one("SELECT sum(requests)::int8 FROM incident_rollup", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(
+            rolled, incidents as i64,
+            "every incident in the rollup once"
+        );
+        assignments = archive
+            .db
+            .query_one("SELECT count(*) FROM assignments", &[])
+            .await
+            .unwrap()
+            .get(0);
+        if copy.is_none() {
+            copy = Some(raw_copy(&archive.db).await);
+        }
+        archive.stop().await;
+        runs.push((writers, took));
+    }
+    let (copied, copy_took) = copy.unwrap();
     assert_eq!(copied, want);
-    println!(
+    let mut table = format!(
         "archived {want} events ({incidents} incidents, {assignments} assignment rows)\n\
-         | what | events | time s | events/s |\n| --- | --- | --- | --- |\n\
-         | read the topic only (Kafka baseline) | {want} | {:.2} | {:.0} |\n\
-         | raw binary COPY of the event rows (PostgreSQL baseline) | {copied} | {:.2} | {:.0} |\n\
-         | helpgrid-archive (start-up included) | {want} | {:.2} | {:.0} |",
+         | what | events | time s | events/s | ÷ raw COPY |\n| --- | --- | --- | --- | --- |\n\
+         | read the topic only (Kafka baseline) | {want} | {:.2} | {:.0} | |\n\
+         | raw binary COPY of the event rows (PostgreSQL baseline) | {copied} | {:.2} | {:.0} | 1.00 |\n",
         read.as_secs_f64(),
         per_s(want, read),
         copy_took.as_secs_f64(),
         per_s(copied, copy_took),
-        took.as_secs_f64(),
-        per_s(want, took),
     );
-    archive.stop().await;
+    for (writers, took) in runs {
+        table.push_str(&format!(
+            "| helpgrid-archive, {writers} writer(s) (start-up included; rows, rollup, offsets) | {want} | {:.2} | {:.0} | {:.2} |\n",
+            took.as_secs_f64(),
+            per_s(want, took),
+            per_s(want, took) / per_s(copied, copy_took),
+        ));
+    }
+    println!("{table}");
 }
 
 /// Produces `events` at `per_s` records per second (in 10 ms slices), recording when Kafka
@@ -297,7 +370,13 @@ async fn sink_lag_at_a_steady_press_rate() {
     let topics = Topics::with_prefix(&kafka.topic_prefix);
     ensure_topics(&kafka, &topics).await.expect("topics");
     let url = fresh_database(&server_url()).await;
-    let archive = start_archive(&kafka, &url).await;
+    let archive = start_archive(
+        &kafka,
+        &url,
+        writers(),
+        city_areas(13_000, |g| format!("g-{g:05}")),
+    )
+    .await;
     // Every press is two records (opened, assigned): the records' rate is twice the presses'.
     let events = presses((rate * seconds) as usize, 13_000);
     let want = events.len() as i64;
@@ -335,8 +414,9 @@ async fn sink_lag_at_a_steady_press_rate() {
     lags.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     println!(
-        "lag at {rate:.0} presses/s ({:.0} records/s) for {seconds:.0} s, {want} records: \
+        "lag, {} writer(s), at {rate:.0} presses/s ({:.0} records/s) for {seconds:.0} s, {want} records: \
          p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms (polled every 10 ms)",
+        writers(),
         rate * 2.0,
         ms(percentile(&lags, 0.5)),
         ms(percentile(&lags, 0.99)),
@@ -353,7 +433,14 @@ async fn the_household_flood_is_archived_soon_after_its_last_press() {
     let topics = Topics::with_prefix(&kafka.topic_prefix);
     ensure_topics(&kafka, &topics).await.expect("topics");
     let url = fresh_database(&server_url()).await;
-    let archive = start_archive(&kafka, &url).await;
+    let writers = writers();
+    let archive = start_archive(
+        &kafka,
+        &url,
+        writers,
+        city_areas(13_000, |g| format!("g-{g:05}")),
+    )
+    .await;
     let events = presses(households, 13_000);
     let want = events.len() as i64;
     let started = Instant::now();
@@ -362,9 +449,9 @@ async fn the_household_flood_is_archived_soon_after_its_last_press() {
     let at_last_press = archive.archived().await;
     let after = archive.wait_for(want, Duration::from_secs(600)).await;
     println!(
-        "flood: {households} presses ({want} records) produced in {:.1} s ({:.0} records/s); \
-         archived at the last press: {at_last_press}; everything archived {:.1} s after the \
-         last press ({:.1} s from the first)",
+        "flood, {writers} writer(s): {households} presses ({want} records) produced in {:.1} s \
+         ({:.0} records/s); archived at the last press: {at_last_press}; everything archived \
+         {:.1} s after the last press ({:.1} s from the first)",
         produced.as_secs_f64(),
         per_s(want, produced),
         after.as_secs_f64(),
