@@ -8,10 +8,12 @@
 //! - [`procstat`]: their CPU and memory from /proc, and the consumer lag.
 //! - [`watchers`]: many WatchIncidents streams at once.
 //! - [`relay`]: the bare consume → produce relay that HelpGrid is compared with.
+//! - [`app_pages`]: responder app pages (SSE): assignment → on the assignee's page.
 //! - [`webhooks`]: helpgrid-notify and a receiver: assignment → webhook received.
 //! - [`gateway`]: the device gateway beside bare MQTT and Kafka (its own run).
 //! - [`scenario`]: the scenarios, each one command; [`report`]: JSON, markdown, SVG.
 
+pub mod app_pages;
 pub mod flood_services;
 pub mod gateway;
 pub mod generator;

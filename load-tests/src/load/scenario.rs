@@ -47,6 +47,9 @@ pub enum Scenario {
     FanOut,
     /// The device gateway: Zigbee2MQTT messages → help events, beside bare MQTT and Kafka.
     Gateway,
+    /// Responder app pages (SSE, default 1,000) open while presses arrive (default 200/s):
+    /// assignment → on the assignee's page.
+    AppPages,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -184,6 +187,12 @@ pub struct LoadArgs {
     /// assignment → webhook received (a receiver in this process).
     #[arg(long)]
     pub webhooks: bool,
+    /// App pages: responder pages (`/app/events` with a session cookie) held open.
+    #[arg(long, default_value_t = 1000)]
+    pub app_pages: usize,
+    /// App pages: the p99 assignment → on the page the run is judged against.
+    #[arg(long, default_value_t = 200.0)]
+    pub app_p99_target_ms: f64,
     /// The MQTT broker of the gateway scenario.
     #[command(flatten)]
     pub mqtt: crate::devices::MqttArgs,
@@ -223,6 +232,7 @@ fn scenario_name(s: Scenario) -> &'static str {
         Scenario::CameraStorm => "camera-storm",
         Scenario::FanOut => "fan-out",
         Scenario::Gateway => "gateway",
+        Scenario::AppPages => "app-pages",
     }
 }
 
@@ -244,6 +254,8 @@ fn shape(args: &LoadArgs) -> CityShape {
             let grids = args.grids.unwrap_or(13_000);
             (grids, args.households.div_ceil(grids.max(1)), 1)
         }
+        // Two grid workers per grid: one page each.
+        Scenario::AppPages => (args.app_pages.div_ceil(2).max(1), 60, 2),
         _ => (300, 60, 2),
     };
     CityShape {
@@ -295,10 +307,10 @@ fn plan(args: &LoadArgs, city: &City, tag: String) -> Plan {
     push(&mut events, "warm-up".into(), warm, Some(20.0), true);
     let rates = |default: &[f64]| args.rates.clone().unwrap_or_else(|| default.to_vec());
     match args.scenario {
-        Scenario::Smoke | Scenario::Steady | Scenario::FanOut => {
+        Scenario::Smoke | Scenario::Steady | Scenario::FanOut | Scenario::AppPages => {
             let (default_rates, default_step): (&[f64], f64) = match args.scenario {
                 Scenario::Smoke => (&[50.0], 3.0),
-                Scenario::FanOut => (&[200.0], 30.0),
+                Scenario::FanOut | Scenario::AppPages => (&[200.0], 30.0),
                 _ => (
                     &[250.0, 500.0, 1000.0, 1500.0, 2000.0, 3000.0, 4000.0, 6000.0],
                     15.0,
@@ -469,6 +481,20 @@ pub async fn run(args: LoadArgs, progress: impl Fn(&str)) -> anyhow::Result<(Rep
 
     let mut services = Vec::new();
     let mut webhooks: Option<crate::load::webhooks::Webhooks> = None;
+    // App pages sign in: the status service runs with a key (the load test mints with it)
+    // and serves the app on its console listener.
+    let app_key = if args.scenario == Scenario::AppPages {
+        crate::load::app_pages::check_fd_limit(args.app_pages)?;
+        let secret: String = (0..64)
+            .map(|_| char::from_digit(fastrand::u32(0..16), 16).unwrap_or('0'))
+            .collect();
+        let path = out_dir.join("auth.key");
+        std::fs::write(&path, format!("load={secret}\n"))?;
+        Some((helpgrid_auth::TokenKey::from_file(&path)?, path))
+    } else {
+        None
+    };
+    let mut console_addr: Option<std::net::SocketAddr> = None;
     let router_metrics = format!("127.0.0.1:{}", free_port()?);
     let mut status_addr = args.status_addr.clone();
     let output = if args.target == Target::Helpgrid {
@@ -497,8 +523,15 @@ pub async fn run(args: LoadArgs, progress: impl Fn(&str)) -> anyhow::Result<(Rep
                 let port = free_port()?;
                 let mut status_env = env.clone();
                 status_env.push(("HELPGRID_STATUS_LISTEN", format!("127.0.0.1:{port}")));
-                // Authentication is measured by nothing here; tokens would only add noise.
-                status_env.push(("HELPGRID_INSECURE_NO_AUTH", "true".into()));
+                if let Some((_, path)) = &app_key {
+                    let console: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
+                    status_env.push(("HELPGRID_AUTH_KEY_FILE", path.display().to_string()));
+                    status_env.push(("HELPGRID_CONSOLE_LISTEN", console.to_string()));
+                    console_addr = Some(console);
+                } else {
+                    // Authentication is measured by nothing here; tokens would only add noise.
+                    status_env.push(("HELPGRID_INSECURE_NO_AUTH", "true".into()));
+                }
                 services.push(Service::spawn(
                     &args.bin_dir,
                     "helpgrid-status",
@@ -672,6 +705,7 @@ pub async fn run(args: LoadArgs, progress: impl Fn(&str)) -> anyhow::Result<(Rep
     let cancel = CancellationToken::new();
     let tally = Arc::new(Mutex::new(Tally::default()));
     let mut watchers: Option<Watchers> = None;
+    let mut app_pages: Option<crate::load::app_pages::AppPages> = None;
     let mut reports: Vec<PhaseReport> = Vec::new();
     let mut verdict = Vec::new();
     let every = Duration::from_secs_f64(args.progress_every_s.max(0.2));
@@ -773,7 +807,8 @@ pub async fn run(args: LoadArgs, progress: impl Fn(&str)) -> anyhow::Result<(Rep
                 let ack_ratio = args.ack_ratio.unwrap_or(match args.scenario {
                     Scenario::Smoke => 0.5,
                     Scenario::Steady | Scenario::FanOut | Scenario::CameraStorm => 0.1,
-                    Scenario::Burst | Scenario::Flood | Scenario::Gateway => 0.0,
+                    // The simulated responders act over gRPC without tokens.
+                    Scenario::Burst | Scenario::Flood | Scenario::Gateway | Scenario::AppPages => 0.0,
                 });
                 if ack_ratio > 0.0 {
                     let after = args.ack_after_ms / 1000.0;
@@ -797,6 +832,25 @@ pub async fn run(args: LoadArgs, progress: impl Fn(&str)) -> anyhow::Result<(Rep
                         seed: args.seed,
                     };
                     tokio::spawn(responders.run(cancel.clone()));
+                }
+                if let (Some((key, _)), Some(addr)) = (&app_key, console_addr) {
+                    let pages = crate::load::app_pages::AppPages::start(
+                        args.app_pages,
+                        addr,
+                        key,
+                        &city,
+                        &kafka.reader_config("helpgrid-load-app-pages"),
+                        &topics.incident_events,
+                        Duration::from_secs(60),
+                    )
+                    .await?;
+                    progress(&format!(
+                        "{} of {} app pages open ({} failed)",
+                        pages.open(),
+                        args.app_pages,
+                        pages.failed()
+                    ));
+                    app_pages = Some(pages);
                 }
                 let count = args.watchers.unwrap_or(match args.scenario {
                     Scenario::FanOut => 1000,
@@ -849,6 +903,15 @@ pub async fn run(args: LoadArgs, progress: impl Fn(&str)) -> anyhow::Result<(Rep
             Some((r.watchers, r.updates, r.failed, r.to_delivered))
         }
         None => None,
+    };
+    let app_page_figures = match app_pages {
+        Some(pages) => {
+            let (figures, line) = pages.finish(args.app_p99_target_ms).await;
+            progress(&line);
+            verdict.push(line);
+            figures
+        }
+        None => serde_json::Value::Null,
     };
     let elapsed_s = log.origin.elapsed().as_secs_f64();
     let webhook_figures = match webhooks {
@@ -957,6 +1020,7 @@ pub async fn run(args: LoadArgs, progress: impl Fn(&str)) -> anyhow::Result<(Rep
         "kafka_delivery_failures": failed_deliveries,
         "router_metrics": router_figures,
         "webhooks": webhook_figures,
+        "app_pages": app_page_figures,
         "acknowledgements_refused": tally.lock().map(|t| t.api_refusals).unwrap_or(0),
     });
     let report = Report {
