@@ -902,8 +902,9 @@ impl Desk {
         self.place(tx, idx, position + 1, roster, &why);
     }
 
-    /// "I need help": the asker leaves the track (and is not offered it again) and the track
-    /// goes one step up the ladder at once, as a passed deadline would take it.
+    /// "I need help": the track's responder (the asker, or the one a supervisor or admin
+    /// escalated) leaves the track and is not offered it again, and the track goes one step
+    /// up the ladder at once, as a passed deadline would take it.
     fn escalate_by_hand(
         &self,
         tx: &mut Transition<'_>,
@@ -913,15 +914,22 @@ impl Desk {
         roster: &Roster,
     ) {
         let a = &mut tx.incident.assignments[idx];
-        a.responder_id.clear();
-        a.timed_out_responder_ids.push(actor.to_owned());
+        let responder = std::mem::take(&mut a.responder_id);
+        if !responder.is_empty() {
+            a.timed_out_responder_ids.push(responder.clone());
+        }
         a.ack_deadline = None;
         a.acknowledged_at = None;
         a.acknowledged_by.clear();
         let (level, track) = (level_of(a), track_of(a));
+        let asked = if responder == actor {
+            format!("{actor} asked for help")
+        } else {
+            format!("{actor} escalated it")
+        };
         let why = match note {
-            "" => format!("{actor} asked for help"),
-            note => format!("{actor} asked for help: {note}"),
+            "" => asked,
+            note => format!("{asked}: {note}"),
         };
         let position = ladder(track).iter().position(|l| *l == level).unwrap_or(0);
         self.place(tx, idx, position + 1, roster, &why);
@@ -1057,7 +1065,7 @@ impl Desk {
         let decision = match &command.action {
             ValidAction::Acknowledge => acknowledge_decision(incident, command, roster),
             ValidAction::Close { .. } => close_decision(incident, command, roster),
-            ValidAction::Escalate { .. } => escalate_decision(incident, command),
+            ValidAction::Escalate { .. } => escalate_decision(incident, command, roster),
         };
         let idx = match decision {
             Ok(idx) => idx,
@@ -1330,8 +1338,14 @@ fn acknowledge(tx: &mut Transition<'_>, idx: usize, actor: &str, roster: &Roster
     tx.record(Change::Acknowledged(change));
 }
 
-/// Who may ask for help: the responder assigned to a track now, below the police desk.
-fn escalate_decision(incident: &Incident, command: &ValidCommand) -> Result<usize, Refusal> {
+/// Who may escalate by hand: the responder assigned to a track now ("I need help"); a
+/// supervisor of the grid, or an admin, the first track still below the police desk. The
+/// role the status service authenticated narrows what the roster allows, as for acknowledge.
+fn escalate_decision(
+    incident: &Incident,
+    command: &ValidCommand,
+    roster: &Roster,
+) -> Result<usize, Refusal> {
     let actor = command.actor_id.as_str();
     if !is_open(incident) {
         return Err((
@@ -1339,19 +1353,45 @@ fn escalate_decision(incident: &Incident, command: &ValidCommand) -> Result<usiz
             format!("incident {} is already closed", incident.incident_id),
         ));
     }
-    refuse_non_actors(command, "escalate")?;
-    let Some(idx) = incident
+    // Admins keep the roster and do not acknowledge or close, but may push a stuck incident
+    // up the ladder.
+    let admin = command.actor_role == ActorRole::Admin;
+    if !admin {
+        refuse_non_actors(command, "escalate")?;
+    }
+    let own = incident
         .assignments
         .iter()
-        .position(|a| a.responder_id == actor)
-    else {
-        return Err((
-            RejectReason::NotPermitted,
-            format!(
-                "{actor} is not assigned to incident {}; only its responder can ask for help",
-                incident.incident_id
-            ),
-        ));
+        .position(|a| a.responder_id == actor);
+    let may_supervise = admin
+        || (matches!(
+            command.actor_role,
+            ActorRole::Supervisor | ActorRole::Unspecified
+        ) && supervises(roster, actor, incident));
+    let idx = match own {
+        Some(idx) => idx,
+        None if may_supervise => incident
+            .assignments
+            .iter()
+            .position(|a| level_of(a) != EscalationLevel::PoliceDesk)
+            .ok_or_else(|| {
+                (
+                    RejectReason::WrongState,
+                    format!(
+                        "every track of incident {} is already at the police desk, the top of the ladder",
+                        incident.incident_id
+                    ),
+                )
+            })?,
+        None => {
+            return Err((
+                RejectReason::NotPermitted,
+                format!(
+                    "{actor} is not assigned to incident {} and does not supervise grid {}; only its responder, the grid's supervisors or an admin can escalate it",
+                    incident.incident_id, incident.grid_id
+                ),
+            ));
+        }
     };
     if level_of(&incident.assignments[idx]) == EscalationLevel::PoliceDesk {
         return Err((

@@ -1107,3 +1107,81 @@ fn i_need_help_hands_the_track_to_the_supervisor_at_once_and_a_retry_changes_not
     assert_eq!((reason, changes(&out)), (None, vec!["repeated"]));
     assert_eq!(desk.load_of("sup"), 1);
 }
+
+#[test]
+fn a_supervisor_or_an_admin_escalates_a_workers_track_and_a_console_or_a_bare_responder_may_not() {
+    let mut desk = Desk::new(policy());
+    let roster = city();
+    let out = desk.on_help_event(P, &press("e1", "h1", PressKind::Help, T0), &roster, T0);
+    assert_eq!(last_incident(&out.1).assignments[0].responder_id, "w1");
+    let push = ValidAction::Escalate {
+        note: "no answer from w1".into(),
+    };
+    let as_role = |id: &str, actor: &str, role: ActorRole| {
+        let mut c = command(id, "inc-e1", actor, push.clone());
+        c.actor_role = role;
+        c
+    };
+    let (reason, out) = desk.on_command(
+        P,
+        &as_role("c1", "wall", ActorRole::Console),
+        &roster,
+        T0 + 1,
+    );
+    assert_eq!(reason, Some(RejectReason::NotPermitted), "{out:?}");
+    // A responder token gets no supervisor rights, whatever the roster says.
+    let (reason, _) = desk.on_command(
+        P,
+        &as_role("c2", "sup", ActorRole::Responder),
+        &roster,
+        T0 + 2,
+    );
+    assert_eq!(reason, Some(RejectReason::NotPermitted));
+    // Another worker of the grid is not its supervisor.
+    let (reason, out) = desk.on_command(
+        P,
+        &as_role("c3", "w2", ActorRole::Responder),
+        &roster,
+        T0 + 3,
+    );
+    assert_eq!(reason, Some(RejectReason::NotPermitted));
+    assert!(
+        rejection(&out)
+            .1
+            .contains("the grid's supervisors or an admin")
+    );
+
+    let (reason, out) = desk.on_command(
+        P,
+        &as_role("c4", "sup", ActorRole::Supervisor),
+        &roster,
+        T0 + 4,
+    );
+    assert_eq!((reason, changes(&out)), (None, vec!["escalated"]));
+    match out.last().and_then(|o| o.event.change.as_ref()) {
+        Some(Change::Escalated(e)) => {
+            assert_eq!(e.to_level, EscalationLevel::GridSupervisor as i32);
+            assert!(
+                e.reason.contains("sup escalated it: no answer from w1"),
+                "{e:?}"
+            );
+        }
+        other => panic!("expected an escalation, got {other:?}"),
+    }
+    let track = &last_incident(&out).assignments[0];
+    assert_eq!(
+        track.timed_out_responder_ids,
+        vec!["w1".to_owned()],
+        "the worker leaves, not the supervisor"
+    );
+    assert_eq!(desk.load_of("w1"), 0);
+
+    // An admin (not on the roster) pushes it on: the supervisor now on it leaves the track.
+    let (reason, out) =
+        desk.on_command(P, &as_role("c5", "root", ActorRole::Admin), &roster, T0 + 5);
+    assert_eq!((reason, changes(&out)), (None, vec!["escalated"]));
+    let track = &last_incident(&out).assignments[0];
+    assert!(track.timed_out_responder_ids.contains(&"sup".to_owned()));
+    assert_ne!(track.level, EscalationLevel::GridSupervisor as i32);
+    assert_eq!(desk.load_of("sup"), 0);
+}
