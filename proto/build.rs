@@ -14,6 +14,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/helpgrid/v1/archive.proto",
         "proto/helpgrid/v1/notify.proto",
         "proto/helpgrid/v1/auth.proto",
+        "proto/helpgrid/v1/responders.proto",
     ];
     for file in &files {
         println!("cargo:rerun-if-changed={file}");

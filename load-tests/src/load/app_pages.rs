@@ -206,7 +206,8 @@ impl AppPages {
                 None => missing += 1,
             }
         }
-        let q = |q: f64| (!latency.is_empty()).then(|| latency.value_at_quantile(q) as f64 / 1000.0);
+        let q =
+            |q: f64| (!latency.is_empty()).then(|| latency.value_at_quantile(q) as f64 / 1000.0);
         let max = (!latency.is_empty()).then(|| latency.max() as f64 / 1000.0);
         let p99 = q(0.99);
         let met = p99.is_some_and(|p| p <= p99_target_ms) && missing == 0;
@@ -290,11 +291,11 @@ async fn page(addr: SocketAddr, token: String, shared: Arc<Shared>, cancel: Canc
         connection.abort();
         outcome
     };
-    if let Err(error) = result.await {
-        if !cancel.is_cancelled() {
-            shared.failed.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(%error, "app page failed");
-        }
+    if let Err(error) = result.await
+        && !cancel.is_cancelled()
+    {
+        shared.failed.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(%error, "app page failed");
     }
 }
 

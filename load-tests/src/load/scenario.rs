@@ -524,7 +524,8 @@ pub async fn run(args: LoadArgs, progress: impl Fn(&str)) -> anyhow::Result<(Rep
                 let mut status_env = env.clone();
                 status_env.push(("HELPGRID_STATUS_LISTEN", format!("127.0.0.1:{port}")));
                 if let Some((_, path)) = &app_key {
-                    let console: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
+                    let console: std::net::SocketAddr =
+                        format!("127.0.0.1:{}", free_port()?).parse()?;
                     status_env.push(("HELPGRID_AUTH_KEY_FILE", path.display().to_string()));
                     status_env.push(("HELPGRID_CONSOLE_LISTEN", console.to_string()));
                     console_addr = Some(console);
@@ -808,7 +809,9 @@ pub async fn run(args: LoadArgs, progress: impl Fn(&str)) -> anyhow::Result<(Rep
                     Scenario::Smoke => 0.5,
                     Scenario::Steady | Scenario::FanOut | Scenario::CameraStorm => 0.1,
                     // The simulated responders act over gRPC without tokens.
-                    Scenario::Burst | Scenario::Flood | Scenario::Gateway | Scenario::AppPages => 0.0,
+                    Scenario::Burst | Scenario::Flood | Scenario::Gateway | Scenario::AppPages => {
+                        0.0
+                    }
                 });
                 if ack_ratio > 0.0 {
                     let after = args.ack_after_ms / 1000.0;

@@ -70,6 +70,17 @@ pub const POLICY: &[(&str, Rule)] = &[
         Rule::Roles(ACTORS),
     ),
     ("/helpgrid.v1.IncidentService/Close", Rule::Roles(ACTORS)),
+    // "I need help": the assignee; the grid's supervisor or an admin pushes an incident up
+    // (the router checks who is assigned and who supervises the grid).
+    (
+        "/helpgrid.v1.IncidentService/Escalate",
+        Rule::Roles(&[Resp, Supervisor, Admin]),
+    ),
+    // Revoking a lost phone's tokens.
+    (
+        "/helpgrid.v1.TokenService/RevokeTokens",
+        Rule::Roles(&[Admin]),
+    ),
     (
         "/helpgrid.v1.DispatchService/WatchPoliceIncidents",
         Rule::Roles(&[Dispatch, Supervisor, Admin]),
@@ -519,7 +530,12 @@ mod tests {
         let mut offered = Vec::new();
         // Services other processes serve (the archive's history and reports) have their own
         // access rules there.
-        const SERVED_HERE: [&str; 3] = ["IncidentService", "DispatchService", "RosterService"];
+        const SERVED_HERE: [&str; 4] = [
+            "IncidentService",
+            "DispatchService",
+            "RosterService",
+            "TokenService",
+        ];
         for file in &set.file {
             for service in &file.service {
                 if !SERVED_HERE.contains(&service.name()) {

@@ -33,6 +33,12 @@ pub enum ApiError {
     ShuttingDown,
     #[error(transparent)]
     ReplayGap(#[from] ReplayGap),
+    #[error(
+        "authentication is off (--insecure-no-auth): there are no tokens to revoke; run the status service with --auth-key-file"
+    )]
+    AuthOff,
+    #[error("{0}; the revocation may not be written: retry (revoking again is harmless)")]
+    Revocation(String),
 }
 
 impl ApiError {
@@ -43,6 +49,8 @@ impl ApiError {
             Self::NotReady | Self::ShuttingDown => Code::Unavailable,
             Self::IncidentNotFound { .. } => Code::NotFound,
             Self::ReplayGap(_) => Code::OutOfRange,
+            Self::AuthOff => Code::FailedPrecondition,
+            Self::Revocation(_) => Code::Unavailable,
             Self::Command(error) => match error {
                 CommandError::Rejected { reason, .. } => match reason {
                     RejectReason::NotFound => Code::NotFound,

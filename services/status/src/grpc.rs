@@ -18,8 +18,8 @@ use helpgrid_proto::pb::dispatch_service_server::DispatchService;
 use helpgrid_proto::pb::incident_service_server::IncidentService;
 use helpgrid_proto::pb::roster_service_server::RosterService;
 use helpgrid_proto::pb::{
-    AcknowledgeRequest, CapAlert, CloseRequest, GetIncidentCapRequest, GetIncidentRequest,
-    GetResponderRequest, Incident, ListIncidentsRequest, ListIncidentsResponse,
+    AcknowledgeRequest, CapAlert, CloseRequest, EscalateRequest, GetIncidentCapRequest,
+    GetIncidentRequest, GetResponderRequest, Incident, ListIncidentsRequest, ListIncidentsResponse,
     ListRespondersRequest, ListRespondersResponse, Responder, SetDutyRequest,
     UpdateLocationRequest, UpsertResponderRequest, WatchIncidentsRequest,
     WatchPoliceIncidentsRequest,
@@ -30,7 +30,10 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 /// Records the outcome of one call and turns it into what tonic sends.
-fn answer<T>(method: &'static str, result: Result<T, ApiError>) -> Result<Response<T>, Status> {
+pub(crate) fn answer<T>(
+    method: &'static str,
+    result: Result<T, ApiError>,
+) -> Result<Response<T>, Status> {
     match result {
         Ok(value) => {
             telemetry::grpc_request(method, tonic::Code::Ok);
@@ -222,6 +225,25 @@ impl IncidentService for IncidentApi {
             self.command(&caller, requests::close(&request)).await
         };
         answer("Close", result.await)
+    }
+
+    async fn escalate(
+        &self,
+        request: Request<EscalateRequest>,
+    ) -> Result<Response<Incident>, Status> {
+        let result = async {
+            let caller = caller(&request)?;
+            let request = request.into_inner();
+            let actor = caller.actor_id(&request.responder_id)?;
+            let command = requests::escalate(
+                &request.incident_id,
+                &actor,
+                &request.note,
+                &request.request_id,
+            );
+            self.command(&caller, command).await
+        };
+        answer("Escalate", result.await)
     }
 }
 

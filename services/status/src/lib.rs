@@ -40,6 +40,7 @@ pub mod requests;
 pub mod roster;
 pub mod telemetry;
 pub mod tls;
+pub mod tokens;
 pub mod watcher;
 
 use crate::access::AccessLayer;
@@ -55,6 +56,7 @@ use helpgrid_common::topics::{Topics, ensure_topics};
 use helpgrid_proto::pb::dispatch_service_server::DispatchServiceServer;
 use helpgrid_proto::pb::incident_service_server::IncidentServiceServer;
 use helpgrid_proto::pb::roster_service_server::RosterServiceServer;
+use helpgrid_proto::pb::token_service_server::TokenServiceServer;
 use rdkafka::producer::FutureProducer;
 use std::future::Future;
 use std::sync::Arc;
@@ -299,6 +301,10 @@ pub async fn run_with_console(
     let dispatch_api = DispatchApi(incident_api.clone());
     let ready_for_console = ready.clone();
     let roster_api = RosterApi { roster, ready };
+    let token_api = tokens::TokenApi {
+        kafka: kafka.clone(),
+        gate: config.gate.clone(),
+    };
     let console_task = match console {
         Some(console_listener) => {
             let site = console::Console {
@@ -361,6 +367,7 @@ pub async fn run_with_console(
         .add_service(IncidentServiceServer::new(incident_api))
         .add_service(DispatchServiceServer::new(dispatch_api))
         .add_service(RosterServiceServer::new(roster_api))
+        .add_service(TokenServiceServer::new(token_api))
         .serve_with_incoming_shutdown(TcpIncoming::from(listener), draining);
     // Our own calls end within the command timeout once draining starts, but a client may
     // hold a stream we do not control (a health Watch) open forever: bound the wait.

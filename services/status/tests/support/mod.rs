@@ -297,6 +297,16 @@ impl TestService {
         IncidentServiceClient::with_interceptor(self.channel.clone(), Bearer::new(token).unwrap())
     }
 
+    pub fn tokens_as(
+        &self,
+        token: &str,
+    ) -> helpgrid_proto::pb::token_service_client::TokenServiceClient<Authed> {
+        helpgrid_proto::pb::token_service_client::TokenServiceClient::with_interceptor(
+            self.channel.clone(),
+            Bearer::new(token).unwrap(),
+        )
+    }
+
     /// The roster as an admin of every grid.
     pub fn roster(&self) -> RosterServiceClient<Authed> {
         self.roster_as(&token("admin", Role::Admin, &["*"]))
