@@ -706,3 +706,71 @@ async fn a_responder_signs_in_by_link_on_a_phone_acknowledges_closes_and_goes_of
     router_stop.cancel();
     within("the router to stop", router).await.unwrap().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_service_worker_keeps_the_app_shell_only_and_the_page_opens_with_the_server_down() {
+    let kafka = Arc::new(TestKafka::new().await);
+    let port = free_port();
+    let service = kafka
+        .start_app_service(Duration::from_secs(10), port, households())
+        .await;
+    let browser = Browser::with_viewport(390, 844).await;
+    let url = format!("http://127.0.0.1:{port}/app/");
+    browser.open(&url).await;
+    browser
+        .wait_for(
+            "the service worker to control the page",
+            "const c = navigator.serviceWorker.controller; return c ? c.scriptURL : null;",
+            |v| v.as_str().is_some_and(|s| s.ends_with("/app/sw.js")),
+        )
+        .await;
+    browser
+        .eval(
+            "window.shell = null; caches.keys().then(names => Promise.all(names.map(n => \
+             caches.open(n).then(c => c.keys()).then(k => k.map(r => n + ' ' + new URL(r.url).pathname))))) \
+             .then(all => { window.shell = all.flat().sort(); }); return true;",
+        )
+        .await;
+    let cached = browser
+        .wait_for("the cache to be read", "return window.shell;", |v| {
+            v.is_array()
+        })
+        .await;
+    // The page's own files and nothing else: no API answer, no event stream, no sign-in.
+    assert_eq!(
+        cached,
+        serde_json::json!([
+            "helpgrid-app-shell-v1 /app/",
+            "helpgrid-app-shell-v1 /app/app.css",
+            "helpgrid-app-shell-v1 /app/app.js",
+            "helpgrid-app-shell-v1 /app/icon.svg",
+            "helpgrid-app-shell-v1 /app/manifest.webmanifest",
+        ])
+    );
+
+    // The server goes away (as the network does in a stairwell): the page still opens.
+    service.stop().await.unwrap();
+    browser.open(&url).await;
+    let opened = browser
+        .wait_for(
+            "the page from the cache",
+            "return document.getElementById('signin') ? document.title : null;",
+            |v| v.is_string(),
+        )
+        .await;
+    assert_eq!(opened, "HelpGrid 网格员 · Responder");
+    // The API is not answered from any cache.
+    browser
+        .eval(
+            "window.me = null; fetch('/app/api/me').then(r => { window.me = 'HTTP ' + r.status; }, \
+             () => { window.me = 'no network'; }); return true;",
+        )
+        .await;
+    let me = browser
+        .wait_for("the API call to end", "return window.me;", |v| {
+            v.is_string()
+        })
+        .await;
+    assert_eq!(me, "no network");
+    browser.quit().await;
+}

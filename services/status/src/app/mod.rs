@@ -1,7 +1,8 @@
 //! The responder app: a mobile web page for grid workers, supervisors and patrol officers,
 //! served beside the console (same listener, same TLS), with its API and event stream.
 //!
-//! - `GET /app/` the page (static; it asks `/app/api/me` who is signed in).
+//! - `GET /app/` the page (static; it asks `/app/api/me` who is signed in); `GET /app/sw.js`
+//!   its service worker, which keeps the page's own files for offline and nothing else.
 //! - `GET /app/signin?link=<token>` checks a one-time sign-in link and shows a "sign in"
 //!   button; its `POST /app/signin` redeems the link (see [`session`]);
 //!   `POST /app/api/signin {"token"}` signs in with a token; `POST /app/api/signout`.
@@ -56,6 +57,8 @@ const SCRIPT: &str = include_str!("assets/app.js");
 const STYLE: &str = include_str!("assets/app.css");
 const MANIFEST: &str = include_str!("assets/manifest.webmanifest");
 const ICON: &str = include_str!("assets/icon.svg");
+/// The service worker that keeps the app shell (never the API or the stream) for offline.
+const SERVICE_WORKER: &str = include_str!("assets/sw.js");
 /// How soon the browser reconnects after the stream ends (a server restart).
 const RECONNECT_AFTER: Duration = Duration::from_secs(1);
 /// Most cards a snapshot carries (a supervisor of a busy grid).
@@ -98,6 +101,10 @@ pub fn router(app: App) -> Router {
         .route(
             "/app/icon.svg",
             get(|| async { page(ICON, "image/svg+xml") }),
+        )
+        .route(
+            "/app/sw.js",
+            get(|| async { page(SERVICE_WORKER, "text/javascript") }),
         )
         .route("/app/signin", get(link_page).post(redeem_link))
         .route("/app/api/signin", post(sign_in))

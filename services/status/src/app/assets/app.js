@@ -492,4 +492,10 @@ function toast(text, bad) {
   setTimeout(() => node.remove(), bad ? 8000 : 3000);
 }
 
+// The app shell offline (sw.js): the page opens without a network and its queued actions
+// wait for it. Not where service workers are unavailable (plain HTTP on another host).
+if ("serviceWorker" in navigator) {
+  navigator.serviceWorker.register("sw.js", { scope: "/app/" }).catch(() => null);
+}
+
 start();
