@@ -16,7 +16,8 @@ use helpgrid_proto::pb::{
 use helpgrid_status::app::view::{Household, Households};
 use helpgrid_testkit::Publisher;
 use helpgrid_testkit::browser::{Browser, free_port};
-use helpgrid_testkit::records::{press, responder};
+use helpgrid_testkit::records::{press, responder, roster_record};
+use prost::Message as _;
 use serde_json::Value;
 use std::path::Path;
 use std::sync::Arc;
@@ -663,6 +664,40 @@ async fn a_responder_signs_in_by_link_on_a_phone_acknowledges_closes_and_goes_of
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     })
+    .await;
+    // The router reads the roster through its own consumer, so the status service's answer
+    // says nothing about the router. A probe responder, written after the off-duty record to
+    // the same roster partition (Kafka keeps a partition's order) and alone in a grid of its
+    // own, gets the probe press only once the router has read past the off-duty record.
+    let partition =
+        helpgrid_common::partition::grid_partition("w-42", support::PARTITIONS as usize);
+    let probe = roster_record(responder(
+        "probe-w42",
+        ResponderRole::GridWorker,
+        &["grid-probe"],
+        None,
+    ));
+    kafka
+        .publish_raw(
+            &topics.roster,
+            partition,
+            "probe-w42",
+            &probe.encode_to_vec(),
+        )
+        .await;
+    publisher
+        .send(
+            &topics.help_events,
+            "grid-probe",
+            &press("hh-probe-01", "grid-probe", PressKind::Help),
+        )
+        .await;
+    wait_incident(
+        &restarted,
+        "the router to read the roster past the off-duty record",
+        "hh-probe-01",
+        |i| i.assignments.iter().any(|a| a.responder_id == "probe-w42"),
+    )
     .await;
     publisher
         .send(
