@@ -435,6 +435,84 @@ impl Bench {
     }
 }
 
+/// The log lines in which the services report what a restore read.
+const ROUTER_RESTORED: &str = "partitions assigned and state restored";
+const STATUS_RESTORED: &str = "incident snapshots restored from incident-state";
+
+impl Bench {
+    /// The figures of the last restore a service logged (records, bytes, times), as
+    /// `key=value` pairs from its log line.
+    fn restore_figures(&self, bin: &str, message: &str) -> String {
+        let log =
+            std::fs::read_to_string(self.log_dir.join(format!("{bin}.log"))).unwrap_or_default();
+        let Some(line) = log.lines().rev().find(|l| l.contains(message)) else {
+            return format!("(no \"{message}\" line in its log)");
+        };
+        line.split_whitespace()
+            .filter(|field| {
+                [
+                    "records=",
+                    "bytes=",
+                    "snapshots=",
+                    "restore_ms=",
+                    "restore_cpu_ms=",
+                    "stable_ms=",
+                    "elapsed_ms=",
+                ]
+                .iter()
+                .any(|key| field.starts_with(key))
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+/// Waits until the broker's log cleaner has compacted `topic` as far as it will: history that
+/// took days in production was written here in minutes, and the cleaner would have run
+/// throughout those days. Done when the topic's bytes on disk stop changing for 30 s (the
+/// cleaner wakes every 15 s); at most 10 minutes. The active segment of each partition is
+/// never compacted, as in production.
+async fn wait_for_cleaner(broker: &OwnBroker, topic: &str) {
+    let size = || -> u64 {
+        let Ok(dirs) = std::fs::read_dir(broker.data_dir()) else {
+            return 0;
+        };
+        dirs.flatten()
+            .filter(|d| {
+                d.file_name()
+                    .to_str()
+                    .and_then(|n| n.strip_prefix(topic))
+                    .and_then(|n| n.strip_prefix('-'))
+                    .is_some_and(|n| n.parse::<u32>().is_ok())
+            })
+            .filter_map(|d| std::fs::read_dir(d.path()).ok())
+            .flat_map(|files| files.flatten())
+            .filter(|f| f.file_name().to_str().is_some_and(|n| n.ends_with(".log")))
+            .filter_map(|f| f.metadata().ok().map(|m| m.len()))
+            .sum()
+    };
+    let started = Instant::now();
+    let before = size();
+    let mut last = before;
+    let mut stable_since = Instant::now();
+    while started.elapsed() < Duration::from_secs(600) {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let now = size();
+        if now != last {
+            last = now;
+            stable_since = Instant::now();
+        } else if stable_since.elapsed() >= Duration::from_secs(30) {
+            break;
+        }
+    }
+    println!(
+        "{topic} on disk: {:.1} MiB before the log cleaner, {:.1} MiB after ({:.0} s waited)",
+        before as f64 / 1_048_576.0,
+        last as f64 / 1_048_576.0,
+        started.elapsed().as_secs_f64()
+    );
+}
+
 fn rss_mib(service: &Service) -> f64 {
     procstat::read(service.pid()).map_or(0.0, |(_, rss, _)| rss)
 }
@@ -488,7 +566,7 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     std::fs::create_dir_all(&args.log_dir)?;
     // A broker of its own, with the log cleaner as a production broker runs it.
-    let (_broker, bootstrap) = OwnBroker::start();
+    let (broker, bootstrap) = OwnBroker::start();
     let mut kafka = KafkaArgs::new(bootstrap, "bench.".to_owned());
     kafka.topic_partitions = PARTITIONS as i32;
     let topics = Topics::with_prefix(&kafka.topic_prefix);
@@ -513,6 +591,7 @@ async fn main() -> anyhow::Result<()> {
                 history.desk.open_count(),
                 written.elapsed().as_secs_f64()
             );
+            wait_for_cleaner(&broker, &topics.incident_state).await;
             restart(&bench).await?;
         }
         Run::Flood { open } => {
@@ -531,24 +610,27 @@ async fn main() -> anyhow::Result<()> {
                 history.desk.open_count(),
                 written.elapsed().as_secs_f64()
             );
+            wait_for_cleaner(&broker, &topics.incident_state).await;
             let router = bench.router()?;
             let status = bench.status()?;
             let serving = bench.status_serving(Duration::from_secs(600)).await?;
             tokio::time::sleep(Duration::from_secs(2)).await;
             let status_rss = rss_mib(&status);
             println!(
-                "status: start → SERVING {:.2} s, RSS {status_rss:.0} MiB = {:.0} bytes per open incident",
+                "status: start → SERVING {:.2} s, RSS {status_rss:.0} MiB = {:.0} bytes per open incident; {}",
                 serving.as_secs_f64(),
-                status_rss * 1_048_576.0 / open as f64
+                status_rss * 1_048_576.0 / open as f64,
+                bench.restore_figures("helpgrid-status", STATUS_RESTORED)
             );
             // Output is the measure here, not readiness: the first press answered after the
             // kill proves the restore of every partition is done.
             let (sigkill, router) = kill_and_restart(&bench, router).await?;
             let router_rss = rss_mib(&router);
             println!(
-                "router: SIGKILL → first new output {:.2} s; RSS {router_rss:.0} MiB = {:.0} bytes per open incident",
+                "router: SIGKILL → first new output {:.2} s; RSS {router_rss:.0} MiB = {:.0} bytes per open incident; {}",
                 sigkill.as_secs_f64(),
-                router_rss * 1_048_576.0 / open as f64
+                router_rss * 1_048_576.0 / open as f64,
+                bench.restore_figures("helpgrid-router", ROUTER_RESTORED)
             );
             router.stop(Duration::from_secs(30));
             status.stop(Duration::from_secs(30));
@@ -637,12 +719,20 @@ async fn restart(bench: &Bench) -> anyhow::Result<()> {
         rss_mib(&router)
     );
     let mut router = router;
+    println!(
+        "router restore: {}",
+        bench.restore_figures("helpgrid-router", ROUTER_RESTORED)
+    );
     let mut kills = Vec::new();
     for _ in 0..3 {
         let (took, next) = kill_and_restart(bench, router).await?;
         router = next;
         bench.router_ready(Duration::from_secs(600)).await?;
         kills.push(took.as_secs_f64());
+        println!(
+            "router restore after SIGKILL: {}",
+            bench.restore_figures("helpgrid-router", ROUTER_RESTORED)
+        );
     }
     println!("router: SIGKILL → first new output {kills:.2?} s (3 kills)");
     let status = bench.status()?;
@@ -662,6 +752,10 @@ async fn restart(bench: &Bench) -> anyhow::Result<()> {
                 .status_serving(Duration::from_secs(600))
                 .await?
                 .as_secs_f64(),
+        );
+        println!(
+            "status restore: {}",
+            bench.restore_figures("helpgrid-status", STATUS_RESTORED)
         );
     }
     println!("status: restart → SERVING {restarts:.2?} s (3 restarts)");

@@ -2,6 +2,7 @@
 //!
 //! - [`kafka`]: one builder for every Kafka client (typed settings, then librdkafka pass-through).
 //! - [`reader`]: follow a whole topic from the start (tables and logs).
+//! - [`table`]: read a compacted table once, keeping each key's last record (restores).
 //! - [`partition`]: which partition a grid's records belong to (Kafka's murmur2).
 //! - [`topics`]: the topic names and their idempotent creation at start-up.
 //! - [`telemetry`]: tracing and the Prometheus exporter.
@@ -18,6 +19,7 @@ pub mod kafka;
 pub mod partition;
 pub mod reader;
 pub mod shutdown;
+pub mod table;
 pub mod telemetry;
 pub mod time;
 pub mod topics;

@@ -141,13 +141,22 @@ pub async fn follow_from(
     let mut assignment = TopicPartitionList::new();
     for p in &partitions {
         let offset = match &start {
-            Start::Offsets(offsets) => usize::try_from(*p)
-                .ok()
-                .and_then(|i| offsets.get(i))
-                .map_or(Offset::Beginning, |o| Offset::Offset(*o)),
-            Start::Beginning => Offset::Beginning,
+            Start::Offsets(offsets) => usize::try_from(*p).ok().and_then(|i| offsets.get(i)),
+            Start::Beginning => None,
         };
-        assignment.add_partition_offset(topic, *p, offset)?;
+        let offset = match offset {
+            Some(offset) => *offset,
+            // The first offset, asked for here: assigned at `Offset::Beginning` instead,
+            // librdkafka took about 500 ms to resolve it before the first fetch (see
+            // `table`). Should it be gone by the time of the fetch, auto.offset.reset=earliest
+            // starts at the new first one.
+            None => {
+                consumer
+                    .fetch_watermarks(topic, *p, Duration::from_secs(30))?
+                    .0
+            }
+        };
+        assignment.add_partition_offset(topic, *p, Offset::Offset(offset))?;
     }
     consumer.assign(&assignment)?;
     let (tx, rx) = mpsc::channel(4096);

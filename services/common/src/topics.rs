@@ -20,11 +20,24 @@ use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
 use std::time::Duration;
 
-/// Segments of the compacted topics roll at least this often, so the log cleaner can compact
-/// them and a restore reads little more than the live keys.
-const COMPACTED_SEGMENT_MS: &str = "3600000";
-/// The cleaner compacts a compacted topic once a tenth of it is superseded records.
+// The compacted topics are restored from by reading them whole, so what a restore reads is
+// the live keys plus what the log cleaner has not removed yet: the active segment (never
+// cleaned), rolled segments the cleaner has not reached, and tombstones younger than
+// delete.retention.ms. These settings keep that remainder small (docs/performance.md, "Restore
+// times"); none of them can lose a live record, so the start-up check only warns about them.
+/// Segments of the compacted topics roll at least this often...
+const COMPACTED_SEGMENT_MS: &str = "600000";
+/// ...or at this size (16 MiB, about 50,000 incident snapshots), whichever comes first, so
+/// a burst does not leave a large active segment uncompacted.
+const COMPACTED_SEGMENT_BYTES: &str = "16777216";
+/// The cleaner compacts a compacted topic once a tenth of it is superseded records...
 const COMPACTED_DIRTY_RATIO: &str = "0.1";
+/// ...and any rolled segment within 15 minutes, however small the superseded part.
+const COMPACTED_MAX_LAG_MS: &str = "900000";
+/// Tombstones stay an hour after the cleaner first passed them (Kafka's default: a day). A
+/// reader that starts before and reads past them within the hour still sees them; restores
+/// read for at most 5 minutes.
+const COMPACTED_DELETE_RETENTION_MS: &str = "3600000";
 /// Largest record of the incident topics: an incident snapshot is a few hundred bytes, a
 /// generous bound keeps a runaway record from being accepted silently.
 const INCIDENT_MAX_MESSAGE_BYTES: &str = "1048576";
@@ -127,9 +140,15 @@ impl<'a> TopicPlan<'a> {
             Keep::Compact => settings.extend([
                 ("cleanup.policy", "compact".to_owned()),
                 ("segment.ms", COMPACTED_SEGMENT_MS.to_owned()),
+                ("segment.bytes", COMPACTED_SEGMENT_BYTES.to_owned()),
                 (
                     "min.cleanable.dirty.ratio",
                     COMPACTED_DIRTY_RATIO.to_owned(),
+                ),
+                ("max.compaction.lag.ms", COMPACTED_MAX_LAG_MS.to_owned()),
+                (
+                    "delete.retention.ms",
+                    COMPACTED_DELETE_RETENTION_MS.to_owned(),
                 ),
             ]),
             Keep::Delete { retention_ms } => settings.extend([
@@ -401,6 +420,16 @@ fn check_settings(
                     fix: alter("cleanup.policy=compact"),
                 });
             }
+            for (name, value) in slow_restore_settings(found) {
+                tracing::warn!(
+                    topic,
+                    setting = name,
+                    found = value,
+                    wanted = planned_compacted_setting(name),
+                    fix = %alter(&format!("{name}={}", planned_compacted_setting(name))),
+                    "compacted topic keeps more uncompacted records than planned: restores read them all and take longer"
+                );
+            }
         }
         Keep::Delete { .. } => {
             if policies.contains(&"compact") {
@@ -427,6 +456,38 @@ fn check_settings(
         });
     }
     Ok(())
+}
+
+/// The settings of a compacted topic above what HelpGrid creates it with, which make a
+/// restore read more uncompacted records (a topic created by an older version, or by hand).
+fn slow_restore_settings(found: &[(String, String)]) -> Vec<(&'static str, String)> {
+    [
+        "segment.ms",
+        "segment.bytes",
+        "max.compaction.lag.ms",
+        "delete.retention.ms",
+    ]
+    .into_iter()
+    .filter_map(|name| {
+        let value = setting(found, name)?;
+        let above = value.parse::<u64>().is_ok_and(|v| {
+            planned_compacted_setting(name)
+                .parse::<u64>()
+                .is_ok_and(|p| v > p)
+        });
+        above.then(|| (name, value.to_owned()))
+    })
+    .collect()
+}
+
+fn planned_compacted_setting(name: &str) -> &'static str {
+    match name {
+        "segment.ms" => COMPACTED_SEGMENT_MS,
+        "segment.bytes" => COMPACTED_SEGMENT_BYTES,
+        "max.compaction.lag.ms" => COMPACTED_MAX_LAG_MS,
+        "delete.retention.ms" => COMPACTED_DELETE_RETENTION_MS,
+        _ => "",
+    }
 }
 
 /// Whether `topic` exists (its metadata names partitions), as far as this user may see.
@@ -534,6 +595,39 @@ mod tests {
         let forever = found(&[("cleanup.policy", "compact,delete"), ("retention.ms", "-1")]);
         assert!(check_settings(&plan, &forever, 1).is_ok());
         assert!(check_settings(&plan, &found(&[("cleanup.policy", "compact")]), 1).is_ok());
+    }
+
+    #[test]
+    fn compacted_topics_are_planned_to_keep_the_uncompacted_tail_small() {
+        let settings = TopicPlan::new("s", Keep::Compact).settings(1);
+        for (name, value) in [
+            ("segment.ms", "600000"),
+            ("segment.bytes", "16777216"),
+            ("max.compaction.lag.ms", "900000"),
+            ("delete.retention.ms", "3600000"),
+        ] {
+            assert!(settings.contains(&(name, value.to_owned())), "{name}");
+        }
+        // A topic created with them passes quietly; one from an older version (hourly
+        // segments, a day of tombstones) still starts, with a warning naming each setting.
+        let ours: Vec<(String, String)> = settings
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.clone()))
+            .collect();
+        assert!(slow_restore_settings(&ours).is_empty());
+        assert!(check_settings(&TopicPlan::new("s", Keep::Compact), &ours, 1).is_ok());
+        let older = found(&[
+            ("cleanup.policy", "compact"),
+            ("segment.ms", "3600000"),
+            ("segment.bytes", "1073741824"),
+            ("delete.retention.ms", "86400000"),
+        ]);
+        let slow: Vec<&str> = slow_restore_settings(&older)
+            .iter()
+            .map(|(name, _)| *name)
+            .collect();
+        assert_eq!(slow, ["segment.ms", "segment.bytes", "delete.retention.ms"]);
+        assert!(check_settings(&TopicPlan::new("s", Keep::Compact), &older, 1).is_ok());
     }
 
     #[test]

@@ -35,6 +35,8 @@ pub const ROSTER_RESPONDERS: &str = "helpgrid_router_roster_responders";
 pub const ROSTER_INVALID: &str = "helpgrid_router_roster_invalid_total";
 pub const REBALANCES: &str = "helpgrid_router_rebalances_total";
 pub const RESTORED_EVENTS: &str = "helpgrid_router_restored_events_total";
+pub const RESTORED_BYTES: &str = "helpgrid_router_restored_bytes_total";
+pub const RESTORE_SECONDS: &str = "helpgrid_router_restore_seconds";
 pub const CONSUMER_LAG: &str = "helpgrid_router_consumer_lag";
 pub const PIPELINE_RESTARTS: &str = "helpgrid_router_pipeline_restarts_total";
 
@@ -97,6 +99,16 @@ pub fn describe() {
     describe_counter!(
         RESTORED_EVENTS,
         "incident-state records (snapshots and tombstones) read back to rebuild state"
+    );
+    describe_counter!(
+        RESTORED_BYTES,
+        metrics::Unit::Bytes,
+        "Bytes of incident-state record values read back to rebuild state"
+    );
+    describe_histogram!(
+        RESTORE_SECONDS,
+        metrics::Unit::Seconds,
+        "Time to rebuild the state of newly assigned partitions from incident-state"
     );
     describe_gauge!(
         CONSUMER_LAG,

@@ -14,7 +14,8 @@ use crate::commands::PendingCommands;
 use crate::read_model::{LoggedEvent, ReadModel, incident_record};
 use crate::telemetry;
 use helpgrid_common::reader::{Feed, Record};
-use helpgrid_proto::pb::{Incident, IncidentEvent};
+use helpgrid_common::table::Table;
+use helpgrid_proto::pb::IncidentEvent;
 use prost::Message;
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use tokio::sync::{broadcast, mpsc, watch};
@@ -54,36 +55,41 @@ pub struct IncidentFeed {
     pub topic: String,
 }
 
-/// Loads the snapshots of incident-state into the read model: reads every partition to its
-/// end once. Returns the number of records read.
-pub async fn restore_from_state(
-    mut records: mpsc::Receiver<Feed>,
-    read_model: &SharedReadModel,
-    topic: &str,
-) -> usize {
-    let mut read = 0;
-    while let Some(item) = records.recv().await {
-        let record = match item {
-            Feed::CaughtUp => break,
-            Feed::Record(record) => record,
+/// What a restore from incident-state read.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Restored {
+    /// Records read: snapshots and tombstones, superseded ones included.
+    pub records: u64,
+    /// Bytes of their values.
+    pub bytes: u64,
+    /// Snapshots decoded into the read model: one per incident not tombstoned.
+    pub snapshots: u64,
+}
+
+/// Loads incident-state, read whole with each incident's last record kept as read (see
+/// [`helpgrid_common::table`]), into the read model: each surviving snapshot is decoded once
+/// and its bytes stored as they are; a tombstone forgets the incident.
+pub fn restore_from_state(table: Table, read_model: &SharedReadModel, topic: &str) -> Restored {
+    let mut restored = Restored {
+        records: table.records,
+        bytes: table.bytes,
+        snapshots: 0,
+    };
+    let mut model = read_model.write();
+    model.reserve(table.live());
+    for (id, last) in table.last {
+        let Some(payload) = last.payload else {
+            // A tombstone: closed and past the router's window.
+            model.forget(&id);
+            continue;
         };
-        read += 1;
-        let key = record.key.as_deref().map(String::from_utf8_lossy);
-        match (record.payload.as_deref(), key) {
-            (None, Some(incident_id)) => read_model.write().forget(&incident_id),
-            (Some(payload), _) => match Incident::decode(payload) {
-                Ok(incident) => read_model
-                    .write()
-                    .restore_snapshot(record.partition, &incident),
-                Err(error) => {
-                    telemetry::undecodable_record(topic);
-                    tracing::warn!(topic, partition = record.partition, offset = record.offset, %error, "skipping undecodable incident-state record");
-                }
-            },
-            (None, None) => {}
+        restored.snapshots += 1;
+        if let Err(error) = model.restore_record(last.partition, &payload) {
+            telemetry::undecodable_record(topic);
+            tracing::warn!(topic, partition = last.partition, offset = last.offset, %error, "skipping undecodable incident-state record");
         }
     }
-    read
+    restored
 }
 
 impl IncidentFeed {

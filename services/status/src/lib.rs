@@ -71,6 +71,8 @@ use tonic_health::server::HealthReporter;
 
 /// Kafka client id of the service; the feeds add a suffix.
 const CLIENT_ID: &str = "helpgrid-status";
+/// Longest read of incident-state at start-up before the service gives up (NOT_SERVING).
+const STATE_READ_TIMEOUT: Duration = Duration::from_secs(300);
 /// Live events buffered per watcher before it counts as lagging (and replays from the log).
 const LIVE_BUFFER: usize = 4096;
 /// Time allowed after the command timeout for open calls to finish at shutdown.
@@ -145,15 +147,27 @@ pub async fn run_with_console(
         config.command_timeout,
     ));
 
-    let state_reading = stop.child_token();
-    let state_records = follow(
-        kafka,
-        &format!("{CLIENT_ID}-state"),
-        &topics.incident_state,
-        state_reading.clone(),
-    )
-    .await
-    .context("cannot read the incident-state topic")?;
+    // incident-state is read whole on a blocking thread (a plain consumer loop, no async hop
+    // per record) while the other feeds start.
+    let state_table = tokio::task::spawn_blocking({
+        let kafka = kafka.clone();
+        let topic = topics.incident_state.clone();
+        move || {
+            let started = std::time::Instant::now();
+            let cpu_started = helpgrid_common::telemetry::process_cpu_seconds();
+            helpgrid_common::table::read_table(
+                &kafka,
+                &format!("{CLIENT_ID}-state"),
+                &topic,
+                None,
+                STATE_READ_TIMEOUT,
+            )
+            .map(|table| {
+                let read_cpu = helpgrid_common::telemetry::process_cpu_seconds() - cpu_started;
+                (table, started, read_cpu)
+            })
+        }
+    });
     let incident_records = follow_from(
         kafka,
         &format!("{CLIENT_ID}-incidents"),
@@ -204,12 +218,26 @@ pub async fn run_with_console(
         let read_model = read_model.clone();
         let topic = topics.incident_state.clone();
         async move {
-            let started = std::time::Instant::now();
-            let records = restore_from_state(state_records, &read_model, &topic).await;
-            state_reading.cancel();
+            let (table, started, read_cpu) = match state_table.await {
+                Ok(Ok(read)) => read,
+                Ok(Err(error)) => {
+                    tracing::error!(%error, topic, "cannot read the incident-state topic; NOT_SERVING");
+                    feed_stopped.cancel();
+                    return;
+                }
+                Err(error) => {
+                    tracing::error!(%error, topic, "reading the incident-state topic failed; NOT_SERVING");
+                    feed_stopped.cancel();
+                    return;
+                }
+            };
+            let restored = restore_from_state(table, &read_model, &topic);
             let incidents = read_model.read().incident_count();
             tracing::info!(
-                records,
+                records = restored.records,
+                bytes = restored.bytes,
+                snapshots = restored.snapshots,
+                read_cpu_ms = (read_cpu * 1000.0) as u64,
                 incidents,
                 elapsed_ms = started.elapsed().as_millis() as u64,
                 "incident snapshots restored from incident-state"

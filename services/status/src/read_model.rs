@@ -228,6 +228,23 @@ impl ReadModel {
         self.store_snapshot(partition, incident, None);
     }
 
+    /// [`Self::restore_snapshot`] from an incident-state record as read: decoded once, its
+    /// bytes kept as they are (not encoded again).
+    pub fn restore_record(
+        &mut self,
+        partition: i32,
+        record: &[u8],
+    ) -> Result<(), prost::DecodeError> {
+        let incident = Incident::decode(record)?;
+        self.store_snapshot(partition, &incident, Some(record));
+        Ok(())
+    }
+
+    /// Makes room for `additional` more incidents at once, before a restore of that many.
+    pub fn reserve(&mut self, additional: usize) {
+        self.incidents.reserve(additional);
+    }
+
     /// Drops an incident whose incident-state record is a tombstone.
     pub fn forget(&mut self, incident_id: &str) {
         if let Some((id, stored)) = self.incidents.remove_entry(incident_id) {
@@ -793,6 +810,32 @@ mod tests {
         model.forget("a");
         assert_eq!(model.incident_count(), 0);
         assert!(ids(&model.list(&query(10))).is_empty());
+    }
+
+    #[test]
+    fn a_record_restored_as_read_is_kept_byte_for_byte_and_listed_like_a_snapshot() {
+        let a = incident("a", "g", 1, 7, IncidentState::Assigned);
+        let record = a.encode_to_vec().into_boxed_slice();
+        let mut model = ReadModel::starting_at(&[0, 0], 100);
+        model.reserve(2);
+        model.restore_record(1, &record).expect("a valid record");
+        assert_eq!(model.incident("a"), Some(a.clone()));
+        assert_eq!(
+            model.home("a").map(|h| h.partition),
+            Some(1),
+            "commands go to the record's partition"
+        );
+        assert_eq!(ids(&model.list(&query(10))), ["a"]);
+        assert_eq!(
+            model.incidents.get("a").map(|s| s.record.clone()),
+            Some(record)
+        );
+        // An older revision read later changes nothing; garbage is refused.
+        let older = incident("a", "g", 1, 6, IncidentState::Waiting).encode_to_vec();
+        model.restore_record(1, &older).expect("a valid record");
+        assert_eq!(model.incident("a").map(|i| i.revision), Some(7));
+        assert!(model.restore_record(0, &[0xffu8, 0xff]).is_err());
+        assert_eq!(model.incident_count(), 1);
     }
 
     #[test]

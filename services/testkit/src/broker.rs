@@ -41,6 +41,12 @@ impl OwnBroker {
         (broker, out.trim().to_owned())
     }
 
+    /// The broker's log folder (`log.dirs`): one folder per topic partition, for tests and
+    /// benchmarks that look at what the log cleaner left.
+    pub fn data_dir(&self) -> PathBuf {
+        PathBuf::from(&self.dir).join("data")
+    }
+
     /// Runs a `kafka.sh` subcommand (`stop`, `start`, `restart`, `kill`) on this broker.
     pub fn run(&self, command: &str) -> String {
         let mut run = Command::new("bash");

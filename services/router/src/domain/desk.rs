@@ -85,7 +85,7 @@ impl Tracked {
 }
 
 /// Ids shared by the indexes: one allocation per incident however many indexes name it.
-type Id = Arc<str>;
+pub type Id = Arc<str>;
 
 #[derive(Default)]
 pub struct Desk {
@@ -453,14 +453,29 @@ impl Desk {
     }
 
     fn store(&mut self, partition: i32, incident: Incident) {
+        let record = incident.encode_to_vec().into_boxed_slice();
+        self.store_record(partition, None, &incident, record);
+    }
+
+    /// Stores `incident` whose encoded form is `record` (its id given when the caller already
+    /// holds one, as the restore does).
+    fn store_record(
+        &mut self,
+        partition: i32,
+        id: Option<Id>,
+        incident: &Incident,
+        record: Box<[u8]>,
+    ) {
         self.take(&incident.incident_id);
-        let id: Id = incident.incident_id.as_str().into();
-        self.index(&id, &incident, 1);
+        let id: Id = id
+            .filter(|id| **id == *incident.incident_id)
+            .unwrap_or_else(|| incident.incident_id.as_str().into());
+        self.index(&id, incident, 1);
         let tracked = Tracked {
-            record: incident.encode_to_vec().into_boxed_slice(),
+            record,
             partition,
             source: incident.source,
-            open: is_open(&incident),
+            open: is_open(incident),
         };
         self.incidents.insert(id, tracked);
     }
@@ -479,10 +494,35 @@ impl Desk {
     /// but adds to `repeated_command_ids`); closed incidents past the retention time are not
     /// kept.
     pub fn restore_incident(&mut self, partition: i32, incident: &Incident, now: Millis) {
+        if self.keeps_restored(partition, incident, now) {
+            self.store(partition, incident.clone());
+        }
+    }
+
+    /// [`Self::restore_incident`] from an incident-state record as read: decoded once, and its
+    /// bytes kept as they are (not encoded again), under `id`, the record's key. The restore
+    /// hands over each incident's last record only, so this runs once per incident.
+    pub fn restore_record(
+        &mut self,
+        partition: i32,
+        id: Id,
+        record: Box<[u8]>,
+        now: Millis,
+    ) -> Result<(), prost::DecodeError> {
+        let incident = Incident::decode(&*record)?;
+        if self.keeps_restored(partition, &incident, now) {
+            self.store_record(partition, Some(id), &incident, record);
+        }
+        Ok(())
+    }
+
+    /// Whether a restored snapshot is kept: it is newer than what the desk holds, and not a
+    /// closed incident past the retention time (that one is forgotten and tombstoned).
+    fn keeps_restored(&mut self, partition: i32, incident: &Incident, now: Millis) -> bool {
         if let Some(existing) = self.get(&incident.incident_id)
             && existing.revision > incident.revision
         {
-            return;
+            return false;
         }
         if let Some(closed_at) = from_timestamp(incident.closed_at.as_ref())
             && closed_at + self.policy.closed_retention_ms < now
@@ -491,9 +531,15 @@ impl Desk {
             // Its state record outlived the window (the router was down when it expired).
             self.forgotten
                 .push((partition, incident.incident_id.clone()));
-            return;
+            return false;
         }
-        self.store(partition, incident.clone());
+        true
+    }
+
+    /// Makes room for `additional` more incidents at once, before a restore of that many:
+    /// the id map does not grow by doubling (and rehashing) through the restore.
+    pub fn reserve(&mut self, additional: usize) {
+        self.incidents.reserve(additional);
     }
 
     /// Forgets an incident whose state record is a tombstone.

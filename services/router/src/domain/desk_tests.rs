@@ -1185,3 +1185,86 @@ fn a_supervisor_or_an_admin_escalates_a_workers_track_and_a_console_or_a_bare_re
     assert_ne!(track.level, EscalationLevel::GridSupervisor as i32);
     assert_eq!(desk.load_of("sup"), 0);
 }
+
+#[test]
+fn restoring_from_state_records_as_read_equals_restoring_from_decoded_incidents() {
+    let roster = city();
+    let mut live = Desk::new(policy());
+    let mut log = live
+        .on_help_event(P, &press("e1", "h1", PressKind::Help, T0), &roster, T0)
+        .1;
+    log.extend(
+        live.on_help_event(P, &press("e2", "h2", PressKind::Urgent, T0), &roster, T0)
+            .1,
+    );
+    log.extend(
+        live.on_command(
+            P,
+            &command("c1", "inc-e1", "w1", ValidAction::Acknowledge),
+            &roster,
+            T0 + 5,
+        )
+        .1,
+    );
+    // The last snapshot of each incident, as the restore keeps it: the record's bytes.
+    let mut last: HashMap<String, Incident> = HashMap::new();
+    for o in &log {
+        let incident = o.event.incident.clone().unwrap_or_default();
+        last.insert(incident.incident_id.clone(), incident);
+    }
+    let mut from_records = Desk::new(policy());
+    from_records.reserve(last.len());
+    let mut from_incidents = Desk::new(policy());
+    for (id, incident) in &last {
+        let record = incident.encode_to_vec().into_boxed_slice();
+        from_records
+            .restore_record(P, Id::from(id.as_str()), record, T0 + 10)
+            .expect("a valid record");
+        from_incidents.restore_incident(P, incident, T0 + 10);
+    }
+    for id in ["inc-e1", "inc-e2"] {
+        assert_eq!(from_records.get(id), live.get(id));
+    }
+    assert_eq!(from_records.load_of("w1"), from_incidents.load_of("w1"));
+    assert_eq!(from_records.next_deadline(), from_incidents.next_deadline());
+    assert_eq!(from_records.open_count(), 2);
+    // Bytes that are no incident are refused and change nothing.
+    assert!(
+        from_records
+            .restore_record(P, Id::from("inc-x"), Box::from(&[0xffu8, 0xff][..]), T0)
+            .is_err()
+    );
+    assert_eq!(from_records.len(), 2);
+    // A closed incident past the retention time is not kept, and is tombstoned.
+    let mut closing = Desk::new(policy());
+    let mut out = closing
+        .on_help_event(P, &press("e3", "h3", PressKind::Help, T0), &roster, T0)
+        .1;
+    out.extend(
+        closing
+            .on_command(
+                P,
+                &command("c2", "inc-e3", "w1", ValidAction::Acknowledge),
+                &roster,
+                T0 + 1,
+            )
+            .1,
+    );
+    out.extend(
+        closing
+            .on_command(
+                P,
+                &command("c3", "inc-e3", "w1", close_action()),
+                &roster,
+                T0 + 2,
+            )
+            .1,
+    );
+    let closed = last_incident(&out).encode_to_vec().into_boxed_slice();
+    let mut late = Desk::new(policy());
+    let long_after = T0 + policy().closed_retention_ms + 1_000;
+    late.restore_record(P, Id::from("inc-e3"), closed, long_after)
+        .expect("a valid record");
+    assert!(late.is_empty());
+    assert_eq!(late.take_forgotten(), vec![(P, "inc-e3".to_owned())]);
+}

@@ -10,16 +10,15 @@ use crate::domain::Desk;
 use crate::telemetry;
 use helpgrid_common::health::{Health, Readiness};
 use helpgrid_common::kafka::KafkaArgs;
+use helpgrid_common::table::read_table;
+use helpgrid_common::telemetry::process_cpu_seconds;
 use helpgrid_common::time::now_millis;
 use helpgrid_common::topics::Topics;
-use helpgrid_proto::pb::Incident;
-use prost::Message as _;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
-use rdkafka::message::Message;
 use rdkafka::statistics::Statistics;
-use rdkafka::{ClientContext, Offset, TopicPartitionList};
-use std::collections::{BTreeSet, HashSet};
+use rdkafka::{ClientContext, TopicPartitionList};
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -93,59 +92,66 @@ impl Ownership {
             .collect()
     }
 
-    fn restore(&self, partitions: &BTreeSet<i32>) -> Result<usize, KafkaError> {
-        let reader: BaseConsumer = self
-            .kafka
-            .reader_config("helpgrid-router-restore")
-            .create()?;
-        let mut tpl = TopicPartitionList::new();
-        for p in partitions {
-            tpl.add_partition_offset(&self.topics.incident_state, *p, Offset::Beginning)?;
-        }
-        reader.assign(&tpl)?;
-        let mut pending: HashSet<i32> = partitions.iter().copied().collect();
+    /// Rebuilds the desk for `partitions` from incident-state, in two passes: the table read
+    /// keeps each incident's last record as read (see [`read_table`]), then each surviving
+    /// snapshot is decoded once and its bytes handed to the desk, which keeps them as they are.
+    fn restore(&self, partitions: &BTreeSet<i32>) -> Result<RestoreFigures, KafkaError> {
         let started = Instant::now();
+        let cpu_started = process_cpu_seconds();
+        let partitions: Vec<i32> = partitions.iter().copied().collect();
+        let table = read_table(
+            &self.kafka,
+            "helpgrid-router-restore",
+            &self.topics.incident_state,
+            Some(&partitions),
+            RESTORE_TIMEOUT,
+        )?;
+        let mut figures = RestoreFigures {
+            records: table.records,
+            bytes: table.bytes,
+            ..RestoreFigures::default()
+        };
         let now = now_millis();
-        let mut restored = 0;
         let mut desk = self.desk();
-        while !pending.is_empty() {
-            if started.elapsed() > RESTORE_TIMEOUT {
-                return Err(KafkaError::Canceled);
-            }
-            match reader.poll(Duration::from_millis(500)) {
-                None => {}
-                Some(Err(KafkaError::PartitionEOF(p))) => {
-                    pending.remove(&p);
-                }
-                Some(Err(error)) => {
-                    tracing::warn!(%error, "reading incident events to restore; retrying")
-                }
-                Some(Ok(message)) => {
-                    restored += 1;
-                    match message.payload().map(Incident::decode) {
-                        Some(Ok(incident)) => {
-                            desk.restore_incident(message.partition(), &incident, now);
-                        }
-                        // A tombstone: the incident was closed and is past the window.
-                        None => {
-                            if let Some(key) = message.key() {
-                                desk.forget(&String::from_utf8_lossy(key));
-                            }
-                        }
-                        Some(Err(error)) => tracing::error!(
-                            partition = message.partition(),
-                            offset = message.offset(),
-                            %error,
-                            "undecodable incident-state record skipped while restoring"
-                        ),
-                    }
-                }
+        desk.reserve(table.live());
+        for (id, last) in table.last {
+            let Some(payload) = last.payload else {
+                // A tombstone: the incident was closed and is past the window.
+                desk.forget(&id);
+                continue;
+            };
+            figures.snapshots += 1;
+            if let Err(error) = desk.restore_record(last.partition, id, payload, now) {
+                tracing::error!(
+                    partition = last.partition,
+                    offset = last.offset,
+                    %error,
+                    "undecodable incident-state record skipped while restoring"
+                );
             }
         }
-        metrics::counter!(telemetry::RESTORED_EVENTS).increment(restored as u64);
+        figures.seconds = started.elapsed().as_secs_f64();
+        figures.cpu_seconds = process_cpu_seconds() - cpu_started;
+        metrics::counter!(telemetry::RESTORED_EVENTS).increment(figures.records);
+        metrics::counter!(telemetry::RESTORED_BYTES).increment(figures.bytes);
+        metrics::histogram!(telemetry::RESTORE_SECONDS).record(figures.seconds);
         telemetry::set_open_incidents(desk.open_count());
-        Ok(restored)
+        Ok(figures)
     }
+}
+
+/// What one restore read and what it cost, for the log and the restore benchmark.
+#[derive(Debug, Default)]
+struct RestoreFigures {
+    /// incident-state records read (snapshots and tombstones, superseded ones included).
+    records: u64,
+    /// Bytes of their values.
+    bytes: u64,
+    /// Snapshots handed to the desk: one per incident not tombstoned.
+    snapshots: u64,
+    seconds: f64,
+    /// CPU time of the whole process meanwhile (librdkafka's threads included).
+    cpu_seconds: f64,
 }
 
 /// The consumer context of the pipeline: rebalance callbacks and librdkafka statistics.
@@ -213,9 +219,19 @@ impl ConsumerContext for RouterContext {
         }
         let stable_ms = started.elapsed().as_millis() as u64;
         match own.restore(&assigned) {
-            Ok(events) => {
+            Ok(figures) => {
                 lock(&own.owned).extend(assigned.iter().copied());
-                tracing::info!(partitions = ?assigned, events, stable_ms, elapsed_ms = started.elapsed().as_millis() as u64, "partitions assigned and state restored");
+                tracing::info!(
+                    partitions = ?assigned,
+                    records = figures.records,
+                    bytes = figures.bytes,
+                    snapshots = figures.snapshots,
+                    restore_ms = (figures.seconds * 1000.0) as u64,
+                    restore_cpu_ms = (figures.cpu_seconds * 1000.0) as u64,
+                    stable_ms,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "partitions assigned and state restored"
+                );
             }
             Err(error) => {
                 tracing::error!(%error, partitions = ?assigned, "restoring state failed");
