@@ -1207,7 +1207,7 @@ fn restoring_from_state_records_as_read_equals_restoring_from_decoded_incidents(
         .1,
     );
     // The last snapshot of each incident, as the restore keeps it: the record's bytes.
-    let mut last: HashMap<String, Incident> = HashMap::new();
+    let mut last: std::collections::HashMap<String, Incident> = std::collections::HashMap::new();
     for o in &log {
         let incident = o.event.incident.clone().unwrap_or_default();
         last.insert(incident.incident_id.clone(), incident);
