@@ -13,7 +13,9 @@
 #            that arrived on another partition than its grid's); write dead-letters; consumer
 #            group <PREFIX>router*; transactional ids <PREFIX>router*
 #   status   write incident-commands; read and write roster; read incident-events,
-#            incident-state (no consumer group: it reads every partition itself)
+#            incident-state (no consumer group: it reads every partition itself); write
+#            revocations (an admin's RevokeTokens call); read and write app-links (one-time
+#            sign-in links across instances)
 #   gateway  write help-events and dead-letters; read and write devices; read incident-events
 #            (feedback to the household's device) in consumer group <PREFIX>gateway*
 #   archive  read incident-events; write dead-letters; consumer group <PREFIX>archive*
@@ -27,7 +29,7 @@
 # dispatch systems never touch Kafka (they use the status service's gRPC API).
 set -euo pipefail
 
-[[ $# -eq 2 ]] || { sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+[[ $# -eq 2 ]] || { sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 prefix="$1"
 out="$2"
 cluster="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/kafka-cluster.sh"
@@ -104,6 +106,7 @@ run allow_prefixed router Write,Describe --transactional-id router
 run allow status Write,Describe,DescribeConfigs incident-commands
 run allow status Read,Write,Describe,DescribeConfigs roster
 run allow status Read,Describe,DescribeConfigs incident-events incident-state
+run allow status Read,Write,Describe,DescribeConfigs app-links
 
 run allow gateway Write,Describe,DescribeConfigs help-events dead-letters
 run allow gateway Read,Write,Describe,DescribeConfigs devices
@@ -123,6 +126,7 @@ for service in status gateway archive notify; do
   run allow "$service" Read,Describe,DescribeConfigs revocations
 done
 run allow revoke Write,Describe,DescribeConfigs revocations
+run allow status Write revocations
 
 failed=0
 for pid in "${pids[@]}"; do wait "$pid" || failed=1; done

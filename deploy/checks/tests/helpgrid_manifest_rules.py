@@ -103,8 +103,9 @@ def main():
           written_topics(router))
     check("router's transactional ids are a prefix ACL",
           any(t == "transactionalId" and p == "prefix" and {"Write", "Describe"} <= ops for _, t, p, ops in acls(router)))
-    check("status writes only commands and roster",
-          written_topics(users["helpgrid-status"]) == {"incident-commands", "roster"}, written_topics(users["helpgrid-status"]))
+    check("status writes only commands, roster, revocations (admin RevokeTokens) and app-links",
+          written_topics(users["helpgrid-status"]) == {"incident-commands", "roster", "revocations", "app-links"},
+          written_topics(users["helpgrid-status"]))
     check("gateway writes only help-events, devices and dead-letters",
           written_topics(users["helpgrid-gateway"]) == {"help-events", "devices", "dead-letters"},
           written_topics(users["helpgrid-gateway"]))

@@ -127,7 +127,7 @@ fn the_manifests_follow_helpgrids_rules() {
     assert!(!out.contains("FAILED"), "{out}");
     for rule in [
         "ok router writes only incident-events, incident-state, dead-letters and forwarded input",
-        "ok status writes only commands and roster",
+        "ok status writes only commands, roster, revocations (admin RevokeTokens) and app-links",
         "ok gateway writes only help-events, devices and dead-letters",
         "ok archive writes only dead-letters and reads incident-events",
         "ok notify writes only notify-subscriptions and dead-letters and reads incident-events",

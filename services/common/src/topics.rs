@@ -57,6 +57,10 @@ pub struct Topics {
     /// Revoked sign-ins (compacted), key = token subject: written by
     /// `helpgrid-token revoke`, followed by every service that verifies tokens.
     pub revocations: String,
+    /// Uses of one-time sign-in links (a log kept a day: links live minutes), key = a hash of
+    /// the link's signature: written and followed by every status instance, so a link signs
+    /// in once across all of them.
+    pub app_links: String,
 }
 
 impl Topics {
@@ -70,6 +74,7 @@ impl Topics {
             dead_letters: format!("{prefix}dead-letters"),
             notify_subscriptions: format!("{prefix}notify-subscriptions"),
             revocations: format!("{prefix}revocations"),
+            app_links: format!("{prefix}app-links"),
         }
     }
 
@@ -99,6 +104,14 @@ impl Topics {
             TopicPlan::new(&self.incident_state, Keep::Compact).max_message_bytes(),
             TopicPlan::new(&self.roster, Keep::Compact),
             TopicPlan::new(&self.revocations, Keep::Compact),
+            // A link is accepted for at most 15 minutes: a day of uses covers it with room for
+            // clock skew and a status instance started late.
+            TopicPlan::new(
+                &self.app_links,
+                Keep::Delete {
+                    retention_ms: 86_400_000,
+                },
+            ),
             TopicPlan::new(&self.dead_letters, hours(args.dead_letter_retention_hours)),
         ]
     }
@@ -676,6 +689,6 @@ mod tests {
                 && s.contains(&("min.insync.replicas", "2".to_owned()))
                 && !s.iter().any(|(k, _)| *k == "retention.ms"))
         );
-        assert_eq!(plans.len(), 7);
+        assert_eq!(plans.len(), 8);
     }
 }

@@ -317,7 +317,7 @@ pub async fn run_with_console(
         read_model,
         live,
         commands: CommandSender::new(
-            producer,
+            producer.clone(),
             topics.incident_commands.clone(),
             pending,
             config.command_timeout,
@@ -350,6 +350,19 @@ pub async fn run_with_console(
                 households: Arc::clone(&config.households),
                 secure_cookies: config.tls.is_some(),
                 redeemed: Arc::default(),
+                links: match config.gate.key() {
+                    Some(_) => Some(
+                        app::links::LinkLedger::start(
+                            kafka,
+                            &topics.app_links,
+                            producer.clone(),
+                            stop.clone(),
+                        )
+                        .await
+                        .context("cannot follow the app-links topic")?,
+                    ),
+                    None => None,
+                },
             };
             let tls = config.tls.as_ref().map(tls::console_acceptor).transpose()?;
             Some(tokio::spawn(console::serve(

@@ -20,6 +20,7 @@
 //! ([`session::check_post`]); a bearer header (scripts, the load test) needs neither.
 
 pub mod households;
+pub mod links;
 pub mod session;
 pub mod view;
 
@@ -80,6 +81,8 @@ pub struct App {
     /// Cookies get `Secure` when the app is served over TLS.
     pub secure_cookies: bool,
     pub redeemed: Arc<Mutex<RedeemedLinks>>,
+    /// Links used on any instance (`None`: one-time per instance only).
+    pub links: Option<Arc<links::LinkLedger>>,
 }
 
 pub fn router(app: App) -> Router {
@@ -171,6 +174,16 @@ impl From<ApiError> for Refused {
 impl From<AccessError> for Refused {
     fn from(error: AccessError) -> Self {
         Self::new(http_status(error.code()), error.to_string())
+    }
+}
+
+impl From<links::LedgerError> for Refused {
+    fn from(error: links::LedgerError) -> Self {
+        let status = match error {
+            links::LedgerError::Used => StatusCode::UNAUTHORIZED,
+            links::LedgerError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        Self::new(status, error.to_string())
     }
 }
 
@@ -374,7 +387,7 @@ async fn link_page(
 
 /// The tap on the link page: redeems the link (once) and opens the session.
 async fn redeem_link(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Response {
-    let result = (|| {
+    let link = (|| {
         session::check_origin(
             header_str(&headers, header::ORIGIN),
             header_str(&headers, header::HOST),
@@ -388,16 +401,22 @@ async fn redeem_link(State(app): State<App>, headers: HeaderMap, body: Bytes) ->
                 l.bytes()
                     .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
             })
-            .unwrap_or_default();
-        redeem(&app, link)
+            .unwrap_or_default()
+            .to_owned();
+        Ok::<_, Refused>(link)
     })();
+    let result = match link {
+        Ok(link) => redeem(&app, &link).await,
+        Err(refused) => Err(refused),
+    };
     match result {
         Ok(response) => response,
         Err(refused) => refusal_page(refused.status, &refused.message),
     }
 }
 
-/// The identity a link names, if it may be used now (and, with `use_up`, uses it).
+/// The identity a link names, if it may be used now (and, with `use_up`, uses it here; the
+/// caller then records the use on the ledger first, see [`redeem`]).
 fn verify_link(app: &App, link: &str, use_up: bool) -> Result<Identity, Refused> {
     if link.is_empty() {
         return Err(Refused::new(
@@ -420,11 +439,32 @@ fn verify_link(app: &App, link: &str, use_up: bool) -> Result<Identity, Refused>
         redeemed.redeem(nonce, lifetime, unix_now_s())?;
     } else {
         redeemed.check(nonce, lifetime, unix_now_s())?;
+        if app
+            .links
+            .as_ref()
+            .is_some_and(|l| l.is_used(&links::link_key(nonce)))
+        {
+            return Err(SignInError::LinkUsed.into());
+        }
     }
     Ok(identity)
 }
 
-fn redeem(app: &App, link: &str) -> Result<Response, Refused> {
+async fn redeem(app: &App, link: &str) -> Result<Response, Refused> {
+    // Checked here first (cheap, and a refusal costs no write), then recorded on the ledger
+    // that every instance follows, and only then used up here: a ledger that cannot answer
+    // leaves the link usable for a retry.
+    let identity = verify_link(app, link, false)?;
+    if let Some(ledger) = &app.links {
+        let expires_s = lifetime(link).map_or(0, |l| l.expires_at_s);
+        ledger
+            .redeem(
+                &links::link_key(session::link_nonce(link)),
+                &identity.subject,
+                expires_s,
+            )
+            .await?;
+    }
     let identity = verify_link(app, link, true)?;
     let token = app
         .gate

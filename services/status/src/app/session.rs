@@ -11,9 +11,9 @@
 //!   link's signature is its nonce, remembered in [`RedeemedLinks`] until the link expires.
 //!   The session it opens is a new token the status service mints (same subject, role and
 //!   grids, [`SESSION_TTL`]), so the link itself never becomes the session.
-//!   One-time holds per status instance: the redeemed set lives in memory. Behind a load
-//!   balancer with N instances a copied link could be redeemed once per instance within its
-//!   few minutes; a shared redeemed-links topic would close that gap (not built).
+//!   The redeemed set here is this instance's memory; across instances (behind a load
+//!   balancer) the `app-links` topic is the ledger every instance follows ([`super::links`]):
+//!   the first use of a link recorded there counts, anywhere.
 //! - **Cookie**: `HttpOnly; SameSite=Strict; Path=/app`, and `Secure` when served over TLS.
 //! - **CSRF**: every POST carries `x-csrf-token`, the SHA-256 of the session token (the page
 //!   learns it from `/app/api/me`, which another site cannot read), and an `Origin` (when
