@@ -212,22 +212,26 @@ impl AppPages {
         let p99 = q(0.99);
         let met = p99.is_some_and(|p| p <= p99_target_ms) && missing == 0;
         let ms = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.1}"));
-        let line = format!(
-            "app pages: {} of {} open ({} failed), {} snapshots, {} changes received; {} assignments to a page holder, {} on the page, {} missing; assignment → on the page p50 {} p99 {} max {} ms (target p99 ≤ {} ms: {})",
-            self.open(),
-            self.pages,
-            self.failed(),
-            self.shared.snapshots.load(Ordering::Relaxed),
-            self.shared.changes.load(Ordering::Relaxed),
-            expected,
-            expected - missing,
-            missing,
-            ms(q(0.5)),
-            ms(p99),
-            ms(max),
-            p99_target_ms,
-            if met { "met" } else { "NOT met" }
-        );
+        let line = if self.pages == 0 {
+            "app pages: none open (the baseline run)".to_owned()
+        } else {
+            format!(
+                "app pages: {} of {} open ({} failed), {} snapshots, {} changes received; {} assignments to a page holder, {} on the page, {} missing; assignment → on the page p50 {} p99 {} max {} ms (target p99 ≤ {} ms: {})",
+                self.open(),
+                self.pages,
+                self.failed(),
+                self.shared.snapshots.load(Ordering::Relaxed),
+                self.shared.changes.load(Ordering::Relaxed),
+                expected,
+                expected - missing,
+                missing,
+                ms(q(0.5)),
+                ms(p99),
+                ms(max),
+                p99_target_ms,
+                if met { "met" } else { "NOT met" }
+            )
+        };
         let figures = json!({
             "pages": self.pages,
             "open": self.open(),

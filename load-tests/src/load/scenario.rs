@@ -255,7 +255,8 @@ fn shape(args: &LoadArgs) -> CityShape {
             (grids, args.households.div_ceil(grids.max(1)), 1)
         }
         // Two grid workers per grid: one page each.
-        Scenario::AppPages => (args.app_pages.div_ceil(2).max(1), 60, 2),
+        // (500 grids at least, so that `--app-pages 0`, the baseline, runs the same city.)
+        Scenario::AppPages => (args.app_pages.max(1000).div_ceil(2), 60, 2),
         _ => (300, 60, 2),
     };
     CityShape {
