@@ -112,40 +112,195 @@ impl CommandError {
     }
 }
 
-/// Commands waiting for their answer, by command id. The incident feed resolves them.
+/// How long a retry may join an earlier attempt that Kafka confirmed but the router has not
+/// answered (or whose answer came after its caller gave up). Past that a retry writes a new
+/// record, so a record the router never answers (dead-lettered) costs at most this long.
+const ATTEMPT_MEMORY: Duration = Duration::from_secs(60);
+/// At most this many remembered attempts (the oldest go first).
+const MAX_REMEMBERED_ATTEMPTS: usize = 100_000;
+
+/// Commands waiting for their answer, by command id (the incident feed resolves them), and
+/// the attempts a retry of the same request may join instead of writing another record.
+///
+/// Why join: while the router is behind (a broker failover, a restart), every attempt times
+/// out and the client retries; each retry written to Kafka is one more record the router must
+/// answer, so retries made the backlog they waited on grow (4.6 command records per request
+/// in the rolling-restart fault run). A retry whose earlier attempt Kafka confirmed now waits
+/// for that attempt's answer; an answer that came after its caller gave up is kept for the
+/// retry.
 #[derive(Debug, Default)]
 pub struct PendingCommands {
-    waiters: Mutex<HashMap<String, oneshot::Sender<Arc<IncidentEvent>>>>,
+    inner: Mutex<Pending>,
+}
+
+/// Where one waiting request gets its answer.
+type AnswerTx = oneshot::Sender<Arc<IncidentEvent>>;
+
+#[derive(Debug, Default)]
+struct Pending {
+    /// command id -> (waiter number, where to send the answer).
+    waiters: HashMap<String, Vec<(u64, AnswerTx)>>,
+    next_waiter: u64,
+    /// (incident id, request id) -> the latest attempt Kafka confirmed and the router had not
+    /// answered while someone waited.
+    attempts: HashMap<(String, String), Attempt>,
+    /// command id -> its key in `attempts`.
+    by_command: HashMap<String, (String, String)>,
+    /// (when remembered, key) in order, to forget attempts past ATTEMPT_MEMORY.
+    remembered: std::collections::VecDeque<(Instant, (String, String))>,
+}
+
+#[derive(Debug)]
+struct Attempt {
+    command_id: String,
+    /// The command without its envelope: a retry joins only an attempt with the same content.
+    content: Vec<u8>,
+    at: Instant,
+    /// The router's answer, if it came after the caller gave up.
+    answer: Option<Arc<IncidentEvent>>,
+}
+
+/// What a retry finds of an earlier attempt.
+enum Earlier {
+    /// Its answer, which came after its caller gave up.
+    Answered(Arc<IncidentEvent>),
+    /// Still unanswered: wait for it with this.
+    Waiting(Waiter),
 }
 
 impl PendingCommands {
-    /// Hands `event` to the command it answers, if one is waiting here.
+    /// Hands `event` to the commands it answers, if any wait here; otherwise keeps it for a
+    /// retry if it answers a remembered attempt.
     pub fn resolve(&self, event: &Arc<IncidentEvent>) {
         if event.cause_id.is_empty() {
             return;
         }
-        let waiter = self.lock().remove(&event.cause_id);
-        if let Some(waiter) = waiter {
-            // The requester may have given up already; nothing to do then.
-            let _ = waiter.send(Arc::clone(event));
+        let mut pending = self.lock();
+        let waiters = pending.waiters.remove(&event.cause_id);
+        let answered_someone = match waiters {
+            Some(waiters) => {
+                // A requester may have given up already; nothing to do for that one. Every
+                // waiter gets the answer (no short-circuit).
+                waiters
+                    .into_iter()
+                    .map(|(_, w)| w.send(Arc::clone(event)).is_ok())
+                    .filter(|sent| *sent)
+                    .count()
+                    > 0
+            }
+            None => false,
+        };
+        if let Some(key) = pending.by_command.get(&event.cause_id).cloned() {
+            if answered_someone {
+                // Settled: a later retry writes anew and gets the incident as it is then.
+                pending.remove_key(&key);
+            } else if let Some(attempt) = pending.attempts.get_mut(&key) {
+                attempt.answer = Some(Arc::clone(event));
+            }
         }
     }
 
     fn register(self: &Arc<Self>, command_id: &str) -> Waiter {
+        let mut pending = self.lock();
+        self.register_locked(&mut pending, command_id)
+    }
+
+    fn register_locked(self: &Arc<Self>, pending: &mut Pending, command_id: &str) -> Waiter {
         let (tx, rx) = oneshot::channel();
-        self.lock().insert(command_id.to_owned(), tx);
+        let number = pending.next_waiter;
+        pending.next_waiter += 1;
+        pending
+            .waiters
+            .entry(command_id.to_owned())
+            .or_default()
+            .push((number, tx));
         Waiter {
             pending: Arc::clone(self),
             command_id: command_id.to_owned(),
+            number,
             answer: rx,
         }
     }
 
-    fn lock(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<String, oneshot::Sender<Arc<IncidentEvent>>>> {
-        // A panic elsewhere while holding this map leaves it consistent (single inserts/removes).
-        self.waiters.lock().unwrap_or_else(PoisonError::into_inner)
+    /// The earlier attempt of the same request with the same content, if one is remembered:
+    /// its late answer (taken, so it is served once), or a waiter for its answer.
+    fn earlier(self: &Arc<Self>, key: &(String, String), content: &[u8]) -> Option<Earlier> {
+        let mut pending = self.lock();
+        pending.forget_old(Instant::now());
+        let attempt = pending.attempts.get_mut(key)?;
+        if attempt.content != content {
+            return None;
+        }
+        if let Some(answer) = attempt.answer.take() {
+            pending.remove_key(key);
+            return Some(Earlier::Answered(answer));
+        }
+        let command_id = attempt.command_id.clone();
+        Some(Earlier::Waiting(
+            self.register_locked(&mut pending, &command_id),
+        ))
+    }
+
+    /// Remembers a confirmed attempt, unless the router answered it already (its answer can
+    /// come before Kafka's confirmation).
+    fn confirmed(&self, key: (String, String), command_id: &str, content: Vec<u8>) {
+        let now = Instant::now();
+        let mut pending = self.lock();
+        if !pending.waiters.contains_key(command_id) {
+            return;
+        }
+        pending.forget_old(now);
+        pending.remove_key(&key);
+        pending
+            .by_command
+            .insert(command_id.to_owned(), key.clone());
+        pending.attempts.insert(
+            key.clone(),
+            Attempt {
+                command_id: command_id.to_owned(),
+                content,
+                at: now,
+                answer: None,
+            },
+        );
+        pending.remembered.push_back((now, key));
+        while pending.remembered.len() > MAX_REMEMBERED_ATTEMPTS {
+            if let Some((at, old)) = pending.remembered.pop_front() {
+                pending.remove_attempt_from(&old, at);
+            }
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {
+        // A panic elsewhere while holding this lock leaves it consistent (single inserts/removes).
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Pending {
+    fn forget_old(&mut self, now: Instant) {
+        while let Some((at, _)) = self.remembered.front() {
+            if now.duration_since(*at) < ATTEMPT_MEMORY {
+                break;
+            }
+            if let Some((at, key)) = self.remembered.pop_front() {
+                self.remove_attempt_from(&key, at);
+            }
+        }
+    }
+
+    /// Forgets the attempt under `key` if it is the one remembered at `at` (a newer attempt of
+    /// the same request stays).
+    fn remove_attempt_from(&mut self, key: &(String, String), at: Instant) {
+        if self.attempts.get(key).is_some_and(|a| a.at == at) {
+            self.remove_key(key);
+        }
+    }
+
+    fn remove_key(&mut self, key: &(String, String)) {
+        if let Some(attempt) = self.attempts.remove(key) {
+            self.by_command.remove(&attempt.command_id);
+        }
     }
 }
 
@@ -153,12 +308,19 @@ impl PendingCommands {
 struct Waiter {
     pending: Arc<PendingCommands>,
     command_id: String,
+    number: u64,
     answer: oneshot::Receiver<Arc<IncidentEvent>>,
 }
 
 impl Drop for Waiter {
     fn drop(&mut self) {
-        self.pending.lock().remove(&self.command_id);
+        let mut pending = self.pending.lock();
+        if let Some(waiters) = pending.waiters.get_mut(&self.command_id) {
+            waiters.retain(|(n, _)| *n != self.number);
+            if waiters.is_empty() {
+                pending.waiters.remove(&self.command_id);
+            }
+        }
     }
 }
 
@@ -215,51 +377,53 @@ impl CommandSender {
             .unwrap_or_default();
         let payload = command.encode_to_vec();
         let started = Instant::now();
-        let mut waiter = self.pending.register(&command_id);
-        // One deadline for the whole exchange, and two ways to miss it: Kafka did not confirm
-        // the command, or the router did not answer. Either way the command may or may not
-        // have been applied (a write whose acknowledgement was lost may still be in Kafka), so
-        // both answer UNAVAILABLE and ask for a retry with the same request id, which the
-        // router answers with success if the first attempt was applied.
         let deadline = tokio::time::Instant::now() + self.timeout;
-        let record = FutureRecord::to(&self.topic)
-            .partition(home.partition)
-            .key(&home.grid_id)
-            .payload(&payload);
-        let publish = tokio::time::timeout_at(deadline, self.producer.send(record, self.timeout));
-        tokio::pin!(publish);
-        let answered = |answer: Result<Arc<IncidentEvent>, oneshot::error::RecvError>| match answer
-        {
-            Ok(answer) => {
+        // A retry of a request whose earlier attempt Kafka confirmed joins that attempt (see
+        // `PendingCommands`) instead of writing one more record for the router to answer.
+        let request =
+            (!request_id.is_empty()).then(|| (incident_id.to_owned(), request_id.to_owned()));
+        let content = IncidentCommand {
+            envelope: None,
+            ..command
+        }
+        .encode_to_vec();
+        let earlier = request
+            .as_ref()
+            .and_then(|key| self.pending.earlier(key, &content));
+        let (command_id, result) = match earlier {
+            Some(Earlier::Answered(answer)) => {
                 telemetry::command_answered_after(started.elapsed());
-                outcome_of(&command_id, &answer)
+                (
+                    answer.cause_id.clone(),
+                    outcome_of(&answer.cause_id, &answer),
+                )
             }
-            Err(_) => Err(CommandError::NoAnswer {
-                timeout: self.timeout,
-            }),
-        };
-        let result = tokio::select! {
-            // Kafka's confirmation can be lost (a leader failing over) while the command is
-            // written and answered: the router's answer settles it.
-            answer = &mut waiter.answer => answered(answer),
-            published = &mut publish => match published {
-                Err(_) => Err(CommandError::NotPublished {
-                    timeout: self.timeout,
-                }),
-                Ok(Err((source, _))) => Err(CommandError::Publish {
-                    topic: self.topic.clone(),
-                    source,
-                }),
-                Ok(Ok(_)) => {
-                    telemetry::command_sent(action_name);
-                    match tokio::time::timeout_at(deadline, &mut waiter.answer).await {
-                        Ok(answer) => answered(answer),
-                        Err(_) => Err(CommandError::NoAnswer {
-                            timeout: self.timeout,
-                        }),
+            Some(Earlier::Waiting(mut waiter)) => {
+                let joined = waiter.command_id.clone();
+                let result = match tokio::time::timeout_at(deadline, &mut waiter.answer).await {
+                    Ok(Ok(answer)) => {
+                        telemetry::command_answered_after(started.elapsed());
+                        outcome_of(&joined, &answer)
                     }
-                }
-            },
+                    Ok(Err(_)) | Err(_) => Err(CommandError::NoAnswer {
+                        timeout: self.timeout,
+                    }),
+                };
+                (joined, result)
+            }
+            None => {
+                let attempt = Attempted {
+                    command_id: &command_id,
+                    home,
+                    payload: &payload,
+                    deadline,
+                    started,
+                    action_name,
+                    remember: request.map(|key| (key, content)),
+                };
+                let result = self.publish_and_wait(attempt).await;
+                (command_id, result)
+            }
         };
         // took_ms: this service's own time for the exchange, to set against what a caller
         // measured (a gap between the two is spent outside the command: scheduling, network).
@@ -281,6 +445,81 @@ impl CommandSender {
         }
         result
     }
+
+    /// Writes a new attempt and waits for the router's answer or the deadline.
+    async fn publish_and_wait(&self, attempt: Attempted<'_>) -> Result<Incident, CommandError> {
+        let Attempted {
+            command_id,
+            home,
+            payload,
+            deadline,
+            started,
+            action_name,
+            remember,
+        } = attempt;
+        let mut waiter = self.pending.register(command_id);
+        // One deadline for the whole exchange, and two ways to miss it: Kafka did not confirm
+        // the command, or the router did not answer. Either way the command may or may not
+        // have been applied (a write whose acknowledgement was lost may still be in Kafka), so
+        // both answer UNAVAILABLE and ask for a retry with the same request id, which the
+        // router answers with success if the first attempt was applied.
+        let record = FutureRecord::to(&self.topic)
+            .partition(home.partition)
+            .key(&home.grid_id)
+            .payload(payload);
+        let publish = tokio::time::timeout_at(deadline, self.producer.send(record, self.timeout));
+        tokio::pin!(publish);
+        let answered = |answer: Result<Arc<IncidentEvent>, oneshot::error::RecvError>| match answer
+        {
+            Ok(answer) => {
+                telemetry::command_answered_after(started.elapsed());
+                outcome_of(command_id, &answer)
+            }
+            Err(_) => Err(CommandError::NoAnswer {
+                timeout: self.timeout,
+            }),
+        };
+        tokio::select! {
+            // Kafka's confirmation can be lost (a leader failing over) while the command is
+            // written and answered: the router's answer settles it.
+            answer = &mut waiter.answer => answered(answer),
+            published = &mut publish => match published {
+                Err(_) => Err(CommandError::NotPublished {
+                    timeout: self.timeout,
+                }),
+                Ok(Err((source, _))) => Err(CommandError::Publish {
+                    topic: self.topic.clone(),
+                    source,
+                }),
+                Ok(Ok(_)) => {
+                    telemetry::command_sent(action_name);
+                    if let Some((key, content)) = remember {
+                        // In Kafka now: the router will answer it, so a retry joins it.
+                        self.pending.confirmed(key, command_id, content);
+                    }
+                    match tokio::time::timeout_at(deadline, &mut waiter.answer).await {
+                        Ok(answer) => answered(answer),
+                        Err(_) => Err(CommandError::NoAnswer {
+                            timeout: self.timeout,
+                        }),
+                    }
+                }
+            },
+        }
+    }
+}
+
+/// One new attempt of a command, for `CommandSender::publish_and_wait`.
+struct Attempted<'a> {
+    command_id: &'a str,
+    home: &'a IncidentHome,
+    payload: &'a [u8],
+    deadline: tokio::time::Instant,
+    started: Instant,
+    action_name: &'static str,
+    /// The request (incident id, request id) and the command's content, to remember the
+    /// attempt once Kafka confirms it.
+    remember: Option<((String, String), Vec<u8>)>,
 }
 
 /// What the router's answer means for the requester.
@@ -362,11 +601,100 @@ mod tests {
             ..Default::default()
         });
         pending.resolve(&answer);
-        assert!(pending.lock().is_empty());
+        assert!(pending.lock().waiters.is_empty());
         assert!(waiter.answer.try_recv().is_ok());
 
         let abandoned = pending.register("cmd-2");
         drop(abandoned);
-        assert!(pending.lock().is_empty());
+        assert!(pending.lock().waiters.is_empty());
+    }
+
+    fn key() -> (String, String) {
+        ("inc-1".into(), "req-1".into())
+    }
+
+    fn answer_to(command_id: &str, revision: u64) -> Arc<IncidentEvent> {
+        Arc::new(IncidentEvent {
+            cause_id: command_id.into(),
+            incident: Some(Incident {
+                incident_id: "inc-1".into(),
+                revision,
+                ..Default::default()
+            }),
+            change: Some(Change::Acknowledged(Acknowledged::default())),
+            ..Default::default()
+        })
+    }
+
+    /// The first attempt's caller gave up before the router answered; the retry gets that
+    /// answer instead of writing another record.
+    #[test]
+    fn a_retry_gets_the_answer_that_came_after_the_first_attempt_gave_up() {
+        let pending = Arc::new(PendingCommands::default());
+        let first = pending.register("cmd-1");
+        pending.confirmed(key(), "cmd-1", b"ack".to_vec());
+        drop(first);
+        pending.resolve(&answer_to("cmd-1", 3));
+        let Some(Earlier::Answered(answer)) = pending.earlier(&key(), b"ack") else {
+            panic!("the late answer is kept for the retry");
+        };
+        assert_eq!(answer.cause_id, "cmd-1");
+        assert!(
+            pending.earlier(&key(), b"ack").is_none(),
+            "served once: a later retry writes anew"
+        );
+        assert!(pending.lock().by_command.is_empty());
+    }
+
+    #[test]
+    fn a_retry_while_the_first_attempt_is_unanswered_waits_for_its_answer() {
+        let pending = Arc::new(PendingCommands::default());
+        let mut first = pending.register("cmd-1");
+        pending.confirmed(key(), "cmd-1", b"ack".to_vec());
+        let Some(Earlier::Waiting(mut retry)) = pending.earlier(&key(), b"ack") else {
+            panic!("the retry joins the unanswered attempt");
+        };
+        pending.resolve(&answer_to("cmd-1", 3));
+        assert!(first.answer.try_recv().is_ok());
+        assert!(retry.answer.try_recv().is_ok());
+        // Answered while someone waited: settled, nothing kept.
+        assert!(pending.earlier(&key(), b"ack").is_none());
+        assert!(pending.lock().attempts.is_empty());
+    }
+
+    #[test]
+    fn only_the_same_content_joins_and_an_attempt_answered_before_kafka_confirmed_is_not_kept() {
+        let pending = Arc::new(PendingCommands::default());
+        let first = pending.register("cmd-1");
+        pending.confirmed(key(), "cmd-1", b"ack".to_vec());
+        assert!(
+            pending.earlier(&key(), b"close").is_none(),
+            "a request id reused for something else is not a retry"
+        );
+        drop(first);
+
+        // The router's answer can come before Kafka's confirmation.
+        let second = pending.register("cmd-2");
+        pending.resolve(&answer_to("cmd-2", 4));
+        pending.confirmed(("inc-1".into(), "req-2".into()), "cmd-2", b"ack".to_vec());
+        drop(second);
+        assert!(
+            pending
+                .earlier(&("inc-1".into(), "req-2".into()), b"ack")
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn remembered_attempts_are_forgotten_after_a_while() {
+        let pending = Arc::new(PendingCommands::default());
+        let first = pending.register("cmd-1");
+        pending.confirmed(key(), "cmd-1", b"ack".to_vec());
+        drop(first);
+        let later = Instant::now() + ATTEMPT_MEMORY + Duration::from_secs(1);
+        pending.lock().forget_old(later);
+        assert!(pending.lock().attempts.is_empty());
+        assert!(pending.lock().by_command.is_empty());
+        assert!(pending.earlier(&key(), b"ack").is_none());
     }
 }
