@@ -274,7 +274,9 @@ fn array_text(values: &[i64]) -> String {
     format!("{{{}}}", items.join(","))
 }
 
-/// Adds the deltas to the rollup rows (created where missing), in key order.
+/// Adds the deltas to the rollup rows (created where missing), in key order. An array delta
+/// that is empty (no incident of the row closed or was acknowledged: every press of a flood)
+/// skips the element-wise addition, a SQL function call per array and row.
 async fn write_rollup(
     tx: &tokio_postgres::Transaction<'_>,
     deltas: &BTreeMap<crate::rollup::Key, crate::rollup::Tally>,
@@ -325,10 +327,14 @@ async fn write_rollup(
            escalations = r.escalations + EXCLUDED.escalations, \
            reassignments = r.reassignments + EXCLUDED.reassignments, \
            repeat_presses = r.repeat_presses + EXCLUDED.repeat_presses, \
-           settled = archive_add(r.settled, EXCLUDED.settled), \
-           outcomes = archive_add(r.outcomes, EXCLUDED.outcomes), \
-           ack_hist = archive_add(r.ack_hist, EXCLUDED.ack_hist), \
-           close_hist = archive_add(r.close_hist, EXCLUDED.close_hist)",
+           settled = CASE WHEN cardinality(EXCLUDED.settled) = 0 THEN r.settled \
+             ELSE archive_add(r.settled, EXCLUDED.settled) END, \
+           outcomes = CASE WHEN cardinality(EXCLUDED.outcomes) = 0 THEN r.outcomes \
+             ELSE archive_add(r.outcomes, EXCLUDED.outcomes) END, \
+           ack_hist = CASE WHEN cardinality(EXCLUDED.ack_hist) = 0 THEN r.ack_hist \
+             ELSE archive_add(r.ack_hist, EXCLUDED.ack_hist) END, \
+           close_hist = CASE WHEN cardinality(EXCLUDED.close_hist) = 0 THEN r.close_hist \
+             ELSE archive_add(r.close_hist, EXCLUDED.close_hist) END",
         &[
             &days,
             &communities,
