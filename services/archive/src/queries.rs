@@ -293,28 +293,20 @@ pub async fn report(
         for row in rows {
             match part {
                 Part::Rollup => {
-                    let ints = |name: &str| -> Vec<i64> {
-                        row.get::<_, Vec<i32>>(name)
-                            .into_iter()
-                            .map(i64::from)
-                            .collect()
-                    };
-                    let tally = Tally {
-                        requests: row.get("requests"),
-                        button: row.get("button"),
-                        camera: row.get("camera"),
-                        closed: row.get("closed"),
-                        resolved: row.get("resolved"),
-                        escalations: row.get("escalations"),
-                        reassignments: row.get("reassignments"),
-                        repeat_presses: row.get("repeat_presses"),
-                        settled: ints("settled"),
-                        outcomes: ints("outcomes"),
-                        ack: ints("ack_hist"),
-                        close: ints("close_hist"),
-                        kinds: BTreeMap::new(),
-                    };
-                    days.entry(row.get("day")).or_default().add(&tally, 1);
+                    // Added into the day's tally in place: a county's month is 3,900 rows.
+                    let day = days.entry(row.get("day")).or_default();
+                    day.requests += row.get::<_, i64>("requests");
+                    day.button += row.get::<_, i64>("button");
+                    day.camera += row.get::<_, i64>("camera");
+                    day.closed += row.get::<_, i64>("closed");
+                    day.resolved += row.get::<_, i64>("resolved");
+                    day.escalations += row.get::<_, i64>("escalations");
+                    day.reassignments += row.get::<_, i64>("reassignments");
+                    day.repeat_presses += row.get::<_, i64>("repeat_presses");
+                    rollup::add_ints(&mut day.settled, &row.get::<_, Vec<i32>>("settled"));
+                    rollup::add_ints(&mut day.outcomes, &row.get::<_, Vec<i32>>("outcomes"));
+                    rollup::add_ints(&mut day.ack, &row.get::<_, Vec<i32>>("ack_hist"));
+                    rollup::add_ints(&mut day.close, &row.get::<_, Vec<i32>>("close_hist"));
                 }
                 Part::RollupKinds => {
                     *days

@@ -109,6 +109,16 @@ fn add_into(into: &mut Vec<i64>, from: &[i64], sign: i64) {
     }
 }
 
+/// Adds a rollup row's array (`int4[]`) into a tally's.
+pub fn add_ints(into: &mut Vec<i64>, from: &[i32]) {
+    if into.len() < from.len() {
+        into.resize(from.len(), 0);
+    }
+    for (a, b) in into.iter_mut().zip(from) {
+        *a += i64::from(*b);
+    }
+}
+
 fn bump(into: &mut Vec<i64>, at: usize) {
     if into.len() <= at {
         into.resize(at + 1, 0);
