@@ -27,6 +27,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         include_str!("../migrations/0004_outcomes.sql"),
     ),
     (5, "rollup", include_str!("../migrations/0005_rollup.sql")),
+    (
+        6,
+        "rollup by community",
+        include_str!("../migrations/0006_rollup_by_community.sql"),
+    ),
 ];
 
 /// Arbitrary but fixed: the advisory lock that serialises migrations.
