@@ -347,6 +347,8 @@ impl Bench {
             ("HELPGRID_KAFKA_BROKERS", self.kafka.brokers.clone()),
             ("HELPGRID_TOPIC_PREFIX", self.kafka.topic_prefix.clone()),
             ("HELPGRID_TOPIC_PARTITIONS", PARTITIONS.to_string()),
+            // The restore figures are read from the services' info lines.
+            ("RUST_LOG", "info".to_owned()),
         ]
     }
 
