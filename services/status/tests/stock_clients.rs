@@ -1,8 +1,8 @@
 //! Clients we did not write, against the real server on a socket: Python's grpcio and
 //! grpcio-reflection (PyPI, in a virtual environment under `target/python/`) find the API
 //! through reflection v1alpha, call it with messages built from what reflection returned,
-//! get UNIMPLEMENTED for a method the server does not offer, and a refusal that does not
-//! name the hidden incident's grid.
+//! get UNIMPLEMENTED for a method the server does not offer, a refusal that does not name the
+//! hidden incident's grid, and PERMISSION_DENIED for a console's Escalate and RevokeTokens.
 #![allow(clippy::unwrap_used)]
 
 mod support;
@@ -50,6 +50,8 @@ async fn python_grpcio_finds_the_api_by_reflection_v1alpha_and_gets_unimplemente
         "ok: reflection v1alpha lists the services",
         "ok: GetIncident returns in-1",
         "ok: outside the token's grids: StatusCode.PERMISSION_DENIED",
+        "ok: Escalate with a console token: StatusCode.PERMISSION_DENIED",
+        "ok: RevokeTokens with a console token: StatusCode.PERMISSION_DENIED",
         "ok: unknown method (token: True): StatusCode.UNIMPLEMENTED",
         "ok: unknown method (token: False): StatusCode.UNIMPLEMENTED",
     ] {

@@ -5,8 +5,9 @@ which ask for reflection v1alpha, as older grpcurl, grpc_cli, Postman and Evans 
 
 Finds the API through reflection alone (no .proto files), calls GetIncident on a visible
 incident with a message class built from what reflection returned, checks that an incident
-outside the token's grids is refused without naming its grid, and that a method the server
-does not offer answers UNIMPLEMENTED. Prints one line per check; exits non-zero on the first
+outside the token's grids is refused without naming its grid, that Escalate and the admin's
+RevokeTokens (found by reflection too) refuse a console token with PERMISSION_DENIED, and that
+a method the server does not offer answers UNIMPLEMENTED. Prints one line per check; exits non-zero on the first
 that fails.
 """
 
@@ -41,6 +42,7 @@ def main():
     check(
         "helpgrid.v1.IncidentService" in services
         and "helpgrid.v1.DispatchService" in services
+        and "helpgrid.v1.TokenService" in services
         and "grpc.health.v1.Health" in services,
         f"reflection v1alpha lists the services: {services}",
     )
@@ -50,7 +52,10 @@ def main():
     pool = descriptor_pool.DescriptorPool(database)
     service = pool.FindServiceByName("helpgrid.v1.IncidentService")
     methods = sorted(m.name for m in service.methods)
-    check("GetIncident" in methods and "Acknowledge" in methods, f"methods: {methods}")
+    check(
+        "GetIncident" in methods and "Acknowledge" in methods and "Escalate" in methods,
+        f"methods: {methods}",
+    )
 
     get = service.methods_by_name["GetIncident"]
     request_class = message_factory.GetMessageClass(get.input_type)
@@ -74,6 +79,31 @@ def main():
             and hidden_grid not in refused.details(),
             f"outside the token's grids: {refused.code()} {refused.details()!r}",
         )
+
+    # Commands a console may not give, with messages built from reflection as well.
+    tokens = pool.FindServiceByName("helpgrid.v1.TokenService")
+    refused_calls = [
+        (service.methods_by_name["Escalate"], {"incident_id": incident_id, "request_id": "py-1"}),
+        (tokens.methods_by_name["RevokeTokens"], {"subject": "w-1", "reason": "lost phone"}),
+    ]
+    for method, fields in refused_calls:
+        command = channel.unary_unary(
+            f"/{method.containing_service.full_name}/{method.name}",
+            request_serializer=lambda m: m.SerializeToString(),
+            response_deserializer=message_factory.GetMessageClass(method.output_type).FromString,
+        )
+        try:
+            command(
+                message_factory.GetMessageClass(method.input_type)(**fields),
+                metadata=metadata,
+                timeout=10,
+            )
+            check(False, f"{method.name} refuses a console token")
+        except grpc.RpcError as refused:
+            check(
+                refused.code() == grpc.StatusCode.PERMISSION_DENIED,
+                f"{method.name} with a console token: {refused.code()} {refused.details()!r}",
+            )
 
     unknown = channel.unary_unary(
         "/helpgrid.v1.IncidentService/NoSuchMethod",
