@@ -5,9 +5,10 @@
 //! can wait for its table before it makes decisions with it.
 
 use crate::kafka::KafkaArgs;
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::{Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message};
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::HashSet;
 use std::time::Duration;
@@ -93,7 +94,7 @@ fn offsets_range(
     let ends = consumer.offsets_for_times(latest, Duration::from_secs(30))?;
     let mut range = Vec::with_capacity(partitions.len());
     for p in partitions {
-        let (low, high) = consumer.fetch_watermarks(topic, *p, Duration::from_secs(30))?;
+        let (low, high) = watermarks(consumer, topic, *p)?;
         let end = match ends.find_partition(topic, *p).map(|e| e.offset()) {
             Some(Offset::Offset(end)) => end,
             _ => high,
@@ -128,6 +129,47 @@ async fn wait_for_partitions(
     ))
 }
 
+/// How long [`watermarks`] waits for a partition's leader.
+const LEADER_WAIT: Duration = Duration::from_secs(30);
+
+/// A partition's low and high watermarks. Right after a topic is created its partitions are
+/// visible a moment before their leader is elected, and the broker answers
+/// NOT_LEADER_OR_FOLLOWER or LEADER_NOT_AVAILABLE (a service starting on a fresh broker
+/// exited on that): those answers are retried for up to [`LEADER_WAIT`]; any other error is
+/// returned at once.
+pub fn watermarks<C, K>(consumer: &K, topic: &str, partition: i32) -> Result<(i64, i64), KafkaError>
+where
+    C: ConsumerContext,
+    K: Consumer<C>,
+{
+    let started = std::time::Instant::now();
+    loop {
+        match consumer.fetch_watermarks(topic, partition, LEADER_WAIT) {
+            Err(KafkaError::MetadataFetch(code))
+                if leader_not_ready(code) && started.elapsed() < LEADER_WAIT =>
+            {
+                tracing::debug!(
+                    topic,
+                    partition,
+                    ?code,
+                    "partition leader not ready; retrying"
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            result => return result,
+        }
+    }
+}
+
+fn leader_not_ready(code: RDKafkaErrorCode) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::NotLeaderForPartition
+            | RDKafkaErrorCode::LeaderNotAvailable
+            | RDKafkaErrorCode::UnknownTopicOrPartition
+    )
+}
+
 /// [`follow`], starting where `start` says.
 pub async fn follow_from(
     args: &KafkaArgs,
@@ -150,11 +192,7 @@ pub async fn follow_from(
             // librdkafka took about 500 ms to resolve it before the first fetch (see
             // `table`). Should it be gone by the time of the fetch, auto.offset.reset=earliest
             // starts at the new first one.
-            None => {
-                consumer
-                    .fetch_watermarks(topic, *p, Duration::from_secs(30))?
-                    .0
-            }
+            None => watermarks(&consumer, topic, *p)?.0,
         };
         assignment.add_partition_offset(topic, *p, Offset::Offset(offset))?;
     }
@@ -213,4 +251,27 @@ pub async fn follow_from(
         }
     });
     Ok(rx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_leader_not_elected_yet_is_waited_for() {
+        for code in [
+            RDKafkaErrorCode::NotLeaderForPartition,
+            RDKafkaErrorCode::LeaderNotAvailable,
+            RDKafkaErrorCode::UnknownTopicOrPartition,
+        ] {
+            assert!(leader_not_ready(code), "{code:?}");
+        }
+        for code in [
+            RDKafkaErrorCode::TopicAuthorizationFailed,
+            RDKafkaErrorCode::BrokerTransportFailure,
+            RDKafkaErrorCode::OperationTimedOut,
+        ] {
+            assert!(!leader_not_ready(code), "{code:?}");
+        }
+    }
 }

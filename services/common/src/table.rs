@@ -109,7 +109,7 @@ pub fn read_table(
     let mut tpl = TopicPartitionList::new();
     let mut pending: HashSet<i32> = HashSet::new();
     for p in &partitions {
-        let (low, high) = reader.fetch_watermarks(topic, *p, Duration::from_secs(30))?;
+        let (low, high) = crate::reader::watermarks(&reader, topic, *p)?;
         if high > low {
             tpl.add_partition_offset(topic, *p, Offset::Offset(low))?;
             pending.insert(*p);
