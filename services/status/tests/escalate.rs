@@ -7,7 +7,7 @@
 
 mod support;
 
-use helpgrid_auth::{Claims, ISSUER, Role};
+use helpgrid_auth::Role;
 use helpgrid_proto::pb::{
     EscalateRequest, EscalationLevel, Incident, ListIncidentsRequest, PressKind, ResponderRole,
     RevokeTokensRequest, UpsertResponderRequest,
@@ -16,7 +16,7 @@ use helpgrid_testkit::Publisher;
 use helpgrid_testkit::records::{press, responder};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::{TestKafka, TestService, start_router, test_key, token, within};
+use support::{TestKafka, TestService, list_as, older_token, start_router, token, within};
 use tonic::Code;
 
 const GRID: &str = "grid-0001";
@@ -228,33 +228,6 @@ async fn the_assignee_the_grids_supervisor_and_an_admin_escalate_others_are_deni
     service.stop().await.unwrap();
     router_stop.cancel();
     within("the router to stop", router).await.unwrap().unwrap();
-}
-
-/// A responder token of the test key issued a minute ago.
-fn older_token(subject: &str) -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    test_key()
-        .sign(&Claims {
-            iss: ISSUER.into(),
-            sub: subject.into(),
-            role: Role::Responder,
-            grids: vec!["*".into()],
-            iat: now - 60,
-            exp: now + 600,
-        })
-        .unwrap()
-}
-
-async fn list_as(service: &TestService, token: &str) -> Result<(), (Code, String)> {
-    service
-        .incidents_as(token)
-        .list_incidents(ListIncidentsRequest::default())
-        .await
-        .map(|_| ())
-        .map_err(|status| (status.code(), status.message().to_owned()))
 }
 
 fn revoke(subject: &str) -> RevokeTokensRequest {

@@ -9,42 +9,13 @@ mod support;
 
 use helpgrid_auth::{Claims, ISSUER, Role, TokenKey};
 use helpgrid_common::time::now_millis;
-use helpgrid_proto::pb::{ListIncidentsRequest, WatchIncidentsRequest};
+use helpgrid_proto::pb::WatchIncidentsRequest;
 use std::time::{Duration, Instant};
-use support::{TestKafka, TestService, test_key, token, within};
+use support::{TestKafka, list_as, older_token, test_key, token, within};
 use tonic::Code;
 
 /// How soon every instance must refuse a revoked token (the issue: "within seconds").
 const REVOCATION_BOUND: Duration = Duration::from_secs(5);
-
-/// A responder token of the test key issued a minute ago (so a revocation "now" covers it
-/// whatever the second boundaries).
-fn older_token(subject: &str) -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    test_key()
-        .sign(&Claims {
-            iss: ISSUER.into(),
-            sub: subject.into(),
-            role: Role::Responder,
-            grids: vec!["*".into()],
-            iat: now - 60,
-            exp: now + 600,
-        })
-        .unwrap()
-}
-
-/// The answer of one ListIncidents call with `token`: OK, or the code and message.
-async fn list_as(service: &TestService, token: &str) -> Result<(), (Code, String)> {
-    service
-        .incidents_as(token)
-        .list_incidents(ListIncidentsRequest::default())
-        .await
-        .map(|_| ())
-        .map_err(|status| (status.code(), status.message().to_owned()))
-}
 
 fn is_revoked_answer(answer: &Result<(), (Code, String)>) -> bool {
     matches!(answer, Err((Code::Unauthenticated, message)) if message.starts_with("token revoked"))

@@ -516,3 +516,31 @@ pub fn start_router(
     let task = tokio::spawn(helpgrid_router::run(config, stop.clone().cancelled_owned()));
     (stop, task)
 }
+
+/// A responder token for `subject` issued a minute ago (so a revocation written now covers it).
+pub fn older_token(subject: &str) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    test_key()
+        .sign(&helpgrid_auth::Claims {
+            iss: helpgrid_auth::ISSUER.into(),
+            sub: subject.into(),
+            role: Role::Responder,
+            grids: vec!["*".into()],
+            iat: now - 60,
+            exp: now + 600,
+        })
+        .unwrap()
+}
+
+/// The answer of one ListIncidents call with `token`: OK, or the code and message.
+pub async fn list_as(service: &TestService, token: &str) -> Result<(), (tonic::Code, String)> {
+    service
+        .incidents_as(token)
+        .list_incidents(helpgrid_proto::pb::ListIncidentsRequest::default())
+        .await
+        .map(|_| ())
+        .map_err(|status| (status.code(), status.message().to_owned()))
+}
