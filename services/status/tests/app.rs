@@ -10,8 +10,8 @@ mod support;
 
 use helpgrid_auth::{Claims, ISSUER, Role};
 use helpgrid_proto::pb::{
-    EscalationLevel, GetIncidentRequest, GetResponderRequest, Incident, IncidentOutcome,
-    IncidentState, PressKind, Resolution, ResponderRole, UpsertResponderRequest,
+    EscalationLevel, GetIncidentRequest, GetResponderRequest, IncidentOutcome, IncidentState,
+    PressKind, Resolution, ResponderRole, UpsertResponderRequest,
 };
 use helpgrid_status::app::view::{Household, Households};
 use helpgrid_testkit::Publisher;
@@ -22,7 +22,7 @@ use serde_json::Value;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::{TestKafka, TestService, start_router, test_key, token, within};
+use support::{TestKafka, TestService, start_router, test_key, token, wait_incident, within};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// One answer of the app's HTTP server.
@@ -136,33 +136,6 @@ async fn upsert(service: &TestService, id: &str, role: ResponderRole, name: &str
         .upsert_responder(UpsertResponderRequest { responder: Some(r) })
         .await
         .unwrap();
-}
-
-async fn wait_incident(
-    service: &TestService,
-    what: &str,
-    household: &str,
-    done: impl Fn(&Incident) -> bool,
-) -> Incident {
-    within(what, async {
-        loop {
-            let list = service
-                .incidents_as(&token("admin", Role::Supervisor, &["*"]))
-                .list_incidents(helpgrid_proto::pb::ListIncidentsRequest::default())
-                .await
-                .unwrap()
-                .into_inner();
-            if let Some(found) = list
-                .incidents
-                .into_iter()
-                .find(|i| i.household_id == household && done(i))
-            {
-                return found;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,14 +9,16 @@ mod support;
 
 use helpgrid_auth::Role;
 use helpgrid_proto::pb::{
-    EscalateRequest, EscalationLevel, Incident, ListIncidentsRequest, PressKind, ResponderRole,
-    RevokeTokensRequest, UpsertResponderRequest,
+    EscalateRequest, EscalationLevel, Incident, PressKind, ResponderRole, RevokeTokensRequest,
+    UpsertResponderRequest,
 };
 use helpgrid_testkit::Publisher;
 use helpgrid_testkit::records::{press, responder};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::{TestKafka, TestService, list_as, older_token, start_router, token, within};
+use support::{
+    TestKafka, TestService, list_as, older_token, start_router, token, wait_incident, within,
+};
 use tonic::Code;
 
 const GRID: &str = "grid-0001";
@@ -29,33 +31,6 @@ async fn upsert(service: &TestService, id: &str, role: ResponderRole) {
         })
         .await
         .unwrap();
-}
-
-async fn wait_incident(
-    service: &TestService,
-    what: &str,
-    household: &str,
-    done: impl Fn(&Incident) -> bool,
-) -> Incident {
-    within(what, async {
-        loop {
-            let list = service
-                .incidents_as(&token("admin", Role::Admin, &["*"]))
-                .list_incidents(ListIncidentsRequest::default())
-                .await
-                .unwrap()
-                .into_inner();
-            if let Some(found) = list
-                .incidents
-                .into_iter()
-                .find(|i| i.household_id == household && done(i))
-            {
-                return found;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await
 }
 
 fn escalate(incident_id: &str, note: &str, request_id: &str) -> EscalateRequest {

@@ -544,3 +544,32 @@ pub async fn list_as(service: &TestService, token: &str) -> Result<(), (tonic::C
         .map(|_| ())
         .map_err(|status| (status.code(), status.message().to_owned()))
 }
+
+/// Waits until the read model lists an incident of `household` for which `done` holds
+/// (asked as an all-grid admin), and returns it.
+pub async fn wait_incident(
+    service: &TestService,
+    what: &str,
+    household: &str,
+    done: impl Fn(&Incident) -> bool,
+) -> Incident {
+    within(what, async {
+        loop {
+            let list = service
+                .incidents_as(&token("admin", Role::Admin, &["*"]))
+                .list_incidents(helpgrid_proto::pb::ListIncidentsRequest::default())
+                .await
+                .unwrap()
+                .into_inner();
+            if let Some(found) = list
+                .incidents
+                .into_iter()
+                .find(|i| i.household_id == household && done(i))
+            {
+                return found;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+}
