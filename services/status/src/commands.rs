@@ -28,6 +28,18 @@ pub const COMMAND_SOURCE: &str = "helpgrid-status";
 /// How far past its deadline an exchange may end before it is logged as late (timer and
 /// scheduling slack).
 const LATE_MARGIN: Duration = Duration::from_millis(250);
+/// Of a caller's own deadline (its `grpc-timeout`), the part left for the way here, the
+/// answer's way back and the scheduling on either side: a fifth of the deadline, at least
+/// `MIN_DEADLINE_MARGIN` and at most `MAX_DEADLINE_MARGIN`. The wait must end that much before
+/// the caller's deadline, or the caller's own stack answers DEADLINE_EXCEEDED first and never
+/// reads our UNAVAILABLE and its "retry with the same request_id".
+const DEADLINE_MARGIN_SHARE: u32 = 5;
+const MIN_DEADLINE_MARGIN: Duration = Duration::from_millis(100);
+const MAX_DEADLINE_MARGIN: Duration = Duration::from_secs(1);
+/// The shortest wait worth sending a command for. A command written with less would almost
+/// surely time out after Kafka took it, leaving the caller unsure whether it applied; refused
+/// before it is written, nothing is left to reconcile.
+pub const MIN_COMMAND_WAIT: Duration = Duration::from_millis(100);
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum CommandAction {
@@ -93,6 +105,13 @@ pub enum CommandError {
     NotPublished { timeout: Duration },
     #[error("the router answered command {command_id} without the incident; this is a router bug")]
     AnswerWithoutIncident { command_id: String },
+    #[error(
+        "the call's deadline of {} ms leaves less than {} ms to send the command and hear the router; the command was NOT sent — call again with a deadline of at least {} ms",
+        deadline.as_millis(),
+        MIN_COMMAND_WAIT.as_millis(),
+        shortest_deadline().as_millis()
+    )]
+    DeadlineTooShort { deadline: Duration },
 }
 
 impl CommandError {
@@ -108,8 +127,37 @@ impl CommandError {
             Self::NoAnswer { .. } => "no_answer",
             Self::Publish { .. } | Self::NotPublished { .. } => "publish_failed",
             Self::AnswerWithoutIncident { .. } => "malformed_answer",
+            Self::DeadlineTooShort { .. } => "deadline_too_short",
         }
     }
+}
+
+/// How much of a caller's deadline is kept back (see `DEADLINE_MARGIN_SHARE`).
+fn deadline_margin(deadline: Duration) -> Duration {
+    (deadline / DEADLINE_MARGIN_SHARE).clamp(MIN_DEADLINE_MARGIN, MAX_DEADLINE_MARGIN)
+}
+
+/// The shortest caller deadline that leaves `MIN_COMMAND_WAIT` after its margin.
+fn shortest_deadline() -> Duration {
+    // With a 100 ms floor on the margin, any deadline under 500 ms keeps exactly the floor.
+    MIN_COMMAND_WAIT + MIN_DEADLINE_MARGIN
+}
+
+/// How long a command may wait for the router: the configured timeout, cut to end a margin
+/// before the caller's own deadline when it sent one; an error when that leaves less than
+/// `MIN_COMMAND_WAIT` (the command is then not sent at all).
+pub fn command_wait(
+    configured: Duration,
+    caller_deadline: Option<Duration>,
+) -> Result<Duration, CommandError> {
+    let Some(deadline) = caller_deadline else {
+        return Ok(configured);
+    };
+    let wait = deadline.saturating_sub(deadline_margin(deadline));
+    if wait < MIN_COMMAND_WAIT {
+        return Err(CommandError::DeadlineTooShort { deadline });
+    }
+    Ok(wait.min(configured))
 }
 
 /// How long a retry may join an earlier attempt that Kafka confirmed but the router has not
@@ -347,6 +395,23 @@ impl CommandSender {
             topic,
             pending,
             timeout,
+        }
+    }
+
+    /// This sender with its wait bounded by the caller's deadline (see [`command_wait`]), or
+    /// the refusal of a deadline too short to send anything.
+    pub fn within(&self, caller_deadline: Option<Duration>) -> Result<Self, CommandError> {
+        match command_wait(self.timeout, caller_deadline) {
+            Ok(timeout) if timeout == self.timeout => Ok(self.clone()),
+            Ok(timeout) => Ok(Self {
+                timeout,
+                ..self.clone()
+            }),
+            Err(error) => {
+                telemetry::command_outcome(error.outcome());
+                tracing::info!(%error, "command refused before sending");
+                Err(error)
+            }
         }
     }
 
@@ -607,6 +672,60 @@ mod tests {
         let abandoned = pending.register("cmd-2");
         drop(abandoned);
         assert!(pending.lock().waiters.is_empty());
+    }
+
+    #[test]
+    fn without_a_caller_deadline_a_command_waits_the_configured_timeout() {
+        let configured = Duration::from_secs(5);
+        assert_eq!(command_wait(configured, None).ok(), Some(configured));
+    }
+
+    #[test]
+    fn a_caller_deadline_shorter_than_the_timeout_bounds_the_wait_with_a_margin() {
+        let configured = Duration::from_secs(5);
+        let waits = [
+            // a fifth of the deadline is kept back ...
+            (Duration::from_secs(2), Duration::from_millis(1_600)),
+            (Duration::from_secs(5), Duration::from_secs(4)),
+            // ... at least 100 ms ...
+            (Duration::from_millis(300), Duration::from_millis(200)),
+            (Duration::from_millis(200), Duration::from_millis(100)),
+            // ... and at most 1 s; never longer than the configured timeout.
+            (Duration::from_secs(6), Duration::from_secs(5)),
+            (Duration::from_secs(30), Duration::from_secs(5)),
+        ];
+        for (deadline, wait) in waits {
+            assert_eq!(
+                command_wait(configured, Some(deadline)).ok(),
+                Some(wait),
+                "deadline {deadline:?}"
+            );
+        }
+        assert_eq!(
+            command_wait(Duration::from_secs(60), Some(Duration::from_secs(30))).ok(),
+            Some(Duration::from_secs(29))
+        );
+    }
+
+    #[test]
+    fn a_deadline_too_short_to_send_is_refused_and_says_the_command_was_not_sent() {
+        for deadline in [Duration::ZERO, Duration::from_millis(199)] {
+            let error = command_wait(Duration::from_secs(5), Some(deadline)).err();
+            assert!(
+                matches!(error, Some(CommandError::DeadlineTooShort { deadline: d }) if d == deadline),
+                "{deadline:?}: {error:?}"
+            );
+        }
+        let message = CommandError::DeadlineTooShort {
+            deadline: Duration::from_millis(150),
+        }
+        .to_string();
+        assert!(
+            message.contains("deadline of 150 ms")
+                && message.contains("NOT sent")
+                && message.contains("at least 200 ms"),
+            "{message}"
+        );
     }
 
     fn key() -> (String, String) {

@@ -66,6 +66,10 @@ impl ApiError {
                 | CommandError::Publish { .. }
                 | CommandError::NotPublished { .. } => Code::Unavailable,
                 CommandError::AnswerWithoutIncident { .. } => Code::Internal,
+                // Nothing was sent: the caller's deadline was over before a command could be
+                // written and answered. The code its own stack would have given, with a
+                // message that says the command did not go out.
+                CommandError::DeadlineTooShort { .. } => Code::DeadlineExceeded,
             },
             Self::Roster(error) => match error {
                 RosterError::NotFound { .. } => Code::NotFound,
@@ -163,6 +167,19 @@ mod tests {
         }));
         assert_eq!(responder.code(), Code::NotFound);
         assert_eq!(Status::from(ApiError::NotReady).code(), Code::Unavailable);
+    }
+
+    #[test]
+    fn a_deadline_too_short_to_send_a_command_is_deadline_exceeded() {
+        let status = Status::from(ApiError::Command(CommandError::DeadlineTooShort {
+            deadline: Duration::from_millis(50),
+        }));
+        assert_eq!(status.code(), Code::DeadlineExceeded);
+        assert!(
+            status.message().contains("NOT sent"),
+            "{}",
+            status.message()
+        );
     }
 
     #[test]

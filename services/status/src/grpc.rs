@@ -25,6 +25,7 @@ use helpgrid_proto::pb::{
     WatchPoliceIncidentsRequest,
 };
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
@@ -129,6 +130,17 @@ impl IncidentApi {
         caller: &Caller,
         command: Result<requests::ValidCommand, requests::RequestError>,
     ) -> Result<Incident, ApiError> {
+        self.command_within(caller, command, None).await
+    }
+
+    /// [`Self::command`] for a caller that sent a deadline: the wait ends before it, so the
+    /// caller reads UNAVAILABLE and its retry hint, not its own stack's DEADLINE_EXCEEDED.
+    async fn command_within(
+        &self,
+        caller: &Caller,
+        command: Result<requests::ValidCommand, requests::RequestError>,
+        caller_deadline: Option<Duration>,
+    ) -> Result<Incident, ApiError> {
         let command = command?;
         ensure_ready(&self.ready)?;
         let (home, incident) = {
@@ -146,6 +158,7 @@ impl IncidentApi {
         caller.may_command(&incident)?;
         Ok(self
             .commands
+            .within(caller_deadline)?
             .send(
                 &command.incident_id,
                 &home,
@@ -174,6 +187,31 @@ impl IncidentApi {
 /// The caller the access layer admitted, or the refusal.
 fn caller<T>(request: &Request<T>) -> Result<Caller, ApiError> {
     Ok(access::caller_of(request)?)
+}
+
+/// The deadline the caller sent (`grpc-timeout`: at most 8 digits and a unit, H M S m u n),
+/// counted from now. A header that does not parse counts as none, as tonic's own server
+/// treats it.
+fn caller_deadline<T>(request: &Request<T>) -> Option<Duration> {
+    parse_grpc_timeout(request.metadata().get("grpc-timeout")?.to_str().ok()?)
+}
+
+fn parse_grpc_timeout(value: &str) -> Option<Duration> {
+    let split = value.len().checked_sub(1)?;
+    let (digits, unit) = (value.get(..split)?, value.get(split..)?);
+    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n * 3_600),
+        "M" => Duration::from_secs(n * 60),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
 }
 
 #[tonic::async_trait]
@@ -210,9 +248,11 @@ impl IncidentService for IncidentApi {
     ) -> Result<Response<Incident>, Status> {
         let result = async {
             let caller = caller(&request)?;
+            let deadline = caller_deadline(&request);
             let mut request = request.into_inner();
             request.responder_id = caller.actor_id(&request.responder_id)?;
-            self.command(&caller, requests::acknowledge(&request)).await
+            self.command_within(&caller, requests::acknowledge(&request), deadline)
+                .await
         };
         answer("Acknowledge", result.await)
     }
@@ -220,9 +260,11 @@ impl IncidentService for IncidentApi {
     async fn close(&self, request: Request<CloseRequest>) -> Result<Response<Incident>, Status> {
         let result = async {
             let caller = caller(&request)?;
+            let deadline = caller_deadline(&request);
             let mut request = request.into_inner();
             request.responder_id = caller.actor_id(&request.responder_id)?;
-            self.command(&caller, requests::close(&request)).await
+            self.command_within(&caller, requests::close(&request), deadline)
+                .await
         };
         answer("Close", result.await)
     }
@@ -233,6 +275,7 @@ impl IncidentService for IncidentApi {
     ) -> Result<Response<Incident>, Status> {
         let result = async {
             let caller = caller(&request)?;
+            let deadline = caller_deadline(&request);
             let request = request.into_inner();
             let actor = caller.actor_id(&request.responder_id)?;
             let command = requests::escalate(
@@ -241,7 +284,7 @@ impl IncidentService for IncidentApi {
                 &request.note,
                 &request.request_id,
             );
-            self.command(&caller, command).await
+            self.command_within(&caller, command, deadline).await
         };
         answer("Escalate", result.await)
     }
@@ -393,5 +436,42 @@ impl RosterService for RosterApi {
             Err(error) => Err(error),
         };
         answer("UpdateLocation", result)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeout_headers_parse_in_every_unit_and_bad_ones_count_as_none() {
+        let cases = [
+            ("5S", Some(Duration::from_secs(5))),
+            ("1500m", Some(Duration::from_millis(1_500))),
+            ("2M", Some(Duration::from_secs(120))),
+            ("1H", Some(Duration::from_secs(3_600))),
+            ("250000u", Some(Duration::from_millis(250))),
+            ("99999999n", Some(Duration::from_nanos(99_999_999))),
+            ("0m", Some(Duration::ZERO)),
+            ("", None),
+            ("S", None),
+            ("5", None),
+            ("5s", None),
+            ("-5S", None),
+            ("+5S", None),
+            ("123456789m", None),
+            ("1.5S", None),
+        ];
+        for (value, want) in cases {
+            assert_eq!(parse_grpc_timeout(value), want, "{value:?}");
+        }
+    }
+
+    #[test]
+    fn the_deadline_a_client_sets_is_read_from_its_request() {
+        let mut request = Request::new(());
+        assert_eq!(caller_deadline(&request), None);
+        request.set_timeout(Duration::from_millis(750));
+        assert_eq!(caller_deadline(&request), Some(Duration::from_millis(750)));
     }
 }
