@@ -29,9 +29,9 @@ pub(crate) type Map<K, V> = std::collections::HashMap<K, V, foldhash::fast::Rand
 pub const SOURCE: &str = "helpgrid-router";
 /// How many source event ids an incident remembers for deduplication.
 const RECENT_EVENT_IDS: usize = 16;
-/// How many command ids answered with `repeated` an incident remembers. A second copy of a
-/// command record arrives within seconds of the first (a producer retry in a failover), and
-/// few retries of one request are in flight at once.
+/// How many command ids answered without a change (`repeated` or `rejected`) an incident
+/// remembers. A second copy of a command record arrives within seconds of the first (a
+/// producer retry in a failover), and few retries of one request are in flight at once.
 const REPEATED_COMMAND_IDS: usize = 8;
 
 /// An event to publish, with the partition it belongs to (the incident's own).
@@ -274,6 +274,17 @@ fn repeated(partition: i32, incident: &Incident, command: &ValidCommand, now: Mi
                 actor_id: command.actor_id.clone(),
             })),
         },
+    }
+}
+
+/// Remembers that `incident` answered `command` without a change (the latest
+/// `REPEATED_COMMAND_IDS` only), so a second copy of its record is not answered again.
+fn remember_answered(incident: &mut Incident, command: &ValidCommand) {
+    incident
+        .repeated_command_ids
+        .push(command.command_id.clone());
+    if incident.repeated_command_ids.len() > REPEATED_COMMAND_IDS {
+        incident.repeated_command_ids.remove(0);
     }
 }
 
@@ -1092,19 +1103,19 @@ impl Desk {
             return (Some(RejectReason::NotFound), vec![out]);
         };
         let (incident, home) = (&tracked.incident(), tracked.partition);
+        if incident.repeated_command_ids.contains(&command.command_id) {
+            // A second copy of a command record this incident answered without a change (the
+            // status service's producer wrote it twice): whoever waits for that command id had
+            // its answer with the first copy, and a second one would repeat its event id.
+            return (None, Vec::new());
+        }
         match earlier_request(incident, command) {
             Some(Ok(())) => return (None, self.repeat(home, command, now)),
             Some(Err((reason, message))) => {
-                let out = reject(
-                    home,
-                    &incident.grid_id,
-                    Some(incident),
-                    command,
-                    reason,
-                    message,
-                    now,
+                return (
+                    Some(reason),
+                    self.reject_once(home, command, reason, message, now),
                 );
-                return (Some(reason), vec![out]);
             }
             None => {}
         }
@@ -1116,16 +1127,10 @@ impl Desk {
         let idx = match decision {
             Ok(idx) => idx,
             Err((reason, message)) => {
-                let out = reject(
-                    home,
-                    &incident.grid_id,
-                    Some(incident),
-                    command,
-                    reason,
-                    message,
-                    now,
+                return (
+                    Some(reason),
+                    self.reject_once(home, command, reason, message, now),
                 );
-                return (Some(reason), vec![out]);
             }
         };
         let Some((mut incident, home)) = self.take(&command.incident_id) else {
@@ -1179,17 +1184,38 @@ impl Desk {
             return Vec::new();
         };
         debug_assert_eq!(home, home_now);
-        if incident.repeated_command_ids.contains(&command.command_id) {
-            self.store(home_now, incident);
-            return Vec::new();
-        }
-        incident
-            .repeated_command_ids
-            .push(command.command_id.clone());
-        if incident.repeated_command_ids.len() > REPEATED_COMMAND_IDS {
-            incident.repeated_command_ids.remove(0);
-        }
+        remember_answered(&mut incident, command);
         let out = repeated(home_now, &incident, command, now);
+        self.store(home_now, incident);
+        vec![out]
+    }
+
+    /// Rejects a command on a known incident, once per command record: as with `repeat`, the
+    /// command id is remembered in the incident (its snapshot is written with the rejection),
+    /// so a second copy of the record gets nothing — not a second `<command_id>:rejected`,
+    /// and not a later acceptance of a command its sender was told was refused.
+    fn reject_once(
+        &mut self,
+        home: i32,
+        command: &ValidCommand,
+        reason: RejectReason,
+        message: String,
+        now: Millis,
+    ) -> Vec<Output> {
+        let Some((mut incident, home_now)) = self.take(&command.incident_id) else {
+            return Vec::new();
+        };
+        debug_assert_eq!(home, home_now);
+        remember_answered(&mut incident, command);
+        let out = reject(
+            home_now,
+            &incident.grid_id,
+            Some(&incident),
+            command,
+            reason,
+            message,
+            now,
+        );
         self.store(home_now, incident);
         vec![out]
     }

@@ -595,6 +595,72 @@ fn a_command_record_that_arrives_twice_is_answered_once_even_after_a_restart() {
     restored.check_invariants().expect("invariants");
 }
 
+/// The same failover that writes an accepted command twice writes a rejected one twice: each
+/// copy used to get its own `<command_id>:rejected` (one event id twice in incident-events),
+/// and a copy arriving after the incident moved on could even be applied after its sender
+/// was told it was refused.
+#[test]
+fn a_rejected_command_record_that_arrives_twice_is_answered_once_even_after_a_restart() {
+    let mut desk = Desk::new(policy());
+    let roster = city();
+    let mut log = desk
+        .on_help_event(P, &press("e1", "h1", PressKind::Help, T0), &roster, T0)
+        .1;
+    // c1: a close before the acknowledgement (WrongState); c2: a request id reused for
+    // something else (Invalid). Each reaches the router twice.
+    let close = with_request(command("c1", "inc-e1", "w1", close_action()), "k-1");
+    let ack = with_request(
+        command("c0", "inc-e1", "w1", ValidAction::Acknowledge),
+        "a-1",
+    );
+    let reused = with_request(command("c2", "inc-e1", "w1", close_action()), "a-1");
+    let mut answers = Vec::new();
+    for (i, cmd) in [&close, &close, &ack, &reused, &reused]
+        .into_iter()
+        .enumerate()
+    {
+        let (reason, out) = desk.on_command(P, cmd, &roster, T0 + 10 + i as i64);
+        answers.push((reason, changes(&out)));
+        log.extend(out);
+    }
+    assert_eq!(
+        answers,
+        [
+            (Some(RejectReason::WrongState), vec!["rejected"]),
+            (None, vec![]),
+            (None, vec!["acknowledged"]),
+            (Some(RejectReason::Invalid), vec!["rejected"]),
+            (None, vec![]),
+        ]
+    );
+    let ids: Vec<String> = log
+        .iter()
+        .filter_map(|o| o.event.envelope.as_ref().map(|e| e.event_id.clone()))
+        .collect();
+    let unique: HashSet<&String> = ids.iter().collect();
+    assert_eq!(unique.len(), ids.len(), "event ids {ids:?}");
+    let incident = desk.get("inc-e1").expect("open");
+    assert_eq!(incident.revision, 3, "the rejections changed nothing");
+    assert_eq!(incident.state, IncidentState::Acknowledged as i32);
+    desk.check_invariants().expect("invariants");
+
+    // Rebuilt from the log (each rejection carries the incident that remembers it), the
+    // router still answers neither copy again, and the close, now that the incident is
+    // acknowledged, is not applied from the stale copy of c1 either.
+    let mut restored = Desk::new(policy());
+    for o in &log {
+        restored.restore(P, &o.event, T0 + 20);
+    }
+    for cmd in [&close, &reused] {
+        let (reason, out) = restored.on_command(P, cmd, &roster, T0 + 21);
+        assert_eq!((reason, changes(&out)), (None, vec![]));
+    }
+    let fresh_close = with_request(command("c3", "inc-e1", "w1", close_action()), "k-1");
+    let (reason, out) = restored.on_command(P, &fresh_close, &roster, T0 + 22);
+    assert_eq!((reason, changes(&out)), (None, vec!["closed"]));
+    restored.check_invariants().expect("invariants");
+}
+
 #[test]
 fn an_incident_remembers_only_its_latest_repeated_command_ids() {
     let mut desk = Desk::new(policy());
@@ -913,15 +979,13 @@ fn consoles_and_admins_may_not_act_and_a_responder_token_gets_no_supervisor_righ
     let mut desk = Desk::new(policy());
     let roster = city();
     desk.on_help_event(P, &press("e1", "h1", PressKind::Help, T0), &roster, T0);
-    for (actor, role) in [
-        ("console-1", ActorRole::Console),
-        ("admin", ActorRole::Admin),
-        ("sup", ActorRole::Responder),
+    // Each its own command (its own id: a second record with one id is a copy, not answered).
+    for (id, actor, role) in [
+        ("c1-console", "console-1", ActorRole::Console),
+        ("c1-admin", "admin", ActorRole::Admin),
+        ("c1-sup", "sup", ActorRole::Responder),
     ] {
-        let ack = as_role(
-            command("c1", "inc-e1", actor, ValidAction::Acknowledge),
-            role,
-        );
+        let ack = as_role(command(id, "inc-e1", actor, ValidAction::Acknowledge), role);
         let (reason, _) = desk.on_command(P, &ack, &roster, T0 + 1);
         assert_eq!(reason, Some(RejectReason::NotPermitted), "{role:?}");
     }

@@ -23,7 +23,6 @@ use helpgrid_common::health::{Health, Readiness};
 use helpgrid_common::partition::grid_partition;
 use helpgrid_common::time::{Millis, now_millis};
 use helpgrid_common::topics::Topics;
-use helpgrid_proto::pb::incident_event::Change;
 use prost::Message as _;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
@@ -386,7 +385,9 @@ fn decide(
 
 /// The incident-state record of every incident the batch changed, in first-change order:
 /// the desk's stored snapshot, which is the incident as the batch's last event for it left
-/// it. A rejection changes nothing, so it writes no state.
+/// it. A rejection on a known incident writes state too: the incident remembers the rejected
+/// command id (`repeated_command_ids`), so a second copy of the record is not answered again
+/// after a restart.
 fn latest_snapshots(desk: &Desk, events: &[Output]) -> Vec<Snapshot> {
     let mut seen: HashSet<&str> = HashSet::new();
     let mut snapshots = Vec::new();
@@ -394,9 +395,7 @@ fn latest_snapshots(desk: &Desk, events: &[Output]) -> Vec<Snapshot> {
         let Some(incident) = o.event.incident.as_ref() else {
             continue;
         };
-        if matches!(o.event.change, Some(Change::Rejected(_)))
-            || !seen.insert(incident.incident_id.as_str())
-        {
+        if !seen.insert(incident.incident_id.as_str()) {
             continue;
         }
         let (partition, record) = match desk.snapshot(&incident.incident_id) {
