@@ -18,6 +18,7 @@
 #   kafka-cluster.sh pid N              the java pid of node N
 #   kafka-cluster.sh leader TOPIC P     the node id leading partition P of TOPIC
 #   kafka-cluster.sh coordinator TXID   the node id that coordinates transactional id TXID
+#   kafka-cluster.sh controller         the node id of the active KRaft controller (quorum leader)
 #   kafka-cluster.sh admin-config       path of the admin client properties (SASL mode)
 #   kafka-cluster.sh add-user NAME PW   create or update a SCRAM-SHA-512 user (SASL mode)
 #   kafka-cluster.sh acls ARGS...       org.apache.kafka.tools.AclCommand, as admin
@@ -359,6 +360,13 @@ cmd_coordinator() {
     | awk 'NR == 2 { print $1 }'
 }
 
+# Each node is a voter here, so the quorum leader is one of 1..3 (and a broker too).
+cmd_controller() {
+  [[ $# -eq 0 ]] || die "usage: $0 controller"
+  admin_tool org.apache.kafka.tools.MetadataQuorumCommand describe --status 2>/dev/null \
+    | awk '$1 == "LeaderId:" { print $2 }'
+}
+
 cmd_add_user() {
   [[ $# -eq 2 ]] || die "usage: $0 add-user NAME PASSWORD"
   sasl_mode || die "add-user needs a cluster started with --sasl"
@@ -391,14 +399,15 @@ cluster_main() {
     pid) check_node "${1:-}"; node_pid "$1" ;;
     leader) cmd_leader "$@" ;;
     coordinator) cmd_coordinator "$@" ;;
+    controller) cmd_controller "$@" ;;
     admin-config) echo "$ADMIN_CONFIG" ;;
     add-user) cmd_add_user "$@" ;;
     acls) admin_tool org.apache.kafka.tools.AclCommand "$@" ;;
     topics) admin_tool org.apache.kafka.tools.TopicCommand "$@" ;;
     transactions) admin_tool org.apache.kafka.tools.TransactionsCommand "$@" ;;
     groups) admin_tool org.apache.kafka.tools.consumer.group.ConsumerGroupCommand "$@" ;;
-    help|-h|--help) sed -n '2,34p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' ;;
-    *) sed -n '2,34p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+    help|-h|--help) sed -n '2,35p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' ;;
+    *) sed -n '2,35p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
   esac
 }
 

@@ -99,6 +99,21 @@ impl Cluster {
     /// The node leading the most partitions of the grid-keyed topics (from the cluster's
     /// metadata; node ids are broker ids).
     pub fn busiest_leader(&self, topics: &Topics) -> String {
+        self.busiest_leader_except(topics, None)
+    }
+
+    /// The active KRaft controller (the quorum's leader; every node here is a voter).
+    pub fn active_controller(&self) -> String {
+        let node = self.run(&["controller"]).trim().to_owned();
+        assert!(
+            ["1", "2", "3"].contains(&node.as_str()),
+            "active controller not found: {node:?}"
+        );
+        node
+    }
+
+    /// [`Self::busiest_leader`] among the nodes other than `except` (which may lead the most).
+    pub fn busiest_leader_except(&self, topics: &Topics, except: Option<&str>) -> String {
         let client: BaseConsumer = rdkafka::ClientConfig::new()
             .set("bootstrap.servers", &self.bootstrap)
             .create()
@@ -114,7 +129,11 @@ impl Cluster {
                 }
             }
         }
+        for node in 1..=3 {
+            led.entry(node).or_default();
+        }
         led.into_iter()
+            .filter(|(node, _)| *node > 0 && except != Some(node.to_string().as_str()))
             .max_by_key(|(node, n)| (*n, *node))
             .map(|(node, _)| node.to_string())
             .expect("some partition has a leader")
