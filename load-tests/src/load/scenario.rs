@@ -187,6 +187,10 @@ pub struct LoadArgs {
     /// assignment → webhook received (a receiver in this process).
     #[arg(long)]
     pub webhooks: bool,
+    /// With --webhooks: the subscription's batch_max (1: one notification per request;
+    /// more: notify sends what queued behind a request in one, never waiting to fill it).
+    #[arg(long, default_value_t = 1)]
+    pub webhook_batch_max: u32,
     /// App pages: responder pages (`/app/events` with a session cookie) held open.
     #[arg(long, default_value_t = 1000)]
     pub app_pages: usize,
@@ -582,6 +586,7 @@ pub async fn run(args: LoadArgs, progress: impl Fn(&str)) -> anyhow::Result<(Rep
                         &env,
                         &out_dir,
                         plan.phases.len(),
+                        args.webhook_batch_max,
                     )
                     .await?;
                     services.push(service);

@@ -7,6 +7,12 @@
 //! Every notification ends in exactly one [`Finished`] report (delivered or dead-lettered),
 //! which is what lets the intake commit the event's offset. At shutdown unfinished
 //! notifications report nothing: their events are read again by the next instance.
+//!
+//! A subscription with `batch_max` > 1 gets what queued on a lane while its previous
+//! request was in flight in ONE request (a [`Post`] of several), never waiting to fill it:
+//! under a flood one request carries many notifications (a request cost notify, and the
+//! receiver, more CPU than building the notification), and a quiet endpoint still gets each
+//! at once. A batch is retried, delivered or dead-lettered as a whole, in lane order.
 
 use crate::dead_letter::{self, DeadLetter, Origin};
 use crate::domain::breaker::{Breaker, BreakerPolicy, Permit};
@@ -24,6 +30,9 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+/// `schema` of a batched request's body.
+pub const BATCH_SCHEMA: &str = "helpgrid.notify.batch.v1";
+
 /// One notification for one endpoint.
 #[derive(Debug, Clone)]
 pub struct Delivery {
@@ -37,6 +46,8 @@ pub struct Delivery {
     /// When the notified thing happened (event time, or the re-notification time).
     pub since: Millis,
     pub origin: Arc<Origin>,
+    /// The subscription's `batch_max` when this was queued (at least 1).
+    pub batch_max: usize,
 }
 
 /// A notification is done with: its event's offset may move past it.
@@ -46,10 +57,53 @@ pub struct Finished {
     pub offset: i64,
 }
 
+/// One request: a single notification with its own body, or several (same endpoint, lane
+/// order) in a batch body.
+#[derive(Debug)]
+pub struct Post<'a> {
+    pub deliveries: &'a [Delivery],
+    pub body: bytes::Bytes,
+}
+
+impl<'a> Post<'a> {
+    /// `deliveries` must be non-empty and of one endpoint.
+    fn of(deliveries: &'a [Delivery]) -> Self {
+        let body = match deliveries {
+            [one] => bytes::Bytes::from_owner(Arc::clone(&one.body)),
+            many => bytes::Bytes::from(batch_body(many)),
+        };
+        Self { deliveries, body }
+    }
+
+    fn first(&self) -> &Delivery {
+        &self.deliveries[0]
+    }
+}
+
+/// `{"schema":"helpgrid.notify.batch.v1","count":N,"notifications":[<body>,…]}`: the
+/// bodies are already JSON, so they are joined, not parsed again.
+fn batch_body(deliveries: &[Delivery]) -> Vec<u8> {
+    let head = format!(
+        "{{\"schema\":\"{BATCH_SCHEMA}\",\"count\":{},\"notifications\":[",
+        deliveries.len()
+    );
+    let size = head.len() + deliveries.iter().map(|d| d.body.len() + 1).sum::<usize>() + 2;
+    let mut out = Vec::with_capacity(size);
+    out.extend_from_slice(head.as_bytes());
+    for (i, d) in deliveries.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(&d.body);
+    }
+    out.extend_from_slice(b"]}");
+    out
+}
+
 /// Sends one attempt. The HTTP implementation is [`HttpTransport`]; tests put a fake here to
 /// check lanes, retries and the breaker on tokio's paused clock.
 pub trait Transport: Send + Sync + 'static {
-    fn post(&self, delivery: &Delivery, attempt: u32) -> impl Future<Output = Attempt> + Send;
+    fn post(&self, post: &Post<'_>, attempt: u32) -> impl Future<Output = Attempt> + Send;
 }
 
 /// POSTs the body with its signature, idempotency key and attempt number.
@@ -73,20 +127,28 @@ impl HttpTransport {
 }
 
 impl Transport for HttpTransport {
-    async fn post(&self, delivery: &Delivery, attempt: u32) -> Attempt {
+    async fn post(&self, post: &Post<'_>, attempt: u32) -> Attempt {
+        let first = post.first();
         let timestamp = (now_millis() / 1000).to_string();
-        let signature = signature::sign(&delivery.secret, &timestamp, &delivery.body);
-        let request = self
+        let signature = signature::sign(&first.secret, &timestamp, &post.body);
+        let mut request = self
             .client
-            .post(&*delivery.url)
+            .post(&*first.url)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .header(signature::TIMESTAMP_HEADER, &timestamp)
             .header(signature::SIGNATURE_HEADER, signature)
-            .header(signature::IDEMPOTENCY_HEADER, &delivery.idempotency_key)
-            .header(signature::EVENT_HEADER, delivery.kind)
-            .header(signature::ATTEMPT_HEADER, attempt.to_string())
-            .body(delivery.body.to_vec());
-        match request.send().await {
+            .header(signature::ATTEMPT_HEADER, attempt.to_string());
+        request = if let [one] = post.deliveries {
+            request
+                .header(signature::IDEMPOTENCY_HEADER, &one.idempotency_key)
+                .header(signature::EVENT_HEADER, one.kind)
+        } else {
+            // Each notification in the body carries its own idempotency_key and kind.
+            request
+                .header(signature::EVENT_HEADER, "batch")
+                .header(signature::BATCH_HEADER, post.deliveries.len().to_string())
+        };
+        match request.body(post.body.clone()).send().await {
             Ok(response) => attempt_of_status(response.status().as_u16()),
             Err(error) if error.is_builder() => Attempt::Refused(format!("bad request: {error}")),
             Err(error) if error.is_timeout() => Attempt::Failed("timed out".into()),
@@ -107,6 +169,60 @@ pub struct DeliverySettings {
 
 struct Endpoint {
     lanes: Vec<mpsc::Sender<Delivery>>,
+    metrics: Arc<EndpointMetrics>,
+    /// `helpgrid_notify_notifications_total` per kind, found on first use.
+    notifications: Vec<(&'static str, metrics::Counter)>,
+}
+
+impl Endpoint {
+    fn count_notification(&mut self, kind: &'static str) {
+        if let Some((_, counter)) = self.notifications.iter().find(|(k, _)| *k == kind) {
+            counter.increment(1);
+            return;
+        }
+        let counter = metrics::counter!(telemetry::NOTIFICATIONS, "subscription" => self.metrics.subscription.to_string(), "kind" => kind);
+        counter.increment(1);
+        self.notifications.push((kind, counter));
+    }
+}
+
+/// One endpoint's metric handles, looked up once: a lookup with a label costs a String and
+/// a registry search, several per notification otherwise.
+struct EndpointMetrics {
+    subscription: Arc<str>,
+    queued: metrics::Gauge,
+    delivered: metrics::Counter,
+    attempts_delivered: metrics::Counter,
+    attempts_refused: metrics::Counter,
+    attempts_failed: metrics::Counter,
+    breaker_open: metrics::Gauge,
+    breaker_opened: metrics::Counter,
+    attempt_seconds: metrics::Histogram,
+    delivery_seconds: metrics::Histogram,
+    request_notifications: metrics::Histogram,
+}
+
+impl EndpointMetrics {
+    fn new(subscription: &Arc<str>) -> Self {
+        let id = subscription.to_string();
+        let attempts = |result: &'static str| metrics::counter!(telemetry::ATTEMPTS, "subscription" => id.clone(), "result" => result);
+        Self {
+            subscription: Arc::clone(subscription),
+            queued: metrics::gauge!(telemetry::QUEUED, "subscription" => id.clone()),
+            delivered: metrics::counter!(telemetry::DELIVERED, "subscription" => id.clone()),
+            attempts_delivered: attempts("delivered"),
+            attempts_refused: attempts("refused"),
+            attempts_failed: attempts("failed"),
+            breaker_open: metrics::gauge!(telemetry::BREAKER_OPEN, "subscription" => id.clone()),
+            breaker_opened: metrics::counter!(telemetry::BREAKER_OPENED, "subscription" => id.clone()),
+            attempt_seconds: metrics::histogram!(telemetry::ATTEMPT_SECONDS),
+            delivery_seconds: metrics::histogram!(telemetry::DELIVERY_SECONDS),
+            request_notifications: metrics::histogram!(
+                telemetry::REQUEST_NOTIFICATIONS,
+                "subscription" => id
+            ),
+        }
+    }
 }
 
 /// Everything a lane needs; cloned into each lane task.
@@ -118,6 +234,7 @@ struct LaneContext<T> {
     dead_letter_topic: String,
     finished: mpsc::UnboundedSender<Finished>,
     cancel: CancellationToken,
+    metrics: Arc<EndpointMetrics>,
 }
 
 impl<T> Clone for LaneContext<T> {
@@ -130,6 +247,7 @@ impl<T> Clone for LaneContext<T> {
             dead_letter_topic: self.dead_letter_topic.clone(),
             finished: self.finished.clone(),
             cancel: self.cancel.clone(),
+            metrics: Arc::clone(&self.metrics),
         }
     }
 }
@@ -162,10 +280,11 @@ impl<T: Transport> Dispatcher<T> {
         }
     }
 
-    fn endpoint(&mut self, subscription_id: &Arc<str>) -> &Endpoint {
+    fn endpoint(&mut self, subscription_id: &Arc<str>) -> &mut Endpoint {
         self.endpoints
             .entry(Arc::clone(subscription_id))
             .or_insert_with(|| {
+                let metrics = Arc::new(EndpointMetrics::new(subscription_id));
                 let context = LaneContext {
                     transport: Arc::clone(&self.transport),
                     breaker: Arc::new(Mutex::new(Breaker::new(self.settings.breaker.clone()))),
@@ -174,6 +293,7 @@ impl<T: Transport> Dispatcher<T> {
                     dead_letter_topic: self.settings.dead_letter_topic.clone(),
                     finished: self.finished.clone(),
                     cancel: self.cancel.clone(),
+                    metrics: Arc::clone(&metrics),
                 };
                 let lanes = (0..self.settings.lanes.max(1))
                     .map(|_| {
@@ -182,7 +302,11 @@ impl<T: Transport> Dispatcher<T> {
                         tx
                     })
                     .collect();
-                Endpoint { lanes }
+                Endpoint {
+                    lanes,
+                    metrics,
+                    notifications: Vec::new(),
+                }
             })
     }
 
@@ -191,10 +315,10 @@ impl<T: Transport> Dispatcher<T> {
     pub fn dispatch(&mut self, delivery: Delivery) {
         let subscription_id = Arc::clone(&delivery.subscription_id);
         let endpoint = self.endpoint(&subscription_id);
+        endpoint.count_notification(delivery.kind);
+        endpoint.metrics.queued.increment(1.0);
+        let metrics = Arc::clone(&endpoint.metrics);
         let lane = &endpoint.lanes[lane_of(&delivery.incident_id, endpoint.lanes.len())];
-        metrics::counter!(telemetry::NOTIFICATIONS, "subscription" => subscription_id.to_string(), "kind" => delivery.kind).increment(1);
-        metrics::gauge!(telemetry::QUEUED, "subscription" => subscription_id.to_string())
-            .increment(1.0);
         match lane.try_send(delivery) {
             Ok(()) => {}
             Err(
@@ -212,6 +336,7 @@ impl<T: Transport> Dispatcher<T> {
                         &topic,
                         &finished,
                         &cancel,
+                        &metrics,
                         &delivery,
                         "queue_full",
                         "the endpoint's queue is full (it is too slow or down)".into(),
@@ -231,6 +356,7 @@ async fn conclude_dead(
     topic: &str,
     finished: &mpsc::UnboundedSender<Finished>,
     cancel: &CancellationToken,
+    metrics: &EndpointMetrics,
     delivery: &Delivery,
     kind: &'static str,
     reason: String,
@@ -247,8 +373,7 @@ async fn conclude_dead(
     if dead_letter::write(producer, topic, &letter, cancel).await {
         tracing::warn!(subscription = %delivery.subscription_id, key = %delivery.idempotency_key, kind, reason = %letter.reason, attempts, "notification dead-lettered");
         metrics::counter!(telemetry::DEAD_LETTERS, "subscription" => delivery.subscription_id.to_string(), "kind" => kind).increment(1);
-        metrics::gauge!(telemetry::QUEUED, "subscription" => delivery.subscription_id.to_string())
-            .decrement(1.0);
+        metrics.queued.decrement(1.0);
         let _ = finished.send(Finished {
             partition: delivery.origin.partition,
             offset: delivery.origin.offset,
@@ -257,34 +382,54 @@ async fn conclude_dead(
 }
 
 async fn run_lane<T: Transport>(mut queue: mpsc::Receiver<Delivery>, context: LaneContext<T>) {
+    let mut batch: Vec<Delivery> = Vec::new();
     loop {
-        let delivery = tokio::select! {
+        let first = tokio::select! {
             () = context.cancel.cancelled() => return,
             next = queue.recv() => match next {
                 Some(delivery) => delivery,
                 None => return,
             },
         };
-        match deliver(&delivery, &context).await {
+        // What queued while the previous request was in flight goes along (up to the
+        // subscription's batch_max); nothing waits for more.
+        let max = first.batch_max.max(1);
+        batch.push(first);
+        while batch.len() < max {
+            match queue.try_recv() {
+                Ok(delivery) => batch.push(delivery),
+                Err(_) => break,
+            }
+        }
+        match deliver(&batch, &context).await {
             Some(Ok(())) => {
-                metrics::gauge!(telemetry::QUEUED, "subscription" => delivery.subscription_id.to_string()).decrement(1.0);
-                let _ = context.finished.send(Finished {
-                    partition: delivery.origin.partition,
-                    offset: delivery.origin.offset,
-                });
+                let now = now_millis();
+                for delivery in batch.drain(..) {
+                    let waited = (now - delivery.since).max(0) as f64 / 1000.0;
+                    context.metrics.delivery_seconds.record(waited);
+                    context.metrics.delivered.increment(1);
+                    context.metrics.queued.decrement(1.0);
+                    let _ = context.finished.send(Finished {
+                        partition: delivery.origin.partition,
+                        offset: delivery.origin.offset,
+                    });
+                }
             }
             Some(Err((kind, reason, attempts))) => {
-                conclude_dead(
-                    &context.producer,
-                    &context.dead_letter_topic,
-                    &context.finished,
-                    &context.cancel,
-                    &delivery,
-                    kind,
-                    reason,
-                    attempts,
-                )
-                .await;
+                for delivery in batch.drain(..) {
+                    conclude_dead(
+                        &context.producer,
+                        &context.dead_letter_topic,
+                        &context.finished,
+                        &context.cancel,
+                        &context.metrics,
+                        &delivery,
+                        kind,
+                        reason.clone(),
+                        attempts,
+                    )
+                    .await;
+                }
             }
             None => return,
         }
@@ -293,17 +438,15 @@ async fn run_lane<T: Transport>(mut queue: mpsc::Receiver<Delivery>, context: La
 
 type Undeliverable = (&'static str, String, u32);
 
-fn set_breaker_gauge(subscription_id: &str, open: bool) {
-    metrics::gauge!(telemetry::BREAKER_OPEN, "subscription" => subscription_id.to_owned())
-        .set(if open { 1.0 } else { 0.0 });
-}
-
-/// Tries until delivered, refused or out of budget; `None` on shutdown.
+/// Tries until delivered, refused or out of budget; `None` on shutdown. `batch`: one
+/// endpoint's notifications in lane order, sent as one request.
 async fn deliver<T: Transport>(
-    delivery: &Delivery,
+    batch: &[Delivery],
     context: &LaneContext<T>,
 ) -> Option<Result<(), Undeliverable>> {
-    let subscription = delivery.subscription_id.to_string();
+    let metrics = &context.metrics;
+    let post = Post::of(batch);
+    metrics.request_notifications.record(batch.len() as f64);
     let mut attempts = 0u32;
     loop {
         loop {
@@ -324,9 +467,11 @@ async fn deliver<T: Transport>(
         let started = Instant::now();
         let result = tokio::select! {
             () = context.cancel.cancelled() => return None,
-            result = context.transport.post(delivery, attempts) => result,
+            result = context.transport.post(&post, attempts) => result,
         };
-        metrics::histogram!(telemetry::ATTEMPT_SECONDS).record(started.elapsed().as_secs_f64());
+        metrics
+            .attempt_seconds
+            .record(started.elapsed().as_secs_f64());
         // The guard must not live across an await (it is not Send): update and let go.
         let opened = {
             let mut breaker = context
@@ -341,20 +486,17 @@ async fn deliver<T: Transport>(
                 Attempt::Failed(_) => breaker.on_failure(Instant::now()),
             }
         };
+        let subscription = &metrics.subscription;
         match result {
             Attempt::Delivered => {
-                set_breaker_gauge(&subscription, false);
-                metrics::counter!(telemetry::ATTEMPTS, "subscription" => subscription.clone(), "result" => "delivered").increment(1);
-                metrics::counter!(telemetry::DELIVERED, "subscription" => subscription.clone())
-                    .increment(1);
-                let waited = (now_millis() - delivery.since).max(0) as f64 / 1000.0;
-                metrics::histogram!(telemetry::DELIVERY_SECONDS).record(waited);
-                tracing::debug!(subscription = %subscription, key = %delivery.idempotency_key, attempts, "delivered");
+                metrics.breaker_open.set(0.0);
+                metrics.attempts_delivered.increment(1);
+                tracing::debug!(subscription = %subscription, key = %post.first().idempotency_key, notifications = batch.len(), attempts, "delivered");
                 return Some(Ok(()));
             }
             Attempt::Refused(reason) => {
-                set_breaker_gauge(&subscription, false);
-                metrics::counter!(telemetry::ATTEMPTS, "subscription" => subscription.clone(), "result" => "refused").increment(1);
+                metrics.breaker_open.set(0.0);
+                metrics.attempts_refused.increment(1);
                 return Some(Err((
                     "webhook_refused",
                     format!("the endpoint refused the notification: {reason}"),
@@ -362,10 +504,10 @@ async fn deliver<T: Transport>(
                 )));
             }
             Attempt::Failed(reason) => {
-                metrics::counter!(telemetry::ATTEMPTS, "subscription" => subscription.clone(), "result" => "failed").increment(1);
+                metrics.attempts_failed.increment(1);
                 if opened {
-                    set_breaker_gauge(&subscription, true);
-                    metrics::counter!(telemetry::BREAKER_OPENED, "subscription" => subscription.clone()).increment(1);
+                    metrics.breaker_open.set(1.0);
+                    metrics.breaker_opened.increment(1);
                     tracing::warn!(subscription = %subscription, %reason, "endpoint failing; circuit breaker open");
                 }
                 let Some(delay) = context.retry.delay_after(attempts, fastrand::f64()) else {
@@ -375,7 +517,7 @@ async fn deliver<T: Transport>(
                         attempts,
                     )));
                 };
-                tracing::debug!(subscription = %subscription, key = %delivery.idempotency_key, attempts, %reason, ?delay, "attempt failed; retrying");
+                tracing::debug!(subscription = %subscription, key = %post.first().idempotency_key, notifications = batch.len(), attempts, %reason, ?delay, "attempt failed; retrying");
                 tokio::select! {
                     () = context.cancel.cancelled() => return None,
                     () = tokio::time::sleep(delay) => {}
@@ -397,28 +539,39 @@ mod tests {
     use super::*;
     use std::collections::HashMap;
 
-    /// An endpoint on a script: records every attempt (key, attempt, when) and fails the
-    /// first attempts of the keys it is told to, or everything until `up_at`.
+    /// An endpoint on a script: records every attempt (key, attempt, when; a batch as its
+    /// keys joined by '+') and the body of each request, and fails the first attempts of
+    /// the keys it is told to, or everything until `up_at`. Each attempt takes `latency`.
     #[derive(Default)]
     struct Script {
         calls: Mutex<Vec<(String, u32, Instant)>>,
+        bodies: Mutex<Vec<bytes::Bytes>>,
         failures: Mutex<HashMap<String, u32>>,
         up_at: Mutex<Option<Instant>>,
+        latency: Duration,
     }
 
     struct Fake(Arc<Script>);
 
     impl Transport for Fake {
-        fn post(&self, delivery: &Delivery, attempt: u32) -> impl Future<Output = Attempt> + Send {
+        fn post(&self, post: &Post<'_>, attempt: u32) -> impl Future<Output = Attempt> + Send {
             let script = Arc::clone(&self.0);
-            let key = delivery.idempotency_key.clone();
+            let key = post
+                .deliveries
+                .iter()
+                .map(|d| d.idempotency_key.as_str())
+                .collect::<Vec<_>>()
+                .join("+");
+            let body = post.body.clone();
             async move {
+                tokio::time::sleep(script.latency).await;
                 let now = Instant::now();
                 script
                     .calls
                     .lock()
                     .expect("calls")
                     .push((key.clone(), attempt, now));
+                script.bodies.lock().expect("bodies").push(body);
                 if script.up_at.lock().expect("up").is_some_and(|up| now < up) {
                     return Attempt::Failed("HTTP 503".into());
                 }
@@ -444,6 +597,7 @@ mod tests {
             idempotency_key: key.into(),
             body: Arc::from(&b"{}"[..]),
             since: 0,
+            batch_max: 1,
             origin: Arc::new(Origin {
                 topic: "t".into(),
                 partition: 0,
@@ -595,5 +749,63 @@ mod tests {
             "{while_down} attempts while down: {calls:?}"
         );
         assert!(Instant::now() >= start + Duration::from_secs(30));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn what_queues_behind_a_request_goes_in_the_next_one_in_order_and_a_failed_batch_is_retried_whole()
+     {
+        let script = Arc::new(Script {
+            latency: Duration::from_millis(20),
+            ..Script::default()
+        });
+        script
+            .failures
+            .lock()
+            .expect("f")
+            .insert("k1+k2+k3".into(), 1);
+        let (mut d, mut finished) = dispatcher(&script, 1, lenient());
+        let start = Instant::now();
+        let batched = |i: i64| Delivery {
+            body: Arc::from(format!("{{\"n\":{i}}}").into_bytes()),
+            batch_max: 3,
+            ..delivery("inc-1", &format!("k{i}"), i)
+        };
+        // The first goes alone at once (nothing to wait for); the next three queue behind it
+        // and go as one batch of three (batch_max); the last alone.
+        d.dispatch(batched(0));
+        tokio::task::yield_now().await;
+        for i in 1..5 {
+            d.dispatch(batched(i));
+        }
+        let mut order = Vec::new();
+        for _ in 0..5 {
+            order.push(finished.recv().await.expect("finished").offset);
+        }
+        assert_eq!(order, [0, 1, 2, 3, 4], "lane order kept");
+        let calls = script.calls.lock().expect("calls").clone();
+        let keys: Vec<(&str, u32)> = calls.iter().map(|c| (c.0.as_str(), c.1)).collect();
+        assert_eq!(
+            keys,
+            [("k0", 1), ("k1+k2+k3", 1), ("k1+k2+k3", 2), ("k4", 1)],
+            "the failed batch is retried with the same notifications"
+        );
+        assert_eq!(
+            calls[0].2,
+            start + Duration::from_millis(20),
+            "no wait to fill a batch"
+        );
+        let bodies = script.bodies.lock().expect("bodies").clone();
+        assert_eq!(
+            &bodies[0][..],
+            b"{\"n\":0}",
+            "a single notification is its own body"
+        );
+        let batch: serde_json::Value = serde_json::from_slice(&bodies[1]).expect("batch JSON");
+        assert_eq!(batch["schema"], BATCH_SCHEMA);
+        assert_eq!(batch["count"], 3);
+        assert_eq!(
+            batch["notifications"],
+            serde_json::json!([{"n": 1}, {"n": 2}, {"n": 3}])
+        );
     }
 }

@@ -289,6 +289,7 @@ impl<T: Transport> Intake<T> {
                 body: Arc::from(body),
                 since,
                 origin: Arc::clone(origin),
+                batch_max: subscription.batch_max as usize,
             });
         }
     }

@@ -16,6 +16,7 @@ pub const RENOTIFY_PLANNED: &str = "helpgrid_notify_renotify_planned";
 pub const SUBSCRIPTIONS: &str = "helpgrid_notify_subscriptions";
 pub const SUBSCRIPTION_RECORDS_INVALID: &str = "helpgrid_notify_subscription_records_invalid_total";
 pub const UNFINISHED: &str = "helpgrid_notify_unfinished_work";
+pub const REQUEST_NOTIFICATIONS: &str = "helpgrid_notify_request_notifications";
 
 pub fn describe() {
     describe_counter!(EVENTS_IN, "Incident events read, by change");
@@ -50,6 +51,10 @@ pub fn describe() {
     describe_gauge!(
         QUEUED,
         "Notifications waiting or in flight, by subscription"
+    );
+    describe_histogram!(
+        REQUEST_NOTIFICATIONS,
+        "Notifications per webhook request (more than 1 only for subscriptions with batch_max), by subscription"
     );
     describe_gauge!(RENOTIFY_PLANNED, "Re-notifications waiting for their time");
     describe_gauge!(SUBSCRIPTIONS, "Subscriptions known");

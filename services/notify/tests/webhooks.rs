@@ -216,6 +216,125 @@ async fn a_receiver_down_for_a_while_gets_everything_after_in_order_per_incident
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_behind_a_slow_endpoint_arrives_batched_signed_once_each_and_in_order() {
+    let mut s = setup(vec![responder(
+        "w-1",
+        ResponderRole::GridWorker,
+        &["g1"],
+        None,
+    )])
+    .await;
+    // Down first, so the notifications queue behind the first request; one lane, so they
+    // all queue behind it.
+    let receiver = Receiver::start(Mode::Down).await;
+    let notify = Notify::start(
+        &s.args,
+        "batch",
+        &[
+            ("HELPGRID_NOTIFY_RETRY_ATTEMPTS", "20"),
+            ("HELPGRID_NOTIFY_LANES", "1"),
+        ],
+    )
+    .await;
+    let mut sub = subscription(
+        "sms-gateway",
+        &receiver.url,
+        &[NotifyTrigger::Opened, NotifyTrigger::Assigned],
+    );
+    sub.batch_max = 4;
+    notify.subscribe(sub).await;
+    let router = RunningRouter::start(&s.args, calm_policy());
+
+    let households: Vec<String> = (1..=5).map(|i| format!("h-{i}")).collect();
+    for household in &households {
+        s.publisher
+            .send(
+                &s.topics.help_events,
+                "g1",
+                &press(household, "g1", PressKind::Help),
+            )
+            .await;
+    }
+    let wanted =
+        |e: &IncidentEvent| matches!(e.change, Some(Change::Opened(_) | Change::Assigned(_)));
+    let events = s
+        .log
+        .wait_until("five incidents opened and assigned", |ev| {
+            ev.iter().filter(|e| wanted(e)).count() >= 10
+        })
+        .await;
+    let expected: Vec<String> = events.iter().filter(|e| wanted(e)).map(event_id).collect();
+    receiver
+        .wait_until("attempts while down", WAIT, |seen| seen.len() >= 2)
+        .await;
+    receiver.set_mode(Mode::Accept);
+    let seen = receiver
+        .wait_until("every notification", WAIT, |seen| {
+            seen.iter()
+                .filter(|r| r.accepted())
+                .map(|r| r.notifications().len())
+                .sum::<usize>()
+                >= expected.len()
+        })
+        .await;
+    let accepted: Vec<_> = seen.iter().filter(|r| r.accepted()).collect();
+    for r in &accepted {
+        assert!(
+            verify(SECRET.as_bytes(), &r.timestamp, &r.body, &r.signature),
+            "the signature covers the whole request"
+        );
+        let n = r.notifications().len();
+        assert!(n <= 4, "batch_max 4, got {n}");
+        if n > 1 {
+            assert_eq!(r.batch, n.to_string(), "x-helpgrid-batch names the count");
+            assert_eq!(r.event, "batch");
+            assert_eq!(r.key, "", "a batch has no request-wide idempotency key");
+            assert_eq!(r.json()["schema"], "helpgrid.notify.batch.v1");
+            assert_eq!(r.json()["count"], n);
+        }
+    }
+    assert!(
+        accepted.iter().any(|r| r.notifications().len() > 1),
+        "the backlog went in batches: {:?}",
+        accepted
+            .iter()
+            .map(|r| r.notifications().len())
+            .collect::<Vec<_>>()
+    );
+    // Every notification once, each incident's in the order of its events.
+    let received: Vec<serde_json::Value> =
+        accepted.iter().flat_map(|r| r.notifications()).collect();
+    let keys: Vec<String> = received
+        .iter()
+        .map(|n| n["idempotency_key"].as_str().expect("key").to_owned())
+        .collect();
+    let mut sorted = keys.clone();
+    sorted.sort_unstable();
+    let mut want = expected.clone();
+    want.sort_unstable();
+    assert_eq!(sorted, want, "each notification accepted exactly once");
+    let position: HashMap<String, usize> = events
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (event_id(e), i))
+        .collect();
+    for incident in events.iter().filter(|e| wanted(e)).map(incident_of) {
+        let order: Vec<usize> = received
+            .iter()
+            .filter(|n| n["incident"]["incident_id"] == incident.as_str())
+            .map(|n| position[n["idempotency_key"].as_str().expect("key")])
+            .collect();
+        assert!(
+            order.is_sorted(),
+            "incident {incident} out of order: {order:?}"
+        );
+        assert_eq!(order.len(), 2, "opened and assigned of {incident}");
+    }
+    router.stop().await;
+    notify.process.terminate(WAIT);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_permanently_failing_endpoint_is_dead_lettered_and_counted_while_another_keeps_receiving()
 {
     let mut s = setup(vec![responder(

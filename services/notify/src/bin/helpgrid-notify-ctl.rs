@@ -105,6 +105,10 @@ enum Command {
         /// Free text for the admins.
         #[arg(long, default_value = "")]
         description: String,
+        /// Most notifications per request (generic template; 1: one per request). notify
+        /// sends what queued behind the previous request, never waiting to fill a batch.
+        #[arg(long, default_value_t = 1)]
+        batch_max: u32,
     },
     /// Print every subscription (secrets are never shown).
     List,
@@ -144,6 +148,7 @@ async fn main() -> anyhow::Result<()> {
             roles,
             tracks,
             description,
+            batch_max,
         } => {
             let secret = std::fs::read_to_string(&secret_file)
                 .with_context(|| format!("cannot read {}", secret_file.display()))?;
@@ -188,6 +193,7 @@ async fn main() -> anyhow::Result<()> {
                 } as i32,
                 secret: secret.trim().to_owned(),
                 description,
+                batch_max,
                 ..Subscription::default()
             };
             let stored = client

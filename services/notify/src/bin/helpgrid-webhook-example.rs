@@ -1,6 +1,7 @@
 //! A webhook receiver to start from: checks the signature and the timestamp, recognises
 //! repeats by their idempotency key, and prints each new notification as one JSON line on
-//! stdout. Point a subscription at it, or try it by hand with curl (services/notify/README.md).
+//! stdout. A batched request (subscription `batch_max` > 1, header `x-helpgrid-batch`) is
+//! taken apart: each notification in it is checked for repeats and printed on its own. Point a subscription at it, or try it by hand with curl (services/notify/README.md).
 //!
 //!   helpgrid-webhook-example --listen 127.0.0.1:8099 --secret-file hook.secret
 
@@ -12,7 +13,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use clap::Parser;
 use helpgrid_notify::domain::signature::{
-    IDEMPOTENCY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, verify,
+    BATCH_HEADER, IDEMPOTENCY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, verify,
 };
 use std::collections::{HashSet, VecDeque};
 use std::io::Write;
@@ -103,25 +104,48 @@ async fn receive(
             );
         }
     }
-    let key = header(&headers, IDEMPOTENCY_HEADER)
-        .unwrap_or_default()
-        .to_owned();
-    {
-        let mut seen = r.seen.lock().unwrap_or_else(|e| e.into_inner());
-        if !seen.keys.insert(key.clone()) {
-            return (StatusCode::OK, "duplicate, already handled\n");
-        }
-        seen.order.push_back(key);
-        if seen.order.len() > REMEMBERED_KEYS
-            && let Some(old) = seen.order.pop_front()
-        {
-            seen.keys.remove(&old);
-        }
-    }
+    // (key, the notification as it came)
+    let notifications: Vec<(String, Vec<u8>)> = if header(&headers, BATCH_HEADER).is_some() {
+        let Ok(batch) = serde_json::from_slice::<serde_json::Value>(&body) else {
+            return (StatusCode::BAD_REQUEST, "batch body is not JSON\n");
+        };
+        let Some(items) = batch["notifications"].as_array() else {
+            return (StatusCode::BAD_REQUEST, "batch body has no notifications\n");
+        };
+        items
+            .iter()
+            .map(|n| {
+                let key = n["idempotency_key"].as_str().unwrap_or_default().to_owned();
+                (key, n.to_string().into_bytes())
+            })
+            .collect()
+    } else {
+        let key = header(&headers, IDEMPOTENCY_HEADER).unwrap_or_default();
+        vec![(key.to_owned(), body.to_vec())]
+    };
+    let mut new = 0;
     let mut out = std::io::stdout().lock();
-    let _ = out.write_all(&body);
-    let _ = out.write_all(b"\n");
+    for (key, notification) in notifications {
+        {
+            let mut seen = r.seen.lock().unwrap_or_else(|e| e.into_inner());
+            if !seen.keys.insert(key.clone()) {
+                continue;
+            }
+            seen.order.push_back(key);
+            if seen.order.len() > REMEMBERED_KEYS
+                && let Some(old) = seen.order.pop_front()
+            {
+                seen.keys.remove(&old);
+            }
+        }
+        new += 1;
+        let _ = out.write_all(&notification);
+        let _ = out.write_all(b"\n");
+    }
     let _ = out.flush();
+    if new == 0 {
+        return (StatusCode::OK, "duplicate, already handled\n");
+    }
     (StatusCode::OK, "ok\n")
 }
 

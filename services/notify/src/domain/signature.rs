@@ -9,6 +9,8 @@ pub const TIMESTAMP_HEADER: &str = "x-helpgrid-timestamp";
 pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
 pub const EVENT_HEADER: &str = "x-helpgrid-event";
 pub const ATTEMPT_HEADER: &str = "x-helpgrid-attempt";
+/// On a batched request only: how many notifications its body holds.
+pub const BATCH_HEADER: &str = "x-helpgrid-batch";
 
 const PREFIX: &str = "sha256=";
 

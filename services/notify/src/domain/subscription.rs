@@ -13,6 +13,9 @@ use std::collections::BTreeSet;
 pub const MIN_SECRET_BYTES: usize = 16;
 const MAX_ID_CHARS: usize = 64;
 const MAX_URL_CHARS: usize = 2048;
+/// Most notifications in one batched request: ~1 KiB each keeps a full batch far below
+/// any receiver's body limit.
+pub const MAX_BATCH: u32 = 500;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Template {
@@ -35,6 +38,8 @@ pub struct Subscription {
     pub secret: Vec<u8>,
     pub description: String,
     pub updated_at: Option<prost_types::Timestamp>,
+    /// Most notifications per request, at least 1 (see `pb::Subscription::batch_max`).
+    pub batch_max: u32,
 }
 
 /// Why a subscription was refused; the message tells the admin what to change.
@@ -56,6 +61,10 @@ pub enum InvalidSubscription {
     Secret,
     #[error("template is unspecified: choose WEBHOOK_TEMPLATE_GENERIC or an IM robot template")]
     Template,
+    #[error(
+        "batch_max {0} is not allowed: 0 or 1 (one notification per request), or up to {MAX_BATCH} with WEBHOOK_TEMPLATE_GENERIC (IM robots take one message per request)"
+    )]
+    Batch(u32),
 }
 
 pub fn valid_id(id: &str) -> bool {
@@ -161,6 +170,9 @@ impl Subscription {
         if sub.secret.len() < MIN_SECRET_BYTES {
             return Err(InvalidSubscription::Secret);
         }
+        if sub.batch_max > MAX_BATCH || (sub.batch_max > 1 && template != Template::Generic) {
+            return Err(InvalidSubscription::Batch(sub.batch_max));
+        }
         Ok(Self {
             id: sub.subscription_id.clone(),
             url: sub.url.clone(),
@@ -173,6 +185,7 @@ impl Subscription {
             secret: sub.secret.as_bytes().to_vec(),
             description: sub.description.clone(),
             updated_at: sub.updated_at,
+            batch_max: sub.batch_max.max(1),
         })
     }
 
@@ -204,6 +217,7 @@ impl Subscription {
             has_secret: !self.secret.is_empty(),
             description: self.description.clone(),
             updated_at: self.updated_at,
+            batch_max: self.batch_max,
         }
     }
 
@@ -255,7 +269,7 @@ pub(crate) mod tests {
         let good = subscription("sms-gw.1", &[NotifyTrigger::Assigned]);
         assert!(Subscription::from_pb(&good).is_ok());
         type Case = (fn(&mut pb::Subscription), InvalidSubscription);
-        let cases: [Case; 7] = [
+        let cases: [Case; 9] = [
             (
                 |s| s.subscription_id = "a b".into(),
                 InvalidSubscription::Id("a b".into()),
@@ -271,6 +285,14 @@ pub(crate) mod tests {
             (|s| s.triggers.clear(), InvalidSubscription::NoTrigger),
             (|s| s.template = 0, InvalidSubscription::Template),
             (|s| s.secret = "short".into(), InvalidSubscription::Secret),
+            (|s| s.batch_max = 501, InvalidSubscription::Batch(501)),
+            (
+                |s| {
+                    s.template = WebhookTemplate::WecomText as i32;
+                    s.batch_max = 2;
+                },
+                InvalidSubscription::Batch(2),
+            ),
             (
                 |s| s.roles = vec![99],
                 InvalidSubscription::UnknownValue {

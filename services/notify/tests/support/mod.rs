@@ -47,6 +47,8 @@ pub struct Received {
     pub key: String,
     pub attempt: String,
     pub event: String,
+    /// `x-helpgrid-batch`: empty for a single notification.
+    pub batch: String,
     pub body: Vec<u8>,
 }
 
@@ -57,6 +59,18 @@ impl Received {
 
     pub fn accepted(&self) -> bool {
         self.status == 200
+    }
+
+    /// The notifications the request carried: its body, or each of a batch's.
+    pub fn notifications(&self) -> Vec<serde_json::Value> {
+        let body = self.json();
+        if self.batch.is_empty() {
+            return vec![body];
+        }
+        body["notifications"]
+            .as_array()
+            .expect("a batch body has notifications")
+            .clone()
     }
 }
 
@@ -111,6 +125,7 @@ async fn receive(
         key: header(&headers, "idempotency-key"),
         attempt: header(&headers, "x-helpgrid-attempt"),
         event: header(&headers, "x-helpgrid-event"),
+        batch: header(&headers, "x-helpgrid-batch"),
         body: body.to_vec(),
     });
     status
