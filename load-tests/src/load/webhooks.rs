@@ -245,3 +245,39 @@ impl Webhooks {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Body;
+
+    fn read(body: &str) -> Vec<(Option<&str>, Option<&str>)> {
+        let parsed: Body<'_> = serde_json::from_str(body).expect("a body");
+        let items = if parsed.notifications.is_empty() {
+            vec![parsed]
+        } else {
+            parsed.notifications
+        };
+        items
+            .into_iter()
+            .map(|n| (n.occurred_at, n.idempotency_key))
+            .collect()
+    }
+
+    #[test]
+    fn the_receiver_reads_a_single_notification_and_each_of_a_batch() {
+        let one = r#"{"schema":"helpgrid.notify.v1","kind":"assigned","idempotency_key":"k1",
+            "occurred_at":"2026-11-30T07:00:00.120Z","incident":{"incident_id":"i","event_count":1}}"#;
+        assert_eq!(read(one), [(Some("2026-11-30T07:00:00.120Z"), Some("k1"))]);
+        let batch = format!(
+            r#"{{"schema":"helpgrid.notify.batch.v1","count":2,"notifications":[{one},{}]}}"#,
+            one.replace("k1", "k2").replace(".120Z", ".250Z")
+        );
+        assert_eq!(
+            read(&batch),
+            [
+                (Some("2026-11-30T07:00:00.120Z"), Some("k1")),
+                (Some("2026-11-30T07:00:00.250Z"), Some("k2"))
+            ]
+        );
+    }
+}
