@@ -85,6 +85,7 @@ async fn a_smoke_run_through_helpgrid_accounts_for_every_press_and_assigns_each_
         async move { status_stop.cancelled().await },
     ));
     let router_config = RouterConfig {
+        checkpoint: None,
         kafka: kafka.clone(),
         group_id: format!("{}router", kafka.topic_prefix),
         transactional_id: format!("{}router-1", kafka.topic_prefix),

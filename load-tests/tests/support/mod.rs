@@ -142,6 +142,7 @@ pub fn start_router(args: &KafkaArgs) -> Running {
 /// As `start_router`, reporting its readiness to `health`.
 pub fn start_router_with_health(args: &KafkaArgs, health: Health) -> Running {
     let router_config = RouterConfig {
+        checkpoint: None,
         kafka: args.clone(),
         group_id: format!("{}router", args.topic_prefix),
         transactional_id: format!("{}router-1", args.topic_prefix),

@@ -3,6 +3,7 @@
 //! - [`kafka`]: one builder for every Kafka client (typed settings, then librdkafka pass-through).
 //! - [`reader`]: follow a whole topic from the start (tables and logs).
 //! - [`table`]: read a compacted table once, keeping each key's last record (restores).
+//! - [`checkpoint`]: a local copy of one table partition as of a changelog position.
 //! - [`partition`]: which partition a grid's records belong to (Kafka's murmur2).
 //! - [`topics`]: the topic names and their idempotent creation at start-up.
 //! - [`telemetry`]: tracing and the Prometheus exporter.
@@ -12,6 +13,7 @@
 //! - [`shutdown`]: SIGINT/SIGTERM as a future.
 //! - [`cli`]: the checks every binary's command line passes (`--version`, help on every flag).
 
+pub mod checkpoint;
 pub mod cli;
 pub mod envelope;
 pub mod health;

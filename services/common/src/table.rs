@@ -12,7 +12,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -40,6 +40,8 @@ pub struct Table {
     pub bytes: u64,
     /// Records skipped for a missing or non-UTF-8 key (nothing HelpGrid writes).
     pub keyless: u64,
+    /// Records taken from local checkpoints ([`Table::seed`]), not read from Kafka.
+    pub seeded: u64,
 }
 
 impl Table {
@@ -71,6 +73,24 @@ impl Table {
         }
     }
 
+    /// Takes the records of a local checkpoint of `partition` (live keys as of `position`),
+    /// before the records read from `position` on are offered.
+    pub fn seed(&mut self, partition: i32, position: i64, records: Vec<(Arc<str>, Box<[u8]>)>) {
+        self.seeded += records.len() as u64;
+        self.last.reserve(records.len());
+        for (key, payload) in records {
+            self.last.insert(
+                key,
+                LastRecord {
+                    partition,
+                    // At or before this offset: it is in the checkpoint, not read.
+                    offset: position - 1,
+                    payload: Some(payload),
+                },
+            );
+        }
+    }
+
     /// Keys whose last record is not a tombstone.
     pub fn live(&self) -> usize {
         self.last.values().filter(|r| r.payload.is_some()).count()
@@ -87,66 +107,140 @@ pub fn read_table(
     partitions: Option<&[i32]>,
     timeout: Duration,
 ) -> Result<Table, KafkaError> {
-    let started = Instant::now();
-    let mut config = args.reader_config(client_id);
-    config
-        .set("max.partition.fetch.bytes", PARTITION_FETCH_BYTES)
-        .set("fetch.max.bytes", FETCH_BYTES);
-    let reader: BaseConsumer = config.create()?;
+    let reader = TableReader::new(args, client_id, topic)?;
     let partitions: Vec<i32> = match partitions {
         Some(p) => p.to_vec(),
-        None => reader
-            .fetch_metadata(Some(topic), Duration::from_secs(30))?
+        None => reader.partitions()?,
+    };
+    let mut starts = Vec::with_capacity(partitions.len());
+    for p in partitions {
+        let (low, high) = reader.watermarks(p)?;
+        starts.push(Start {
+            partition: p,
+            from: low,
+            end: high,
+        });
+    }
+    let mut table = Table::default();
+    reader.read_into(&mut table, &starts, timeout)?;
+    Ok(table)
+}
+
+/// Where a [`TableReader`] reads one partition: from `from` to the end, which was `end` when
+/// asked (a partition with `from >= end` is not read at all).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Start {
+    pub partition: i32,
+    pub from: i64,
+    pub end: i64,
+}
+
+/// A consumer that reads partitions of one table topic to their end, committed records only.
+/// The watermarks come first (a restore checks a local checkpoint against them before it
+/// picks where to start), then one [`TableReader::read_into`].
+pub struct TableReader {
+    reader: BaseConsumer,
+    topic: String,
+}
+
+impl TableReader {
+    pub fn new(args: &KafkaArgs, client_id: &str, topic: &str) -> Result<Self, KafkaError> {
+        let mut config = args.reader_config(client_id);
+        config
+            .set("max.partition.fetch.bytes", PARTITION_FETCH_BYTES)
+            .set("fetch.max.bytes", FETCH_BYTES);
+        Ok(Self {
+            reader: config.create()?,
+            topic: topic.to_owned(),
+        })
+    }
+
+    /// Every partition of the topic.
+    pub fn partitions(&self) -> Result<Vec<i32>, KafkaError> {
+        Ok(self
+            .reader
+            .fetch_metadata(Some(&self.topic), Duration::from_secs(30))?
             .topics()
             .first()
             .map(|t| t.partitions().iter().map(|p| p.id()).collect())
-            .unwrap_or_default(),
-    };
-    // Each partition starts at its first offset, asked for here: assigned at
-    // `Offset::Beginning` instead, librdkafka took about 500 ms to resolve it before the
-    // first fetch (measured: an empty table read in 550 ms that way, 90 ms this way). An
-    // empty partition is not read at all.
-    let mut tpl = TopicPartitionList::new();
-    let mut pending: HashSet<i32> = HashSet::new();
-    for p in &partitions {
-        let (low, high) = crate::reader::watermarks(&reader, topic, *p)?;
-        if high > low {
-            tpl.add_partition_offset(topic, *p, Offset::Offset(low))?;
-            pending.insert(*p);
-        }
+            .unwrap_or_default())
     }
-    reader.assign(&tpl)?;
-    let mut table = Table::default();
-    while !pending.is_empty() {
-        if started.elapsed() > timeout {
-            return Err(KafkaError::Canceled);
+
+    /// (first offset, end) of a partition, waiting for a just-created partition's leader.
+    pub fn watermarks(&self, partition: i32) -> Result<(i64, i64), KafkaError> {
+        crate::reader::watermarks(&self.reader, &self.topic, partition)
+    }
+
+    /// The Kafka cluster's id, to tell a local copy of this table from another cluster's.
+    pub fn cluster_id(&self) -> Option<String> {
+        self.reader
+            .client()
+            .fetch_cluster_id(Duration::from_secs(10))
+    }
+
+    /// Reads each partition from its start offset to its end, offering every record to
+    /// `table`. Returns, per partition, the position reached: the offset after the last
+    /// record read (or the start offset when none was), so every record before it is in the
+    /// table. Gives up with `KafkaError::Canceled` after `timeout`.
+    pub fn read_into(
+        self,
+        table: &mut Table,
+        starts: &[Start],
+        timeout: Duration,
+    ) -> Result<BTreeMap<i32, i64>, KafkaError> {
+        let started = Instant::now();
+        let topic = self.topic.as_str();
+        let mut reached: BTreeMap<i32, i64> =
+            starts.iter().map(|s| (s.partition, s.from)).collect();
+        // Each partition starts at an explicit offset: assigned at `Offset::Beginning`
+        // instead, librdkafka took about 500 ms to resolve it before the first fetch
+        // (measured: an empty table read in 550 ms that way, 90 ms this way). A partition
+        // with nothing after its start is not read at all.
+        let mut tpl = TopicPartitionList::new();
+        let mut pending: HashSet<i32> = HashSet::new();
+        for s in starts.iter().filter(|s| s.end > s.from) {
+            tpl.add_partition_offset(topic, s.partition, Offset::Offset(s.from))?;
+            pending.insert(s.partition);
         }
-        match reader.poll(Duration::from_millis(100)) {
-            None => {}
-            Some(Err(KafkaError::PartitionEOF(p))) => {
-                pending.remove(&p);
+        let keyless_before = table.keyless;
+        if !pending.is_empty() {
+            self.reader.assign(&tpl)?;
+        }
+        while !pending.is_empty() {
+            if started.elapsed() > timeout {
+                return Err(KafkaError::Canceled);
             }
-            Some(Err(error)) => {
-                if let Some((code, reason)) = reader.client().fatal_error() {
-                    tracing::error!(%error, ?code, reason, topic, "reading table failed fatally");
-                    return Err(error);
+            match self.reader.poll(Duration::from_millis(100)) {
+                None => {}
+                Some(Err(KafkaError::PartitionEOF(p))) => {
+                    pending.remove(&p);
                 }
-                tracing::warn!(%error, topic, "reading table; retrying");
+                Some(Err(error)) => {
+                    if let Some((code, reason)) = self.reader.client().fatal_error() {
+                        tracing::error!(%error, ?code, reason, topic, "reading table failed fatally");
+                        return Err(error);
+                    }
+                    tracing::warn!(%error, topic, "reading table; retrying");
+                }
+                Some(Ok(m)) => {
+                    reached.insert(m.partition(), m.offset() + 1);
+                    table.offer(m.key(), m.partition(), m.offset(), m.payload());
+                }
             }
-            Some(Ok(m)) => table.offer(m.key(), m.partition(), m.offset(), m.payload()),
         }
+        // Closing a consumer takes ~100 ms (it leaves its group handler): not on the
+        // caller's time.
+        let reader = self.reader;
+        std::thread::spawn(move || drop(reader));
+        if table.keyless > keyless_before {
+            tracing::error!(
+                topic,
+                records = table.keyless - keyless_before,
+                "table records without a UTF-8 key skipped"
+            );
+        }
+        Ok(reached)
     }
-    // Closing a consumer takes ~100 ms (it leaves its group handler): not on the caller's
-    // time.
-    std::thread::spawn(move || drop(reader));
-    if table.keyless > 0 {
-        tracing::error!(
-            topic,
-            records = table.keyless,
-            "table records without a UTF-8 key skipped"
-        );
-    }
-    Ok(table)
 }
 
 #[cfg(test)]

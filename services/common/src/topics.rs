@@ -504,6 +504,36 @@ fn planned_compacted_setting(name: &str) -> &'static str {
     }
 }
 
+/// One setting of an existing topic as the broker reports it (None: not reported). The
+/// router's local checkpoints take their age limit from incident-state's
+/// `delete.retention.ms`.
+pub async fn topic_setting(
+    args: &KafkaArgs,
+    topic: &str,
+    name: &str,
+) -> Result<Option<String>, TopicError> {
+    let admin: AdminClient<DefaultClientContext> = args
+        .admin_config("helpgrid-admin")
+        .create()
+        .map_err(|source| TopicError::Describe {
+            topic: topic.to_owned(),
+            source,
+        })?;
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let described = admin
+        .describe_configs(&[ResourceSpecifier::Topic(topic)], &options)
+        .await
+        .map_err(|source| TopicError::Describe {
+            topic: topic.to_owned(),
+            source,
+        })?;
+    let mut found = Vec::new();
+    for resource in described {
+        found.extend(found_settings(topic, resource)?);
+    }
+    Ok(setting(&found, name).map(str::to_owned))
+}
+
 /// Whether `topic` exists (its metadata names partitions), as far as this user may see.
 fn topic_exists(
     admin: &AdminClient<DefaultClientContext>,

@@ -3,6 +3,8 @@
 use crate::domain::Policy;
 use helpgrid_common::kafka::KafkaArgs;
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
 
 #[derive(Debug, Clone, clap::Parser)]
 #[command(
@@ -30,6 +32,25 @@ pub struct RouterArgs {
     /// on this address.
     #[arg(long, env = "HELPGRID_ROUTER_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
+    /// Folder for local checkpoints of the incident-state partitions this instance owns; the
+    /// instance uses `<state dir>/<transactional id>/`. A restart reads its checkpoints and
+    /// only the changelog written after them. Empty: no checkpoints (restores read
+    /// incident-state from its start). Give each instance a persistent folder of its own
+    /// (a StatefulSet volume); losing it only makes the next restore slower.
+    #[arg(
+        long,
+        env = "HELPGRID_ROUTER_STATE_DIR",
+        default_value = ".helpgrid/state"
+    )]
+    pub state_dir: String,
+    /// Least seconds between two checkpoints of a changed partition (one is also written
+    /// right after a restore and at a clean shutdown).
+    #[arg(
+        long,
+        env = "HELPGRID_ROUTER_CHECKPOINT_INTERVAL_S",
+        default_value_t = 30.0
+    )]
+    pub checkpoint_interval_s: f64,
     /// Most input records handled in one Kafka transaction.
     #[arg(long, env = "HELPGRID_ROUTER_BATCH_MAX", default_value_t = 500)]
     pub batch_max: usize,
@@ -92,6 +113,45 @@ pub struct RouterConfig {
     pub transactional_id: String,
     pub batch_max: usize,
     pub policy: Policy,
+    /// Local checkpoints of incident-state; None: restores read incident-state from its start.
+    pub checkpoint: Option<CheckpointConfig>,
+}
+
+/// Where and how often the router checkpoints its incident-state partitions locally.
+#[derive(Debug, Clone)]
+pub struct CheckpointConfig {
+    /// This instance's own folder (`<state dir>/<transactional id>`).
+    pub dir: PathBuf,
+    /// Least time between two periodic checkpoints of a changed partition.
+    pub interval: Duration,
+    /// Oldest a checkpoint may be when records follow it: half of incident-state's
+    /// `delete.retention.ms`, after which the log cleaner may have removed a tombstone
+    /// written after it. Set from the topic at start-up.
+    pub max_age: Duration,
+}
+
+impl CheckpointConfig {
+    /// Checkpoints of the instance `transactional_id` under `state_dir`, written at most every
+    /// `interval`; the maximum age starts at the planned `delete.retention.ms` / 2.
+    pub fn new(state_dir: &std::path::Path, transactional_id: &str, interval: Duration) -> Self {
+        // The id names the deployment (topic prefix) and the instance; only characters that
+        // are safe in a file name are kept.
+        let folder: String = transactional_id
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        Self {
+            dir: state_dir.join(folder),
+            interval,
+            max_age: Duration::from_secs(30 * 60),
+        }
+    }
 }
 
 impl RouterArgs {
@@ -111,12 +171,20 @@ impl RouterArgs {
             .group_id
             .clone()
             .unwrap_or_else(|| format!("{prefix}router"));
+        let checkpoint = (!self.state_dir.is_empty()).then(|| {
+            CheckpointConfig::new(
+                std::path::Path::new(&self.state_dir),
+                &transactional_id,
+                Duration::from_secs_f64(self.checkpoint_interval_s.max(0.0)),
+            )
+        });
         RouterConfig {
             kafka: self.kafka,
             group_id,
             transactional_id,
             batch_max: self.batch_max.max(1),
             policy: self.policy.to_policy(),
+            checkpoint,
         }
     }
 }
@@ -141,6 +209,19 @@ mod tests {
         RouterArgs::try_parse_from(all)
             .map(RouterArgs::into_config)
             .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn each_instance_checkpoints_in_its_own_folder_and_an_empty_state_dir_turns_it_off() {
+        let a = config(&["--topic-prefix", "city-a.", "--instance-id", "r/0"]);
+        let b = config(&["--topic-prefix", "city-b.", "--instance-id", "r/0"]);
+        let dir = |c: &RouterConfig| c.checkpoint.as_ref().map(|k| k.dir.clone());
+        assert_eq!(
+            dir(&a),
+            Some(PathBuf::from(".helpgrid/state/city-a.router-r_0"))
+        );
+        assert_ne!(dir(&a), dir(&b));
+        assert!(config(&["--state-dir", ""]).checkpoint.is_none());
     }
 
     #[test]

@@ -20,7 +20,7 @@ pub mod telemetry;
 use config::RouterConfig;
 use domain::Roster;
 use helpgrid_common::health::{Health, Readiness};
-use helpgrid_common::topics::{Topics, ensure_topics};
+use helpgrid_common::topics::{Topics, ensure_topics, topic_setting};
 use std::future::Future;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -34,6 +34,28 @@ const RESTART_BACKOFF: Duration = Duration::from_secs(1);
 /// would keep both from working.
 const FENCED_LIMIT: u32 = 3;
 const FENCED_WINDOW: Duration = Duration::from_secs(120);
+
+/// Sets the age limit of local checkpoints from incident-state's `delete.retention.ms` (see
+/// [`config::CheckpointConfig::max_age`]); without it, checkpoints are off.
+async fn with_checkpoint_age(mut config: RouterConfig, topics: &Topics) -> RouterConfig {
+    if config.checkpoint.is_none() {
+        return config;
+    }
+    let retention = topic_setting(&config.kafka, &topics.incident_state, "delete.retention.ms")
+        .await
+        .map(|v| v.and_then(|v| v.parse::<u64>().ok()));
+    match (retention, config.checkpoint.as_mut()) {
+        (Ok(Some(ms)), Some(c)) => {
+            c.max_age = Duration::from_millis(ms / 2);
+            tracing::info!(dir = %c.dir.display(), max_age_s = c.max_age.as_secs(), interval_s = c.interval.as_secs_f64(), "local checkpoints on");
+        }
+        (found, _) => {
+            tracing::warn!(?found, topic = %topics.incident_state, "delete.retention.ms of incident-state unknown: local checkpoints off");
+            config.checkpoint = None;
+        }
+    }
+    config
+}
 
 /// Runs the router until `shutdown` resolves. Creates missing topics, loads the roster,
 /// then routes. The open transaction (if any) is finished before it returns.
@@ -55,6 +77,7 @@ pub async fn run_with_health(
     let topics = Topics::with_prefix(&config.kafka.topic_prefix);
     let partitions = ensure_topics(&config.kafka, &topics).await?;
     tracing::info!(partitions, prefix = %config.kafka.topic_prefix, "topics ready");
+    let config = with_checkpoint_age(config, &topics).await;
 
     let cancel = CancellationToken::new();
     let _stop_feeds = cancel.clone().drop_guard();

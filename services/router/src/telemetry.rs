@@ -37,10 +37,33 @@ pub const REBALANCES: &str = "helpgrid_router_rebalances_total";
 pub const RESTORED_EVENTS: &str = "helpgrid_router_restored_events_total";
 pub const RESTORED_BYTES: &str = "helpgrid_router_restored_bytes_total";
 pub const RESTORE_SECONDS: &str = "helpgrid_router_restore_seconds";
+pub const RESTORED_FROM_CHECKPOINT: &str = "helpgrid_router_restored_from_checkpoint_total";
+pub const CHECKPOINTS_REFUSED: &str = "helpgrid_router_checkpoints_refused_total";
+pub const CHECKPOINTS_WRITTEN: &str = "helpgrid_router_checkpoints_written_total";
+pub const CHECKPOINT_BYTES: &str = "helpgrid_router_checkpoint_bytes_total";
+pub const CHECKPOINT_SECONDS: &str = "helpgrid_router_checkpoint_seconds";
 pub const CONSUMER_LAG: &str = "helpgrid_router_consumer_lag";
 pub const PIPELINE_RESTARTS: &str = "helpgrid_router_pipeline_restarts_total";
 
 pub fn describe() {
+    describe_counter!(
+        RESTORED_FROM_CHECKPOINT,
+        "incident-state records a restore took from local checkpoints instead of Kafka"
+    );
+    describe_counter!(
+        CHECKPOINTS_REFUSED,
+        "Local checkpoints not used by a restore, by reason (stale, corrupt, other_identity, out_of_range, io)"
+    );
+    describe_counter!(
+        CHECKPOINTS_WRITTEN,
+        "Partition checkpoints written to the state folder, by result"
+    );
+    describe_counter!(CHECKPOINT_BYTES, "Bytes of partition checkpoints written");
+    describe_histogram!(
+        CHECKPOINT_SECONDS,
+        metrics::Unit::Seconds,
+        "Time to write one round of partition checkpoints (encode, write, fsync, rename)"
+    );
     describe_counter!(RECORDS_IN, "Records consumed, by topic");
     describe_counter!(
         HELP_EVENTS,

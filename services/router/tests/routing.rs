@@ -30,6 +30,7 @@ struct RunningRouter {
 impl RunningRouter {
     fn start(args: &KafkaArgs, policy: Policy, transactional_id: &str) -> Self {
         let config = RouterConfig {
+            checkpoint: None,
             kafka: args.clone(),
             group_id: format!("{}router", args.topic_prefix),
             transactional_id: transactional_id.to_owned(),

@@ -97,6 +97,7 @@ async fn an_incident_state_topic_that_deletes_by_age_stops_the_router_with_the_f
         other => panic!("expected a refusal, got {other:?}"),
     }
     let config = RouterConfig {
+        checkpoint: None,
         kafka: args.clone(),
         group_id: format!("{}router", args.topic_prefix),
         transactional_id: format!("{}router-1", args.topic_prefix),

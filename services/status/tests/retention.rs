@@ -40,6 +40,7 @@ fn start_router(
     tokio::task::JoinHandle<anyhow::Result<()>>,
 ) {
     let config = RouterConfig {
+        checkpoint: None,
         kafka: args.clone(),
         group_id: format!("{}router", args.topic_prefix),
         transactional_id: format!("{}router-1", args.topic_prefix),

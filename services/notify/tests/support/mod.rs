@@ -199,6 +199,7 @@ pub struct RunningRouter {
 impl RunningRouter {
     pub fn start(args: &KafkaArgs, policy: Policy) -> Self {
         let config = RouterConfig {
+            checkpoint: None,
             kafka: args.clone(),
             group_id: format!("{}router", args.topic_prefix),
             transactional_id: format!("{}router-1", args.topic_prefix),

@@ -364,6 +364,14 @@ impl Desk {
             .map(|t| (t.partition, &*t.record))
     }
 
+    /// Every incident in memory as (id, partition, stored snapshot): what incident-state
+    /// holds for this desk's partitions, the content of a local checkpoint.
+    pub fn records(&self) -> impl Iterator<Item = (&str, i32, &[u8])> {
+        self.incidents
+            .iter()
+            .map(|(id, t)| (&**id, t.partition, &*t.record))
+    }
+
     /// Incidents in memory (open, and closed within the retention time).
     pub fn len(&self) -> usize {
         self.incidents.len()

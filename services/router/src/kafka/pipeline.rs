@@ -12,6 +12,7 @@
 //! transaction call that librdkafka never returns from ([`super::stuck_call`]): the pipeline
 //! never waits on Kafka longer than a call's timeout plus a few seconds.
 
+use super::checkpoint::StateWrites;
 use super::dead_letter::{DeadLetter, dead_letter};
 use super::rebalance::{Ownership, RouterContext};
 use super::stuck_call::{StuckCall, bounded};
@@ -145,6 +146,9 @@ struct Forward {
 /// Header naming where a forwarded help event first arrived (`topic/partition/offset`).
 pub const HEADER_FORWARDED_FROM: &str = "helpgrid.forwarded.from";
 
+/// The transactional producer; its context tells which incident-state offsets were written.
+type RouterProducer = BaseProducer<StateWrites>;
+
 /// Runs until `cancel` fires (Ok) or a Kafka error ends this pipeline (Err). `partitions`:
 /// the partition count of the grid-keyed topics.
 pub fn run_pipeline(
@@ -160,19 +164,22 @@ pub fn run_pipeline(
         config.kafka.clone(),
         topics.clone(),
         health.clone(),
+        config.checkpoint.clone(),
     );
     // Shared with the thread of a transaction call (see `stuck_call`), which keeps it alive
     // if librdkafka never returns.
-    let producer: Arc<BaseProducer> = Arc::new(
+    let producer: Arc<RouterProducer> = Arc::new(
         config
             .kafka
             .transactional_producer_config("helpgrid-router", &config.transactional_id)
-            .create()
+            .create_with_context(StateWrites::new(&topics.incident_state))
             .map_err(PipelineError::Client)?,
     );
+    let init_started = Instant::now();
     producer
         .init_transactions(TXN_TIMEOUT)
         .map_err(txn("init"))?;
+    let init_ms = init_started.elapsed().as_millis() as u64;
     let mut consumer_config = config
         .kafka
         .group_consumer_config("helpgrid-router", &config.group_id);
@@ -189,7 +196,7 @@ pub fn run_pipeline(
     consumer
         .subscribe(&[&topics.help_events, &topics.incident_commands])
         .map_err(PipelineError::Client)?;
-    tracing::info!(group = %config.group_id, transactional_id = %config.transactional_id, "router pipeline started");
+    tracing::info!(group = %config.group_id, transactional_id = %config.transactional_id, init_ms, "router pipeline started");
     let counters = telemetry::PipelineCounters::new(topics);
 
     while !cancel.is_cancelled() {
@@ -241,15 +248,21 @@ pub fn run_pipeline(
             && output.tombstones.is_empty()
             && output.offsets.is_empty()
         {
+            // Nothing decided: the desk equals the committed changelog.
+            ownership.checkpoint(false);
             continue;
         }
         drop(batch);
         commit(&producer, &consumer, topics, &output, batch_len)?;
+        ownership.committed(producer.context().take());
+        ownership.checkpoint(false);
         for o in &output.events {
             counters.record_incident_event(&o.event, now);
         }
     }
     tracing::info!("router pipeline stopping");
+    // The last turn committed (or decided nothing): the desk is the committed changelog.
+    ownership.checkpoint(true);
     Ok(())
 }
 
@@ -422,7 +435,7 @@ fn latest_snapshots(desk: &Desk, events: &[Output]) -> Vec<Snapshot> {
 }
 
 fn send(
-    producer: &BaseProducer,
+    producer: &RouterProducer,
     mut record: BaseRecord<'_, [u8], [u8]>,
 ) -> Result<(), PipelineError> {
     loop {
@@ -444,7 +457,7 @@ fn send(
 /// and a `BaseProducer` only serves them when polled: left alone, librdkafka notices on a
 /// timed wake-up about 100 ms later, which made every transaction cost ~100 ms (measured in
 /// docs/performance.md). A failed delivery still fails the commit that follows.
-fn await_deliveries(producer: &BaseProducer) -> Result<(), PipelineError> {
+fn await_deliveries(producer: &RouterProducer) -> Result<(), PipelineError> {
     let started = Instant::now();
     loop {
         // A zero-timeout poll serves what is there. (`poll` with a 1 ms timeout spins for the
@@ -463,7 +476,7 @@ fn await_deliveries(producer: &BaseProducer) -> Result<(), PipelineError> {
 }
 
 fn commit(
-    producer: &Arc<BaseProducer>,
+    producer: &Arc<RouterProducer>,
     consumer: &BaseConsumer<RouterContext>,
     topics: &Topics,
     output: &BatchOutput,
@@ -504,7 +517,7 @@ fn commit(
 }
 
 fn produce_in_transaction(
-    producer: &Arc<BaseProducer>,
+    producer: &Arc<RouterProducer>,
     consumer: &BaseConsumer<RouterContext>,
     topics: &Topics,
     output: &BatchOutput,

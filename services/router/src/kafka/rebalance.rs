@@ -6,11 +6,12 @@
 //! exactly the decisions whose inputs are marked consumed. Restore work follows what is open,
 //! not the length of the incident-events history.
 
+use super::checkpoint::Checkpoints;
 use crate::domain::Desk;
 use crate::telemetry;
 use helpgrid_common::health::{Health, Readiness};
 use helpgrid_common::kafka::KafkaArgs;
-use helpgrid_common::table::read_table;
+use helpgrid_common::table::{Start, Table, TableReader};
 use helpgrid_common::telemetry::process_cpu_seconds;
 use helpgrid_common::time::now_millis;
 use helpgrid_common::topics::Topics;
@@ -18,7 +19,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, TopicPartitionList};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -41,6 +42,8 @@ pub struct Ownership {
     kafka: KafkaArgs,
     topics: Topics,
     health: Health,
+    /// Local checkpoints of the owned partitions; None: restores read incident-state whole.
+    checkpoints: Option<Checkpoints>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -48,7 +51,15 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Ownership {
-    pub fn new(desk: Desk, kafka: KafkaArgs, topics: Topics, health: Health) -> Arc<Self> {
+    pub fn new(
+        desk: Desk,
+        kafka: KafkaArgs,
+        topics: Topics,
+        health: Health,
+        checkpoints: Option<crate::config::CheckpointConfig>,
+    ) -> Arc<Self> {
+        let checkpoints =
+            checkpoints.map(|c| Checkpoints::new(c, &kafka.topic_prefix, &topics.incident_state));
         Arc::new(Self {
             desk: Mutex::new(desk),
             owned: Mutex::new(BTreeSet::new()),
@@ -58,7 +69,25 @@ impl Ownership {
             kafka,
             topics,
             health,
+            checkpoints,
         })
+    }
+
+    /// A transaction committed: the offsets of its last incident-state record per partition
+    /// (see [`super::checkpoint::StateWrites`]).
+    pub fn committed(&self, last_state_offsets: BTreeMap<i32, i64>) {
+        if let Some(c) = &self.checkpoints {
+            c.committed(last_state_offsets);
+        }
+    }
+
+    /// Writes the local checkpoints that are due. Call only where the desk equals the
+    /// committed changelog: after a commit, or on a turn that decided nothing. `wait`: at
+    /// shutdown, every changed partition, on disk before this returns.
+    pub fn checkpoint(&self, wait: bool) {
+        if let Some(c) = &self.checkpoints {
+            c.write_due(&self.desk(), wait);
+        }
     }
 
     /// Whether a restore ran since the last call (the batch polled with it is not "caught up").
@@ -93,22 +122,51 @@ impl Ownership {
     }
 
     /// Rebuilds the desk for `partitions` from incident-state, in two passes: the table read
-    /// keeps each incident's last record as read (see [`read_table`]), then each surviving
-    /// snapshot is decoded once and its bytes handed to the desk, which keeps them as they are.
-    fn restore(&self, partitions: &BTreeSet<i32>) -> Result<RestoreFigures, KafkaError> {
+    /// keeps each incident's last record as read (see [`helpgrid_common::table`]), starting
+    /// from a partition's local checkpoint where one is usable, then each surviving snapshot
+    /// is decoded once and its bytes handed to the desk, which keeps them as they are.
+    pub fn restore(&self, partitions: &BTreeSet<i32>) -> Result<RestoreFigures, KafkaError> {
         let started = Instant::now();
         let cpu_started = process_cpu_seconds();
-        let partitions: Vec<i32> = partitions.iter().copied().collect();
-        let table = read_table(
+        let reader = TableReader::new(
             &self.kafka,
             "helpgrid-router-restore",
             &self.topics.incident_state,
-            Some(&partitions),
-            RESTORE_TIMEOUT,
         )?;
+        if let Some(c) = &self.checkpoints {
+            c.learn_identity(&reader);
+        }
+        let mut table = Table::default();
+        let mut starts = Vec::with_capacity(partitions.len());
+        let mut checkpointed: BTreeMap<i32, i64> = BTreeMap::new();
+        for p in partitions {
+            let (low, high) = reader.watermarks(*p)?;
+            let from = self
+                .checkpoints
+                .as_ref()
+                .and_then(|c| c.seed(&mut table, *p, (low, high)));
+            if let Some(position) = from {
+                checkpointed.insert(*p, position);
+            }
+            starts.push(Start {
+                partition: *p,
+                from: from.unwrap_or(low),
+                end: high,
+            });
+        }
+        let prepared_ms = started.elapsed().as_millis() as u64;
+        let reached = reader.read_into(&mut table, &starts, RESTORE_TIMEOUT)?;
+        if let Some(c) = &self.checkpoints {
+            for (p, position) in &reached {
+                c.restored(*p, *position, checkpointed.get(p) == Some(position));
+            }
+        }
         let mut figures = RestoreFigures {
             records: table.records,
             bytes: table.bytes,
+            checkpointed_partitions: checkpointed.len(),
+            checkpointed_records: table.seeded,
+            prepared_ms,
             ..RestoreFigures::default()
         };
         let now = now_millis();
@@ -140,18 +198,24 @@ impl Ownership {
     }
 }
 
-/// What one restore read and what it cost, for the log and the restore benchmark.
+/// What one restore read and what it cost, for the log, the tests and the restore benchmark.
 #[derive(Debug, Default)]
-struct RestoreFigures {
-    /// incident-state records read (snapshots and tombstones, superseded ones included).
-    records: u64,
+pub struct RestoreFigures {
+    /// incident-state records read from Kafka (snapshots and tombstones, superseded ones
+    /// included).
+    pub records: u64,
     /// Bytes of their values.
-    bytes: u64,
+    pub bytes: u64,
     /// Snapshots handed to the desk: one per incident not tombstoned.
-    snapshots: u64,
-    seconds: f64,
+    pub snapshots: u64,
+    /// Partitions that started from a local checkpoint, and the records taken from them.
+    pub checkpointed_partitions: usize,
+    pub checkpointed_records: u64,
+    /// Time to create the reader, ask the watermarks and load the checkpoints.
+    pub prepared_ms: u64,
+    pub seconds: f64,
     /// CPU time of the whole process meanwhile (librdkafka's threads included).
-    cpu_seconds: f64,
+    pub cpu_seconds: f64,
 }
 
 /// The consumer context of the pipeline: rebalance callbacks and librdkafka statistics.
@@ -194,6 +258,9 @@ impl ConsumerContext for RouterContext {
                 desk.drop_partition(*p);
             }
             lock(&own.owned).retain(|p| !revoked.contains(p));
+            if let Some(c) = &own.checkpoints {
+                c.revoked(revoked.iter().copied());
+            }
             tracing::info!(partitions = ?revoked, "partitions revoked");
         }
     }
@@ -226,6 +293,9 @@ impl ConsumerContext for RouterContext {
                     records = figures.records,
                     bytes = figures.bytes,
                     snapshots = figures.snapshots,
+                    checkpointed_partitions = figures.checkpointed_partitions,
+                    checkpointed_records = figures.checkpointed_records,
+                    prepared_ms = figures.prepared_ms,
                     restore_ms = (figures.seconds * 1000.0) as u64,
                     restore_cpu_ms = (figures.cpu_seconds * 1000.0) as u64,
                     stable_ms,

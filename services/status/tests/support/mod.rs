@@ -506,6 +506,7 @@ pub fn start_router(
     tokio::task::JoinHandle<anyhow::Result<()>>,
 ) {
     let config = helpgrid_router::config::RouterConfig {
+        checkpoint: None,
         kafka: args.clone(),
         group_id: format!("{}router", args.topic_prefix),
         transactional_id: format!("{}router-1", args.topic_prefix),

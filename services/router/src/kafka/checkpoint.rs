@@ -1,0 +1,290 @@
+//! Local checkpoints of the incident-state partitions this instance owns, so a restart
+//! restores from a file plus the changelog written after it instead of the whole changelog.
+//!
+//! A checkpoint of partition p is the desk's incidents of p (their snapshot bytes are exactly
+//! the incident-state records) and the changelog position they reflect: the offset after the
+//! last incident-state record of p this instance wrote in a COMMITTED transaction (from the
+//! producer's delivery reports), or the position its restore reached. It is taken only where
+//! the desk equals the committed changelog: right after a commit, or on an idle turn with
+//! nothing decided. A restore that finds a checkpoint checks it (see
+//! [`helpgrid_common::checkpoint`]) and reads the changelog from its position on; any doubt
+//! means a full read of the partition, as without a checkpoint.
+
+use crate::config::CheckpointConfig;
+use crate::domain::Desk;
+use crate::telemetry;
+use helpgrid_common::checkpoint::{self, Identity, Refused};
+use helpgrid_common::table::{Table, TableReader};
+use helpgrid_common::time::now_millis;
+use rdkafka::ClientContext;
+use rdkafka::message::Message;
+use rdkafka::producer::{DeliveryResult, ProducerContext};
+use std::collections::BTreeMap;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The router producer's context: remembers the offset of the last incident-state record
+/// delivered per partition, which the pipeline hands to [`Checkpoints::committed`] once the
+/// transaction holding them has committed.
+pub struct StateWrites {
+    topic: String,
+    last_offsets: Mutex<BTreeMap<i32, i64>>,
+}
+
+impl StateWrites {
+    pub fn new(incident_state_topic: &str) -> Self {
+        Self {
+            topic: incident_state_topic.to_owned(),
+            last_offsets: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// The last delivered offset per partition since the previous call.
+    pub fn take(&self) -> BTreeMap<i32, i64> {
+        std::mem::take(&mut *lock(&self.last_offsets))
+    }
+}
+
+impl ClientContext for StateWrites {}
+
+impl ProducerContext for StateWrites {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Ok(m) = result
+            && m.topic() == self.topic
+        {
+            let mut last = lock(&self.last_offsets);
+            let slot = last.entry(m.partition()).or_insert(m.offset());
+            *slot = (*slot).max(m.offset());
+        }
+    }
+}
+
+/// What the desk of one owned partition reflects, and what its checkpoint holds.
+#[derive(Debug, Clone, Copy)]
+struct Covered {
+    /// Every incident-state record of the partition before this offset is in the desk.
+    reflected: i64,
+    /// Position of the last checkpoint written since the partition was restored.
+    checkpointed: Option<i64>,
+}
+
+/// The checkpoints of one router pipeline.
+pub struct Checkpoints {
+    config: CheckpointConfig,
+    topic_prefix: String,
+    topic: String,
+    /// Known once the cluster id has been asked (at the first restore); no checkpoint is
+    /// read or written before, nor when the cluster does not tell its id.
+    identity: Mutex<Option<Identity>>,
+    partitions: Mutex<BTreeMap<i32, Covered>>,
+    last_round: Mutex<Instant>,
+    /// The round of writes in flight: one at a time.
+    writer: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Checkpoints {
+    pub fn new(config: CheckpointConfig, topic_prefix: &str, topic: &str) -> Self {
+        Self {
+            config,
+            topic_prefix: topic_prefix.to_owned(),
+            topic: topic.to_owned(),
+            identity: Mutex::new(None),
+            partitions: Mutex::new(BTreeMap::new()),
+            last_round: Mutex::new(Instant::now()),
+            writer: Mutex::new(None),
+        }
+    }
+
+    /// Asks the cluster's id through `reader` once.
+    pub fn learn_identity(&self, reader: &TableReader) {
+        let mut identity = lock(&self.identity);
+        if identity.is_some() {
+            return;
+        }
+        match reader.cluster_id() {
+            Some(cluster_id) => {
+                *identity = Some(Identity {
+                    topic_prefix: self.topic_prefix.clone(),
+                    cluster_id,
+                    topic: self.topic.clone(),
+                });
+            }
+            None => tracing::warn!(
+                "the Kafka cluster did not tell its id: no local checkpoints this time"
+            ),
+        }
+    }
+
+    /// Seeds `table` with `partition`'s checkpoint when it is usable for the partition's
+    /// committed offsets `range` now; returns the position to read the changelog from.
+    pub fn seed(&self, table: &mut Table, partition: i32, range: (i64, i64)) -> Option<i64> {
+        let identity = lock(&self.identity).clone()?;
+        let max_age_ms = self.config.max_age.as_millis() as i64;
+        let found = checkpoint::read(&self.config.dir, &identity, partition).and_then(|c| {
+            checkpoint::usable(c.position, c.taken_at_ms, range, now_millis(), max_age_ms)
+                .map(|()| c)
+        });
+        match found {
+            Ok(c) => {
+                metrics::counter!(telemetry::RESTORED_FROM_CHECKPOINT)
+                    .increment(c.records.len() as u64);
+                table.seed(partition, c.position, c.records);
+                Some(c.position)
+            }
+            Err(Refused::Missing) => None,
+            Err(reason) => {
+                let kind = match reason {
+                    Refused::Missing => "missing",
+                    Refused::Io(_) => "io",
+                    Refused::Corrupt(_) => "corrupt",
+                    Refused::OtherIdentity { .. } | Refused::OtherPartition { .. } => {
+                        "other_identity"
+                    }
+                    Refused::OutOfRange { .. } => "out_of_range",
+                    Refused::Stale { .. } => "stale",
+                };
+                metrics::counter!(telemetry::CHECKPOINTS_REFUSED, "reason" => kind).increment(1);
+                tracing::warn!(partition, %reason, dir = %self.config.dir.display(), "local checkpoint not used; restoring the partition from incident-state");
+                // Not read again: the next checkpoint replaces it.
+                checkpoint::remove(&self.config.dir, partition);
+                None
+            }
+        }
+    }
+
+    /// A restore of `partition` reached `position`; `from_checkpoint`: it started at a
+    /// checkpoint taken there (and read nothing after it), which is then still current.
+    pub fn restored(&self, partition: i32, position: i64, unchanged_checkpoint: bool) {
+        lock(&self.partitions).insert(
+            partition,
+            Covered {
+                reflected: position,
+                checkpointed: unchanged_checkpoint.then_some(position),
+            },
+        );
+    }
+
+    /// Partitions no longer owned: nothing more is checkpointed for them. Their files stay;
+    /// if the partition comes back, its restore checks the file against the changelog.
+    pub fn revoked(&self, partitions: impl IntoIterator<Item = i32>) {
+        let mut owned = lock(&self.partitions);
+        for p in partitions {
+            owned.remove(&p);
+        }
+    }
+
+    /// A transaction committed; `last_offsets`: the offset of its last incident-state record
+    /// per partition.
+    pub fn committed(&self, last_offsets: BTreeMap<i32, i64>) {
+        let mut owned = lock(&self.partitions);
+        for (p, offset) in last_offsets {
+            if let Some(c) = owned.get_mut(&p) {
+                c.reflected = c.reflected.max(offset + 1);
+            }
+        }
+    }
+
+    /// Writes the checkpoints that are due, from `desk`, which must equal the committed
+    /// changelog (right after a commit, or on a turn that decided nothing). Due: a partition
+    /// restored and not yet checkpointed, or changed since its checkpoint when the interval
+    /// has passed; with `wait` (shutdown), every changed partition, and the call returns when
+    /// the files are on disk. The files are written on a thread of their own.
+    pub fn write_due(&self, desk: &Desk, wait: bool) {
+        let Some(identity) = lock(&self.identity).clone() else {
+            return;
+        };
+        {
+            let mut writer = lock(&self.writer);
+            if !wait && writer.as_ref().is_some_and(|w| !w.is_finished()) {
+                return;
+            }
+            if let Some(w) = writer.take() {
+                let _ = w.join();
+            }
+        }
+        let interval_passed = lock(&self.last_round).elapsed() >= self.config.interval;
+        let due: BTreeMap<i32, i64> = lock(&self.partitions)
+            .iter()
+            .filter(|(_, c)| {
+                c.checkpointed != Some(c.reflected)
+                    && (wait || interval_passed || c.checkpointed.is_none())
+            })
+            .map(|(p, c)| (*p, c.reflected))
+            .collect();
+        if due.is_empty() {
+            return;
+        }
+        let started = Instant::now();
+        let mut records: BTreeMap<i32, Vec<(&str, &[u8])>> =
+            due.keys().map(|p| (*p, Vec::new())).collect();
+        for (id, partition, record) in desk.records() {
+            if let Some(r) = records.get_mut(&partition) {
+                r.push((id, record));
+            }
+        }
+        let taken_at = now_millis();
+        let files: Vec<(i32, i64, usize, Vec<u8>)> = records
+            .into_iter()
+            .map(|(p, r)| {
+                let position = due.get(&p).copied().unwrap_or_default();
+                let bytes = checkpoint::encode(&identity, p, position, taken_at, r.iter().copied());
+                (p, position, r.len(), bytes)
+            })
+            .collect();
+        {
+            let mut owned = lock(&self.partitions);
+            for (p, position, ..) in &files {
+                if let Some(c) = owned.get_mut(p) {
+                    c.checkpointed = Some(*position);
+                }
+            }
+        }
+        *lock(&self.last_round) = Instant::now();
+        let encode_ms = started.elapsed().as_millis() as u64;
+        let dir = self.config.dir.clone();
+        let round = std::thread::spawn(move || {
+            let started = Instant::now();
+            for (partition, position, incidents, bytes) in files {
+                match checkpoint::write(&dir, partition, &bytes) {
+                    Ok(()) => {
+                        metrics::counter!(telemetry::CHECKPOINTS_WRITTEN, "result" => "ok")
+                            .increment(1);
+                        metrics::counter!(telemetry::CHECKPOINT_BYTES)
+                            .increment(bytes.len() as u64);
+                        tracing::info!(
+                            partition,
+                            position,
+                            incidents,
+                            bytes = bytes.len(),
+                            "local checkpoint written"
+                        );
+                    }
+                    Err(error) => {
+                        metrics::counter!(telemetry::CHECKPOINTS_WRITTEN, "result" => "failed")
+                            .increment(1);
+                        tracing::warn!(partition, %error, dir = %dir.display(), "local checkpoint not written; the next restore of this partition reads incident-state from its start");
+                    }
+                }
+            }
+            let seconds = started.elapsed().as_secs_f64() + encode_ms as f64 / 1000.0;
+            metrics::histogram!(telemetry::CHECKPOINT_SECONDS).record(seconds);
+            tracing::debug!(
+                encode_ms,
+                write_ms = started.elapsed().as_millis() as u64,
+                "checkpoint round done"
+            );
+        });
+        if wait {
+            let _ = round.join();
+        } else {
+            *lock(&self.writer) = Some(round);
+        }
+    }
+}
