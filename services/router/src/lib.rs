@@ -22,6 +22,7 @@ use domain::Roster;
 use helpgrid_common::health::{Health, Readiness};
 use helpgrid_common::topics::{Topics, ensure_topics, topic_setting};
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -82,26 +83,14 @@ pub async fn run_with_health(
     let cancel = CancellationToken::new();
     let _stop_feeds = cancel.clone().drop_guard();
     let roster = Arc::new(RwLock::new(Roster::default()));
-    let roster_loaded = kafka::roster_feed::start(
-        &config.kafka,
-        &topics.roster,
-        Arc::clone(&roster),
-        cancel.clone(),
-    )
-    .await?;
-    tokio::pin!(shutdown);
-    tokio::select! {
-        () = &mut shutdown => return Ok(()),
-        loaded = roster_loaded => {
-            if loaded.is_err() {
-                anyhow::bail!("the roster feed stopped before loading the roster");
-            }
-        }
-    }
-    let responders = roster.read().map(|r| r.len()).unwrap_or(0);
-    tracing::info!(responders, "roster loaded");
-
+    // The pipeline starts while the roster loads: its InitTransactions, group join and
+    // restore do not need the roster, and it decides nothing before `roster_ready`.
+    let roster_ready = Arc::new(AtomicBool::new(false));
     let worker_cancel = cancel.clone();
+    let worker_roster = Arc::clone(&roster);
+    let worker_roster_ready = Arc::clone(&roster_ready);
+    let kafka = config.kafka.clone();
+    let roster_topic = topics.roster.clone();
     let mut worker = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
         let mut fenced_in_a_row = 0;
         while !worker_cancel.is_cancelled() {
@@ -111,7 +100,8 @@ pub async fn run_with_health(
                 &config,
                 &topics,
                 partitions,
-                &roster,
+                &worker_roster,
+                &worker_roster_ready,
                 &health,
                 &worker_cancel,
             ) {
@@ -142,6 +132,31 @@ pub async fn run_with_health(
         }
         Ok(())
     });
+    let roster_loaded =
+        kafka::roster_feed::start(&kafka, &roster_topic, Arc::clone(&roster), cancel.clone())
+            .await?;
+    tokio::pin!(shutdown);
+    tokio::select! {
+        () = &mut shutdown => {
+            cancel.cancel();
+            worker.await??;
+            return Ok(());
+        }
+        loaded = roster_loaded => {
+            if loaded.is_err() {
+                cancel.cancel();
+                let _ = worker.await;
+                anyhow::bail!("the roster feed stopped before loading the roster");
+            }
+            roster_ready.store(true, Ordering::Release);
+            let responders = roster.read().map(|r| r.len()).unwrap_or(0);
+            tracing::info!(responders, "roster loaded");
+        }
+        result = &mut worker => {
+            // The pipeline ended before the roster was in: an error, or cancelled.
+            return result?;
+        }
+    }
     tokio::select! {
         () = &mut shutdown => {
             tracing::info!("shutting down: finishing the current batch");

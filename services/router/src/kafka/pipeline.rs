@@ -31,6 +31,7 @@ use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -150,12 +151,14 @@ pub const HEADER_FORWARDED_FROM: &str = "helpgrid.forwarded.from";
 type RouterProducer = BaseProducer<StateWrites>;
 
 /// Runs until `cancel` fires (Ok) or a Kafka error ends this pipeline (Err). `partitions`:
-/// the partition count of the grid-keyed topics.
+/// the partition count of the grid-keyed topics. Nothing is decided before `roster_ready`
+/// (the roster loads while the pipeline starts and restores).
 pub fn run_pipeline(
     config: &RouterConfig,
     topics: &Topics,
     partitions: usize,
     roster: &RwLock<Roster>,
+    roster_ready: &AtomicBool,
     health: &Health,
     cancel: &CancellationToken,
 ) -> Result<(), PipelineError> {
@@ -209,6 +212,12 @@ pub fn run_pipeline(
             });
         let batch = poll_batch(&consumer, wait, config.batch_max)?;
         let batch_len = batch.len();
+        while !roster_ready.load(Ordering::Acquire) {
+            if cancel.is_cancelled() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
         if let Some(failure) = ownership.take_failure() {
             return Err(PipelineError::Restore(failure));
         }
