@@ -115,12 +115,28 @@ fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
 
 /// Writes `bytes` (from [`encode`]) as `partition`'s checkpoint in `dir`: to a temporary
 /// file, fsynced, then renamed over the old one, and the folder fsynced.
+///
+/// The folder (0700) and files (0600) are the service user's alone: they hold incidents,
+/// with households and places in them.
 pub fn write(dir: &Path, partition: i32, bytes: &[u8]) -> io::Result<()> {
-    fs::create_dir_all(dir)?;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    // Parent folders as any other (others keep logs and tokens beside it); this one private.
+    if let Some(parent) = dir.parent() {
+        fs::create_dir_all(parent)?;
+    }
+    match fs::DirBuilder::new().mode(0o700).create(dir) {
+        Err(error) if error.kind() != io::ErrorKind::AlreadyExists => return Err(error),
+        _ => {}
+    }
     let target = path(dir, partition);
     let temporary = dir.join(format!("partition-{partition}.checkpoint.tmp"));
     {
-        let mut file = File::create(&temporary)?;
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&temporary)?;
         file.write_all(bytes)?;
         file.sync_all()?;
     }
@@ -306,6 +322,11 @@ mod tests {
         );
         let records: Vec<(&str, &[u8])> = back.records.iter().map(|(k, v)| (&**k, &**v)).collect();
         assert_eq!(records, [("inc-1", &b"one"[..]), ("inc-2", &b""[..])]);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = fs::metadata(path(&dir, 3))
+            .map(|m| m.permissions().mode() & 0o777)
+            .unwrap_or_default();
+        assert_eq!(mode, 0o600, "readable by the service user only");
         // No temporary file is left beside it.
         let names: Vec<String> = fs::read_dir(&dir)
             .unwrap_or_else(|e| panic!("{e}"))

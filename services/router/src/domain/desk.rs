@@ -566,6 +566,12 @@ impl Desk {
         self.take(incident_id);
     }
 
+    /// Whether closed incidents were forgotten whose tombstones are not taken yet: until they
+    /// are written, the desk is not what incident-state will hold.
+    pub fn has_pending_tombstones(&self) -> bool {
+        !self.forgotten.is_empty()
+    }
+
     /// Closed incidents forgotten since the last call, as (partition, incident id): the
     /// adapter writes a tombstone for each, in the same transaction as the batch.
     pub fn take_forgotten(&mut self) -> Vec<(i32, String)> {

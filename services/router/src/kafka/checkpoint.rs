@@ -200,6 +200,11 @@ impl Checkpoints {
         let Some(identity) = lock(&self.identity).clone() else {
             return;
         };
+        if desk.has_pending_tombstones() {
+            // A restore forgot closed incidents whose tombstones the next transaction
+            // writes; a checkpoint now would lose them (nothing would tombstone them later).
+            return;
+        }
         {
             let mut writer = lock(&self.writer);
             if !wait && writer.as_ref().is_some_and(|w| !w.is_finished()) {
