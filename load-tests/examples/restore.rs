@@ -38,7 +38,7 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const GRIDS: usize = 13_000;
@@ -363,6 +363,10 @@ impl Bench {
                 "HELPGRID_ROUTER_METRICS_LISTEN",
                 self.router_metrics.clone(),
             ),
+            (
+                "HELPGRID_ROUTER_STATE_DIR",
+                self.state_dir().display().to_string(),
+            ),
         ]);
         Ok(Service::spawn(
             &self.bin_dir,
@@ -437,6 +441,105 @@ impl Bench {
     }
 }
 
+impl Bench {
+    /// The router's state folder (local checkpoints), under the log folder.
+    fn state_dir(&self) -> PathBuf {
+        self.log_dir.join("router-state")
+    }
+
+    /// Waits until every partition has a checkpoint written at or after `since` (the
+    /// router writes one right after a restore): a router that has run for a while has one.
+    async fn checkpoints_written(&self, since: SystemTime) -> anyhow::Result<Duration> {
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(300) {
+            let fresh = walk_files(&self.state_dir())
+                .into_iter()
+                .filter(|f| {
+                    f.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.ends_with(".checkpoint"))
+                        && f.metadata()
+                            .and_then(|m| m.modified())
+                            .is_ok_and(|m| m >= since)
+                })
+                .count();
+            if fresh >= PARTITIONS {
+                return Ok(started.elapsed());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        anyhow::bail!("the router wrote no checkpoint of every partition within 300 s")
+    }
+
+    /// Removes the router's checkpoints: the next restore reads incident-state whole.
+    fn forget_checkpoints(&self) {
+        let _ = std::fs::remove_dir_all(self.state_dir());
+    }
+
+    /// The router's start-up as its log tells it: milliseconds from its first log line to
+    /// each step, and the restore's own figures.
+    fn router_time_line(&self) -> String {
+        let log =
+            std::fs::read_to_string(self.log_dir.join("helpgrid-router.log")).unwrap_or_default();
+        let at = |line: &str| -> Option<i64> {
+            // `2026-11-30T06:55:36.123456Z  INFO …`: the time of day in ms.
+            let t = line.split_whitespace().next()?.get(11..23)?;
+            let (h, rest) = t.split_once(':')?;
+            let (m, sec) = rest.split_once(':')?;
+            let ms = h.parse::<i64>().ok()? * 3_600_000
+                + m.parse::<i64>().ok()? * 60_000
+                + (sec.parse::<f64>().ok()? * 1000.0) as i64;
+            Some(ms)
+        };
+        let Some(first) = log.lines().find_map(at) else {
+            return "(no timestamped log lines)".to_owned();
+        };
+        let mut steps = Vec::new();
+        for (what, message) in [
+            ("topics", "topics ready"),
+            ("roster", "roster loaded"),
+            ("pipeline", "router pipeline started"),
+            ("restored", ROUTER_RESTORED),
+        ] {
+            if let Some(t) = log.lines().find(|l| l.contains(message)).and_then(at) {
+                steps.push(format!("{what} +{} ms", t - first));
+            }
+        }
+        if let Some(init) = log
+            .lines()
+            .find(|l| l.contains("router pipeline started"))
+            .and_then(|l| l.split_whitespace().find(|f| f.starts_with("init_ms=")))
+        {
+            steps.push(init.to_owned());
+        }
+        steps.join(", ")
+    }
+}
+
+/// Every file under `dir`, at any depth.
+fn walk_files(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return files;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            files.extend(walk_files(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}
+
+/// Median of a few figures.
+fn median(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
 /// The log lines in which the services report what a restore read.
 const ROUTER_RESTORED: &str = "partitions assigned and state restored";
 const STATUS_RESTORED: &str = "incident snapshots restored from incident-state";
@@ -456,6 +559,9 @@ impl Bench {
                     "records=",
                     "bytes=",
                     "snapshots=",
+                    "checkpointed_partitions=",
+                    "checkpointed_records=",
+                    "prepared_ms=",
                     "restore_ms=",
                     "restore_cpu_ms=",
                     "stable_ms=",
@@ -613,6 +719,8 @@ async fn main() -> anyhow::Result<()> {
                 written.elapsed().as_secs_f64()
             );
             wait_for_cleaner(&broker, &topics.incident_state).await;
+            bench.forget_checkpoints();
+            let since = SystemTime::now();
             let router = bench.router()?;
             let status = bench.status()?;
             let serving = bench.status_serving(Duration::from_secs(600)).await?;
@@ -624,16 +732,35 @@ async fn main() -> anyhow::Result<()> {
                 status_rss * 1_048_576.0 / open as f64,
                 bench.restore_figures("helpgrid-status", STATUS_RESTORED)
             );
+            // A router that has run for a while: ready, with its checkpoints on disk.
+            bench.router_ready(Duration::from_secs(600)).await?;
+            bench.checkpoints_written(since).await?;
+            println!("router: cold start; {}", bench.router_time_line());
             // Output is the measure here, not readiness: the first press answered after the
-            // kill proves the restore of every partition is done.
-            let (sigkill, router) = kill_and_restart(&bench, router).await?;
-            let router_rss = rss_mib(&router);
-            println!(
-                "router: SIGKILL → first new output {:.2} s; RSS {router_rss:.0} MiB = {:.0} bytes per open incident; {}",
-                sigkill.as_secs_f64(),
-                router_rss * 1_048_576.0 / open as f64,
-                bench.restore_figures("helpgrid-router", ROUTER_RESTORED)
-            );
+            // kill proves the restore of every partition is done. Then the same without
+            // checkpoints (state folder removed), side by side.
+            let mut router = router;
+            for checkpointed in [true, false] {
+                if !checkpointed {
+                    bench.router_ready(Duration::from_secs(600)).await?;
+                    bench.forget_checkpoints();
+                }
+                let (sigkill, next) = kill_and_restart(&bench, router).await?;
+                router = next;
+                let router_rss = rss_mib(&router);
+                println!(
+                    "router: SIGKILL → first new output {:.2} s {}; RSS {router_rss:.0} MiB = {:.0} bytes per open incident; {}; {}",
+                    sigkill.as_secs_f64(),
+                    if checkpointed {
+                        "with checkpoints"
+                    } else {
+                        "without checkpoints"
+                    },
+                    router_rss * 1_048_576.0 / open as f64,
+                    bench.restore_figures("helpgrid-router", ROUTER_RESTORED),
+                    bench.router_time_line()
+                );
+            }
             router.stop(Duration::from_secs(30));
             status.stop(Duration::from_secs(30));
         }
@@ -713,30 +840,67 @@ async fn kill_and_restart(bench: &Bench, router: Service) -> anyhow::Result<(Dur
 }
 
 async fn restart(bench: &Bench) -> anyhow::Result<()> {
+    bench.forget_checkpoints();
+    let since = SystemTime::now();
     let router = bench.router()?;
     let ready = bench.router_ready(Duration::from_secs(600)).await?;
     println!(
-        "router: cold start → ready {:.2} s, RSS {:.0} MiB",
+        "router: cold start → ready {:.2} s, RSS {:.0} MiB; {}",
         ready.as_secs_f64(),
-        rss_mib(&router)
+        rss_mib(&router),
+        bench.router_time_line()
     );
     let mut router = router;
     println!(
         "router restore: {}",
         bench.restore_figures("helpgrid-router", ROUTER_RESTORED)
     );
-    let mut kills = Vec::new();
-    for _ in 0..3 {
+    let written = bench.checkpoints_written(since).await?;
+    println!(
+        "router: checkpoints of every partition on disk {:.2} s after ready",
+        written.as_secs_f64()
+    );
+    // Side by side in one run: kills with the router's checkpoints in place, and kills with
+    // its state folder removed first (the restore reads incident-state whole, as before
+    // checkpoints), alternating, so both see the same machine load.
+    let mut with = Vec::new();
+    let mut without = Vec::new();
+    for round in 0..4 {
+        let checkpointed = round % 2 == 0;
+        if !checkpointed {
+            bench.forget_checkpoints();
+        }
+        let since = SystemTime::now();
         let (took, next) = kill_and_restart(bench, router).await?;
         router = next;
         bench.router_ready(Duration::from_secs(600)).await?;
-        kills.push(took.as_secs_f64());
         println!(
-            "router restore after SIGKILL: {}",
-            bench.restore_figures("helpgrid-router", ROUTER_RESTORED)
+            "router SIGKILL → first new output {:.2} s {}: {}; {}",
+            took.as_secs_f64(),
+            if checkpointed {
+                "with checkpoints"
+            } else {
+                "without checkpoints"
+            },
+            bench.restore_figures("helpgrid-router", ROUTER_RESTORED),
+            bench.router_time_line()
         );
+        if checkpointed {
+            with.push(took.as_secs_f64());
+        } else {
+            without.push(took.as_secs_f64());
+        }
+        bench.checkpoints_written(since).await?;
     }
-    println!("router: SIGKILL → first new output {kills:.2?} s (3 kills)");
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!(
+        "router: SIGKILL → first new output with checkpoints {with:.2?} s, without {without:.2?} s; median ratio with/without {:.2} (load average {})",
+        median(&with) / median(&without),
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
     let status = bench.status()?;
     let cold = bench.status_serving(Duration::from_secs(600)).await?;
     println!(
