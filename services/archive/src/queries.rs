@@ -108,6 +108,14 @@ pub struct Statement {
 }
 
 impl Statement {
+    /// A statement of SQL with `$1…` bound to `params` (benchmarks build their baselines' so).
+    pub fn new(sql: impl Into<String>, params: Vec<Box<dyn ToSql + Sync + Send>>) -> Self {
+        Statement {
+            sql: sql.into(),
+            params,
+        }
+    }
+
     pub fn args(&self) -> Vec<&(dyn ToSql + Sync)> {
         refs(&self.params)
     }
@@ -305,8 +313,11 @@ pub async fn report(
                     day.repeat_presses += row.get::<_, i64>("repeat_presses");
                     rollup::add_ints(&mut day.settled, &row.get::<_, Vec<i32>>("settled"));
                     rollup::add_ints(&mut day.outcomes, &row.get::<_, Vec<i32>>("outcomes"));
-                    rollup::add_ints(&mut day.ack, &row.get::<_, Vec<i32>>("ack_hist"));
-                    rollup::add_ints(&mut day.close, &row.get::<_, Vec<i32>>("close_hist"));
+                    // Histograms as (bucket, count) pairs: ~14 pairs a row, not ~170 buckets.
+                    rollup::add_pairs(&mut day.ack, &row.get::<_, Vec<i32>>("ack_pairs"))
+                        .map_err(|e| QueryError::Corrupt(format!("ack_pairs: {e}")))?;
+                    rollup::add_pairs(&mut day.close, &row.get::<_, Vec<i32>>("close_pairs"))
+                        .map_err(|e| QueryError::Corrupt(format!("close_pairs: {e}")))?;
                 }
                 Part::RollupKinds => {
                     *days
@@ -445,7 +456,7 @@ pub fn plan_statements(plan: &ReportPlan) -> Vec<(Part, Statement)> {
             (
                 Part::Rollup,
                 "day, requests, button, camera, closed, resolved, escalations, reassignments, \
-                 repeat_presses, settled, outcomes, ack_hist, close_hist",
+                 repeat_presses, settled, outcomes, ack_pairs, close_pairs",
                 "incident_rollup",
             ),
             (

@@ -32,6 +32,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "rollup by community",
         include_str!("../migrations/0006_rollup_by_community.sql"),
     ),
+    (
+        7,
+        "sparse histograms",
+        include_str!("../migrations/0007_sparse_histograms.sql"),
+    ),
 ];
 
 /// Arbitrary but fixed: the advisory lock that serialises migrations.

@@ -267,10 +267,7 @@ async fn rollup_deltas(
 
 /// PostgreSQL's text form of an integer array (`{1,0,-2}`).
 fn array_text(values: &[i64]) -> String {
-    let items: Vec<String> = crate::rollup::trimmed(values)
-        .iter()
-        .map(i64::to_string)
-        .collect();
+    let items: Vec<String> = values.iter().map(i64::to_string).collect();
     format!("{{{}}}", items.join(","))
 }
 
@@ -287,10 +284,17 @@ async fn write_rollup(
     let days: Vec<i32> = deltas.keys().map(|k| k.0).collect();
     let communities: Vec<&str> = deltas.keys().map(|k| k.1.as_str()).collect();
     let count = |f: fn(&crate::rollup::Tally) -> i64| deltas.values().map(f).collect::<Vec<_>>();
+    // Settled levels and outcomes are short dense arrays; the histograms are stored as pairs.
     let array = |f: fn(&crate::rollup::Tally) -> &Vec<i64>| {
         deltas
             .values()
-            .map(|t| array_text(f(t)))
+            .map(|t| array_text(crate::rollup::trimmed(f(t))))
+            .collect::<Vec<_>>()
+    };
+    let pairs = |f: fn(&crate::rollup::Tally) -> &Vec<i64>| {
+        deltas
+            .values()
+            .map(|t| array_text(&crate::rollup::pairs(f(t))))
             .collect::<Vec<_>>()
     };
     let (requests, button, camera, closed, resolved) = (
@@ -308,13 +312,13 @@ async fn write_rollup(
     let (settled, outcomes, ack, close) = (
         array(|t| &t.settled),
         array(|t| &t.outcomes),
-        array(|t| &t.ack),
-        array(|t| &t.close),
+        pairs(|t| &t.ack),
+        pairs(|t| &t.close),
     );
     tx.execute(
         "INSERT INTO incident_rollup AS r (day, community_id, requests, button, camera, closed, \
-           resolved, escalations, reassignments, repeat_presses, settled, outcomes, ack_hist, \
-           close_hist) \
+           resolved, escalations, reassignments, repeat_presses, settled, outcomes, ack_pairs, \
+           close_pairs) \
          SELECT d, c, n1, n2, n3, n4, n5, n6, n7, n8, a1::int4[], a2::int4[], a3::int4[], \
            a4::int4[] \
          FROM unnest($1::int4[], $2::text[], $3::int8[], $4::int8[], $5::int8[], $6::int8[], \
@@ -331,10 +335,10 @@ async fn write_rollup(
              ELSE archive_add(r.settled, EXCLUDED.settled) END, \
            outcomes = CASE WHEN cardinality(EXCLUDED.outcomes) = 0 THEN r.outcomes \
              ELSE archive_add(r.outcomes, EXCLUDED.outcomes) END, \
-           ack_hist = CASE WHEN cardinality(EXCLUDED.ack_hist) = 0 THEN r.ack_hist \
-             ELSE archive_add(r.ack_hist, EXCLUDED.ack_hist) END, \
-           close_hist = CASE WHEN cardinality(EXCLUDED.close_hist) = 0 THEN r.close_hist \
-             ELSE archive_add(r.close_hist, EXCLUDED.close_hist) END",
+           ack_pairs = CASE WHEN cardinality(EXCLUDED.ack_pairs) = 0 THEN r.ack_pairs \
+             ELSE archive_pairs_add(r.ack_pairs, EXCLUDED.ack_pairs) END, \
+           close_pairs = CASE WHEN cardinality(EXCLUDED.close_pairs) = 0 THEN r.close_pairs \
+             ELSE archive_pairs_add(r.close_pairs, EXCLUDED.close_pairs) END",
         &[
             &days,
             &communities,

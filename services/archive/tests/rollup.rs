@@ -216,6 +216,12 @@ async fn rollup_rows(db: &Client) -> BTreeMap<(i32, String), Tally> {
                 .collect();
             rollup::trimmed(&v).to_vec()
         };
+        // Stored as (bucket, count) pairs (migration 7): as dense, without trailing zeros.
+        let hist = |name: &str| -> Vec<i64> {
+            let mut v = Vec::new();
+            rollup::add_pairs(&mut v, &row.get::<_, Vec<i32>>(name)).unwrap();
+            rollup::trimmed(&v).to_vec()
+        };
         let t = Tally {
             requests: row.get("requests"),
             button: row.get("button"),
@@ -227,8 +233,8 @@ async fn rollup_rows(db: &Client) -> BTreeMap<(i32, String), Tally> {
             repeat_presses: row.get("repeat_presses"),
             settled: ints("settled"),
             outcomes: ints("outcomes"),
-            ack: ints("ack_hist"),
-            close: ints("close_hist"),
+            ack: hist("ack_pairs"),
+            close: hist("close_pairs"),
             kinds: BTreeMap::new(),
         };
         out.insert((row.get("day"), row.get("community_id")), t);
