@@ -4,6 +4,8 @@
 //!   started and timed until every record is archived; side by side with two baselines on the
 //!   same rows — reading the topic alone (Kafka's ceiling here) and a raw binary COPY of the
 //!   archived event rows into a copy of the table (PostgreSQL's ceiling here);
+//!   `ARCHIVE_BENCH_WRITER_COUNTS=1,2,4` (default 1,2) runs the archive once per writer count,
+//!   `ARCHIVE_BENCH_BATCH_MAX` sets its largest batch;
 //! - lag at a steady rate: presses at `ARCHIVE_BENCH_RATE` per second (2,000) for
 //!   `ARCHIVE_BENCH_SECONDS` (20), each record's lag = when its offset is covered by
 //!   `kafka_offsets` − when Kafka acknowledged it;
@@ -96,6 +98,9 @@ async fn start_archive(kafka: &KafkaArgs, url: &str, writers: usize, areas: Vec<
     let mut config = ArchiveConfig::new(kafka.clone(), url.to_owned());
     config.writers = writers;
     config.areas = areas;
+    // ARCHIVE_BENCH_BATCH_MAX: records per batch (transaction) at most; the archive's default
+    // otherwise.
+    config.batch_max = env_or("ARCHIVE_BENCH_BATCH_MAX", config.batch_max);
     let task = tokio::spawn(run(
         config,
         Listeners::default(),
@@ -172,16 +177,39 @@ async fn read_only(kafka: &KafkaArgs, topic: &str, want: usize) -> Duration {
     started.elapsed()
 }
 
-/// Binary COPY of the archived event rows into an empty copy of the table (same indexes):
-/// what PostgreSQL itself takes to store these rows, with no Kafka, decoding or upserts.
-async fn raw_copy(db: &Client) -> (i64, Duration) {
+/// The tables the raw COPY baselines write into: the archive's own shape first (same
+/// indexes), then lighter shapes showing what the indexes and the WAL cost PostgreSQL here.
+const COPY_SHAPES: &[(&str, &str)] = &[
+    (
+        "same table and indexes",
+        "CREATE TABLE copy_baseline (LIKE incident_events INCLUDING ALL)",
+    ),
+    (
+        "primary key only (no trail index)",
+        "CREATE TABLE copy_baseline (LIKE incident_events); \
+         ALTER TABLE copy_baseline ADD PRIMARY KEY (kafka_partition, kafka_offset)",
+    ),
+    (
+        "no indexes",
+        "CREATE TABLE copy_baseline (LIKE incident_events)",
+    ),
+    (
+        "no indexes, UNLOGGED (no WAL)",
+        "CREATE UNLOGGED TABLE copy_baseline (LIKE incident_events)",
+    ),
+];
+
+/// Binary COPY of the archived event rows into an empty table made by `create`: what
+/// PostgreSQL itself takes to store these rows, with no Kafka, decoding or upserts. The
+/// session is the sink's (`synchronous_commit = off`).
+async fn raw_copy(db: &Client, create: &str) -> (i64, Duration) {
     use futures::SinkExt;
-    db.batch_execute(
-        "DROP TABLE IF EXISTS copy_baseline; \
-         CREATE TABLE copy_baseline (LIKE incident_events INCLUDING ALL)",
-    )
-    .await
-    .unwrap();
+    db.batch_execute(helpgrid_archive::store::SINK_SESSION)
+        .await
+        .unwrap();
+    db.batch_execute(&format!("DROP TABLE IF EXISTS copy_baseline; {create}"))
+        .await
+        .unwrap();
     let out = db
         .copy_out("COPY incident_events TO STDOUT (FORMAT binary)")
         .await
@@ -264,23 +292,33 @@ async fn sink_throughput_into_postgres() {
             .unwrap()
             .get(0);
         if copy.is_none() {
-            copy = Some(raw_copy(&archive.db).await);
+            let mut shapes = Vec::new();
+            for (what, create) in COPY_SHAPES {
+                shapes.push((*what, raw_copy(&archive.db, create).await));
+            }
+            copy = Some(shapes);
         }
         archive.stop().await;
         runs.push((writers, took));
     }
-    let (copied, copy_took) = copy.unwrap();
-    assert_eq!(copied, want);
+    let shapes = copy.unwrap();
+    let (_, (copied, copy_took)) = shapes[0];
     let mut table = format!(
         "archived {want} events ({incidents} incidents, {assignments} assignment rows)\n\
          | what | events | time s | events/s | ÷ raw COPY |\n| --- | --- | --- | --- | --- |\n\
-         | read the topic only (Kafka baseline) | {want} | {:.2} | {:.0} | |\n\
-         | raw binary COPY of the event rows (PostgreSQL baseline) | {copied} | {:.2} | {:.0} | 1.00 |\n",
+         | read the topic only (Kafka baseline) | {want} | {:.2} | {:.0} | |\n",
         read.as_secs_f64(),
         per_s(want, read),
-        copy_took.as_secs_f64(),
-        per_s(copied, copy_took),
     );
+    for (what, (rows, took)) in &shapes {
+        assert_eq!(*rows, want);
+        table.push_str(&format!(
+            "| raw binary COPY of the event rows, {what} (PostgreSQL baseline) | {rows} | {:.2} | {:.0} | {:.2} |\n",
+            took.as_secs_f64(),
+            per_s(*rows, *took),
+            per_s(*rows, *took) / per_s(copied, copy_took),
+        ));
+    }
     for (writers, took) in runs {
         table.push_str(&format!(
             "| helpgrid-archive, {writers} writer(s) (start-up included; rows, rollup, offsets) | {want} | {:.2} | {:.0} | {:.2} |\n",
