@@ -452,17 +452,21 @@ pub enum Part {
 pub fn plan_statements(plan: &ReportPlan) -> Vec<(Part, Statement)> {
     let mut out = Vec::new();
     if let Some((from, to, communities)) = &plan.rollup {
-        for (part, columns, table) in [
+        // Kind counts are plain numbers: summed per day by PostgreSQL (a county's month: ~150
+        // rows out instead of 13,500). The arrays of the rollup rows are added up here.
+        for (part, columns, table, group) in [
             (
                 Part::Rollup,
                 "day, requests, button, camera, closed, resolved, escalations, reassignments, \
                  repeat_presses, settled, outcomes, ack_pairs, close_pairs",
                 "incident_rollup",
+                "",
             ),
             (
                 Part::RollupKinds,
-                "day, kind, requests",
+                "day, kind, sum(requests)::int8 AS requests",
                 "incident_rollup_kinds",
+                " GROUP BY day, kind",
             ),
         ] {
             let mut params: Params = Vec::new();
@@ -475,6 +479,7 @@ pub fn plan_statements(plan: &ReportPlan) -> Vec<(Part, Statement)> {
                 let p = param(&mut params, c.clone());
                 sql.push_str(&format!(" AND community_id = ANY({p})"));
             }
+            sql.push_str(group);
             out.push((part, Statement { sql, params }));
         }
     }
