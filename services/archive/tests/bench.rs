@@ -202,7 +202,7 @@ const COPY_SHAPES: &[(&str, &str)] = &[
 /// Binary COPY of the archived event rows into an empty table made by `create`: what
 /// PostgreSQL itself takes to store these rows, with no Kafka, decoding or upserts. The
 /// session is the sink's (`synchronous_commit = off`).
-async fn raw_copy(db: &Client, create: &str) -> (i64, Duration) {
+async fn raw_copy(db: &Client, create: &str) -> (i64, Duration, f64) {
     use futures::SinkExt;
     db.batch_execute(helpgrid_archive::store::SINK_SESSION)
         .await
@@ -215,6 +215,7 @@ async fn raw_copy(db: &Client, create: &str) -> (i64, Duration) {
         .await
         .unwrap();
     let chunks: Vec<_> = out.map(|c| c.unwrap()).collect().await;
+    let pg_before = postgres_cpu(db).await;
     let started = Instant::now();
     let sink = db
         .copy_in("COPY copy_baseline FROM STDIN (FORMAT binary)")
@@ -226,8 +227,64 @@ async fn raw_copy(db: &Client, create: &str) -> (i64, Duration) {
     }
     let rows = sink.as_mut().finish().await.unwrap() as i64;
     let took = started.elapsed();
+    let pg_cpu = postgres_cpu(db).await - pg_before;
     db.batch_execute("DROP TABLE copy_baseline").await.unwrap();
-    (rows, took)
+    (rows, took, pg_cpu * 100_000.0 / rows.max(1) as f64)
+}
+
+/// Clock ticks per second of /proc/<pid>/stat times (USER_HZ: 100 on every Linux here).
+const TICKS_PER_S: f64 = 100.0;
+
+/// Fields of /proc/<pid>/stat after the command name (which may hold spaces): field 3 of
+/// stat(5) (state) is index 0.
+fn stat_fields(pid: u32) -> Option<Vec<i64>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = stat.rsplit_once(')')?.1;
+    Some(
+        after
+            .split_whitespace()
+            .map(|f| f.parse().unwrap_or(0))
+            .collect(),
+    )
+}
+
+/// CPU seconds (user + system) of this process: the archive runs in it (its Kafka consumers
+/// included), so a run's difference is the archive's CPU.
+fn own_cpu() -> f64 {
+    stat_fields(std::process::id()).map_or(0.0, |f| (f[11] + f[12]) as f64 / TICKS_PER_S)
+}
+
+/// CPU seconds of the whole PostgreSQL server `db` is connected to: the postmaster with its
+/// reaped children (cutime, cstime: backends that have exited) plus every live child.
+async fn postgres_cpu(db: &Client) -> f64 {
+    let backend: i32 = db
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let Some(postmaster) = stat_fields(backend as u32).map(|f| f[1]) else {
+        return 0.0;
+    };
+    let mut ticks = stat_fields(postmaster as u32).map_or(0, |f| f[11] + f[12] + f[13] + f[14]);
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if let Some(f) = stat_fields(pid).filter(|f| f[1] == postmaster) {
+            ticks += f[11] + f[12];
+        }
+    }
+    ticks as f64 / TICKS_PER_S
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
 }
 
 fn per_s(n: i64, d: Duration) -> f64 {
@@ -264,10 +321,21 @@ async fn sink_throughput_into_postgres() {
     let mut runs = Vec::new();
     let mut copy = None;
     let mut assignments: i64 = 0;
+    let meter = helpgrid_archive::store::connect(&server_url())
+        .await
+        .unwrap();
     for writers in counts {
         let url = fresh_database(&server_url()).await;
+        let (cpu_before, pg_before) = (own_cpu(), postgres_cpu(&meter).await);
         let archive = start_archive(&kafka, &url, writers, areas.clone()).await;
         let took = archive.wait_for(want, Duration::from_secs(600)).await;
+        // CPU per 100,000 events, which the machine's load does not change: the archive's
+        // process, and the PostgreSQL server's (every backend; the server is this bench's
+        // own unless HELPGRID_TEST_POSTGRES points elsewhere).
+        let cpu = (
+            (own_cpu() - cpu_before) * 100_000.0 / want as f64,
+            (postgres_cpu(&meter).await - pg_before) * 100_000.0 / want as f64,
+        );
         let rows: i64 = archive
             .db
             .query_one("SELECT count(*) FROM incident_events", &[])
@@ -299,10 +367,10 @@ async fn sink_throughput_into_postgres() {
             copy = Some(shapes);
         }
         archive.stop().await;
-        runs.push((writers, took));
+        runs.push((writers, took, cpu));
     }
     let shapes = copy.unwrap();
-    let (_, (copied, copy_took)) = shapes[0];
+    let (_, (copied, copy_took, _)) = shapes[0];
     let mut table = format!(
         "archived {want} events ({incidents} incidents, {assignments} assignment rows)\n\
          | what | events | time s | events/s | ÷ raw COPY |\n| --- | --- | --- | --- | --- |\n\
@@ -310,8 +378,12 @@ async fn sink_throughput_into_postgres() {
         read.as_secs_f64(),
         per_s(want, read),
     );
-    for (what, (rows, took)) in &shapes {
+    let mut cpu_table = String::from(
+        "| run | archive CPU-s per 100k events | PostgreSQL CPU-s per 100k events |\n| --- | --- | --- |\n",
+    );
+    for (what, (rows, took, pg_cpu)) in &shapes {
         assert_eq!(*rows, want);
+        cpu_table.push_str(&format!("| raw COPY, {what} | | {pg_cpu:.2} |\n"));
         table.push_str(&format!(
             "| raw binary COPY of the event rows, {what} (PostgreSQL baseline) | {rows} | {:.2} | {:.0} | {:.2} |\n",
             took.as_secs_f64(),
@@ -319,15 +391,21 @@ async fn sink_throughput_into_postgres() {
             per_s(*rows, *took) / per_s(copied, copy_took),
         ));
     }
-    for (writers, took) in runs {
+    for (writers, took, (archive_cpu, pg_cpu)) in runs {
         table.push_str(&format!(
             "| helpgrid-archive, {writers} writer(s) (start-up included; rows, rollup, offsets) | {want} | {:.2} | {:.0} | {:.2} |\n",
             took.as_secs_f64(),
             per_s(want, took),
             per_s(want, took) / per_s(copied, copy_took),
         ));
+        cpu_table.push_str(&format!(
+            "| helpgrid-archive, {writers} writer(s) | {archive_cpu:.2} | {pg_cpu:.2} |\n"
+        ));
     }
-    println!("{table}");
+    println!(
+        "{table}\nload average at the end: {}\n{cpu_table}",
+        load_average()
+    );
 }
 
 /// Produces `events` at `per_s` records per second (in 10 ms slices), recording when Kafka
