@@ -109,7 +109,8 @@ fn add_into(into: &mut Vec<i64>, from: &[i64], sign: i64) {
     }
 }
 
-/// Adds a rollup row's array (`int4[]`) into a tally's.
+/// Adds a dense `int4[]` into a tally's array (how migrations 5 and 6 stored the rollup's
+/// arrays; the query benchmark's baseline reads them so).
 pub fn add_ints(into: &mut Vec<i64>, from: &[i32]) {
     if into.len() < from.len() {
         into.resize(from.len(), 0);
@@ -119,46 +120,52 @@ pub fn add_ints(into: &mut Vec<i64>, from: &[i32]) {
     }
 }
 
-/// The highest bucket a duration can fall in.
+/// The highest bucket a duration can fall in (and the highest index rollup pairs may name).
 pub const MAX_BUCKET: usize = (EXACT + (41 - 1 - 4) * SUB + (SUB - 1)) as usize;
 
-/// A dense histogram (index = bucket) as the rollup stores it: flat (bucket, count) pairs,
-/// buckets ascending, zero counts left out (migration 7). A community's day has ~20 incidents,
-/// so the dense form was ~90 % zeros, and reading a county's month meant moving them all.
-pub fn pairs(dense: &[i64]) -> Vec<i64> {
-    dense
-        .iter()
-        .enumerate()
-        .filter(|(_, n)| **n != 0)
-        .flat_map(|(b, n)| [b as i64, *n])
-        .collect()
+/// A dense array (index = bucket, level or outcome) as the rollup stores it (migration 7):
+/// (index, count) pairs of big-endian `i32` (PostgreSQL's `int4send`), zero counts left out.
+/// A community's day has ~20 incidents, so dense histograms were ~90 % zeros; and a `bytea`
+/// travels as one block where an `int4[]` is sent and decoded element by element.
+pub fn pair_bytes(dense: &[i64]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (index, n) in dense.iter().enumerate().filter(|(_, n)| **n != 0) {
+        // Indexes are ≤ MAX_BUCKET; counts of one row stay far below 2^31.
+        out.extend_from_slice(&(index as i32).to_be_bytes());
+        out.extend_from_slice(&(*n as i32).to_be_bytes());
+    }
+    out
 }
 
-/// A rollup histogram stored as pairs (`int4[]`) that does not read as one.
+/// Rollup pairs that do not read as pairs.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("histogram pairs {0}")]
+#[error("rollup pairs {0}")]
 pub struct BadPairs(String);
 
-/// Adds a rollup row's histogram, stored as [`pairs`], into a tally's dense one.
-pub fn add_pairs(into: &mut Vec<i64>, pairs: &[i32]) -> Result<(), BadPairs> {
-    if !pairs.len().is_multiple_of(2) {
-        return Err(BadPairs(format!("of odd length {}", pairs.len())));
-    }
-    if let Some(pair) = pairs
-        .chunks_exact(2)
-        .find(|p| usize::try_from(p[0]).map_or(true, |b| b > MAX_BUCKET))
-    {
+/// Adds stored pairs ([`pair_bytes`], or several such values one after another: an index may
+/// repeat and a count be negative, the sum is what counts) into a dense array. Adds nothing
+/// when any pair is bad.
+pub fn add_pair_bytes(into: &mut Vec<i64>, bytes: &[u8]) -> Result<(), BadPairs> {
+    if !bytes.len().is_multiple_of(8) {
         return Err(BadPairs(format!(
-            "name bucket {} (0..={MAX_BUCKET})",
-            pair[0]
+            "of {} bytes, not a multiple of 8",
+            bytes.len()
         )));
     }
-    for pair in pairs.chunks_exact(2) {
-        let b = pair[0] as usize; // checked above
-        if into.len() <= b {
-            into.resize(b + 1, 0);
+    let int = |b: &[u8]| i32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+    if let Some(bad) = bytes
+        .chunks_exact(8)
+        .map(|p| int(&p[..4]))
+        .find(|i| usize::try_from(*i).map_or(true, |i| i > MAX_BUCKET))
+    {
+        return Err(BadPairs(format!("name index {bad} (0..={MAX_BUCKET})")));
+    }
+    for pair in bytes.chunks_exact(8) {
+        let index = int(&pair[..4]) as usize; // checked above
+        if into.len() <= index {
+            into.resize(index + 1, 0);
         }
-        into[b] += i64::from(pair[1]);
+        into[index] += i64::from(int(&pair[4..]));
     }
     Ok(())
 }
@@ -494,21 +501,30 @@ mod tests {
     }
 
     #[test]
-    fn histograms_go_to_pairs_and_back() {
+    fn arrays_go_to_pairs_and_back() {
         let dense = vec![0, 3, 0, 0, -2, 0, 0];
-        let p = pairs(&dense);
-        assert_eq!(p, [1, 3, 4, -2]);
-        let stored: Vec<i32> = p.iter().map(|n| *n as i32).collect();
+        let bytes = pair_bytes(&dense);
+        assert_eq!(
+            bytes,
+            [0, 0, 0, 1, 0, 0, 0, 3, 0, 0, 0, 4, 255, 255, 255, 254]
+        );
         let mut back = vec![0, 1];
-        add_pairs(&mut back, &stored).unwrap();
+        add_pair_bytes(&mut back, &bytes).unwrap();
         assert_eq!(back, [0, 4, 0, 0, -2]);
-        assert!(pairs(&[0, 0]).is_empty());
+        // Values appended one after another (the sink's deltas) add up.
+        let mut twice = bytes.clone();
+        twice.extend(pair_bytes(&[0, -3, 0, 0, 2]));
+        let mut sum = Vec::new();
+        add_pair_bytes(&mut sum, &twice).unwrap();
+        assert_eq!(trimmed(&sum), [] as [i64; 0]);
+        assert!(pair_bytes(&[0, 0]).is_empty());
         assert_eq!(MAX_BUCKET, bucket(MAX_MS));
-        assert!(add_pairs(&mut back, &[1]).is_err());
-        assert!(add_pairs(&mut back, &[-1, 1]).is_err());
-        assert!(add_pairs(&mut back, &[MAX_BUCKET as i32 + 1, 1]).is_err());
-        assert!(add_pairs(&mut back, &[1, 1, -1, 1]).is_err());
-        assert_eq!(back, [0, 4, 0, 0, -2], "a bad pair list adds nothing");
+        assert!(add_pair_bytes(&mut back, &[0, 0, 0, 1]).is_err());
+        let pair = |i: i32, n: i32| [i.to_be_bytes(), n.to_be_bytes()].concat();
+        assert!(add_pair_bytes(&mut back, &pair(-1, 1)).is_err());
+        assert!(add_pair_bytes(&mut back, &pair(MAX_BUCKET as i32 + 1, 1)).is_err());
+        assert!(add_pair_bytes(&mut back, &[pair(1, 1), pair(-1, 1)].concat()).is_err());
+        assert_eq!(back, [0, 4, 0, 0, -2], "bad pairs add nothing");
     }
 
     #[test]

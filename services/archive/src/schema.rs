@@ -34,8 +34,8 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
     ),
     (
         7,
-        "sparse histograms",
-        include_str!("../migrations/0007_sparse_histograms.sql"),
+        "rollup pairs",
+        include_str!("../migrations/0007_rollup_pairs.sql"),
     ),
 ];
 

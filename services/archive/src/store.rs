@@ -265,15 +265,10 @@ async fn rollup_deltas(
     }))
 }
 
-/// PostgreSQL's text form of an integer array (`{1,0,-2}`).
-fn array_text(values: &[i64]) -> String {
-    let items: Vec<String> = values.iter().map(i64::to_string).collect();
-    format!("{{{}}}", items.join(","))
-}
-
-/// Adds the deltas to the rollup rows (created where missing), in key order. An array delta
-/// that is empty (no incident of the row closed or was acknowledged: every press of a flood)
-/// skips the element-wise addition, a SQL function call per array and row.
+/// Adds the deltas to the rollup rows (created where missing), in key order. Counts are
+/// added; each array's delta pairs are appended to the row's (`||`: a copy, no SQL function
+/// per row; a reader adds every pair up), so a row's pairs grow with the changes of its own
+/// incidents — about one pair per incident and array — never with time.
 async fn write_rollup(
     tx: &tokio_postgres::Transaction<'_>,
     deltas: &BTreeMap<crate::rollup::Key, crate::rollup::Tally>,
@@ -284,17 +279,11 @@ async fn write_rollup(
     let days: Vec<i32> = deltas.keys().map(|k| k.0).collect();
     let communities: Vec<&str> = deltas.keys().map(|k| k.1.as_str()).collect();
     let count = |f: fn(&crate::rollup::Tally) -> i64| deltas.values().map(f).collect::<Vec<_>>();
-    // Settled levels and outcomes are short dense arrays; the histograms are stored as pairs.
-    let array = |f: fn(&crate::rollup::Tally) -> &Vec<i64>| {
-        deltas
-            .values()
-            .map(|t| array_text(crate::rollup::trimmed(f(t))))
-            .collect::<Vec<_>>()
-    };
+    // Every array as its delta's pairs, appended to the row's (migration 7).
     let pairs = |f: fn(&crate::rollup::Tally) -> &Vec<i64>| {
         deltas
             .values()
-            .map(|t| array_text(&crate::rollup::pairs(f(t))))
+            .map(|t| crate::rollup::pair_bytes(f(t)))
             .collect::<Vec<_>>()
     };
     let (requests, button, camera, closed, resolved) = (
@@ -310,20 +299,18 @@ async fn write_rollup(
         count(|t| t.repeat_presses),
     );
     let (settled, outcomes, ack, close) = (
-        array(|t| &t.settled),
-        array(|t| &t.outcomes),
+        pairs(|t| &t.settled),
+        pairs(|t| &t.outcomes),
         pairs(|t| &t.ack),
         pairs(|t| &t.close),
     );
     tx.execute(
         "INSERT INTO incident_rollup AS r (day, community_id, requests, button, camera, closed, \
-           resolved, escalations, reassignments, repeat_presses, settled, outcomes, ack_pairs, \
-           close_pairs) \
-         SELECT d, c, n1, n2, n3, n4, n5, n6, n7, n8, a1::int4[], a2::int4[], a3::int4[], \
-           a4::int4[] \
-         FROM unnest($1::int4[], $2::text[], $3::int8[], $4::int8[], $5::int8[], $6::int8[], \
-           $7::int8[], $8::int8[], $9::int8[], $10::int8[], $11::text[], $12::text[], \
-           $13::text[], $14::text[]) AS t(d, c, n1, n2, n3, n4, n5, n6, n7, n8, a1, a2, a3, a4) \
+           resolved, escalations, reassignments, repeat_presses, settled_pairs, outcome_pairs, \
+           ack_pairs, close_pairs) \
+         SELECT * FROM unnest($1::int4[], $2::text[], $3::int8[], $4::int8[], $5::int8[], \
+           $6::int8[], $7::int8[], $8::int8[], $9::int8[], $10::int8[], $11::bytea[], \
+           $12::bytea[], $13::bytea[], $14::bytea[]) \
          ON CONFLICT (day, community_id) DO UPDATE SET \
            requests = r.requests + EXCLUDED.requests, button = r.button + EXCLUDED.button, \
            camera = r.camera + EXCLUDED.camera, closed = r.closed + EXCLUDED.closed, \
@@ -331,14 +318,10 @@ async fn write_rollup(
            escalations = r.escalations + EXCLUDED.escalations, \
            reassignments = r.reassignments + EXCLUDED.reassignments, \
            repeat_presses = r.repeat_presses + EXCLUDED.repeat_presses, \
-           settled = CASE WHEN cardinality(EXCLUDED.settled) = 0 THEN r.settled \
-             ELSE archive_add(r.settled, EXCLUDED.settled) END, \
-           outcomes = CASE WHEN cardinality(EXCLUDED.outcomes) = 0 THEN r.outcomes \
-             ELSE archive_add(r.outcomes, EXCLUDED.outcomes) END, \
-           ack_pairs = CASE WHEN cardinality(EXCLUDED.ack_pairs) = 0 THEN r.ack_pairs \
-             ELSE archive_pairs_add(r.ack_pairs, EXCLUDED.ack_pairs) END, \
-           close_pairs = CASE WHEN cardinality(EXCLUDED.close_pairs) = 0 THEN r.close_pairs \
-             ELSE archive_pairs_add(r.close_pairs, EXCLUDED.close_pairs) END",
+           settled_pairs = r.settled_pairs || EXCLUDED.settled_pairs, \
+           outcome_pairs = r.outcome_pairs || EXCLUDED.outcome_pairs, \
+           ack_pairs = r.ack_pairs || EXCLUDED.ack_pairs, \
+           close_pairs = r.close_pairs || EXCLUDED.close_pairs",
         &[
             &days,
             &communities,

@@ -208,18 +208,10 @@ async fn rollup_rows(db: &Client) -> BTreeMap<(i32, String), Tally> {
         .await
         .unwrap()
     {
-        let ints = |name: &str| -> Vec<i64> {
-            let v: Vec<i64> = row
-                .get::<_, Vec<i32>>(name)
-                .into_iter()
-                .map(i64::from)
-                .collect();
-            rollup::trimmed(&v).to_vec()
-        };
-        // Stored as (bucket, count) pairs (migration 7): as dense, without trailing zeros.
-        let hist = |name: &str| -> Vec<i64> {
+        // Stored as (index, count) pairs (migration 7): as dense, without trailing zeros.
+        let pairs = |name: &str| -> Vec<i64> {
             let mut v = Vec::new();
-            rollup::add_pairs(&mut v, &row.get::<_, Vec<i32>>(name)).unwrap();
+            rollup::add_pair_bytes(&mut v, row.get::<_, &[u8]>(name)).unwrap();
             rollup::trimmed(&v).to_vec()
         };
         let t = Tally {
@@ -231,10 +223,10 @@ async fn rollup_rows(db: &Client) -> BTreeMap<(i32, String), Tally> {
             escalations: row.get("escalations"),
             reassignments: row.get("reassignments"),
             repeat_presses: row.get("repeat_presses"),
-            settled: ints("settled"),
-            outcomes: ints("outcomes"),
-            ack: hist("ack_pairs"),
-            close: hist("close_pairs"),
+            settled: pairs("settled_pairs"),
+            outcomes: pairs("outcome_pairs"),
+            ack: pairs("ack_pairs"),
+            close: pairs("close_pairs"),
             kinds: BTreeMap::new(),
         };
         out.insert((row.get("day"), row.get("community_id")), t);

@@ -1,49 +1,41 @@
--- The rollup's histograms stored sparse: (bucket, count) pairs instead of one element per bucket.
+-- The rollup's arrays stored sparse and as bytes: (index, count) pairs in a bytea instead of
+-- one int4 array element per histogram bucket.
 --
 -- A community's day holds ~20 incidents, so its dense histograms (up to ~170 buckets, one
 -- int4 each) were ~90 % zeros, and a county's month report spent its time sending, decoding
--- and adding 3,900 rows of ~1.4 KB (PostgreSQL itself found them in ~4 ms). As pairs a row is
--- ~0.45 KB (docs/performance.md, "Archive reports from sparse histograms").
+-- and adding 3,900 rows of ~1.4 KB (PostgreSQL itself found them in ~4 ms): an int4[] is sent
+-- element by element. Pairs in a bytea are sent as one block, and a report adds a day's rows
+-- up in PostgreSQL (sums, and `string_agg` of the pairs): 30 rows for a county's month
+-- (docs/performance.md, "Archive reports: sparse histograms").
 --
--- `ack_pairs` / `close_pairs`: a flat int4[] {bucket, count, bucket, count, ...}, buckets
--- (rollup::bucket, from 0) ascending, no zero counts. The columns are renamed so that no code
--- can read the new form as the old one.
+-- Format of `settled`, `outcomes`, `ack_pairs`, `close_pairs`: consecutive pairs of big-endian
+-- int4 (`int4send`): index (settled level, outcome, or rollup::bucket), count. A value is the
+-- sum of its pairs: an index may appear more than once and a count may be negative. The sink
+-- appends each batch's delta (`||`) instead of merging, so a row's pairs grow with the changes
+-- of its own incidents (about one pair per incident and figure), never with time;
+-- `archive_rollup_build` writes one pair per index.
 --
 -- The table is rebuilt (not updated in place, which would leave the old rows' space behind),
 -- in (community, day) order: the order county and town reports read it in. On the
 -- 10,000,000-incident benchmark archive (474,500 rollup rows) this took the time given in
--- docs/performance.md; the sink waits for it at start-up (README, "Upgrading a large archive").
+-- README, "Upgrading a large archive"; the sink waits for it at start-up.
 
--- A dense histogram (element i + 1 counts bucket i) as pairs.
-CREATE FUNCTION archive_pairs(dense integer[]) RETURNS integer[]
+-- A dense array (element i + 1 counts index i) as pairs, zero counts left out.
+CREATE FUNCTION archive_pairs(dense integer[]) RETURNS bytea
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
     AS $$
-    SELECT coalesce(array_agg(x ORDER BY i, k), '{}')
-    FROM unnest(dense) WITH ORDINALITY AS u(n, i),
-         LATERAL (VALUES (1, i::integer - 1), (2, n)) AS v(k, x)
+    SELECT coalesce(string_agg(int4send(i::integer - 1) || int4send(n), ''::bytea ORDER BY i),
+                    ''::bytea)
+    FROM unnest(dense) WITH ORDINALITY AS u(n, i)
     WHERE n <> 0
     $$;
 
--- Pairs a + pairs b (either may hold negative counts: a delta); buckets whose sum is 0 dropped.
-CREATE FUNCTION archive_pairs_add(a integer[], b integer[]) RETURNS integer[]
+-- How often each index occurs in `indexes`, as pairs (NULL or empty: no pairs).
+CREATE FUNCTION archive_hist_pairs(indexes integer[]) RETURNS bytea
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
     AS $$
-    SELECT coalesce(array_agg(x ORDER BY bucket, k), '{}')
-    FROM (SELECT p[j] AS bucket, sum(p[j + 1])::integer AS n
-          FROM (VALUES (a), (b)) AS s(p),
-               generate_series(1, coalesce(cardinality(p), 0) - 1, 2) AS j
-          GROUP BY p[j]
-          HAVING sum(p[j + 1]) <> 0) AS t,
-         LATERAL (VALUES (1, bucket), (2, n)) AS v(k, x)
-    $$;
-
--- A histogram of the indexes in `indexes` as pairs (NULL or empty: '{}').
-CREATE FUNCTION archive_hist_pairs(indexes integer[]) RETURNS integer[]
-    LANGUAGE sql IMMUTABLE PARALLEL SAFE
-    AS $$
-    SELECT coalesce(array_agg(y ORDER BY x, k), '{}')
-    FROM (SELECT x, count(*)::integer AS n FROM unnest(indexes) AS x GROUP BY x) AS c,
-         LATERAL (VALUES (1, x), (2, n)) AS v(k, y)
+    SELECT coalesce(string_agg(int4send(x) || int4send(n), ''::bytea ORDER BY x), ''::bytea)
+    FROM (SELECT x, count(*)::integer AS n FROM unnest(indexes) AS x GROUP BY x) AS c
     $$;
 
 CREATE TABLE incident_rollup_pairs (
@@ -57,15 +49,15 @@ CREATE TABLE incident_rollup_pairs (
     escalations    bigint NOT NULL,
     reassignments  bigint NOT NULL,
     repeat_presses bigint NOT NULL,
-    settled        integer[] NOT NULL, -- closed, per settled level (0 = none): dense, 1-based
-    outcomes       integer[] NOT NULL, -- closed, per outcome: dense, 1-based
-    ack_pairs      integer[] NOT NULL, -- acknowledged, per archive_bucket(ms to acknowledge)
-    close_pairs    integer[] NOT NULL  -- closed, per archive_bucket(ms to close)
+    settled_pairs  bytea NOT NULL, -- closed, per settled level (0 = none)
+    outcome_pairs  bytea NOT NULL, -- closed, per outcome
+    ack_pairs      bytea NOT NULL, -- acknowledged, per archive_bucket(ms to acknowledge)
+    close_pairs    bytea NOT NULL  -- closed, per archive_bucket(ms to close)
 );
 INSERT INTO incident_rollup_pairs
 SELECT day, community_id, requests, button, camera, closed, resolved, escalations,
-       reassignments, repeat_presses, settled, outcomes, archive_pairs(ack_hist),
-       archive_pairs(close_hist)
+       reassignments, repeat_presses, archive_pairs(settled), archive_pairs(outcomes),
+       archive_pairs(ack_hist), archive_pairs(close_hist)
 FROM incident_rollup
 ORDER BY community_id, day;
 DROP TABLE incident_rollup;
@@ -85,9 +77,10 @@ CREATE OR REPLACE FUNCTION archive_rollup_build(communities text[]) RETURNS void
            count(*) FILTER (WHERE source = 2), count(*) FILTER (WHERE state = 4),
            count(*) FILTER (WHERE state = 4 AND outcome IN (1, 2)),
            sum(escalations), sum(reassignments), sum(repeat_presses),
-           archive_hist(array_agg(greatest(coalesce(settled_level, 0), 0)::integer)
-                        FILTER (WHERE state = 4)),
-           archive_hist(array_agg(greatest(outcome, 0)::integer) FILTER (WHERE state = 4)),
+           archive_hist_pairs(array_agg(greatest(coalesce(settled_level, 0), 0)::integer)
+                              FILTER (WHERE state = 4)),
+           archive_hist_pairs(array_agg(greatest(outcome, 0)::integer)
+                              FILTER (WHERE state = 4)),
            archive_hist_pairs(array_agg(archive_bucket(ack_ms))
                               FILTER (WHERE ack_ms IS NOT NULL)),
            archive_hist_pairs(array_agg(archive_bucket(close_ms))
