@@ -437,5 +437,10 @@ async fn history_and_report_queries_over_ten_million_incidents() {
     std::fs::create_dir_all(&artifacts).unwrap();
     let path = artifacts.join("archive-query-plans.txt");
     std::fs::write(&path, format!("{table}\n{plans}")).unwrap();
-    println!("{incidents} incidents; plans in {}", path.display());
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!(
+        "{incidents} incidents; plans in {}; load average at the end: {}",
+        path.display(),
+        load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+    );
 }
