@@ -441,6 +441,9 @@ async fn history_and_report_queries_over_ten_million_incidents() {
     println!(
         "{incidents} incidents; plans in {}; load average at the end: {}",
         path.display(),
-        load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
     );
 }
