@@ -152,16 +152,7 @@ impl<T: Transport> Intake<T> {
                 _ = commit_tick.tick() => self.commit(&consumer, CommitMode::Async),
                 () = sleep_until_opt(renotify_at) => self.fire_renotifications(),
                 received = consumer.recv() => match received {
-                    Ok(message) => {
-                        let origin = Origin {
-                            topic: message.topic().to_owned(),
-                            partition: message.partition(),
-                            offset: message.offset(),
-                            key: message.key().map(<[u8]>::to_vec),
-                            payload: message.payload().map(Arc::from),
-                        };
-                        self.take_in(origin, &cancel);
-                    }
+                    Ok(message) => self.take_in(&message, &cancel),
                     Err(error) => {
                         tracing::warn!(%error, "consumer error");
                         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -211,12 +202,23 @@ impl<T: Transport> Intake<T> {
         }
     }
 
-    fn take_in(&mut self, origin: Origin, cancel: &CancellationToken) {
-        let origin = Arc::new(origin);
-        let (partition, offset) = (origin.partition, origin.offset);
-        let event = match IncidentEvent::decode(origin.payload.as_deref().unwrap_or_default()) {
+    fn take_in(&mut self, message: &impl Message, cancel: &CancellationToken) {
+        let (partition, offset) = (message.partition(), message.offset());
+        // The record's copy, kept with its notifications for a dead letter: made only for an
+        // event that goes somewhere (most events notify nobody).
+        let origin_of = || {
+            Arc::new(Origin {
+                topic: message.topic().to_owned(),
+                partition,
+                offset,
+                key: message.key().map(<[u8]>::to_vec),
+                payload: message.payload().map(Arc::from),
+            })
+        };
+        let event = match IncidentEvent::decode(message.payload().unwrap_or_default()) {
             Ok(event) => event,
             Err(error) => {
+                let origin = origin_of();
                 metrics::counter!(telemetry::EVENTS_IN, "change" => "undecodable").increment(1);
                 tracing::warn!(partition, offset, %error, "undecodable incident event dead-lettered");
                 self.tracker.begin(partition, offset, 1);
@@ -263,7 +265,9 @@ impl<T: Transport> Intake<T> {
         for (p, o) in observed.cancelled {
             self.tracker.finish(p, o);
         }
-        self.dispatch(&notice, &subscriptions, &origin, notice.occurred_at);
+        if !subscriptions.is_empty() {
+            self.dispatch(&notice, &subscriptions, &origin_of(), notice.occurred_at);
+        }
     }
 
     fn dispatcher_finished(&self) -> mpsc::UnboundedSender<Finished> {

@@ -578,9 +578,11 @@ fn produce_in_transaction(
         }
         send(producer, record)?;
     }
+    // The offsets go before the deliveries are awaited: their two round trips (AddOffsetsToTxn
+    // to the transaction coordinator, TxnOffsetCommit to the group coordinator) then overlap
+    // the produce requests' linger and round trip instead of following them. The order
+    // inside a transaction does not matter to what it commits: all of it or nothing.
     let begun = Instant::now();
-    await_deliveries(producer)?;
-    let delivered = Instant::now();
     if !output.offsets.is_empty() {
         let mut offsets = TopicPartitionList::new();
         for ((topic, partition), next) in &output.offsets {
@@ -601,6 +603,9 @@ fn produce_in_transaction(
         .map_err(txn("offsets"))?;
     }
     let offsets_sent = Instant::now();
+    // A failed delivery fails here, before the commit.
+    await_deliveries(producer)?;
+    let delivered = Instant::now();
     let committing = Arc::clone(producer);
     bounded("commit_transaction", END_TXN_TIMEOUT, move || {
         committing.commit_transaction(END_TXN_TIMEOUT)
@@ -608,9 +613,9 @@ fn produce_in_transaction(
     .map_err(txn("commit"))?;
     if begun.elapsed() > SLOW_TRANSACTION {
         tracing::warn!(
-            deliver_ms = delivered.duration_since(begun).as_millis() as u64,
-            offsets_ms = offsets_sent.duration_since(delivered).as_millis() as u64,
-            commit_ms = offsets_sent.elapsed().as_millis() as u64,
+            offsets_ms = offsets_sent.duration_since(begun).as_millis() as u64,
+            deliver_ms = delivered.duration_since(offsets_sent).as_millis() as u64,
+            commit_ms = delivered.elapsed().as_millis() as u64,
             "slow transaction"
         );
     }
