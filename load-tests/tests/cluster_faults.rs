@@ -8,7 +8,9 @@
 //! - a broker paused (SIGSTOP) past its session timeout, then resumed: the busiest leader
 //!   that is not the active KRaft controller, then the active controller (every node here is
 //!   broker and controller; the two show whether pausing the controller is what stops output
-//!   for the whole pause).
+//!   for the whole pause);
+//! - the status service restarted (stopped gracefully, a fresh instance on the same address)
+//!   while the cluster is whole: calls during it answer OK or UNAVAILABLE, never applied twice.
 //!
 //! Each run ends with the fault suite's reconciliation (nothing lost, nothing doubled, no
 //! stalled partition), and checks every Acknowledge and Close: each call carries a deadline
@@ -22,7 +24,7 @@
 //! go to one file per fault (`support::run_log`), whose warnings and last lines are printed
 //! when a run fails, with the state of the cluster (offsets, lag, transactions) at that
 //! moment. `HELPGRID_CLUSTER_FAULTS=rolling,pause` runs only some of the faults (names:
-//! leader, coordinator, rolling, pause, pause-controller); `HELPGRID_TEST_KEEP_LOGS=1` keeps the logs of
+//! leader, coordinator, rolling, pause, pause-controller, status); `HELPGRID_TEST_KEEP_LOGS=1` keeps the logs of
 //! runs that passed.
 
 mod support;
@@ -53,7 +55,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use support::{Stack, bearer};
+use support::{Stack, bearer, restart_status_on_same_port};
 use tonic::Code;
 
 const GRIDS: usize = 8;
@@ -102,6 +104,8 @@ enum Fault {
     PauseBroker,
     /// SIGSTOP of the active KRaft controller.
     PauseController,
+    /// The status service stopped and started again on its address (Kafka untouched).
+    StatusRestart,
 }
 
 impl Fault {
@@ -114,6 +118,7 @@ impl Fault {
                 Fault::RollingRestart,
                 Fault::PauseBroker,
                 Fault::PauseController,
+                Fault::StatusRestart,
             ]
         };
         let Ok(names) = std::env::var("HELPGRID_CLUSTER_FAULTS") else {
@@ -132,6 +137,7 @@ impl Fault {
             Fault::RollingRestart => "rolling",
             Fault::PauseBroker => "pause",
             Fault::PauseController => "pause-controller",
+            Fault::StatusRestart => "status",
         }
     }
 
@@ -146,6 +152,7 @@ impl Fault {
             Fault::PauseController => {
                 "active controller paused (SIGSTOP) 12 s, past its 6 s session timeout"
             }
+            Fault::StatusRestart => "status service restarted on its address",
         }
     }
 
@@ -161,6 +168,7 @@ impl Fault {
             Fault::KillBusiestLeader => cluster.busiest_leader(topics),
             Fault::PauseBroker => cluster.busiest_leader_except(topics, Some(controller)),
             Fault::PauseController => controller.to_owned(),
+            Fault::StatusRestart => "none (the status service)".into(),
             Fault::KillTransactionCoordinator => {
                 let node = cluster.run(&["coordinator", transactional_id]);
                 let node = node.trim().to_owned();
@@ -195,6 +203,8 @@ impl Fault {
                 std::thread::sleep(Duration::from_secs(12));
                 cluster.run(&["resume", node]);
             }
+            // Not a cluster fault: `run_fault` restarts the service itself.
+            Fault::StatusRestart => {}
         }
     }
 }
@@ -510,7 +520,7 @@ async fn run_fault(cluster: &Cluster, fault: Fault, presses: usize, per_s: f64) 
     args.topic_partitions = PARTITIONS;
     args.topic_replication = 3;
     let topics = Topics::with_prefix(&prefix);
-    let stack = Stack::start_on_own_runtime(args.clone(), roster(), COMMAND_TIMEOUT).await;
+    let mut stack = Stack::start_on_own_runtime(args.clone(), roster(), COMMAND_TIMEOUT).await;
     let transactional_id = format!("{prefix}router-1");
     let mut log = IncidentLog::follow(&args, &topics.incident_events).await;
 
@@ -585,14 +595,31 @@ async fn run_fault(cluster: &Cluster, fault: Fault, presses: usize, per_s: f64) 
     eprintln!("[{name}] on node(s) {node}; active controller {controller}");
     let fault_node = node.clone();
     let fault_started = Instant::now();
-    let injector = {
-        let cluster = cluster.clone();
-        tokio::task::spawn_blocking(move || fault.inject(&cluster, &fault_node))
+    let injector = match fault {
+        Fault::StatusRestart => {
+            let old = stack.status.take().expect("the status service runs");
+            let (addr, args) = (stack.addr.clone(), args.clone());
+            tokio::spawn(async move {
+                let (new, stopped) =
+                    restart_status_on_same_port(old, &addr, &args, COMMAND_TIMEOUT).await;
+                (Some(new), stopped)
+            })
+        }
+        _ => {
+            let cluster = cluster.clone();
+            tokio::task::spawn_blocking(move || {
+                fault.inject(&cluster, &fault_node);
+                (None, Ok(()))
+            })
+        }
     };
     while !injector.is_finished() {
         log.read_for(Duration::from_millis(200)).await;
     }
-    injector.await.expect("fault injected");
+    let (restarted, stopped) = injector.await.expect("fault injected");
+    if let Some(restarted) = restarted {
+        stack.status = Some(restarted);
+    }
     let fault_took = fault_started.elapsed();
     log.read_for(Duration::from_secs(10)).await;
     stop_publishing.store(true, Ordering::Relaxed);
@@ -658,6 +685,9 @@ async fn run_fault(cluster: &Cluster, fault: Fault, presses: usize, per_s: f64) 
     let (acks, closes) = applied(&events);
     let mut by_code: HashMap<(&str, Code), usize> = HashMap::new();
     let mut problems = Vec::new();
+    if let Err(problem) = stopped {
+        problems.push(format!("the restarted status service: {problem}"));
+    }
     let slowest = calls.iter().map(|c| c.took).max().unwrap_or_default();
     let mut took: Vec<Duration> = calls.iter().map(|c| c.took).collect();
     took.sort();
@@ -743,7 +773,7 @@ async fn broker_failures_on_a_three_node_cluster_lose_nothing_and_double_nothing
     let faults = Fault::selected();
     assert!(
         !faults.is_empty(),
-        "HELPGRID_CLUSTER_FAULTS names none of leader, coordinator, rolling, pause, pause-controller"
+        "HELPGRID_CLUSTER_FAULTS names none of leader, coordinator, rolling, pause, pause-controller, status"
     );
     let mut logs = RunLog::start("cluster-faults", "start");
     let cluster = OwnCluster::start(false);

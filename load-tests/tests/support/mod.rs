@@ -113,6 +113,19 @@ pub async fn start_status_own_runtime(
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     listener.set_nonblocking(true).expect("non-blocking");
     let addr = format!("http://{}", listener.local_addr().expect("addr"));
+    (
+        start_status_own_runtime_on(listener, args, command_timeout),
+        addr,
+    )
+}
+
+/// A status service on a runtime of its own, serving on `listener` (non-blocking): how a
+/// restart comes back on the address its clients know.
+pub fn start_status_own_runtime_on(
+    listener: std::net::TcpListener,
+    args: &KafkaArgs,
+    command_timeout: Duration,
+) -> Running {
     let mut config =
         StatusConfig::new(args.clone()).with_auth(TokenKey::from_secret(KEY).expect("key"));
     config.command_timeout = command_timeout;
@@ -131,7 +144,38 @@ pub async fn start_status_own_runtime(
             .await
         })
     });
-    (Running { stop, task }, addr)
+    Running { stop, task }
+}
+
+/// The status service `old` stopped (gracefully: calls in flight end within the command
+/// timeout) and a fresh one, with a new read model, on the same address, as a process
+/// restarted by its supervisor would be. `addr` is `http://127.0.0.1:PORT`.
+pub async fn restart_status_on_same_port(
+    old: Running,
+    addr: &str,
+    args: &KafkaArgs,
+    command_timeout: Duration,
+) -> (Running, Result<(), String>) {
+    let stopped = old.stop_checked().await;
+    let socket_addr: std::net::SocketAddr = addr
+        .trim_start_matches("http://")
+        .parse()
+        .expect("status address");
+    // The old instance's connections linger in TIME_WAIT on this port: reuse it, as a
+    // restarted server does.
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_reuseaddr(true).expect("SO_REUSEADDR");
+    socket
+        .bind(socket_addr)
+        .expect("bind the old address again");
+    let listener = socket
+        .listen(1024)
+        .and_then(|l| l.into_std())
+        .expect("listen");
+    (
+        start_status_own_runtime_on(listener, args, command_timeout),
+        stopped,
+    )
 }
 
 /// The router, in this process, with the ids a deployment on `args`' prefix would use.
