@@ -19,6 +19,7 @@
 #   kafka-cluster.sh leader TOPIC P     the node id leading partition P of TOPIC
 #   kafka-cluster.sh coordinator TXID   the node id that coordinates transactional id TXID
 #   kafka-cluster.sh controller         the node id of the active KRaft controller (quorum leader)
+#   kafka-cluster.sh group-coordinator G the node id that coordinates consumer group G
 #   kafka-cluster.sh admin-config       path of the admin client properties (SASL mode)
 #   kafka-cluster.sh add-user NAME PW   create or update a SCRAM-SHA-512 user (SASL mode)
 #   kafka-cluster.sh acls ARGS...       org.apache.kafka.tools.AclCommand, as admin
@@ -367,6 +368,13 @@ cmd_controller() {
     | awk '$1 == "LeaderId:" { print $2 }'
 }
 
+cmd_group_coordinator() {
+  [[ $# -eq 1 ]] || die "usage: $0 group-coordinator GROUP"
+  # the COORDINATOR (ID) column reads "host:port (N)"
+  admin_tool org.apache.kafka.tools.consumer.group.ConsumerGroupCommand --describe --group "$1" \
+    --state 2>/dev/null | awk '{ for (i = 1; i <= NF; i++) if ($i ~ /^\([0-9]+\)$/) { gsub(/[()]/, "", $i); print $i; exit } }'
+}
+
 cmd_add_user() {
   [[ $# -eq 2 ]] || die "usage: $0 add-user NAME PASSWORD"
   sasl_mode || die "add-user needs a cluster started with --sasl"
@@ -400,14 +408,15 @@ cluster_main() {
     leader) cmd_leader "$@" ;;
     coordinator) cmd_coordinator "$@" ;;
     controller) cmd_controller "$@" ;;
+    group-coordinator) cmd_group_coordinator "$@" ;;
     admin-config) echo "$ADMIN_CONFIG" ;;
     add-user) cmd_add_user "$@" ;;
     acls) admin_tool org.apache.kafka.tools.AclCommand "$@" ;;
     topics) admin_tool org.apache.kafka.tools.TopicCommand "$@" ;;
     transactions) admin_tool org.apache.kafka.tools.TransactionsCommand "$@" ;;
     groups) admin_tool org.apache.kafka.tools.consumer.group.ConsumerGroupCommand "$@" ;;
-    help|-h|--help) sed -n '2,35p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' ;;
-    *) sed -n '2,35p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+    help|-h|--help) sed -n '2,36p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' ;;
+    *) sed -n '2,36p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
   esac
 }
 

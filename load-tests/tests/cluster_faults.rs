@@ -24,7 +24,8 @@
 //! go to one file per fault (`support::run_log`), whose warnings and last lines are printed
 //! when a run fails, with the state of the cluster (offsets, lag, transactions) at that
 //! moment. `HELPGRID_CLUSTER_FAULTS=rolling,pause` runs only some of the faults (names:
-//! leader, coordinator, rolling, pause, pause-controller, status); `HELPGRID_TEST_KEEP_LOGS=1` keeps the logs of
+//! leader, coordinator, rolling, pause, pause-controller, status; and, only when named,
+//! pause-group-coordinator); `HELPGRID_TEST_KEEP_LOGS=1` keeps the logs of
 //! runs that passed.
 
 mod support;
@@ -104,6 +105,9 @@ enum Fault {
     PauseBroker,
     /// SIGSTOP of the active KRaft controller.
     PauseController,
+    /// SIGSTOP of the node coordinating the router's consumer group (named only, not in the
+    /// default set: it shows what the group coordinator's pause costs).
+    PauseGroupCoordinator,
     /// The status service stopped and started again on its address (Kafka untouched).
     StatusRestart,
 }
@@ -126,6 +130,7 @@ impl Fault {
         };
         all()
             .into_iter()
+            .chain([Fault::PauseGroupCoordinator])
             .filter(|f| names.split(',').any(|n| n.trim() == f.short()))
             .collect()
     }
@@ -137,6 +142,7 @@ impl Fault {
             Fault::RollingRestart => "rolling",
             Fault::PauseBroker => "pause",
             Fault::PauseController => "pause-controller",
+            Fault::PauseGroupCoordinator => "pause-group-coordinator",
             Fault::StatusRestart => "status",
         }
     }
@@ -152,6 +158,9 @@ impl Fault {
             Fault::PauseController => {
                 "active controller paused (SIGSTOP) 12 s, past its 6 s session timeout"
             }
+            Fault::PauseGroupCoordinator => {
+                "the router's group coordinator paused (SIGSTOP) 12 s, past its 6 s session timeout"
+            }
             Fault::StatusRestart => "status service restarted on its address",
         }
     }
@@ -163,11 +172,20 @@ impl Fault {
         topics: &Topics,
         transactional_id: &str,
         controller: &str,
+        group: &str,
     ) -> String {
         match self {
             Fault::KillBusiestLeader => cluster.busiest_leader(topics),
             Fault::PauseBroker => cluster.busiest_leader_except(topics, Some(controller)),
             Fault::PauseController => controller.to_owned(),
+            Fault::PauseGroupCoordinator => {
+                let node = cluster.run(&["group-coordinator", group]).trim().to_owned();
+                assert!(
+                    ["1", "2", "3"].contains(&node.as_str()),
+                    "group coordinator of {group} not found: {node:?}"
+                );
+                node
+            }
             Fault::StatusRestart => "none (the status service)".into(),
             Fault::KillTransactionCoordinator => {
                 let node = cluster.run(&["coordinator", transactional_id]);
@@ -198,7 +216,7 @@ impl Fault {
                     std::thread::sleep(Duration::from_secs(8));
                 }
             }
-            Fault::PauseBroker | Fault::PauseController => {
+            Fault::PauseBroker | Fault::PauseController | Fault::PauseGroupCoordinator => {
                 cluster.run(&["pause", node]);
                 std::thread::sleep(Duration::from_secs(12));
                 cluster.run(&["resume", node]);
@@ -578,13 +596,22 @@ async fn run_fault(cluster: &Cluster, fault: Fault, presses: usize, per_s: f64) 
     let name = fault.name();
     // The script starts a JVM tool (seconds on a loaded machine): off the runtime's two
     // worker threads, which serve the status service and the calls being timed meanwhile.
-    let (node, controller) = {
+    let (node, controller, roles) = {
         let (cluster, topics, txid) = (cluster.clone(), topics.clone(), transactional_id.clone());
+        let group = format!("{prefix}router");
         tokio::task::spawn_blocking(move || {
             let controller = cluster.active_controller();
+            // Where the router's transaction and group coordinators are: what a paused or
+            // killed node takes away besides its partitions (docs/reliability.md).
+            let roles = format!(
+                "transaction coordinator {}, group coordinator {}",
+                cluster.ask(&["coordinator", &txid]),
+                cluster.ask(&["group-coordinator", &group]),
+            );
             (
-                fault.target(&cluster, &topics, &txid, &controller),
+                fault.target(&cluster, &topics, &txid, &controller, &group),
                 controller,
+                roles,
             )
         })
         .await
@@ -592,7 +619,7 @@ async fn run_fault(cluster: &Cluster, fault: Fault, presses: usize, per_s: f64) 
     };
     // Which node is the active controller matters to a paused node (docs/reliability.md).
     let on_controller = node.split(',').any(|n| n == controller);
-    eprintln!("[{name}] on node(s) {node}; active controller {controller}");
+    eprintln!("[{name}] on node(s) {node}; active controller {controller}, {roles}");
     let fault_node = node.clone();
     let fault_started = Instant::now();
     let injector = match fault {
@@ -743,7 +770,7 @@ async fn run_fault(cluster: &Cluster, fault: Fault, presses: usize, per_s: f64) 
         .collect();
     codes.sort();
     eprintln!(
-        "[{name}] {report} | fault on node(s) {node} (active controller {controller}: {}), took {fault_took:?}, longest output gap {gap:?}, drained {drained_after:?} after the last press | calls: {} (p99 {p99:?}, slowest {slowest:?}, {past_deadline} past the {CALL_DEADLINE:?} deadline, {retried} retries) | command records {} ({written_twice} written twice)",
+        "[{name}] {report} | fault on node(s) {node} (active controller {controller}: {}; {roles}), took {fault_took:?}, longest output gap {gap:?}, drained {drained_after:?} after the last press | calls: {} (p99 {p99:?}, slowest {slowest:?}, {past_deadline} past the {CALL_DEADLINE:?} deadline, {retried} retries) | command records {} ({written_twice} written twice)",
         if on_controller { "hit" } else { "not hit" },
         codes.join(", "),
         copies.len()

@@ -77,6 +77,21 @@ impl Cluster {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// The script's answer, trimmed, or `?` when it fails or says nothing (for reports that
+    /// must not fail a run over a lookup).
+    pub fn ask(&self, args: &[&str]) -> String {
+        Command::new("bash")
+            .arg(&self.script)
+            .args(args)
+            .env("HELPGRID_KAFKA_CLUSTER_DIR", &self.dir)
+            .output()
+            .ok()
+            .filter(|out| out.status.success())
+            .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+            .filter(|answer| !answer.is_empty())
+            .unwrap_or_else(|| "?".into())
+    }
+
     /// Client settings that log in as `user` (SASL/SCRAM-SHA-512) for a deployment's prefix.
     pub fn sasl_args(&self, prefix: &str, user: &str, password: &str) -> KafkaArgs {
         let mut args = KafkaArgs::new(self.bootstrap.clone(), prefix.to_owned());
