@@ -43,7 +43,8 @@ for p in processes:
 print(f"| **all** | {tot_off:.2f} | {tot_on:.2f} | {tot_on / tot_off if tot_off else 0:.2f} |")
 print()
 for name, r in runs.items():
-    hooks = r.get("webhooks") or {}
+    hooks = r["header"].get("webhooks") or {}
+    rm = r["header"].get("router_metrics") or {}
     ph = [p for p in r["phases"] if p["name"] != "warm-up"]
     a = ph[0].get("press_to_assigned", {}) if ph else {}
     rec = r.get("reconciliation", {})
@@ -51,7 +52,9 @@ for name, r in runs.items():
     per = f"{got / req:.1f}" if req else "-"
     print(f"- {name}: sent {rec.get('sent')}, lost {rec.get('lost')}; webhooks received {got} in {req} "
           f"requests ({per} per request), repeats {hooks.get('repeats')}; press -> assigned p50 "
-          f"{a.get('p50_ms')} ms, p99 {a.get('p99_ms')} ms (shared machine: context only)")
+          f"{a.get('p50_ms')} ms, p99 {a.get('p99_ms')} ms (shared machine: context only); router "
+          f"{rm.get('transactions')} transactions, mean {rm.get('transaction_mean_ms') or 0:.1f} ms, "
+          f"{rm.get('batch_mean_records') or 0:.0f} input records")
 
 for name in runs:
     for extra, title in [("schedstat.md", "threads during the flood"), ("broker-requests.md", "broker request times over the run")]:
