@@ -41,6 +41,8 @@ pub enum Mode {
 #[derive(Debug, Clone)]
 pub struct Received {
     pub at: Instant,
+    /// The same moment on the wall clock, to compare with times in the body.
+    pub wall: std::time::SystemTime,
     pub status: u16,
     pub timestamp: String,
     pub signature: String,
@@ -119,6 +121,7 @@ async fn receive(
     };
     s.seen.push(Received {
         at: Instant::now(),
+        wall: std::time::SystemTime::now(),
         status: status.as_u16(),
         timestamp: header(&headers, "x-helpgrid-timestamp"),
         signature: header(&headers, "x-helpgrid-signature"),
