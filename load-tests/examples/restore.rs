@@ -561,6 +561,8 @@ impl Bench {
                     "snapshots=",
                     "checkpointed_partitions=",
                     "checkpointed_records=",
+                    "reader_ms=",
+                    "checkpoints_ms=",
                     "prepared_ms=",
                     "restore_ms=",
                     "restore_cpu_ms=",

@@ -264,13 +264,8 @@ fn rewrite(
     let (mut identity, mut position, mut taken_at) =
         (identity.clone(), found.position, found.taken_at_ms);
     change(&mut identity, &mut position, &mut taken_at);
-    let bytes = checkpoint::encode(
-        &identity,
-        p,
-        position,
-        taken_at,
-        found.records.iter().map(|(k, v)| (&**k, &**v)),
-    );
+    let records: Vec<(&str, &[u8])> = found.records.iter().map(|(k, v)| (&**k, &**v)).collect();
+    let bytes = checkpoint::encode(&identity, p, position, taken_at, &records);
     checkpoint::write(dir, p, &bytes).expect("rewritten");
 }
 

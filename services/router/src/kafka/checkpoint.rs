@@ -239,7 +239,7 @@ impl Checkpoints {
             .into_iter()
             .map(|(p, r)| {
                 let position = due.get(&p).copied().unwrap_or_default();
-                let bytes = checkpoint::encode(&identity, p, position, taken_at, r.iter().copied());
+                let bytes = checkpoint::encode(&identity, p, position, taken_at, &r);
                 (p, position, r.len(), bytes)
             })
             .collect();

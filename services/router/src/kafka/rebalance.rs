@@ -133,27 +133,34 @@ impl Ownership {
             "helpgrid-router-restore",
             &self.topics.incident_state,
         )?;
+        let mut ranges = Vec::with_capacity(partitions.len());
+        for p in partitions {
+            ranges.push((*p, reader.watermarks(*p)?));
+        }
+        // After the watermarks: the reader has the cluster's metadata by then, and its id is
+        // at hand (asked of a fresh client, librdkafka waited about 1 s for it).
         if let Some(c) = &self.checkpoints {
             c.learn_identity(&reader);
         }
+        let reader_ms = started.elapsed().as_millis() as u64;
         let mut table = Table::default();
         let mut starts = Vec::with_capacity(partitions.len());
         let mut checkpointed: BTreeMap<i32, i64> = BTreeMap::new();
-        for p in partitions {
-            let (low, high) = reader.watermarks(*p)?;
+        for (p, (low, high)) in ranges {
             let from = self
                 .checkpoints
                 .as_ref()
-                .and_then(|c| c.seed(&mut table, *p, (low, high)));
+                .and_then(|c| c.seed(&mut table, p, (low, high)));
             if let Some(position) = from {
-                checkpointed.insert(*p, position);
+                checkpointed.insert(p, position);
             }
             starts.push(Start {
-                partition: *p,
+                partition: p,
                 from: from.unwrap_or(low),
                 end: high,
             });
         }
+        let checkpoints_ms = started.elapsed().as_millis() as u64 - reader_ms;
         let prepared_ms = started.elapsed().as_millis() as u64;
         let reached = reader.read_into(&mut table, &starts, RESTORE_TIMEOUT)?;
         if let Some(c) = &self.checkpoints {
@@ -166,6 +173,8 @@ impl Ownership {
             bytes: table.bytes,
             checkpointed_partitions: checkpointed.len(),
             checkpointed_records: table.seeded,
+            reader_ms,
+            checkpoints_ms,
             prepared_ms,
             ..RestoreFigures::default()
         };
@@ -211,7 +220,10 @@ pub struct RestoreFigures {
     /// Partitions that started from a local checkpoint, and the records taken from them.
     pub checkpointed_partitions: usize,
     pub checkpointed_records: u64,
-    /// Time to create the reader, ask the watermarks and load the checkpoints.
+    /// Time to create the reader, ask the watermarks and learn the cluster id; to load the
+    /// checkpoints; and both together.
+    pub reader_ms: u64,
+    pub checkpoints_ms: u64,
     pub prepared_ms: u64,
     pub seconds: f64,
     /// CPU time of the whole process meanwhile (librdkafka's threads included).
@@ -295,6 +307,8 @@ impl ConsumerContext for RouterContext {
                     snapshots = figures.snapshots,
                     checkpointed_partitions = figures.checkpointed_partitions,
                     checkpointed_records = figures.checkpointed_records,
+                    reader_ms = figures.reader_ms,
+                    checkpoints_ms = figures.checkpoints_ms,
                     prepared_ms = figures.prepared_ms,
                     restore_ms = (figures.seconds * 1000.0) as u64,
                     restore_cpu_ms = (figures.cpu_seconds * 1000.0) as u64,
