@@ -75,6 +75,8 @@ pub async fn run_with_health(
 ) -> anyhow::Result<()> {
     telemetry::describe();
     health.set(Readiness::Starting);
+    // The first line of a start-up's time line (the restore benchmark reads it).
+    tracing::info!(version = env!("CARGO_PKG_VERSION"), "router starting");
     let topics = Topics::with_prefix(&config.kafka.topic_prefix);
     let partitions = ensure_topics(&config.kafka, &topics).await?;
     tracing::info!(partitions, prefix = %config.kafka.topic_prefix, "topics ready");
