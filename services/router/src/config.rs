@@ -44,7 +44,8 @@ pub struct RouterArgs {
     )]
     pub state_dir: String,
     /// Least seconds between two checkpoints of a changed partition (one is also written
-    /// right after a restore and at a clean shutdown).
+    /// right after a restore and at a clean shutdown). Rounds are also at least 100 times as
+    /// far apart as the last one took to encode on the pipeline's thread.
     #[arg(
         long,
         env = "HELPGRID_ROUTER_CHECKPOINT_INTERVAL_S",
