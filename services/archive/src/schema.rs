@@ -37,6 +37,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "rollup pairs",
         include_str!("../migrations/0007_rollup_pairs.sql"),
     ),
+    (
+        8,
+        "rollup pairs merge",
+        include_str!("../migrations/0008_rollup_pairs_merge.sql"),
+    ),
 ];
 
 /// Arbitrary but fixed: the advisory lock that serialises migrations.

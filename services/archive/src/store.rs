@@ -267,8 +267,9 @@ async fn rollup_deltas(
 
 /// Adds the deltas to the rollup rows (created where missing), in key order. Counts are
 /// added; each array's delta pairs are appended to the row's (`||`: a copy, no SQL function
-/// per row; a reader adds every pair up), so a row's pairs grow with the changes of its own
-/// incidents — about one pair per incident and array — never with time.
+/// per row; a reader adds every pair up). Past 1 KB (128 pairs) a value is merged to one pair
+/// per index as it is appended (`archive_pairs_merge`, migration 8), so the rows of a busy
+/// day (a flood: ~600 incidents a community) do not grow with every batch that touches them.
 async fn write_rollup(
     tx: &tokio_postgres::Transaction<'_>,
     deltas: &BTreeMap<crate::rollup::Key, crate::rollup::Tally>,
@@ -318,10 +319,18 @@ async fn write_rollup(
            escalations = r.escalations + EXCLUDED.escalations, \
            reassignments = r.reassignments + EXCLUDED.reassignments, \
            repeat_presses = r.repeat_presses + EXCLUDED.repeat_presses, \
-           settled_pairs = r.settled_pairs || EXCLUDED.settled_pairs, \
-           outcome_pairs = r.outcome_pairs || EXCLUDED.outcome_pairs, \
-           ack_pairs = r.ack_pairs || EXCLUDED.ack_pairs, \
-           close_pairs = r.close_pairs || EXCLUDED.close_pairs",
+           settled_pairs = CASE WHEN length(r.settled_pairs) + length(EXCLUDED.settled_pairs) > 1024 \
+             THEN archive_pairs_merge(r.settled_pairs || EXCLUDED.settled_pairs) \
+             ELSE r.settled_pairs || EXCLUDED.settled_pairs END, \
+           outcome_pairs = CASE WHEN length(r.outcome_pairs) + length(EXCLUDED.outcome_pairs) > 1024 \
+             THEN archive_pairs_merge(r.outcome_pairs || EXCLUDED.outcome_pairs) \
+             ELSE r.outcome_pairs || EXCLUDED.outcome_pairs END, \
+           ack_pairs = CASE WHEN length(r.ack_pairs) + length(EXCLUDED.ack_pairs) > 1024 \
+             THEN archive_pairs_merge(r.ack_pairs || EXCLUDED.ack_pairs) \
+             ELSE r.ack_pairs || EXCLUDED.ack_pairs END, \
+           close_pairs = CASE WHEN length(r.close_pairs) + length(EXCLUDED.close_pairs) > 1024 \
+             THEN archive_pairs_merge(r.close_pairs || EXCLUDED.close_pairs) \
+             ELSE r.close_pairs || EXCLUDED.close_pairs END",
         &[
             &days,
             &communities,

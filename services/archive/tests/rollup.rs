@@ -366,3 +366,139 @@ async fn the_sql_bucket_is_the_rust_bucket() {
         assert_eq!(b as usize, rollup::bucket(v), "bucket of {v} ms");
     }
 }
+
+/// Migration 8's merge (what the sink applies to a row's pairs past 1 KB) is the Rust sum
+/// written back as pairs: repeated indexes, negative counts, sums of zero, counts past 16 bits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sql_merge_of_pairs_is_the_rust_sum() {
+    let url = fresh_database(&server_url()).await;
+    let mut client = store::connect(&url).await.unwrap();
+    schema::migrate(&mut client).await.unwrap();
+    // Appended deltas as the sink writes them: +1s, corrections of −1, a large count.
+    let deltas: Vec<Vec<i64>> = (0..300)
+        .map(|i: i64| {
+            let mut d = vec![0; (i % rollup::MAX_BUCKET as i64) as usize + 1];
+            *d.last_mut().unwrap() += 1;
+            if i % 7 == 0 {
+                d[0] -= 1;
+            }
+            if i == 11 {
+                d[0] += 70_000;
+            }
+            d
+        })
+        .collect();
+    let appended: Vec<u8> = deltas.iter().flat_map(|d| rollup::pair_bytes(d)).collect();
+    let mut sum = Vec::new();
+    rollup::add_pair_bytes(&mut sum, &appended).unwrap();
+    let merged: Vec<u8> = client
+        .query_one("SELECT archive_pairs_merge($1)", &[&appended])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        merged,
+        rollup::pair_bytes(&sum),
+        "one pair per index, as Rust writes them"
+    );
+    assert!(merged.len() < appended.len());
+    let empty: Vec<u8> = client
+        .query_one("SELECT archive_pairs_merge(''::bytea)", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(empty.is_empty());
+}
+
+/// A busy day: 400 incidents of one community archived one record at a time, so every batch
+/// appends pairs to the same rollup row. Past 1 KB the sink merges them (migration 8): the
+/// row stays small, and its figures are still exactly migration 5's build and the incidents'.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_days_pairs_are_merged_and_still_add_up() {
+    const BUSY: usize = 400;
+    let url = fresh_database(&server_url()).await;
+    let mut client = store::connect(&url).await.unwrap();
+    schema::migrate(&mut client).await.unwrap();
+    queries::import_areas(&mut client, &registry())
+        .await
+        .unwrap();
+    let mut records = Vec::new();
+    for n in 0..BUSY {
+        // g-0 (c-1), all on the first day; the usual spread of times to acknowledge and close.
+        let mut events = story(n * GRIDS.len());
+        for e in &mut events {
+            if let Some(i) = e.incident.as_mut() {
+                let shift = i.opened_at.as_ref().map_or(0, |t| t.seconds * 1000) - START;
+                let back = |t: &mut Option<prost_types::Timestamp>| {
+                    if let Some(t) = t.as_mut() {
+                        *t = to_timestamp(
+                            t.seconds * 1000 + i64::from(t.nanos / 1_000_000) - shift + n as i64,
+                        );
+                    }
+                };
+                back(&mut i.opened_at);
+                back(&mut i.reported_at);
+                back(&mut i.acknowledged_at);
+                back(&mut i.closed_at);
+            }
+        }
+        records.extend(events);
+    }
+    let records: Vec<SourceRecord> = records
+        .iter()
+        .enumerate()
+        .map(|(offset, e)| SourceRecord {
+            partition: 0,
+            offset: offset as i64,
+            key: Some(b"g-0".to_vec()),
+            payload: Some(e.encode_to_vec()),
+        })
+        .collect();
+    archive(&mut client, &records, 1).await;
+    let db = queries::Db::new(url.clone()).client().await.unwrap();
+    let stored = db
+        .query("SELECT ack_pairs, close_pairs FROM incident_rollup", &[])
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), 1, "one community, one day");
+    for column in 0..2 {
+        let pairs: Vec<u8> = stored[0].get(column);
+        let mut sum = Vec::new();
+        rollup::add_pair_bytes(&mut sum, &pairs).unwrap();
+        let merged = rollup::pair_bytes(&sum).len();
+        // Unmerged, one pair per acknowledged or closed incident (~3 KB); merged past 1 KB, at
+        // most 1 KB plus one merged value.
+        assert!(
+            pairs.len() <= 1024 + merged,
+            "pairs merged: {} bytes, {merged} when merged",
+            pairs.len()
+        );
+        assert!(merged > 0);
+    }
+    let areas = queries::load_areas(&client).await.unwrap();
+    let day = Period {
+        from: START,
+        to: START + DAY_MS,
+    };
+    for bucket in [Bucket::Day, Bucket::Month] {
+        let query = ReportQuery {
+            period: day,
+            area: String::new(),
+            bucket,
+        };
+        let grids = only(&["g-0", "g-1", "g-2"]);
+        assert!(
+            report_plan(day, &grids, &areas).detail.is_empty(),
+            "all from the rollup"
+        );
+        let from_rollup = queries::report(&db, &query, &grids, &areas).await.unwrap();
+        let from_detail = queries::detail_report(&db, &query, &grids).await.unwrap();
+        assert_reports("busy day", &from_rollup, &from_detail);
+    }
+    let kept = rollup_rows(&db).await;
+    client
+        .batch_execute("SELECT archive_rollup_build(NULL)")
+        .await
+        .unwrap();
+    assert_eq!(rollup_rows(&db).await, kept);
+}
