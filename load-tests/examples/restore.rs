@@ -476,6 +476,22 @@ impl Bench {
         anyhow::bail!("the router wrote no checkpoint of every partition within 300 s")
     }
 
+    /// Waits until the running router has logged a finished checkpoint round (after a restore
+    /// from checkpoints only the partitions changed since are written again, so no count of
+    /// fresh files tells this).
+    async fn checkpoint_round_done(&self) -> anyhow::Result<()> {
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(300) {
+            let log = std::fs::read_to_string(self.log_dir.join("helpgrid-router.log"))
+                .unwrap_or_default();
+            if log.contains("checkpoint round done") {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        anyhow::bail!("the router finished no checkpoint round within 300 s")
+    }
+
     /// Removes the router's checkpoints: the next restore reads incident-state whole.
     fn forget_checkpoints(&self) {
         let _ = std::fs::remove_dir_all(self.state_dir());
@@ -749,7 +765,10 @@ async fn main() -> anyhow::Result<()> {
             let mut router = router;
             for checkpointed in [true, false] {
                 if !checkpointed {
+                    // The restarted router writes checkpoints right after its restore: wait
+                    // for them before removing the folder, or a late write lands after it.
                     bench.router_ready(Duration::from_secs(600)).await?;
+                    bench.checkpoint_round_done().await?;
                     bench.forget_checkpoints();
                 }
                 let (sigkill, next) = kill_and_restart(&bench, router).await?;
@@ -877,7 +896,6 @@ async fn restart(bench: &Bench) -> anyhow::Result<()> {
         if !checkpointed {
             bench.forget_checkpoints();
         }
-        let since = SystemTime::now();
         let (took, next) = kill_and_restart(bench, router).await?;
         router = next;
         bench.router_ready(Duration::from_secs(600)).await?;
@@ -897,7 +915,7 @@ async fn restart(bench: &Bench) -> anyhow::Result<()> {
         } else {
             without.push(took.as_secs_f64());
         }
-        bench.checkpoints_written(since).await?;
+        bench.checkpoint_round_done().await?;
     }
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
