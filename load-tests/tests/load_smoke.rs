@@ -90,6 +90,7 @@ async fn a_smoke_run_through_helpgrid_accounts_for_every_press_and_assigns_each_
         group_id: format!("{}router", kafka.topic_prefix),
         transactional_id: format!("{}router-1", kafka.topic_prefix),
         batch_max: 500,
+        batch_linger: std::time::Duration::ZERO,
         policy: Policy::default(),
     };
     let router_stop = cancel.clone();

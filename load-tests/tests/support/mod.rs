@@ -191,6 +191,7 @@ pub fn start_router_with_health(args: &KafkaArgs, health: Health) -> Running {
         group_id: format!("{}router", args.topic_prefix),
         transactional_id: format!("{}router-1", args.topic_prefix),
         batch_max: 200,
+        batch_linger: std::time::Duration::ZERO,
         policy: Policy::default(),
     };
     Running::spawn(move |shutdown| {

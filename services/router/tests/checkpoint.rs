@@ -407,6 +407,7 @@ async fn a_router_restarted_on_its_state_folder_keeps_every_open_incident() {
         group_id: format!("{}router", args.topic_prefix),
         transactional_id: format!("{}router-r0", args.topic_prefix),
         batch_max: 100,
+        batch_linger: std::time::Duration::ZERO,
         policy: policy(),
         checkpoint: Some(checkpoint),
     };

@@ -44,6 +44,7 @@ fn start_router(
         group_id: format!("{}router", args.topic_prefix),
         transactional_id: format!("{}router-{instance}", args.topic_prefix),
         batch_max: 100,
+        batch_linger: std::time::Duration::ZERO,
         policy: Policy {
             ack_deadline_normal_ms: 600_000,
             ack_deadline_high_ms: 600_000,

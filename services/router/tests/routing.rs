@@ -35,6 +35,7 @@ impl RunningRouter {
             group_id: format!("{}router", args.topic_prefix),
             transactional_id: transactional_id.to_owned(),
             batch_max: 100,
+            batch_linger: std::time::Duration::ZERO,
             policy,
         };
         let (stop, stopped) = oneshot::channel::<()>();

@@ -102,6 +102,7 @@ async fn an_incident_state_topic_that_deletes_by_age_stops_the_router_with_the_f
         group_id: format!("{}router", args.topic_prefix),
         transactional_id: format!("{}router-1", args.topic_prefix),
         batch_max: 100,
+        batch_linger: std::time::Duration::ZERO,
         policy: Policy::default(),
     };
     let refused = tokio::time::timeout(

@@ -95,6 +95,7 @@ async fn prometheus_scrapes_the_router_and_the_status_service_and_sees_the_key_s
             group_id: format!("{}router", kafka.args.topic_prefix),
             transactional_id: format!("{}router-0", kafka.args.topic_prefix),
             batch_max: 100,
+            batch_linger: std::time::Duration::ZERO,
             policy: Policy::default(),
         },
         stop_router.clone().cancelled_owned(),

@@ -45,6 +45,7 @@ fn start_router(
         group_id: format!("{}router", args.topic_prefix),
         transactional_id: format!("{}router-1", args.topic_prefix),
         batch_max: 100,
+        batch_linger: std::time::Duration::ZERO,
         policy: Policy {
             ack_deadline_normal_ms: ACK_DEADLINE_MS,
             ack_deadline_high_ms: ACK_DEADLINE_MS,

@@ -181,6 +181,7 @@ impl RunningRouter {
             group_id: format!("{}router", args.topic_prefix),
             transactional_id: format!("{}router-1", args.topic_prefix),
             batch_max: 100,
+            batch_linger: std::time::Duration::ZERO,
             policy: Policy {
                 ack_deadline_normal_ms: 600_000,
                 ack_deadline_high_ms: 600_000,

@@ -207,6 +207,7 @@ impl RunningRouter {
             group_id: format!("{}router", args.topic_prefix),
             transactional_id: format!("{}router-1", args.topic_prefix),
             batch_max: 100,
+            batch_linger: std::time::Duration::ZERO,
             policy,
         };
         let (stop, stopped) = oneshot::channel::<()>();

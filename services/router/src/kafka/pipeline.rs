@@ -210,7 +210,7 @@ pub fn run_pipeline(
             .map_or(MAX_IDLE_POLL, |at| {
                 Duration::from_millis((at - now_millis()).clamp(0, 100) as u64)
             });
-        let batch = poll_batch(&consumer, wait, config.batch_max)?;
+        let batch = poll_batch(&consumer, wait, config.batch_max, config.batch_linger)?;
         let batch_len = batch.len();
         while !roster_ready.load(Ordering::Acquire) {
             if cancel.is_cancelled() {
@@ -275,9 +275,10 @@ pub fn run_pipeline(
     Ok(())
 }
 
-/// Waits up to `wait` for the first record, then takes what is already there. A fatal
-/// consumer error (e.g. another instance took this one's static membership) ends the
-/// pipeline: a consumer in that state never delivers again.
+/// Waits up to `wait` for the first record, then takes what arrives within `linger` of it
+/// (with no linger, what is already there), up to `max` records. A fatal consumer error
+/// (e.g. another instance took this one's static membership) ends the pipeline: a consumer
+/// in that state never delivers again.
 ///
 /// The messages stay librdkafka's (borrowed, not copied into owned ones): a press is
 /// decoded straight from the fetched buffer.
@@ -285,9 +286,11 @@ fn poll_batch(
     consumer: &BaseConsumer<RouterContext>,
     wait: Duration,
     max: usize,
+    linger: Duration,
 ) -> Result<Vec<BorrowedMessage<'_>>, PipelineError> {
     let mut batch = Vec::new();
     let mut timeout = wait;
+    let mut linger_until = None;
     while batch.len() < max {
         match consumer.poll(timeout) {
             None => break,
@@ -303,7 +306,8 @@ fn poll_batch(
                 break;
             }
         }
-        timeout = Duration::ZERO;
+        let until = *linger_until.get_or_insert_with(|| Instant::now() + linger);
+        timeout = until.saturating_duration_since(Instant::now());
     }
     Ok(batch)
 }

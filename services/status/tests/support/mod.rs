@@ -511,6 +511,7 @@ pub fn start_router(
         group_id: format!("{}router", args.topic_prefix),
         transactional_id: format!("{}router-1", args.topic_prefix),
         batch_max: 200,
+        batch_linger: std::time::Duration::ZERO,
         policy: helpgrid_router::domain::Policy::default(),
     };
     let stop = CancellationToken::new();
