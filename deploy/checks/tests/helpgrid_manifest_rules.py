@@ -129,6 +129,11 @@ def main():
     env = {e["name"]: e.get("value", "") for e in container["env"]}
     check("the router's transactional id comes from its pod name",
           "$(POD_NAME)" in env.get("HELPGRID_ROUTER_TRANSACTIONAL_ID", ""))
+    claims = {t["metadata"]["name"] for t in router_set[0]["spec"].get("volumeClaimTemplates", [])}
+    mounts = {m["mountPath"]: m["name"] for m in container.get("volumeMounts", [])}
+    state_dir = env.get("HELPGRID_ROUTER_STATE_DIR", "")
+    check("the router's checkpoints live on a volume of its own pod (a claim template, mounted at its state folder)",
+          state_dir != "" and mounts.get(state_dir) in claims, (state_dir, mounts, claims))
     check("the router is ready only on /readyz and alive on /livez",
           container["readinessProbe"]["httpGet"]["path"] == "/readyz"
           and container["livenessProbe"]["httpGet"]["path"] == "/livez")
