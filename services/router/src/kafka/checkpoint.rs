@@ -289,7 +289,9 @@ impl Checkpoints {
             }
             let seconds = started.elapsed().as_secs_f64() + encode_ms as f64 / 1000.0;
             metrics::histogram!(telemetry::CHECKPOINT_SECONDS).record(seconds);
-            tracing::debug!(
+            // At most one round per --checkpoint-interval-s: info, so operators (and the
+            // restore benchmark, which waits for it) see what a round costs.
+            tracing::info!(
                 encode_ms,
                 write_ms = started.elapsed().as_millis() as u64,
                 "checkpoint round done"
