@@ -648,20 +648,26 @@ fn rss_mib(service: &Service) -> f64 {
     procstat::read(service.pid()).map_or(0.0, |(_, rss, _)| rss)
 }
 
-/// A reader at the end of incident-events: returns when an event caused by `event_id`
-/// arrives, with the time it took since `since`.
-fn wait_for_cause(
-    kafka: &KafkaArgs,
-    topic: &str,
-    event_id: &str,
-    since: Instant,
-) -> anyhow::Result<Duration> {
+/// A reader of `topic` from its present end, resolved now (not at its first fetch, which
+/// may come after a fast router's output and would miss it).
+fn reader_at_end(kafka: &KafkaArgs, topic: &str) -> anyhow::Result<BaseConsumer> {
     let reader: BaseConsumer = kafka.reader_config("helpgrid-restore-bench").create()?;
     let mut tpl = TopicPartitionList::new();
     for p in 0..PARTITIONS as i32 {
-        tpl.add_partition_offset(topic, p, Offset::End)?;
+        let (_, high) = reader.fetch_watermarks(topic, p, Duration::from_secs(30))?;
+        tpl.add_partition_offset(topic, p, Offset::Offset(high))?;
     }
     reader.assign(&tpl)?;
+    Ok(reader)
+}
+
+/// Returns when an event caused by `event_id` arrives at `reader`, with the time it took
+/// since `since`.
+fn wait_for_cause(
+    reader: &BaseConsumer,
+    event_id: &str,
+    since: Instant,
+) -> anyhow::Result<Duration> {
     while since.elapsed() < Duration::from_secs(120) {
         if let Some(Ok(m)) = reader.poll(Duration::from_millis(50))
             && let Some(Ok(e)) = m.payload().map(pb::IncidentEvent::decode)
@@ -846,6 +852,7 @@ async fn kill_and_restart(bench: &Bench, router: Service) -> anyhow::Result<(Dur
         .as_ref()
         .map(|e| e.event_id.clone())
         .unwrap_or_default();
+    let reader = reader_at_end(&bench.kafka, &bench.topics.incident_events)?;
     let killed = Instant::now();
     router.kill();
     let router = bench.router()?;
@@ -857,11 +864,8 @@ async fn kill_and_restart(bench: &Bench, router: Service) -> anyhow::Result<(Dur
         Some(&press.encode_to_vec()),
     );
     let _ = producer.flush(Duration::from_secs(30));
-    let kafka = bench.kafka.clone();
-    let topic = bench.topics.incident_events.clone();
     let took =
-        tokio::task::spawn_blocking(move || wait_for_cause(&kafka, &topic, &event_id, killed))
-            .await??;
+        tokio::task::spawn_blocking(move || wait_for_cause(&reader, &event_id, killed)).await??;
     Ok((took, router))
 }
 
