@@ -84,15 +84,11 @@ async fn a_smoke_run_through_helpgrid_accounts_for_every_press_and_assigns_each_
         listener,
         async move { status_stop.cancelled().await },
     ));
-    let router_config = RouterConfig {
-        checkpoint: None,
-        kafka: kafka.clone(),
-        group_id: format!("{}router", kafka.topic_prefix),
-        transactional_id: format!("{}router-1", kafka.topic_prefix),
-        batch_max: 500,
-        batch_linger: std::time::Duration::ZERO,
-        policy: Policy::default(),
-    };
+    let router_config = RouterConfig::new(
+        kafka.clone(),
+        format!("{}router-1", kafka.topic_prefix),
+        Policy::default(),
+    );
     let router_stop = cancel.clone();
     let router = tokio::spawn(helpgrid_router::run(router_config, async move {
         router_stop.cancelled().await

@@ -186,13 +186,12 @@ pub fn start_router(args: &KafkaArgs) -> Running {
 /// As `start_router`, reporting its readiness to `health`.
 pub fn start_router_with_health(args: &KafkaArgs, health: Health) -> Running {
     let router_config = RouterConfig {
-        checkpoint: None,
-        kafka: args.clone(),
-        group_id: format!("{}router", args.topic_prefix),
-        transactional_id: format!("{}router-1", args.topic_prefix),
         batch_max: 200,
-        batch_linger: std::time::Duration::ZERO,
-        policy: Policy::default(),
+        ..RouterConfig::new(
+            args.clone(),
+            format!("{}router-1", args.topic_prefix),
+            Policy::default(),
+        )
     };
     Running::spawn(move |shutdown| {
         helpgrid_router::run_with_health(router_config, health, shutdown)

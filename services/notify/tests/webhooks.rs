@@ -496,12 +496,7 @@ async fn an_assignee_who_has_not_acknowledged_is_renotified_at_half_the_deadline
     let deadline_ms = 3_000;
     let router = RunningRouter::start(
         &s.args,
-        helpgrid_router::domain::Policy {
-            ack_deadline_normal_ms: deadline_ms,
-            ack_deadline_high_ms: deadline_ms,
-            ack_deadline_critical_ms: deadline_ms,
-            ..calm_policy()
-        },
+        calm_policy().with_ack_deadline_ms(deadline_ms),
     );
     s.publisher
         .send(

@@ -53,7 +53,7 @@ pub struct RouterArgs {
     )]
     pub checkpoint_interval_s: f64,
     /// Most input records handled in one Kafka transaction.
-    #[arg(long, env = "HELPGRID_ROUTER_BATCH_MAX", default_value_t = 500)]
+    #[arg(long, env = "HELPGRID_ROUTER_BATCH_MAX", default_value_t = DEFAULT_BATCH_MAX)]
     pub batch_max: usize,
     /// Milliseconds a batch keeps collecting input after its first record (up to
     /// `--batch-max`) before it is decided and committed. Every transaction costs the brokers
@@ -125,6 +125,25 @@ pub struct RouterConfig {
     pub policy: Policy,
     /// Local checkpoints of incident-state; None: restores read incident-state from its start.
     pub checkpoint: Option<CheckpointConfig>,
+}
+
+/// `--batch-max`'s default.
+pub const DEFAULT_BATCH_MAX: usize = 500;
+
+impl RouterConfig {
+    /// A router instance with the flags' defaults: group `<prefix>router`, no batch linger,
+    /// no local checkpoints. Embedders (and tests) set other fields with struct update syntax.
+    pub fn new(kafka: KafkaArgs, transactional_id: impl Into<String>, policy: Policy) -> Self {
+        Self {
+            group_id: format!("{}router", kafka.topic_prefix),
+            kafka,
+            transactional_id: transactional_id.into(),
+            batch_max: DEFAULT_BATCH_MAX,
+            batch_linger: Duration::ZERO,
+            policy,
+            checkpoint: None,
+        }
+    }
 }
 
 /// Where and how often the router checkpoints its incident-state partitions locally.

@@ -13,6 +13,8 @@ use helpgrid_testkit::{IncidentLog, Publisher, WAIT, kafka_args};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
+mod support;
+
 const GRID: &str = "g1";
 
 fn household_of(event: &IncidentEvent) -> &str {
@@ -52,13 +54,8 @@ async fn two_presses(linger: Duration, gap: Duration) -> (Vec<i64>, Vec<i64>) {
         .await;
     let mut log = IncidentLog::follow(&args, &topics.incident_events).await;
     let config = RouterConfig {
-        checkpoint: None,
-        kafka: args.clone(),
-        group_id: format!("{}router", args.topic_prefix),
-        transactional_id: format!("{}router-batching", args.topic_prefix),
-        batch_max: 100,
         batch_linger: linger,
-        policy: Policy::default(),
+        ..support::config(&args, "router-batching", Policy::default())
     };
     let cancel = CancellationToken::new();
     let stop = cancel.clone();

@@ -25,15 +25,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+mod support;
+use support::RunningRouter;
+
 const PARTITIONS: i32 = 3;
 
 fn policy() -> Policy {
-    Policy {
-        ack_deadline_normal_ms: 600_000,
-        ack_deadline_high_ms: 600_000,
-        ack_deadline_critical_ms: 600_000,
-        ..Policy::default()
-    }
+    support::long_deadlines()
 }
 
 fn grids() -> Vec<String> {
@@ -403,31 +401,8 @@ async fn a_router_restarted_on_its_state_folder_keeps_every_open_incident() {
     }
     let mut log = IncidentLog::follow(&args, &topics.incident_events).await;
     let router = |checkpoint: CheckpointConfig| RouterConfig {
-        kafka: args.clone(),
-        group_id: format!("{}router", args.topic_prefix),
-        transactional_id: format!("{}router-r0", args.topic_prefix),
-        batch_max: 100,
-        batch_linger: std::time::Duration::ZERO,
-        policy: policy(),
         checkpoint: Some(checkpoint),
-    };
-    let start = |config: RouterConfig| {
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(helpgrid_router::run(config, async move {
-            let _ = stopped.await;
-        }));
-        (stop, task)
-    };
-    let stop = |(stop, task): (
-        tokio::sync::oneshot::Sender<()>,
-        tokio::task::JoinHandle<anyhow::Result<()>>,
-    )| async move {
-        let _ = stop.send(());
-        tokio::time::timeout(Duration::from_secs(60), task)
-            .await
-            .expect("router stops in time")
-            .expect("router task")
-            .expect("router ran without error");
+        ..support::config(&args, "router-r0", policy())
     };
     let opened = |events: &[IncidentEvent]| {
         events
@@ -436,7 +411,7 @@ async fn a_router_restarted_on_its_state_folder_keeps_every_open_incident() {
             .count()
     };
 
-    let first = start(router(state.config()));
+    let first = RunningRouter::start(router(state.config()));
     for (hh, g) in [("hh-1", "g1"), ("hh-2", "g2"), ("hh-3", "g3")] {
         publisher
             .send(&topics.help_events, g, &press(hh, g, PressKind::Help))
@@ -444,7 +419,7 @@ async fn a_router_restarted_on_its_state_folder_keeps_every_open_incident() {
     }
     log.wait_until("three incidents opened", |ev| opened(ev) == 3)
         .await;
-    stop(first).await;
+    first.stop().await;
 
     // The checkpoints hold what incident-state holds.
     let identity = identity(&args, &topics);
@@ -472,7 +447,7 @@ async fn a_router_restarted_on_its_state_folder_keeps_every_open_incident() {
     assert_eq!(in_kafka.len(), 3);
     assert_eq!(in_files, in_kafka);
 
-    let second = start(router(state.config()));
+    let second = RunningRouter::start(router(state.config()));
     publisher
         .send(
             &topics.help_events,
@@ -487,5 +462,5 @@ async fn a_router_restarted_on_its_state_folder_keeps_every_open_incident() {
         })
         .await;
     assert_eq!(opened(&events), 3, "the repeat press opened nothing");
-    stop(second).await;
+    second.stop().await;
 }

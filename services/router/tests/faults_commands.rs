@@ -13,51 +13,13 @@ use helpgrid_proto::pb::{
     IncidentOutcome, PressKind, Resolution, ResponderRole, incident_command,
     incident_event::Change,
 };
-use helpgrid_router::config::RouterConfig;
-use helpgrid_router::domain::Policy;
 use helpgrid_testkit::records::{press, responder, roster_record};
-use helpgrid_testkit::{IncidentLog, Publisher, WAIT, kafka_args};
+use helpgrid_testkit::{IncidentLog, Publisher, kafka_args};
 use std::collections::HashSet;
 use std::time::Duration;
-use tokio::sync::oneshot;
 
-struct RunningRouter {
-    stop: oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
-}
-
-impl RunningRouter {
-    fn start(args: &helpgrid_common::kafka::KafkaArgs) -> Self {
-        let config = RouterConfig {
-            checkpoint: None,
-            kafka: args.clone(),
-            group_id: format!("{}router", args.topic_prefix),
-            transactional_id: format!("{}r1", args.topic_prefix),
-            batch_max: 100,
-            batch_linger: std::time::Duration::ZERO,
-            policy: Policy {
-                ack_deadline_normal_ms: 600_000,
-                ack_deadline_high_ms: 600_000,
-                ack_deadline_critical_ms: 600_000,
-                ..Policy::default()
-            },
-        };
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(helpgrid_router::run(config, async move {
-            let _ = stopped.await;
-        }));
-        Self { stop, task }
-    }
-
-    async fn stop(self) {
-        let _ = self.stop.send(());
-        tokio::time::timeout(WAIT, self.task)
-            .await
-            .expect("router stops in time")
-            .expect("router task")
-            .expect("router ran without error");
-    }
-}
+mod support;
+use support::{RunningRouter, config, long_deadlines};
 
 fn command(incident: &Incident, action: incident_command::Action) -> IncidentCommand {
     IncidentCommand {
@@ -110,7 +72,7 @@ async fn a_rejected_command_written_twice_is_answered_once_and_never_applied_acr
         .await;
     let mut log = IncidentLog::follow(&args, &topics.incident_events).await;
 
-    let router = RunningRouter::start(&args);
+    let router = RunningRouter::start(config(&args, "r1", long_deadlines()));
     publisher
         .send(
             &topics.help_events,
@@ -159,7 +121,7 @@ async fn a_rejected_command_written_twice_is_answered_once_and_never_applied_acr
 
     // A router restored from Kafka; the incident is acknowledged, and only then a third copy
     // arrives: a close now would be accepted, but this one was refused already.
-    let router = RunningRouter::start(&args);
+    let router = RunningRouter::start(config(&args, "r1", long_deadlines()));
     let ack = command(
         &incident,
         incident_command::Action::Acknowledge(AcknowledgeIncident {}),

@@ -17,8 +17,6 @@ use helpgrid_proto::pb::{
     AcknowledgeIncident, ActorRole, IncidentCommand, PressKind, ResponderRole, incident_command,
     incident_event::Change,
 };
-use helpgrid_router::config::RouterConfig;
-use helpgrid_router::domain::Policy;
 use helpgrid_router::kafka::pipeline::HEADER_FORWARDED_FROM;
 use helpgrid_testkit::records::{press, responder, roster_record};
 use helpgrid_testkit::{IncidentLog, Publisher, kafka_args};
@@ -27,6 +25,8 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use std::collections::HashMap;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+
+mod support;
 
 const HOUSEHOLDS: usize = 24;
 const GRIDS: usize = 12;
@@ -38,20 +38,11 @@ fn start_router(
     CancellationToken,
     tokio::task::JoinHandle<anyhow::Result<()>>,
 ) {
-    let config = RouterConfig {
-        checkpoint: None,
-        kafka: args.clone(),
-        group_id: format!("{}router", args.topic_prefix),
-        transactional_id: format!("{}router-{instance}", args.topic_prefix),
-        batch_max: 100,
-        batch_linger: std::time::Duration::ZERO,
-        policy: Policy {
-            ack_deadline_normal_ms: 600_000,
-            ack_deadline_high_ms: 600_000,
-            ack_deadline_critical_ms: 600_000,
-            ..Policy::default()
-        },
-    };
+    let config = support::config(
+        args,
+        &format!("router-{instance}"),
+        support::long_deadlines(),
+    );
     let stop = CancellationToken::new();
     let task = tokio::spawn(helpgrid_router::run(config, stop.clone().cancelled_owned()));
     (stop, task)

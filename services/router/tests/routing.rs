@@ -11,7 +11,6 @@ use helpgrid_proto::pb::{
     IncidentCommand, IncidentEvent, IncidentOutcome, PressKind, Resolution, ResponderRole, Track,
     incident_command, incident_event::Change,
 };
-use helpgrid_router::config::RouterConfig;
 use helpgrid_router::domain::Policy;
 use helpgrid_testkit::records::{camera, press, responder, roster_record};
 use helpgrid_testkit::{
@@ -19,41 +18,10 @@ use helpgrid_testkit::{
 };
 use std::collections::HashMap;
 use std::time::Duration;
-use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
-struct RunningRouter {
-    stop: oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
-}
-
-impl RunningRouter {
-    fn start(args: &KafkaArgs, policy: Policy, transactional_id: &str) -> Self {
-        let config = RouterConfig {
-            checkpoint: None,
-            kafka: args.clone(),
-            group_id: format!("{}router", args.topic_prefix),
-            transactional_id: transactional_id.to_owned(),
-            batch_max: 100,
-            batch_linger: std::time::Duration::ZERO,
-            policy,
-        };
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(helpgrid_router::run(config, async move {
-            let _ = stopped.await;
-        }));
-        Self { stop, task }
-    }
-
-    async fn stop(self) {
-        let _ = self.stop.send(());
-        tokio::time::timeout(WAIT, self.task)
-            .await
-            .expect("router stops in time")
-            .expect("router task")
-            .expect("router ran without error");
-    }
-}
+mod support;
+use support::{RunningRouter, config, long_deadlines};
 
 struct Setup {
     args: KafkaArgs,
@@ -90,15 +58,6 @@ fn event_id(event: &HelpEvent) -> String {
         .expect("envelope")
 }
 
-fn quick_policy() -> Policy {
-    Policy {
-        ack_deadline_normal_ms: 600_000,
-        ack_deadline_high_ms: 600_000,
-        ack_deadline_critical_ms: 600_000,
-        ..Policy::default()
-    }
-}
-
 fn assigned_to(events: &[&IncidentEvent], track: Track) -> Vec<String> {
     events
         .iter()
@@ -122,11 +81,7 @@ async fn a_press_is_assigned_to_the_on_duty_grid_worker_and_a_camera_alert_to_a_
         ),
     ])
     .await;
-    let router = RunningRouter::start(
-        &s.args,
-        quick_policy(),
-        &format!("{}r1", s.args.topic_prefix),
-    );
+    let router = RunningRouter::start(config(&s.args, "r1", long_deadlines()));
     let p = press("h-100", "g1", PressKind::Help);
     let c = camera("cam-9", "g2", CameraLabel::Intrusion, 0.92);
     s.publisher.send(&s.topics.help_events, "g1", &p).await;
@@ -164,11 +119,7 @@ async fn nobody_on_duty_escalates_to_the_police_desk_at_once() {
         None,
     )])
     .await;
-    let router = RunningRouter::start(
-        &s.args,
-        quick_policy(),
-        &format!("{}r1", s.args.topic_prefix),
-    );
+    let router = RunningRouter::start(config(&s.args, "r1", long_deadlines()));
     let p = press("h-1", "g-empty", PressKind::Help);
     s.publisher.send(&s.topics.help_events, "g-empty", &p).await;
     let events = s
@@ -205,7 +156,7 @@ async fn an_unacknowledged_assignment_is_reassigned_after_its_deadline() {
         ack_deadline_normal_ms: 1_500,
         ..Policy::default()
     };
-    let router = RunningRouter::start(&s.args, policy, &format!("{}r1", s.args.topic_prefix));
+    let router = RunningRouter::start(config(&s.args, "r1", policy));
     let p = press("h-1", "g1", PressKind::Help);
     s.publisher.send(&s.topics.help_events, "g1", &p).await;
     let events = s
@@ -241,11 +192,7 @@ async fn a_second_press_from_the_household_attaches_and_raises_urgency() {
         None,
     )])
     .await;
-    let router = RunningRouter::start(
-        &s.args,
-        quick_policy(),
-        &format!("{}r1", s.args.topic_prefix),
-    );
+    let router = RunningRouter::start(config(&s.args, "r1", long_deadlines()));
     let first = press("h-7", "g1", PressKind::Help);
     s.publisher.send(&s.topics.help_events, "g1", &first).await;
     s.log
@@ -291,11 +238,7 @@ async fn a_malformed_record_is_dead_lettered_with_its_reason_and_the_next_one_st
     let mut dead = reader::follow(&s.args, "test-dlq", &s.topics.dead_letters, cancel.clone())
         .await
         .expect("follow dead letters");
-    let router = RunningRouter::start(
-        &s.args,
-        quick_policy(),
-        &format!("{}r1", s.args.topic_prefix),
-    );
+    let router = RunningRouter::start(config(&s.args, "r1", long_deadlines()));
     s.publisher
         .send_raw(
             &s.topics.help_events,
@@ -366,7 +309,6 @@ async fn a_router_restart_mid_stream_loses_nothing_and_doubles_nothing() {
         })
         .collect();
     let mut s = setup(roster).await;
-    let txn_id = format!("{}r1", s.args.topic_prefix);
     // 400 presses from 150 households: many households press more than once.
     let presses: Vec<(String, HelpEvent)> = (0..400)
         .map(|i| {
@@ -378,13 +320,13 @@ async fn a_router_restart_mid_stream_loses_nothing_and_doubles_nothing() {
             )
         })
         .collect();
-    let router = RunningRouter::start(&s.args, quick_policy(), &txn_id);
+    let router = RunningRouter::start(config(&s.args, "r1", long_deadlines()));
     for (grid, p) in &presses[..200] {
         s.publisher.send(&s.topics.help_events, grid, p).await;
     }
     s.log.wait_until("some progress", |ev| ev.len() >= 50).await;
     router.stop().await;
-    let router = RunningRouter::start(&s.args, quick_policy(), &txn_id);
+    let router = RunningRouter::start(config(&s.args, "r1", long_deadlines()));
     for (grid, p) in &presses[200..] {
         s.publisher.send(&s.topics.help_events, grid, p).await;
     }
@@ -465,11 +407,7 @@ async fn a_close_with_an_unknown_outcome_is_dead_lettered_and_a_known_one_closes
     let mut dead = reader::follow(&s.args, "test-dlq", &s.topics.dead_letters, cancel.clone())
         .await
         .expect("follow dead letters");
-    let router = RunningRouter::start(
-        &s.args,
-        quick_policy(),
-        &format!("{}r1", s.args.topic_prefix),
-    );
+    let router = RunningRouter::start(config(&s.args, "r1", long_deadlines()));
     s.publisher
         .send(
             &s.topics.help_events,

@@ -3,13 +3,14 @@
 //! the setting and the fix. Needs HELPGRID_TEST_KAFKA (scripts/test sets it).
 
 use helpgrid_common::topics::{TopicError, Topics, ensure_topics};
-use helpgrid_router::config::RouterConfig;
 use helpgrid_router::domain::Policy;
 use helpgrid_testkit::kafka_args;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use std::collections::HashMap;
 use std::time::Duration;
+
+mod support;
 
 async fn settings_of(
     admin: &AdminClient<DefaultClientContext>,
@@ -96,15 +97,7 @@ async fn an_incident_state_topic_that_deletes_by_age_stops_the_router_with_the_f
         }
         other => panic!("expected a refusal, got {other:?}"),
     }
-    let config = RouterConfig {
-        checkpoint: None,
-        kafka: args.clone(),
-        group_id: format!("{}router", args.topic_prefix),
-        transactional_id: format!("{}router-1", args.topic_prefix),
-        batch_max: 100,
-        batch_linger: std::time::Duration::ZERO,
-        policy: Policy::default(),
-    };
+    let config = support::config(&args, "router-1", Policy::default());
     let refused = tokio::time::timeout(
         Duration::from_secs(30),
         helpgrid_router::run(config, std::future::pending()),

@@ -90,13 +90,12 @@ async fn prometheus_scrapes_the_router_and_the_status_service_and_sees_the_key_s
     let stop_router = CancellationToken::new();
     let router = tokio::spawn(helpgrid_router::run(
         RouterConfig {
-            checkpoint: None,
-            kafka: kafka.args.clone(),
-            group_id: format!("{}router", kafka.args.topic_prefix),
-            transactional_id: format!("{}router-0", kafka.args.topic_prefix),
             batch_max: 100,
-            batch_linger: std::time::Duration::ZERO,
-            policy: Policy::default(),
+            ..RouterConfig::new(
+                kafka.args.clone(),
+                format!("{}router-0", kafka.args.topic_prefix),
+                Policy::default(),
+            )
         },
         stop_router.clone().cancelled_owned(),
     ));

@@ -40,18 +40,12 @@ fn start_router(
     tokio::task::JoinHandle<anyhow::Result<()>>,
 ) {
     let config = RouterConfig {
-        checkpoint: None,
-        kafka: args.clone(),
-        group_id: format!("{}router", args.topic_prefix),
-        transactional_id: format!("{}router-1", args.topic_prefix),
         batch_max: 100,
-        batch_linger: std::time::Duration::ZERO,
-        policy: Policy {
-            ack_deadline_normal_ms: ACK_DEADLINE_MS,
-            ack_deadline_high_ms: ACK_DEADLINE_MS,
-            ack_deadline_critical_ms: ACK_DEADLINE_MS,
-            ..Policy::default()
-        },
+        ..RouterConfig::new(
+            args.clone(),
+            format!("{}router-1", args.topic_prefix),
+            Policy::default().with_ack_deadline_ms(ACK_DEADLINE_MS),
+        )
     };
     let stop = CancellationToken::new();
     let task = tokio::spawn(helpgrid_router::run(config, stop.clone().cancelled_owned()));

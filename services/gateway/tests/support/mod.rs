@@ -176,18 +176,12 @@ pub struct RunningRouter {
 impl RunningRouter {
     pub fn start(args: &KafkaArgs) -> Self {
         let config = RouterConfig {
-            checkpoint: None,
-            kafka: args.clone(),
-            group_id: format!("{}router", args.topic_prefix),
-            transactional_id: format!("{}router-1", args.topic_prefix),
             batch_max: 100,
-            batch_linger: std::time::Duration::ZERO,
-            policy: Policy {
-                ack_deadline_normal_ms: 600_000,
-                ack_deadline_high_ms: 600_000,
-                ack_deadline_critical_ms: 600_000,
-                ..Policy::default()
-            },
+            ..RouterConfig::new(
+                args.clone(),
+                format!("{}router-1", args.topic_prefix),
+                Policy::default().with_ack_deadline_ms(600_000),
+            )
         };
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(helpgrid_router::run(config, async move {

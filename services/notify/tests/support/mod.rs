@@ -202,13 +202,12 @@ pub struct RunningRouter {
 impl RunningRouter {
     pub fn start(args: &KafkaArgs, policy: Policy) -> Self {
         let config = RouterConfig {
-            checkpoint: None,
-            kafka: args.clone(),
-            group_id: format!("{}router", args.topic_prefix),
-            transactional_id: format!("{}router-1", args.topic_prefix),
             batch_max: 100,
-            batch_linger: std::time::Duration::ZERO,
-            policy,
+            ..RouterConfig::new(
+                args.clone(),
+                format!("{}router-1", args.topic_prefix),
+                policy,
+            )
         };
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(helpgrid_router::run(config, async move {
@@ -229,12 +228,7 @@ impl RunningRouter {
 
 /// Deadlines long enough that nothing times out during a test.
 pub fn calm_policy() -> Policy {
-    Policy {
-        ack_deadline_normal_ms: 600_000,
-        ack_deadline_high_ms: 600_000,
-        ack_deadline_critical_ms: 600_000,
-        ..Policy::default()
-    }
+    Policy::default().with_ack_deadline_ms(600_000)
 }
 
 fn free_port() -> u16 {

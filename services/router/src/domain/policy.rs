@@ -34,6 +34,16 @@ impl Default for Policy {
 }
 
 impl Policy {
+    /// This policy with one acknowledgement deadline for every priority.
+    pub fn with_ack_deadline_ms(self, ms: Millis) -> Self {
+        Self {
+            ack_deadline_normal_ms: ms,
+            ack_deadline_high_ms: ms,
+            ack_deadline_critical_ms: ms,
+            ..self
+        }
+    }
+
     pub fn ack_deadline_ms(&self, priority: Priority) -> Millis {
         match priority {
             Priority::Critical => self.ack_deadline_critical_ms,

@@ -506,13 +506,12 @@ pub fn start_router(
     tokio::task::JoinHandle<anyhow::Result<()>>,
 ) {
     let config = helpgrid_router::config::RouterConfig {
-        checkpoint: None,
-        kafka: args.clone(),
-        group_id: format!("{}router", args.topic_prefix),
-        transactional_id: format!("{}router-1", args.topic_prefix),
         batch_max: 200,
-        batch_linger: std::time::Duration::ZERO,
-        policy: helpgrid_router::domain::Policy::default(),
+        ..helpgrid_router::config::RouterConfig::new(
+            args.clone(),
+            format!("{}router-1", args.topic_prefix),
+            helpgrid_router::domain::Policy::default(),
+        )
     };
     let stop = CancellationToken::new();
     let task = tokio::spawn(helpgrid_router::run(config, stop.clone().cancelled_owned()));
