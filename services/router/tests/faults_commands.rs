@@ -3,14 +3,15 @@
 //! cluster fault suite saw up to 143 such copies in one run). A rejected command's copy must
 //! get no second `<command_id>:rejected`, and must never be applied later, also when the
 //! router restarts between the copies: the rejection's state record remembers the command id.
-//! Needs HELPGRID_TEST_KAFKA (scripts/test sets it).
+//! A command for an incident the router does not know (`NOT_FOUND`) is answered once too
+//! while the router runs. Needs HELPGRID_TEST_KAFKA (scripts/test sets it).
 
 use helpgrid_common::envelope::new_envelope;
 use helpgrid_common::time::now_millis;
 use helpgrid_common::topics::{Topics, ensure_topics};
 use helpgrid_proto::pb::{
     AcknowledgeIncident, ActorRole, CloseIncident, Incident, IncidentCommand, IncidentEvent,
-    IncidentOutcome, PressKind, Resolution, ResponderRole, incident_command,
+    IncidentOutcome, PressKind, RejectReason, Resolution, ResponderRole, incident_command,
     incident_event::Change,
 };
 use helpgrid_testkit::records::{press, responder, roster_record};
@@ -165,4 +166,72 @@ async fn a_rejected_command_written_twice_is_answered_once_and_never_applied_acr
         .collect();
     let unique: HashSet<&str> = ids.iter().copied().collect();
     assert_eq!(unique.len(), ids.len(), "no event id twice: {ids:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_for_an_unknown_incident_written_twice_is_answered_not_found_once() {
+    let args = kafka_args();
+    let topics = Topics::with_prefix(&args.topic_prefix);
+    ensure_topics(&args, &topics).await.expect("topics");
+    let publisher = Publisher::new(&args);
+    let worker = responder("w-a", ResponderRole::GridWorker, &["g1"], None);
+    publisher
+        .send(&topics.roster, "w-a", &roster_record(worker))
+        .await;
+    let mut log = IncidentLog::follow(&args, &topics.incident_events).await;
+    let router = RunningRouter::start(config(&args, "r1", long_deadlines()));
+
+    // An incident the router never opened (as one closed past the retention time looks).
+    let unknown = Incident {
+        incident_id: "inc-never-opened".into(),
+        grid_id: "g1".into(),
+        ..Incident::default()
+    };
+    let close = command(
+        &unknown,
+        incident_command::Action::Close(CloseIncident {
+            outcome: IncidentOutcome::ResolvedOnSpot as i32,
+            resolution: Resolution::Resolved as i32,
+            note: String::new(),
+        }),
+    );
+    for _ in 0..2 {
+        publisher
+            .send(&topics.incident_commands, "g1", &close)
+            .await;
+    }
+    // Another question about the same unknown incident: answered on its own.
+    let ack = command(
+        &unknown,
+        incident_command::Action::Acknowledge(AcknowledgeIncident {}),
+    );
+    publisher.send(&topics.incident_commands, "g1", &ack).await;
+    // The marker shares the commands' partition (same grid): once it opens, the router has
+    // read all three command records.
+    publisher
+        .send(
+            &topics.help_events,
+            "g1",
+            &press("h-marker", "g1", PressKind::Help),
+        )
+        .await;
+    log.wait_until("the marker", |ev| opened_for(ev, "h-marker"))
+        .await;
+    let events = log.settle(Duration::from_secs(1)).await;
+    router.stop().await;
+
+    assert_eq!(
+        answers_to(&events, &close),
+        ["rejected"],
+        "two copies of a close of an unknown incident, one answer"
+    );
+    assert_eq!(answers_to(&events, &ack), ["rejected"]);
+    let reason = |c: &IncidentCommand| {
+        events.iter().find_map(|e| match &e.change {
+            Some(Change::Rejected(r)) if r.command_id == command_id(c) => Some(r.reason),
+            _ => None,
+        })
+    };
+    assert_eq!(reason(&close), Some(RejectReason::NotFound as i32));
+    assert_eq!(reason(&ack), Some(RejectReason::NotFound as i32));
 }

@@ -16,7 +16,7 @@ use helpgrid_proto::pb::{
     incident_event::Change,
 };
 use prost::Message as _;
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashSet, VecDeque};
 use std::sync::Arc;
 
 /// The desk's maps are looked up several times per event (id, dedup key, event id,
@@ -33,6 +33,10 @@ const RECENT_EVENT_IDS: usize = 16;
 /// remembers. A second copy of a command record arrives within seconds of the first (a
 /// producer retry in a failover), and few retries of one request are in flight at once.
 const REPEATED_COMMAND_IDS: usize = 8;
+/// How many command ids rejected as `NOT_FOUND` the desk remembers (there is no incident to
+/// remember them in). Such rejections are rare (a command for an incident closed past the
+/// retention time), and a copy of a record follows the first within seconds.
+const NOT_FOUND_COMMAND_IDS: usize = 1024;
 
 /// An event to publish, with the partition it belongs to (the incident's own).
 #[derive(Debug, Clone, PartialEq)]
@@ -108,6 +112,35 @@ pub struct Desk {
     /// (partition, incident id) of closed incidents forgotten since the adapter last asked:
     /// their incident-state records get a tombstone.
     forgotten: Vec<(i32, String)>,
+    /// Command ids rejected as `NOT_FOUND` by this desk, so that a second copy of the record
+    /// gets no second `<command_id>:rejected`. Memory only: the desk lives no longer than its
+    /// pipeline, and a pipeline whose transaction fails is discarded with its desk, so every id
+    /// here was answered in a transaction that committed or is still open.
+    not_found: RecentIds,
+}
+
+/// The latest `NOT_FOUND_COMMAND_IDS` ids, oldest forgotten first.
+#[derive(Default)]
+struct RecentIds {
+    order: VecDeque<Box<str>>,
+    set: HashSet<Box<str>>,
+}
+
+impl RecentIds {
+    /// Adds `id`; false if it was there already.
+    fn insert(&mut self, id: &str) -> bool {
+        if self.set.contains(id) {
+            return false;
+        }
+        if self.order.len() >= NOT_FOUND_COMMAND_IDS
+            && let Some(oldest) = self.order.pop_front()
+        {
+            self.set.remove(&oldest);
+        }
+        self.order.push_back(id.into());
+        self.set.insert(id.into());
+        true
+    }
 }
 
 /// Strings that repeat (grid ids), stored once and named by number. Numbers are never
@@ -1100,6 +1133,11 @@ impl Desk {
         now: Millis,
     ) -> (Option<RejectReason>, Vec<Output>) {
         let Some(tracked) = self.incidents.get(command.incident_id.as_str()) else {
+            if !self.not_found.insert(&command.command_id) {
+                // A second copy of a record already answered NOT_FOUND (a producer retry in a
+                // broker failover): its sender had its answer with the first copy.
+                return (None, Vec::new());
+            }
             let message = format!(
                 "incident {} is not known to the router (never opened, or closed more than {} min ago)",
                 command.incident_id,

@@ -799,6 +799,51 @@ fn commands_for_unknown_incidents_are_rejected_as_not_found_in_the_commands_part
 }
 
 #[test]
+fn a_not_found_command_record_that_arrives_twice_is_answered_once() {
+    let mut desk = Desk::new(policy());
+    let roster = city();
+    let close = command("c1", "inc-nope", "w1", close_action());
+    let (reason, first) = desk.on_command(5, &close, &roster, T0);
+    assert_eq!(reason, Some(RejectReason::NotFound));
+    assert_eq!(first.len(), 1);
+    let (reason, copy) = desk.on_command(5, &close, &roster, T0 + 1);
+    assert_eq!(
+        (reason, copy.len()),
+        (None, 0),
+        "the copy gets no second answer"
+    );
+    // Another command for the same unknown incident is a new question and gets its answer.
+    let (reason, other) = desk.on_command(
+        5,
+        &command("c2", "inc-nope", "w1", ValidAction::Acknowledge),
+        &roster,
+        T0 + 2,
+    );
+    assert_eq!((reason, other.len()), (Some(RejectReason::NotFound), 1));
+}
+
+#[test]
+fn the_desk_remembers_only_its_latest_not_found_command_ids() {
+    let mut desk = Desk::new(policy());
+    let roster = city();
+    for n in 0..=NOT_FOUND_COMMAND_IDS {
+        let c = command(&format!("c{n}"), "inc-nope", "w1", ValidAction::Acknowledge);
+        let (reason, _) = desk.on_command(5, &c, &roster, T0);
+        assert_eq!(reason, Some(RejectReason::NotFound));
+    }
+    // c0 was the oldest and is forgotten; the newest is still remembered.
+    let oldest = command("c0", "inc-nope", "w1", ValidAction::Acknowledge);
+    assert_eq!(desk.on_command(5, &oldest, &roster, T0).1.len(), 1);
+    let newest = command(
+        &format!("c{NOT_FOUND_COMMAND_IDS}"),
+        "inc-nope",
+        "w1",
+        ValidAction::Acknowledge,
+    );
+    assert!(desk.on_command(5, &newest, &roster, T0).1.is_empty());
+}
+
+#[test]
 fn a_patrol_officer_may_take_an_incident_waiting_at_the_police_desk() {
     let mut desk = Desk::new(policy());
     desk.on_help_event(
