@@ -14,9 +14,18 @@
 //! stuck thread keeps the old clients alive until librdkafka lets go; after
 //! [`MAX_STUCK_CALLS`] such threads the router stops with an error instead of piling up
 //! clients (a restarted process starts clean).
+//!
+//! `send_offsets_to_transaction` is the call that gets stuck (its `TxnOffsetCommit` goes to
+//! the group coordinator), and it has a bound of its own, [`bounded_offsets`]: the consumer
+//! group's session timeout. The consumer heartbeats to that same coordinator; once it has
+//! not reached it for a session timeout, librdkafka drops the group session and the
+//! coordinator would refuse these offsets anyway, so waiting longer gains nothing. A healthy
+//! failover of the coordinator (the brokers' session timeout, 6 s locally and 9 s by
+//! default, plus one request timeout) fits inside it.
 
+use rdkafka::ClientConfig;
 use rdkafka::error::KafkaError;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, mpsc};
 use std::time::Duration;
 
@@ -29,6 +38,43 @@ static STUCK_NOW: AtomicUsize = AtomicUsize::new(0);
 
 /// At most this many abandoned calls may still be blocked before the router gives up.
 pub const MAX_STUCK_CALLS: usize = 3;
+
+/// librdkafka's default `session.timeout.ms`, for a consumer configuration that sets none.
+const LIBRDKAFKA_SESSION_TIMEOUT_MS: u64 = 45_000;
+
+/// The bound of [`bounded_offsets`], in ms: the router consumer's session timeout, set from
+/// its configuration by [`bound_offsets_by_session_of`] (process-wide: every pipeline of a
+/// process has the same consumer configuration).
+static OFFSETS_BOUND_MS: AtomicU64 = AtomicU64::new(LIBRDKAFKA_SESSION_TIMEOUT_MS);
+
+/// The group session timeout of a consumer configuration (librdkafka's default if unset or
+/// unreadable: librdkafka would refuse an unreadable one when the consumer is created).
+pub fn session_timeout(consumer: &ClientConfig) -> Duration {
+    let ms = consumer
+        .get("session.timeout.ms")
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(LIBRDKAFKA_SESSION_TIMEOUT_MS);
+    Duration::from_millis(ms)
+}
+
+/// Bounds [`bounded_offsets`] by this consumer configuration's session timeout.
+pub fn bound_offsets_by_session_of(consumer: &ClientConfig) {
+    let ms = u64::try_from(session_timeout(consumer).as_millis()).unwrap_or(u64::MAX);
+    OFFSETS_BOUND_MS.store(ms, Ordering::Relaxed);
+}
+
+/// How long [`bounded_offsets`] waits.
+pub fn offsets_bound() -> Duration {
+    Duration::from_millis(OFFSETS_BOUND_MS.load(Ordering::Relaxed))
+}
+
+/// Runs `send_offsets_to_transaction` (`call`) on a thread of its own; waits for it at most
+/// the group session timeout ([`offsets_bound`]), not its timeout plus [`GRACE`].
+pub fn bounded_offsets(
+    call: impl FnOnce() -> Result<(), KafkaError> + Send + 'static,
+) -> Result<Result<(), KafkaError>, StuckCall> {
+    bounded_for("send_offsets_to_transaction", offsets_bound(), call)
+}
 
 /// A librdkafka call that did not return within its timeout plus [`GRACE`].
 #[derive(Debug, thiserror::Error)]
@@ -108,6 +154,21 @@ mod tests {
             Err(KafkaError::Canceled)
         });
         assert!(matches!(failed, Ok(Err(KafkaError::Canceled))));
+    }
+
+    #[test]
+    fn the_offsets_bound_is_the_consumers_session_timeout() {
+        let mut config = ClientConfig::new();
+        assert_eq!(session_timeout(&config), Duration::from_secs(45));
+        config.set("session.timeout.ms", "10000");
+        assert_eq!(session_timeout(&config), Duration::from_secs(10));
+        bound_offsets_by_session_of(&config);
+        assert_eq!(offsets_bound(), Duration::from_secs(10));
+        // The router's own consumer settings give the 10 s the cluster runs measured against
+        // the former 15 s (the offsets call's 10 s timeout plus the 5 s grace).
+        let router = helpgrid_common::kafka::KafkaArgs::new("b:9092", "t.")
+            .group_consumer_config("helpgrid-router", "t.router");
+        assert_eq!(session_timeout(&router), Duration::from_secs(10));
     }
 
     #[test]
