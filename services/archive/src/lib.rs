@@ -226,14 +226,23 @@ async fn serve_grpc(
     health
         .set_serving::<ReportServiceServer<grpc::Archive>>()
         .await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(helpgrid_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    // Both reflection versions: v1 for current tools, v1alpha for the many that still ask
+    // for it (older grpcurl, grpc_cli, Postman, Evans, Python's grpcio-reflection).
+    let reflection_builder = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(helpgrid_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection = reflection_builder()
         .build_v1()
-        .context("cannot build the gRPC reflection service")?;
+        .context("cannot build the gRPC reflection service (v1)")?;
+    let reflection_v1alpha = reflection_builder()
+        .build_v1alpha()
+        .context("cannot build the gRPC reflection service (v1alpha)")?;
     tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(reflection)
+        .add_service(reflection_v1alpha)
         .add_service(HistoryServiceServer::new(archive.clone()))
         .add_service(ReportServiceServer::new(archive))
         .serve_with_incoming_shutdown(

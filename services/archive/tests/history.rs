@@ -654,3 +654,31 @@ async fn the_report_page_draws_its_charts_in_chromium_and_the_csv_exports_with_c
     browser.quit().await;
     served.stop().await;
 }
+
+/// The stock client, pinned (the same as the status service's stock-client test).
+const GRPCIO: &[&str] = &["grpcio==1.85.1", "grpcio-reflection==1.85.1"];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_grpcio_finds_the_archive_by_reflection_v1alpha_and_gets_unimplemented_for_an_unknown_method()
+ {
+    let python = tokio::task::spawn_blocking(|| helpgrid_testkit::python::venv("grpcio", GRPCIO));
+    let served = serve_archive().await;
+    let python = python.await.expect("venv");
+    let script = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/clients/grpcio_reflection.py");
+    let address = served.addr.trim_start_matches("http://").to_owned();
+    let out = tokio::task::spawn_blocking(move || {
+        helpgrid_testkit::python::run_script(&python, &script, &[&address])
+    })
+    .await
+    .expect("script");
+    // The script exits non-zero on a failed check; these lines say each one ran.
+    for line in [
+        "ok: reflection v1alpha lists the services",
+        "ok: methods: ",
+        "ok: unknown method: StatusCode.UNIMPLEMENTED",
+    ] {
+        assert!(out.contains(line), "missing {line:?} in:\n{out}");
+    }
+    served.stop().await;
+}
