@@ -494,10 +494,7 @@ async fn an_assignee_who_has_not_acknowledged_is_renotified_at_half_the_deadline
     sub.responder_ids = vec!["w-1".into()];
     notify.subscribe(sub).await;
     let deadline_ms = 3_000;
-    let router = RunningRouter::start(
-        &s.args,
-        calm_policy().with_ack_deadline_ms(deadline_ms),
-    );
+    let router = RunningRouter::start(&s.args, calm_policy().with_ack_deadline_ms(deadline_ms));
     s.publisher
         .send(
             &s.topics.help_events,
