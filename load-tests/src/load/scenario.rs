@@ -1107,9 +1107,37 @@ fn router_summary(text: &str) -> serde_json::Value {
     let txn_sum = value("helpgrid_router_transaction_seconds_sum");
     let batch_count = value("helpgrid_router_batch_records_count");
     let batch_sum = value("helpgrid_router_batch_records_sum");
+    // Mean ms of a histogram (a label selector such as `{step="commit"}` may follow the name).
+    let mean_ms = |name: &str| -> Option<f64> {
+        let sum = value(&format!("{name}_sum"))?;
+        let count = value(&format!("{name}_count"))?;
+        Some(1000.0 * sum / count.max(1.0))
+    };
+    let step = |s: &str| {
+        let line = |suffix: &str| {
+            text.lines()
+                .find(|l| {
+                    l.starts_with(&format!(
+                        "helpgrid_router_transaction_step_seconds_{suffix}"
+                    )) && l.contains(&format!("step=\"{s}\""))
+                })
+                .and_then(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        };
+        line("sum")
+            .zip(line("count"))
+            .map(|(sum, count)| 1000.0 * sum / count.max(1.0))
+    };
     json!({
         "transactions": txn_count,
         "transaction_mean_ms": txn_sum.zip(txn_count).map(|(s, c)| 1000.0 * s / c.max(1.0)),
+        "input_age_mean_ms": mean_ms("helpgrid_router_input_age_seconds"),
+        "decide_mean_ms": mean_ms("helpgrid_router_decide_seconds"),
+        "step_mean_ms": {
+            "produce": step("produce"),
+            "offsets": step("offsets"),
+            "deliver": step("deliver"),
+            "commit": step("commit"),
+        },
         "batch_mean_records": batch_sum.zip(batch_count).map(|(s, c)| s / c.max(1.0)),
         "records_in": value("helpgrid_router_records_in_total"),
     })

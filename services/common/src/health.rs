@@ -44,6 +44,21 @@ impl Readiness {
         }
     }
 
+    /// A service made of parts is as ready as its least ready part: failed if any failed,
+    /// else starting, else restoring; ready only when every part is (and when it has none).
+    pub fn worst(parts: impl IntoIterator<Item = Readiness>) -> Readiness {
+        let rank = |r: Readiness| match r {
+            Readiness::Ready => 0,
+            Readiness::Restoring => 1,
+            Readiness::Starting => 2,
+            Readiness::Failed => 3,
+        };
+        parts
+            .into_iter()
+            .max_by_key(|r| rank(*r))
+            .unwrap_or(Readiness::Ready)
+    }
+
     fn from_u8(value: u8) -> Self {
         match value {
             1 => Readiness::Restoring,
@@ -55,22 +70,48 @@ impl Readiness {
 }
 
 /// A service's readiness, shared between the code that knows it and the HTTP endpoint.
-#[derive(Debug, Clone, Default)]
-pub struct Health(Arc<AtomicU8>);
+#[derive(Debug, Clone)]
+pub struct Health {
+    state: Arc<AtomicU8>,
+    /// Whether this is the service's own readiness (exported as the `ready` gauge, changes
+    /// logged), not one [`Health::part`] of it.
+    whole: bool,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Self {
+            state: Arc::default(),
+            whole: true,
+        }
+    }
+}
 
 impl Health {
     pub fn new() -> Self {
         Self::default()
     }
 
+    /// The readiness of one part of a service (one of a router's pipelines): neither exported
+    /// nor logged; the service sets its own [`Health`] from its parts ([`Readiness::worst`]).
+    pub fn part() -> Self {
+        Self {
+            state: Arc::default(),
+            whole: false,
+        }
+    }
+
     pub fn set(&self, readiness: Readiness) {
+        let before = Readiness::from_u8(self.state.swap(readiness as u8, Ordering::SeqCst));
+        if !self.whole {
+            return;
+        }
         let ready = if readiness == Readiness::Ready {
             1.0
         } else {
             0.0
         };
         metrics::gauge!(crate::telemetry::READY).set(ready);
-        let before = Readiness::from_u8(self.0.swap(readiness as u8, Ordering::SeqCst));
         if before != readiness {
             tracing::info!(
                 from = before.as_str(),
@@ -81,7 +122,7 @@ impl Health {
     }
 
     pub fn get(&self) -> Readiness {
-        Readiness::from_u8(self.0.load(Ordering::SeqCst))
+        Readiness::from_u8(self.state.load(Ordering::SeqCst))
     }
 }
 
@@ -197,5 +238,19 @@ mod tests {
         assert_eq!(get_status(addr, "/livez").await.0, 200);
         assert_eq!(get_status(addr, "/metrics").await.0, 200);
         assert_eq!(get_status(addr, "/nothing").await.0, 404);
+    }
+
+    #[test]
+    fn a_service_of_parts_is_as_ready_as_its_least_ready_part() {
+        use Readiness::*;
+        assert_eq!(Readiness::worst([Ready, Ready]), Ready);
+        assert_eq!(Readiness::worst([Ready, Restoring]), Restoring);
+        assert_eq!(Readiness::worst([Restoring, Starting, Ready]), Starting);
+        assert_eq!(Readiness::worst([Ready, Failed, Starting]), Failed);
+        assert_eq!(Readiness::worst([]), Ready);
+        let part = Health::part();
+        assert_eq!(part.get(), Starting);
+        part.set(Ready);
+        assert_eq!(part.get(), Ready);
     }
 }

@@ -62,6 +62,14 @@ pub struct RouterArgs {
     /// more. 0: decide whatever the first poll brought at once.
     #[arg(long, env = "HELPGRID_ROUTER_BATCH_LINGER_MS", default_value_t = 0.0)]
     pub batch_linger_ms: f64,
+    /// Transactional pipelines in this instance, each with its own consumer (a member of the
+    /// group, so it owns its share of the partitions) and its own transactional producer, so
+    /// their commits overlap (as Kafka Streams runs one per stream thread). With more than
+    /// one, pipeline n uses transactional id and group instance id `<transactional id>-<n>`
+    /// and checkpoints in `<state dir>/<transactional id>-<n>/`. More pipelines than
+    /// partitions leave some idle.
+    #[arg(long, env = "HELPGRID_ROUTER_PIPELINES", default_value_t = 1)]
+    pub pipelines: usize,
     #[command(flatten)]
     pub policy: PolicyArgs,
 }
@@ -125,6 +133,8 @@ pub struct RouterConfig {
     pub policy: Policy,
     /// Local checkpoints of incident-state; None: restores read incident-state from its start.
     pub checkpoint: Option<CheckpointConfig>,
+    /// Transactional pipelines in this instance (see `--pipelines`); at least 1.
+    pub pipelines: usize,
 }
 
 /// `--batch-max`'s default.
@@ -142,7 +152,28 @@ impl RouterConfig {
             batch_linger: Duration::ZERO,
             policy,
             checkpoint: None,
+            pipelines: 1,
         }
+    }
+
+    /// The settings of pipeline `n` of this instance: the instance's own when it runs one
+    /// pipeline; else its transactional id (also the group instance id) and checkpoint folder
+    /// with `-<n>` appended, so pipelines fence and checkpoint apart.
+    pub fn pipeline(&self, n: usize) -> RouterConfig {
+        let mut config = self.clone();
+        if self.pipelines <= 1 {
+            return config;
+        }
+        config.transactional_id = format!("{}-{n}", self.transactional_id);
+        if let Some(checkpoint) = config.checkpoint.as_mut() {
+            let folder = checkpoint
+                .dir
+                .file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            checkpoint.dir.set_file_name(format!("{folder}-{n}"));
+        }
+        config
     }
 }
 
@@ -215,6 +246,7 @@ impl RouterArgs {
             batch_linger: Duration::from_secs_f64(self.batch_linger_ms.max(0.0) / 1000.0),
             policy: self.policy.to_policy(),
             checkpoint,
+            pipelines: self.pipelines.max(1),
         }
     }
 }
@@ -252,6 +284,30 @@ mod tests {
         );
         assert_ne!(dir(&a), dir(&b));
         assert!(config(&["--state-dir", ""]).checkpoint.is_none());
+    }
+
+    #[test]
+    fn several_pipelines_each_get_their_own_transactional_id_and_checkpoint_folder() {
+        let one = config(&["--topic-prefix", "c.", "--instance-id", "r0"]);
+        assert_eq!(one.pipelines, 1);
+        assert_eq!(one.pipeline(0).transactional_id, "c.router-r0");
+        let two = config(&[
+            "--topic-prefix",
+            "c.",
+            "--instance-id",
+            "r0",
+            "--pipelines",
+            "2",
+        ]);
+        let dir = |c: &RouterConfig| c.checkpoint.as_ref().map(|k| k.dir.clone());
+        assert_eq!(two.pipeline(0).transactional_id, "c.router-r0-0");
+        assert_eq!(two.pipeline(1).transactional_id, "c.router-r0-1");
+        assert_eq!(
+            dir(&two.pipeline(1)),
+            Some(PathBuf::from(".helpgrid/state/c.router-r0-1"))
+        );
+        assert_eq!(two.pipeline(1).group_id, "c.router");
+        assert_eq!(config(&["--pipelines", "0"]).pipelines, 1);
     }
 
     #[test]

@@ -25,6 +25,7 @@ use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 /// Pause before a failed pipeline is started again.
@@ -35,6 +36,9 @@ const RESTART_BACKOFF: Duration = Duration::from_secs(1);
 /// would keep both from working.
 const FENCED_LIMIT: u32 = 3;
 const FENCED_WINDOW: Duration = Duration::from_secs(120);
+
+/// How often the readiness of several pipelines is gathered into the service's.
+const PARTS_CHECK: Duration = Duration::from_millis(50);
 
 /// Sets the age limit of local checkpoints from incident-state's `delete.retention.ms` (see
 /// [`config::CheckpointConfig::max_age`]); without it, checkpoints are off.
@@ -88,29 +92,133 @@ pub async fn run_with_health(
     // The pipeline starts while the roster loads: its InitTransactions, group join and
     // restore do not need the roster, and it decides nothing before `roster_ready`.
     let roster_ready = Arc::new(AtomicBool::new(false));
-    let worker_cancel = cancel.clone();
-    let worker_roster = Arc::clone(&roster);
-    let worker_roster_ready = Arc::clone(&roster_ready);
+    let pipelines = config.pipelines.max(1);
+    let mut workers = tokio::task::JoinSet::new();
+    // One pipeline reports straight to the service's health; several each keep their own
+    // part, and the service is as ready as the least ready of them.
+    let parts: Vec<Health> = if pipelines == 1 {
+        vec![health.clone()]
+    } else {
+        (0..pipelines).map(|_| Health::part()).collect()
+    };
+    for (n, part) in parts.iter().enumerate() {
+        let worker = Worker {
+            config: config.pipeline(n),
+            topics: topics.clone(),
+            partitions,
+            roster: Arc::clone(&roster),
+            roster_ready: Arc::clone(&roster_ready),
+            health: part.clone(),
+            cancel: cancel.clone(),
+        };
+        workers.spawn_blocking(move || worker.run());
+    }
+    if pipelines > 1 {
+        tokio::spawn(follow_parts(health.clone(), parts, cancel.clone()));
+    }
     let kafka = config.kafka.clone();
     let roster_topic = topics.roster.clone();
-    let mut worker = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+    let roster_loaded =
+        kafka::roster_feed::start(&kafka, &roster_topic, Arc::clone(&roster), cancel.clone())
+            .await?;
+    tokio::pin!(shutdown);
+    tokio::select! {
+        () = &mut shutdown => {
+            return stop_all(&mut workers, &cancel, Ok(())).await;
+        }
+        loaded = roster_loaded => {
+            if loaded.is_err() {
+                let _ = stop_all(&mut workers, &cancel, Ok(())).await;
+                anyhow::bail!("the roster feed stopped before loading the roster");
+            }
+            roster_ready.store(true, Ordering::Release);
+            let responders = roster.read().map(|r| r.len()).unwrap_or(0);
+            tracing::info!(responders, "roster loaded");
+        }
+        result = next_done(&mut workers) => {
+            // A pipeline ended before the roster was in: an error, or cancelled.
+            return stop_all(&mut workers, &cancel, result).await;
+        }
+    }
+    tokio::select! {
+        () = &mut shutdown => {
+            tracing::info!("shutting down: finishing the current batch");
+            stop_all(&mut workers, &cancel, Ok(())).await
+        }
+        result = next_done(&mut workers) => stop_all(&mut workers, &cancel, result).await,
+    }
+}
+
+/// The first pipeline worker to end (never, if there are none left).
+async fn next_done(workers: &mut JoinSet<anyhow::Result<()>>) -> anyhow::Result<()> {
+    match workers.join_next().await {
+        Some(result) => result?,
+        None => std::future::pending().await,
+    }
+}
+
+/// Stops every pipeline worker (each finishes its current batch) and returns `first`, the
+/// first outcome, or else the first error of the others.
+async fn stop_all(
+    workers: &mut JoinSet<anyhow::Result<()>>,
+    cancel: &CancellationToken,
+    first: anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    cancel.cancel();
+    let mut outcome = first;
+    while let Some(result) = workers.join_next().await {
+        let result = result.map_err(anyhow::Error::from).and_then(|r| r);
+        if let (Ok(()), Err(error)) = (&outcome, result) {
+            outcome = Err(error);
+        }
+    }
+    outcome
+}
+
+/// Sets the service's readiness from its pipelines' until `cancel`.
+async fn follow_parts(health: Health, parts: Vec<Health>, cancel: CancellationToken) {
+    let mut tick = tokio::time::interval(PARTS_CHECK);
+    while !cancel.is_cancelled() {
+        tick.tick().await;
+        let worst = Readiness::worst(parts.iter().map(Health::get));
+        if health.get() != worst {
+            health.set(worst);
+        }
+    }
+}
+
+/// One transactional pipeline and its restarts.
+struct Worker {
+    config: RouterConfig,
+    topics: Topics,
+    partitions: usize,
+    roster: Arc<RwLock<Roster>>,
+    roster_ready: Arc<AtomicBool>,
+    health: Health,
+    cancel: CancellationToken,
+}
+
+impl Worker {
+    /// Runs the pipeline until cancelled, starting a fresh one after each failure; gives up
+    /// when fenced again and again, or when too many Kafka calls are stuck.
+    fn run(self) -> anyhow::Result<()> {
         let mut fenced_in_a_row = 0;
-        while !worker_cancel.is_cancelled() {
+        while !self.cancel.is_cancelled() {
             let started = std::time::Instant::now();
-            health.set(Readiness::Starting);
+            self.health.set(Readiness::Starting);
             let error = match kafka::pipeline::run_pipeline(
-                &config,
-                &topics,
-                partitions,
-                &worker_roster,
-                &worker_roster_ready,
-                &health,
-                &worker_cancel,
+                &self.config,
+                &self.topics,
+                self.partitions,
+                &self.roster,
+                &self.roster_ready,
+                &self.health,
+                &self.cancel,
             ) {
                 Ok(()) => return Ok(()),
                 Err(error) => error,
             };
-            health.set(Readiness::Failed);
+            self.health.set(Readiness::Failed);
             metrics::counter!(telemetry::PIPELINE_RESTARTS).increment(1);
             if error.is_fenced() && started.elapsed() < FENCED_WINDOW {
                 fenced_in_a_row += 1;
@@ -126,46 +234,12 @@ pub async fn run_with_health(
             if fenced_in_a_row >= FENCED_LIMIT {
                 anyhow::bail!(
                     "fenced {fenced_in_a_row} times in a row ({error}): another router instance uses                      transactional id {id:?} (also its group.instance.id); give every instance its own                      --instance-id or --transactional-id",
-                    id = config.transactional_id
+                    id = self.config.transactional_id
                 );
             }
-            tracing::error!(%error, fenced = error.is_fenced(), "router pipeline failed; starting a fresh one from Kafka state");
+            tracing::error!(%error, fenced = error.is_fenced(), transactional_id = %self.config.transactional_id, "router pipeline failed; starting a fresh one from Kafka state");
             std::thread::sleep(RESTART_BACKOFF);
         }
         Ok(())
-    });
-    let roster_loaded =
-        kafka::roster_feed::start(&kafka, &roster_topic, Arc::clone(&roster), cancel.clone())
-            .await?;
-    tokio::pin!(shutdown);
-    tokio::select! {
-        () = &mut shutdown => {
-            cancel.cancel();
-            worker.await??;
-            return Ok(());
-        }
-        loaded = roster_loaded => {
-            if loaded.is_err() {
-                cancel.cancel();
-                let _ = worker.await;
-                anyhow::bail!("the roster feed stopped before loading the roster");
-            }
-            roster_ready.store(true, Ordering::Release);
-            let responders = roster.read().map(|r| r.len()).unwrap_or(0);
-            tracing::info!(responders, "roster loaded");
-        }
-        result = &mut worker => {
-            // The pipeline ended before the roster was in: an error, or cancelled.
-            return result?;
-        }
     }
-    tokio::select! {
-        () = &mut shutdown => {
-            tracing::info!("shutting down: finishing the current batch");
-            cancel.cancel();
-            worker.await??;
-        }
-        result = &mut worker => result??,
-    }
-    Ok(())
 }

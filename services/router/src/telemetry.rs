@@ -186,8 +186,21 @@ pub fn record_incident_event(event: &IncidentEvent, now: Millis) {
     }
 }
 
+thread_local! {
+    /// The open incidents this thread's pipeline last reported (see [`set_open_incidents`]).
+    static OPEN_HERE: std::cell::Cell<f64> = const { std::cell::Cell::new(0.0) };
+}
+
+/// The open incidents of the calling pipeline's desk. An instance may run several pipelines,
+/// each on its own thread (the rebalance callbacks run inside its consumer's poll, on the same
+/// thread): the gauge is their sum, so each pipeline adds the change of its own count. A
+/// restarted pipeline runs on its predecessor's thread and replaces its count.
 pub fn set_open_incidents(n: usize) {
-    gauge!(OPEN_INCIDENTS).set(n as f64);
+    let n = n as f64;
+    let before = OPEN_HERE.with(|here| here.replace(n));
+    if n != before {
+        gauge!(OPEN_INCIDENTS).increment(n - before);
+    }
 }
 
 /// The metrics the pipeline touches for every record and every press, registered once per
@@ -272,5 +285,88 @@ impl PipelineCounters {
             }
             _ => record_incident_event(event, now),
         }
+    }
+}
+
+pub const INPUT_AGE: &str = "helpgrid_router_input_age_seconds";
+pub const DECIDE_SECONDS: &str = "helpgrid_router_decide_seconds";
+pub const TRANSACTION_STEP_SECONDS: &str = "helpgrid_router_transaction_step_seconds";
+
+/// Where a press's time goes inside the router, per turn of the pipeline: how old a help
+/// event is when the pipeline takes it (its record timestamp to the poll: the producer's
+/// linger, the broker, the fetch, and the transaction this pipeline was busy with), the
+/// decision, and each step of the transaction. Registered once per pipeline.
+pub struct TurnTimes {
+    input_age: Histogram,
+    decide: Histogram,
+    /// produce (begin and every send), offsets, deliver, commit.
+    steps: [Histogram; 4],
+}
+
+/// The steps of one transaction, timed by the pipeline.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StepTimes {
+    pub produce: std::time::Duration,
+    pub offsets: std::time::Duration,
+    pub deliver: std::time::Duration,
+    pub commit: std::time::Duration,
+}
+
+impl TurnTimes {
+    pub fn new() -> Self {
+        describe_histogram!(
+            INPUT_AGE,
+            metrics::Unit::Seconds,
+            "Age of a help event (its record timestamp) when the pipeline takes it"
+        );
+        describe_histogram!(
+            DECIDE_SECONDS,
+            metrics::Unit::Seconds,
+            "From a batch's poll to the start of its transaction (the desk's decisions)"
+        );
+        describe_histogram!(
+            TRANSACTION_STEP_SECONDS,
+            metrics::Unit::Seconds,
+            "Time of each step of a transaction: produce (begin and sends), offsets \
+             (AddOffsetsToTxn and TxnOffsetCommit), deliver (the produce requests answered), \
+             commit (EndTxn)"
+        );
+        let step = |s: &'static str| histogram!(TRANSACTION_STEP_SECONDS, "step" => s);
+        Self {
+            input_age: histogram!(INPUT_AGE),
+            decide: histogram!(DECIDE_SECONDS),
+            steps: [
+                step("produce"),
+                step("offsets"),
+                step("deliver"),
+                step("commit"),
+            ],
+        }
+    }
+
+    /// A help event whose record was written at `written` (ms), taken at `now`.
+    pub fn input(&self, written: Millis, now: Millis) {
+        self.input_age
+            .record(((now - written).max(0) as f64) / 1000.0);
+    }
+
+    pub fn decided(&self, took: std::time::Duration) {
+        self.decide.record(took.as_secs_f64());
+    }
+
+    pub fn transaction(&self, t: &StepTimes) {
+        for (h, d) in self
+            .steps
+            .iter()
+            .zip([t.produce, t.offsets, t.deliver, t.commit])
+        {
+            h.record(d.as_secs_f64());
+        }
+    }
+}
+
+impl Default for TurnTimes {
+    fn default() -> Self {
+        Self::new()
     }
 }

@@ -202,6 +202,7 @@ pub fn run_pipeline(
         .map_err(PipelineError::Client)?;
     tracing::info!(group = %config.group_id, transactional_id = %config.transactional_id, init_ms, "router pipeline started");
     let counters = telemetry::PipelineCounters::new(topics);
+    let times = telemetry::TurnTimes::new();
 
     while !cancel.is_cancelled() {
         let generation = ownership.generation();
@@ -212,6 +213,7 @@ pub fn run_pipeline(
                 Duration::from_millis((at - now_millis()).clamp(0, 100) as u64)
             });
         let batch = poll_batch(&consumer, wait, config.batch_max, config.batch_linger)?;
+        let polled = Instant::now();
         let batch_len = batch.len();
         while !roster_ready.load(Ordering::Acquire) {
             if cancel.is_cancelled() {
@@ -238,6 +240,14 @@ pub fn run_pipeline(
             continue;
         }
         let now = now_millis();
+        for message in &batch {
+            if let (Some(written), true) = (
+                message.timestamp().to_millis(),
+                message.topic() == topics.help_events,
+            ) {
+                times.input(written, now);
+            }
+        }
         let output = {
             let roster = roster
                 .read()
@@ -263,7 +273,8 @@ pub fn run_pipeline(
             continue;
         }
         drop(batch);
-        commit(&producer, &consumer, topics, &output, batch_len)?;
+        times.decided(polled.elapsed());
+        commit(&producer, &consumer, topics, &output, batch_len, &times)?;
         ownership.committed(producer.context().take());
         ownership.checkpoint(false);
         for o in &output.events {
@@ -495,6 +506,7 @@ fn commit(
     topics: &Topics,
     output: &BatchOutput,
     batch_len: usize,
+    times: &telemetry::TurnTimes,
 ) -> Result<(), PipelineError> {
     let started = Instant::now();
     let result = produce_in_transaction(producer, consumer, topics, output);
@@ -504,24 +516,30 @@ fn commit(
         "failed"
     };
     metrics::counter!(telemetry::TRANSACTIONS, "result" => outcome).increment(1);
-    if let Err(error) = &result {
-        if matches!(error, PipelineError::Stuck(_)) {
-            // A call is still blocked in this producer: an abort would wait on it too. The
-            // next pipeline's producer fences this one, which aborts its transaction.
-            tracing::error!(%error, "transaction stuck; abandoning the producer");
-            return result;
+    let steps = match result {
+        Ok(steps) => steps,
+        Err(error) => {
+            if matches!(error, PipelineError::Stuck(_)) {
+                // A call is still blocked in this producer: an abort would wait on it too.
+                // The next pipeline's producer fences this one, which aborts its transaction.
+                tracing::error!(%error, "transaction stuck; abandoning the producer");
+                return Err(error);
+            }
+            tracing::error!(%error, "transaction failed; aborting");
+            let aborting = Arc::clone(producer);
+            match bounded("abort_transaction", TXN_TIMEOUT, move || {
+                aborting.abort_transaction(TXN_TIMEOUT)
+            }) {
+                Ok(Ok(())) => {}
+                Ok(Err(abort)) => tracing::error!(error = %abort, "abort failed"),
+                Err(stuck) => {
+                    tracing::error!(error = %stuck, "abort stuck; abandoning the producer");
+                }
+            }
+            return Err(error);
         }
-        tracing::error!(%error, "transaction failed; aborting");
-        let aborting = Arc::clone(producer);
-        match bounded("abort_transaction", TXN_TIMEOUT, move || {
-            aborting.abort_transaction(TXN_TIMEOUT)
-        }) {
-            Ok(Ok(())) => {}
-            Ok(Err(abort)) => tracing::error!(error = %abort, "abort failed"),
-            Err(stuck) => tracing::error!(error = %stuck, "abort stuck; abandoning the producer"),
-        }
-        return result;
-    }
+    };
+    times.transaction(&steps);
     metrics::histogram!(telemetry::TRANSACTION_SECONDS).record(started.elapsed().as_secs_f64());
     metrics::histogram!(telemetry::BATCH_RECORDS).record(batch_len as f64);
     for dl in &output.dead_letters {
@@ -535,7 +553,8 @@ fn produce_in_transaction(
     consumer: &BaseConsumer<RouterContext>,
     topics: &Topics,
     output: &BatchOutput,
-) -> Result<(), PipelineError> {
+) -> Result<telemetry::StepTimes, PipelineError> {
+    let started = Instant::now();
     producer.begin_transaction().map_err(txn("begin"))?;
     // librdkafka copies each payload on send, so one buffer serves every event.
     let mut payload = Vec::with_capacity(512);
@@ -617,15 +636,21 @@ fn produce_in_transaction(
         committing.commit_transaction(END_TXN_TIMEOUT)
     })?
     .map_err(txn("commit"))?;
+    let steps = telemetry::StepTimes {
+        produce: begun.duration_since(started),
+        offsets: offsets_sent.duration_since(begun),
+        deliver: delivered.duration_since(offsets_sent),
+        commit: delivered.elapsed(),
+    };
     if begun.elapsed() > SLOW_TRANSACTION {
         tracing::warn!(
-            offsets_ms = offsets_sent.duration_since(begun).as_millis() as u64,
-            deliver_ms = delivered.duration_since(offsets_sent).as_millis() as u64,
-            commit_ms = delivered.elapsed().as_millis() as u64,
+            offsets_ms = steps.offsets.as_millis() as u64,
+            deliver_ms = steps.deliver.as_millis() as u64,
+            commit_ms = steps.commit.as_millis() as u64,
             "slow transaction"
         );
     }
-    Ok(())
+    Ok(steps)
 }
 
 #[cfg(test)]
