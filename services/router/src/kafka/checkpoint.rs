@@ -204,6 +204,17 @@ impl Checkpoints {
     /// has passed; with `wait` (shutdown), every changed partition, and the call returns when
     /// the files are on disk. The files are written on a thread of their own.
     pub fn write_due(&self, desk: &Desk, wait: bool) {
+        // Called on every pipeline turn, and on almost every one nothing is due: the interval
+        // has not passed and every partition has had its first checkpoint. Know that first.
+        let interval_passed = Instant::now() >= *lock(&self.next_round);
+        if !wait
+            && !interval_passed
+            && lock(&self.partitions)
+                .values()
+                .all(|c| c.checkpointed.is_some())
+        {
+            return;
+        }
         let Some(identity) = lock(&self.identity).clone() else {
             return;
         };
@@ -221,7 +232,6 @@ impl Checkpoints {
                 let _ = w.join();
             }
         }
-        let interval_passed = Instant::now() >= *lock(&self.next_round);
         let due: BTreeMap<i32, i64> = lock(&self.partitions)
             .iter()
             .filter(|(_, c)| {
