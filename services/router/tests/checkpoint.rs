@@ -442,7 +442,7 @@ async fn a_router_restarted_on_its_state_folder_keeps_every_open_incident() {
     let in_kafka: BTreeMap<String, Vec<u8>> = table
         .last
         .iter()
-        .filter_map(|(k, r)| r.payload.as_ref().map(|p| (k.to_string(), p.to_vec())))
+        .map(|(k, r)| (k.to_string(), r.payload.to_vec()))
         .collect();
     assert_eq!(in_kafka.len(), 3);
     assert_eq!(in_files, in_kafka);

@@ -64,27 +64,26 @@ pub struct Restored {
     pub bytes: u64,
     /// Snapshots decoded into the read model: one per incident not tombstoned.
     pub snapshots: u64,
+    /// Milliseconds the read waited for fetches (see [`Table::waited`]).
+    pub waited_ms: u64,
 }
 
 /// Loads incident-state, read whole with each incident's last record kept as read (see
 /// [`helpgrid_common::table`]), into the read model: each surviving snapshot is decoded once
-/// and its bytes stored as they are; a tombstone forgets the incident.
+/// and its bytes stored as they are.
 pub fn restore_from_state(table: Table, read_model: &SharedReadModel, topic: &str) -> Restored {
     let mut restored = Restored {
         records: table.records,
         bytes: table.bytes,
         snapshots: 0,
+        waited_ms: table.waited.as_millis() as u64,
     };
     let mut model = read_model.write();
     model.reserve(table.live());
-    for (id, last) in table.last {
-        let Some(payload) = last.payload else {
-            // A tombstone: closed and past the router's window.
-            model.forget(&id);
-            continue;
-        };
+    // Tombstoned incidents (closed and past the router's window) are not in the table.
+    for last in table.last.into_values() {
         restored.snapshots += 1;
-        if let Err(error) = model.restore_record(last.partition, &payload) {
+        if let Err(error) = model.restore_record(last.partition, &last.payload) {
             telemetry::undecodable_record(topic);
             tracing::warn!(topic, partition = last.partition, offset = last.offset, %error, "skipping undecodable incident-state record");
         }

@@ -237,6 +237,7 @@ pub async fn run_with_console(
                 records = restored.records,
                 bytes = restored.bytes,
                 snapshots = restored.snapshots,
+                waited_ms = restored.waited_ms,
                 read_cpu_ms = (read_cpu * 1000.0) as u64,
                 incidents,
                 elapsed_ms = started.elapsed().as_millis() as u64,

@@ -171,6 +171,7 @@ impl Ownership {
         let mut figures = RestoreFigures {
             records: table.records,
             bytes: table.bytes,
+            waited_ms: table.waited.as_millis() as u64,
             checkpointed_partitions: checkpointed.len(),
             checkpointed_records: table.seeded,
             reader_ms,
@@ -181,14 +182,11 @@ impl Ownership {
         let now = now_millis();
         let mut desk = self.desk();
         desk.reserve(table.live());
+        // A tombstoned incident (closed and past the window) is not in the table, and the
+        // desk holds nothing of these partitions yet (revoked ones are dropped first).
         for (id, last) in table.last {
-            let Some(payload) = last.payload else {
-                // A tombstone: the incident was closed and is past the window.
-                desk.forget(&id);
-                continue;
-            };
             figures.snapshots += 1;
-            if let Err(error) = desk.restore_record(last.partition, id, payload, now) {
+            if let Err(error) = desk.restore_record(last.partition, id, last.payload, now) {
                 tracing::error!(
                     partition = last.partition,
                     offset = last.offset,
@@ -215,6 +213,8 @@ pub struct RestoreFigures {
     pub records: u64,
     /// Bytes of their values.
     pub bytes: u64,
+    /// Time the read waited for fetches (see [`helpgrid_common::table::Table::waited`]).
+    pub waited_ms: u64,
     /// Snapshots handed to the desk: one per incident not tombstoned.
     pub snapshots: u64,
     /// Partitions that started from a local checkpoint, and the records taken from them.
@@ -308,6 +308,7 @@ impl ConsumerContext for RouterContext {
                     checkpointed_partitions = figures.checkpointed_partitions,
                     checkpointed_records = figures.checkpointed_records,
                     reader_ms = figures.reader_ms,
+                    waited_ms = figures.waited_ms,
                     checkpoints_ms = figures.checkpoints_ms,
                     prepared_ms = figures.prepared_ms,
                     restore_ms = (figures.seconds * 1000.0) as u64,
