@@ -59,6 +59,11 @@ struct Args {
     /// Where the services' logs go.
     #[arg(long, default_value = "target/restore-bench")]
     log_dir: PathBuf,
+    /// A folder with the binaries of an earlier build (e.g. copied before a change): status
+    /// restarts, and the flood's router restore without checkpoints, are then run with both
+    /// builds alternately in the same run, so the ratio holds whatever the machine's load.
+    #[arg(long)]
+    baseline_bin_dir: Option<PathBuf>,
     #[command(subcommand)]
     run: Run,
 }
@@ -75,12 +80,26 @@ enum Run {
         /// Days of simulated time the history spans.
         #[arg(long, default_value_t = 10)]
         days: i64,
+        /// Only the status service's figures (no router is started).
+        #[arg(long)]
+        status_only: bool,
     },
     /// `open` incidents open at once (the city flood): router and status restore, and their
     /// RSS per open incident.
     Flood {
         #[arg(long, default_value_t = 774_000)]
         open: usize,
+    },
+    /// incident-state as a compacted history leaves it (`closed` tombstones, `open` live
+    /// snapshots), read whole in this process by the table reader both services restore with:
+    /// with its own queue settings and with librdkafka's defaults, alternating, `rounds` times.
+    Table {
+        #[arg(long, default_value_t = 525_000)]
+        closed: usize,
+        #[arg(long, default_value_t = 10_000)]
+        open: usize,
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
     },
     /// Status RSS while `events` incident events with closures stream past it.
     Soak {
@@ -341,6 +360,7 @@ struct Bench {
     kafka: KafkaArgs,
     topics: Topics,
     bin_dir: PathBuf,
+    baseline_bin_dir: Option<PathBuf>,
     log_dir: PathBuf,
     router_metrics: String,
     status_port: u16,
@@ -358,6 +378,11 @@ impl Bench {
     }
 
     fn router(&self) -> anyhow::Result<Service> {
+        self.router_from(&self.bin_dir)
+    }
+
+    /// The router from the binaries in `bin_dir`.
+    fn router_from(&self, bin_dir: &std::path::Path) -> anyhow::Result<Service> {
         let mut env = self.env();
         let deadline = DEADLINE_S.to_string();
         env.extend([
@@ -374,7 +399,7 @@ impl Bench {
             ),
         ]);
         Ok(Service::spawn(
-            &self.bin_dir,
+            bin_dir,
             "helpgrid-router",
             "helpgrid-router",
             &[],
@@ -384,6 +409,11 @@ impl Bench {
     }
 
     fn status(&self) -> anyhow::Result<Service> {
+        self.status_from(&self.bin_dir)
+    }
+
+    /// The status service from the binaries in `bin_dir`.
+    fn status_from(&self, bin_dir: &std::path::Path) -> anyhow::Result<Service> {
         let mut env = self.env();
         env.extend([
             (
@@ -393,7 +423,7 @@ impl Bench {
             ("HELPGRID_INSECURE_NO_AUTH", "true".into()),
         ]);
         Ok(Service::spawn(
-            &self.bin_dir,
+            bin_dir,
             "helpgrid-status",
             "helpgrid-status",
             &[],
@@ -554,6 +584,15 @@ fn walk_files(dir: &std::path::Path) -> Vec<PathBuf> {
     files
 }
 
+/// The machine's load averages (1, 5, 15 minutes), printed beside wall-clock figures.
+fn load_average() -> String {
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    load.split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// Median of a few figures.
 fn median(values: &[f64]) -> f64 {
     let mut v = values.to_vec();
@@ -583,10 +622,12 @@ impl Bench {
                     "checkpointed_partitions=",
                     "checkpointed_records=",
                     "reader_ms=",
+                    "waited_ms=",
                     "checkpoints_ms=",
                     "prepared_ms=",
                     "restore_ms=",
                     "restore_cpu_ms=",
+                    "read_cpu_ms=",
                     "stable_ms=",
                     "elapsed_ms=",
                 ]
@@ -712,6 +753,7 @@ async fn main() -> anyhow::Result<()> {
         kafka: kafka.clone(),
         topics: topics.clone(),
         bin_dir: args.bin_dir.clone(),
+        baseline_bin_dir: args.baseline_bin_dir.clone(),
         log_dir: args.log_dir.clone(),
         router_metrics: format!("127.0.0.1:{}", free_port()?),
         status_port: free_port()?,
@@ -719,7 +761,12 @@ async fn main() -> anyhow::Result<()> {
     let mut history = History::new(&kafka, &topics)?;
     let written = Instant::now();
     match args.run {
-        Run::Restart { events, open, days } => {
+        Run::Restart {
+            events,
+            open,
+            days,
+            status_only,
+        } => {
             history.churn(events, open, days, |_| {});
             println!(
                 "history: {} incident events, {} incident-state records, {} open, written in {:.1} s",
@@ -729,7 +776,11 @@ async fn main() -> anyhow::Result<()> {
                 written.elapsed().as_secs_f64()
             );
             wait_for_cleaner(&broker, &topics.incident_state).await;
-            restart(&bench).await?;
+            if status_only {
+                status_restarts(&bench).await?;
+            } else {
+                restart(&bench).await?;
+            }
         }
         Run::Flood { open } => {
             let now = now_millis();
@@ -761,6 +812,20 @@ async fn main() -> anyhow::Result<()> {
                 status_rss * 1_048_576.0 / open as f64,
                 bench.restore_figures("helpgrid-status", STATUS_RESTORED)
             );
+            let mut status = status;
+            if let Some(baseline) = &bench.baseline_bin_dir {
+                status.stop(Duration::from_secs(30));
+                status = bench.status_from(baseline)?;
+                let serving = bench.status_serving(Duration::from_secs(600)).await?;
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                let status_rss = rss_mib(&status);
+                println!(
+                    "status (baseline): start → SERVING {:.2} s, RSS {status_rss:.0} MiB = {:.0} bytes per open incident; {}",
+                    serving.as_secs_f64(),
+                    status_rss * 1_048_576.0 / open as f64,
+                    bench.restore_figures("helpgrid-status", STATUS_RESTORED)
+                );
+            }
             // A router that has run for a while: ready, with its checkpoints on disk.
             bench.router_ready(Duration::from_secs(600)).await?;
             bench.checkpoints_written(since).await?;
@@ -769,7 +834,13 @@ async fn main() -> anyhow::Result<()> {
             // kill proves the restore of every partition is done. Then the same without
             // checkpoints (state folder removed), side by side.
             let mut router = router;
-            for checkpointed in [true, false] {
+            // Without checkpoints again with the baseline build, when given.
+            let mut kills = vec![(true, "this build", bench.bin_dir.clone())];
+            kills.push((false, "this build", bench.bin_dir.clone()));
+            if let Some(baseline) = &bench.baseline_bin_dir {
+                kills.push((false, "baseline", baseline.clone()));
+            }
+            for (checkpointed, build, bin_dir) in kills {
                 if !checkpointed {
                     // The restarted router writes checkpoints right after its restore: wait
                     // for them before removing the folder, or a late write lands after it.
@@ -777,11 +848,11 @@ async fn main() -> anyhow::Result<()> {
                     bench.checkpoint_round_done().await?;
                     bench.forget_checkpoints();
                 }
-                let (sigkill, next) = kill_and_restart(&bench, router).await?;
+                let (sigkill, next) = kill_and_restart_from(&bench, router, &bin_dir).await?;
                 router = next;
                 let router_rss = rss_mib(&router);
                 println!(
-                    "router: SIGKILL → first new output {:.2} s {}; RSS {router_rss:.0} MiB = {:.0} bytes per open incident; {}; {}",
+                    "router ({build}): SIGKILL → first new output {:.2} s {}; RSS {router_rss:.0} MiB = {:.0} bytes per open incident; {}; {}",
                     sigkill.as_secs_f64(),
                     if checkpointed {
                         "with checkpoints"
@@ -795,6 +866,34 @@ async fn main() -> anyhow::Result<()> {
             }
             router.stop(Duration::from_secs(30));
             status.stop(Duration::from_secs(30));
+        }
+        Run::Table {
+            closed,
+            open,
+            rounds,
+        } => {
+            let now = now_millis();
+            for _ in 0..open {
+                history.press(now);
+            }
+            for k in 0..closed {
+                // Ids as long as the router's (a UUID).
+                let id = format!("{k:08}-0000-4000-8000-000000000000");
+                send(
+                    &history.producer,
+                    &topics.incident_state,
+                    Some((k % PARTITIONS) as i32),
+                    id.as_bytes(),
+                    None,
+                );
+            }
+            history.flush();
+            println!(
+                "incident-state: {closed} tombstones and {} live snapshots written in {:.1} s",
+                history.desk.open_count(),
+                written.elapsed().as_secs_f64()
+            );
+            table_reads(&kafka, &topics.incident_state, rounds)?;
         }
         Run::Soak {
             events,
@@ -839,9 +938,73 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Reads `topic` whole with the table reader, alternating its own settings with librdkafka's
+/// queue defaults (`queued.min.messages` 100,000, `fetch.queue.backoff.ms` 1,000), and prints
+/// each read's wall and CPU time (this process is otherwise idle).
+fn table_reads(kafka: &KafkaArgs, topic: &str, rounds: usize) -> anyhow::Result<()> {
+    let mut defaults = kafka.clone();
+    defaults.options.extend([
+        ("queued.min.messages".to_owned(), "100000".to_owned()),
+        ("fetch.queue.backoff.ms".to_owned(), "1000".to_owned()),
+    ]);
+    let mut times: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    // HELPGRID_KAFKA_OPTIONS (`key=value;…`, as the services take it) applies to both.
+    let mut kafka = kafka.clone();
+    for option in std::env::var("HELPGRID_KAFKA_OPTIONS")
+        .unwrap_or_default()
+        .split(';')
+        .filter_map(|o| o.split_once('='))
+    {
+        kafka.options.push((option.0.to_owned(), option.1.to_owned()));
+    }
+    let kafka = &kafka;
+    for _ in 0..rounds {
+        for (k, (name, args)) in [("table reader", kafka), ("librdkafka defaults", &defaults)]
+            .into_iter()
+            .enumerate()
+        {
+            let started = Instant::now();
+            let cpu = helpgrid_common::telemetry::process_cpu_seconds();
+            let table = helpgrid_common::table::read_table(
+                args,
+                "helpgrid-restore-bench-table",
+                topic,
+                None,
+                Duration::from_secs(300),
+            )?;
+            let wall = started.elapsed().as_secs_f64();
+            println!(
+                "{name}: {} records ({} live) in {wall:.2} s wall ({:.2} s waiting for fetches), {:.2} s CPU",
+                table.records,
+                table.live(),
+                table.waited.as_secs_f64(),
+                helpgrid_common::telemetry::process_cpu_seconds() - cpu
+            );
+            times[k].push(wall);
+        }
+    }
+    println!(
+        "table read wall, median: table reader {:.2} s, librdkafka defaults {:.2} s, ratio {:.2} (load average {})",
+        median(&times[0]),
+        median(&times[1]),
+        median(&times[0]) / median(&times[1]),
+        load_average()
+    );
+    Ok(())
+}
+
 /// SIGKILL the router, start it again at once, and send one new press: the time from the
 /// kill to that press's first incident event.
 async fn kill_and_restart(bench: &Bench, router: Service) -> anyhow::Result<(Duration, Service)> {
+    kill_and_restart_from(bench, router, &bench.bin_dir).await
+}
+
+/// [`kill_and_restart`], the new router from the binaries in `bin_dir`.
+async fn kill_and_restart_from(
+    bench: &Bench,
+    router: Service,
+    bin_dir: &std::path::Path,
+) -> anyhow::Result<(Duration, Service)> {
     let producer: BaseProducer = bench
         .kafka
         .producer_config("helpgrid-restore-bench-press")
@@ -855,7 +1018,7 @@ async fn kill_and_restart(bench: &Bench, router: Service) -> anyhow::Result<(Dur
     let reader = reader_at_end(&bench.kafka, &bench.topics.incident_events)?;
     let killed = Instant::now();
     router.kill();
-    let router = bench.router()?;
+    let router = bench.router_from(bin_dir)?;
     send(
         &producer,
         &bench.topics.help_events,
@@ -921,15 +1084,19 @@ async fn restart(bench: &Bench) -> anyhow::Result<()> {
         }
         bench.checkpoint_round_done().await?;
     }
-    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
         "router: SIGKILL → first new output with checkpoints {with:.2?} s, without {without:.2?} s; median ratio with/without {:.2} (load average {})",
         median(&with) / median(&without),
-        load.split_whitespace()
-            .take(3)
-            .collect::<Vec<_>>()
-            .join(" ")
+        load_average()
     );
+    status_restarts(bench).await?;
+    router.stop(Duration::from_secs(30));
+    Ok(())
+}
+
+/// Status cold start, then three restarts → SERVING (with `--baseline-bin-dir`, three with
+/// each build, alternating), each with what its restore read.
+async fn status_restarts(bench: &Bench) -> anyhow::Result<()> {
     let status = bench.status()?;
     let cold = bench.status_serving(Duration::from_secs(600)).await?;
     println!(
@@ -937,24 +1104,39 @@ async fn restart(bench: &Bench) -> anyhow::Result<()> {
         cold.as_secs_f64(),
         rss_mib(&status)
     );
-    let mut restarts = Vec::new();
+    let mut builds = vec![("this build", bench.bin_dir.clone())];
+    if let Some(baseline) = &bench.baseline_bin_dir {
+        builds.push(("baseline", baseline.clone()));
+    }
+    let mut restarts: Vec<Vec<f64>> = vec![Vec::new(); builds.len()];
     let mut status = status;
     for _ in 0..3 {
-        status.stop(Duration::from_secs(30));
-        status = bench.status()?;
-        restarts.push(
-            bench
+        for (k, (name, bin_dir)) in builds.iter().enumerate() {
+            status.stop(Duration::from_secs(30));
+            status = bench.status_from(bin_dir)?;
+            let took = bench
                 .status_serving(Duration::from_secs(600))
                 .await?
-                .as_secs_f64(),
-        );
+                .as_secs_f64();
+            restarts[k].push(took);
+            println!(
+                "status restart → SERVING {took:.2} s ({name}); RSS {:.0} MiB; restore: {}",
+                rss_mib(&status),
+                bench.restore_figures("helpgrid-status", STATUS_RESTORED)
+            );
+        }
+    }
+    println!(
+        "status: restart → SERVING {:.2?} s (3 restarts; load average {})",
+        restarts[0],
+        load_average()
+    );
+    if let Some(baseline) = restarts.get(1) {
         println!(
-            "status restore: {}",
-            bench.restore_figures("helpgrid-status", STATUS_RESTORED)
+            "status: restart → SERVING, baseline build {baseline:.2?} s; median ratio this/baseline {:.2}",
+            median(&restarts[0]) / median(baseline)
         );
     }
-    println!("status: restart → SERVING {restarts:.2?} s (3 restarts)");
-    router.stop(Duration::from_secs(30));
     status.stop(Duration::from_secs(30));
     Ok(())
 }

@@ -132,3 +132,16 @@ impl Service {
         let _ = self.child.wait();
     }
 }
+
+/// A run that fails part-way (an `?` in a benchmark) drops its services without stopping them:
+/// they are killed then, so no process outlives the run. One stopped or killed already has
+/// been reaped, and is left alone.
+impl Drop for Service {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            tracing::warn!(name = %self.name, "still running when dropped; killing");
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
