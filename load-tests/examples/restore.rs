@@ -955,7 +955,8 @@ fn table_reads(kafka: &KafkaArgs, topic: &str, rounds: usize) -> anyhow::Result<
         .split(';')
         .filter_map(|o| o.split_once('='))
     {
-        kafka.options.push((option.0.to_owned(), option.1.to_owned()));
+        let (key, value) = option;
+        kafka.options.push((key.to_owned(), value.to_owned()));
     }
     let kafka = &kafka;
     for _ in 0..rounds {
