@@ -70,6 +70,13 @@ pub struct RouterArgs {
     /// partitions leave some idle.
     #[arg(long, env = "HELPGRID_ROUTER_PIPELINES", default_value_t = 1)]
     pub pipelines: usize,
+    /// Produce each batch while the one before it commits: every pipeline gets a second
+    /// transactional producer (id `<its transactional id>.next`) and the two take turns, a
+    /// batch committing only after the one before it has. Without it, a press waits for the
+    /// commit in flight and then for its own, and the next transaction also waits while the
+    /// broker writes the previous one's markers.
+    #[arg(long, env = "HELPGRID_ROUTER_OVERLAP_COMMITS")]
+    pub overlap_commits: bool,
     #[command(flatten)]
     pub policy: PolicyArgs,
 }
@@ -135,6 +142,8 @@ pub struct RouterConfig {
     pub checkpoint: Option<CheckpointConfig>,
     /// Transactional pipelines in this instance (see `--pipelines`); at least 1.
     pub pipelines: usize,
+    /// Two producers per pipeline taking turns (see `--overlap-commits`).
+    pub overlap_commits: bool,
 }
 
 /// `--batch-max`'s default.
@@ -153,6 +162,7 @@ impl RouterConfig {
             policy,
             checkpoint: None,
             pipelines: 1,
+            overlap_commits: false,
         }
     }
 
@@ -247,6 +257,7 @@ impl RouterArgs {
             policy: self.policy.to_policy(),
             checkpoint,
             pipelines: self.pipelines.max(1),
+            overlap_commits: self.overlap_commits,
         }
     }
 }

@@ -291,6 +291,7 @@ impl PipelineCounters {
 pub const INPUT_AGE: &str = "helpgrid_router_input_age_seconds";
 pub const DECIDE_SECONDS: &str = "helpgrid_router_decide_seconds";
 pub const TRANSACTION_STEP_SECONDS: &str = "helpgrid_router_transaction_step_seconds";
+pub const COMMIT_WAIT_SECONDS: &str = "helpgrid_router_commit_wait_seconds";
 
 /// Where a press's time goes inside the router, per turn of the pipeline: how old a help
 /// event is when the pipeline takes it (its record timestamp to the poll: the producer's
@@ -301,6 +302,7 @@ pub struct TurnTimes {
     decide: Histogram,
     /// produce (begin and every send), offsets, deliver, commit.
     steps: [Histogram; 4],
+    commit_wait: Histogram,
 }
 
 /// The steps of one transaction, timed by the pipeline.
@@ -331,6 +333,12 @@ impl TurnTimes {
              (AddOffsetsToTxn and TxnOffsetCommit), deliver (the produce requests answered), \
              commit (EndTxn)"
         );
+        describe_histogram!(
+            COMMIT_WAIT_SECONDS,
+            metrics::Unit::Seconds,
+            "Time the pipeline waited for a commit running on its own thread (with \
+             --overlap-commits: the batch before's, while the next one is already produced)"
+        );
         let step = |s: &'static str| histogram!(TRANSACTION_STEP_SECONDS, "step" => s);
         Self {
             input_age: histogram!(INPUT_AGE),
@@ -341,6 +349,7 @@ impl TurnTimes {
                 step("deliver"),
                 step("commit"),
             ],
+            commit_wait: histogram!(COMMIT_WAIT_SECONDS),
         }
     }
 
@@ -352,6 +361,10 @@ impl TurnTimes {
 
     pub fn decided(&self, took: std::time::Duration) {
         self.decide.record(took.as_secs_f64());
+    }
+
+    pub fn waited_for_commit(&self, took: std::time::Duration) {
+        self.commit_wait.record(took.as_secs_f64());
     }
 
     pub fn transaction(&self, t: &StepTimes) {

@@ -15,7 +15,7 @@
 use super::checkpoint::StateWrites;
 use super::dead_letter::{DeadLetter, dead_letter};
 use super::rebalance::{Ownership, RouterContext};
-use super::stuck_call::{self, StuckCall, bounded};
+use super::stuck_call::{StuckCall, bounded};
 use crate::config::RouterConfig;
 use crate::domain::desk::{HelpOutcome, Output};
 use crate::domain::{Desk, Roster, validate};
@@ -170,18 +170,32 @@ pub fn run_pipeline(
         config.checkpoint.clone(),
     );
     // Shared with the thread of a transaction call (see `stuck_call`), which keeps it alive
-    // if librdkafka never returns.
-    let producer: Arc<RouterProducer> = Arc::new(
-        config
-            .kafka
-            .transactional_producer_config("helpgrid-router", &config.transactional_id)
-            .create_with_context(StateWrites::new(&topics.incident_state))
-            .map_err(PipelineError::Client)?,
-    );
+    // if librdkafka never returns. With `--overlap-commits`, a second producer (transactional
+    // id `<id>.next`) takes every other batch, so a batch is produced while the one before it
+    // commits.
+    let ids: Vec<String> = if config.overlap_commits {
+        vec![
+            config.transactional_id.clone(),
+            format!("{}.next", config.transactional_id),
+        ]
+    } else {
+        vec![config.transactional_id.clone()]
+    };
     let init_started = Instant::now();
-    producer
-        .init_transactions(TXN_TIMEOUT)
-        .map_err(txn("init"))?;
+    let mut producers: Vec<Arc<RouterProducer>> = Vec::with_capacity(ids.len());
+    for id in &ids {
+        let producer: Arc<RouterProducer> = Arc::new(
+            config
+                .kafka
+                .transactional_producer_config("helpgrid-router", id)
+                .create_with_context(StateWrites::new(&topics.incident_state))
+                .map_err(PipelineError::Client)?,
+        );
+        producer
+            .init_transactions(TXN_TIMEOUT)
+            .map_err(txn("init"))?;
+        producers.push(producer);
+    }
     let init_ms = init_started.elapsed().as_millis() as u64;
     let mut consumer_config = config
         .kafka
@@ -191,7 +205,6 @@ pub fn run_pipeline(
         // Static membership: a restarted instance (same id) takes its partitions back at once
         // instead of waiting out a rebalance; its state is rebuilt on assignment either way.
         .set("group.instance.id", &config.transactional_id);
-    stuck_call::bound_offsets_by_session_of(&consumer_config);
     let consumer: BaseConsumer<RouterContext> = consumer_config
         .create_with_context(RouterContext {
             ownership: Arc::clone(&ownership),
@@ -200,24 +213,46 @@ pub fn run_pipeline(
     consumer
         .subscribe(&[&topics.help_events, &topics.incident_commands])
         .map_err(PipelineError::Client)?;
-    tracing::info!(group = %config.group_id, transactional_id = %config.transactional_id, init_ms, "router pipeline started");
+    tracing::info!(group = %config.group_id, transactional_id = %config.transactional_id, overlap_commits = config.overlap_commits, init_ms, "router pipeline started");
     let counters = telemetry::PipelineCounters::new(topics);
     let times = telemetry::TurnTimes::new();
 
+    // The batch whose commit runs while the next one is decided and produced (overlap only).
+    let mut in_flight: Option<InFlight> = None;
+    let mut next_producer = 0;
+    let mut last_checkpoint_turn = Instant::now();
+    let checkpoint_every = config
+        .checkpoint
+        .as_ref()
+        .map_or(Duration::MAX, |c| c.interval);
     while !cancel.is_cancelled() {
+        // A checkpoint needs the desk to equal the committed changelog: while commits
+        // overlap, that holds only between a commit and the next batch's decisions, so once
+        // per checkpoint interval the commit in flight is finished before anything else.
+        if in_flight.is_some() && last_checkpoint_turn.elapsed() >= checkpoint_every {
+            finish(in_flight.take(), &producers, &ownership, &counters, &times)?;
+            ownership.checkpoint(false);
+            last_checkpoint_turn = Instant::now();
+        }
         let generation = ownership.generation();
-        let wait = ownership
-            .desk()
-            .next_deadline()
-            .map_or(MAX_IDLE_POLL, |at| {
-                Duration::from_millis((at - now_millis()).clamp(0, 100) as u64)
-            });
+        let wait = if in_flight.is_some() {
+            // Take what is there: with nothing new, the turn finishes the commit in flight.
+            Duration::ZERO
+        } else {
+            ownership
+                .desk()
+                .next_deadline()
+                .map_or(MAX_IDLE_POLL, |at| {
+                    Duration::from_millis((at - now_millis()).clamp(0, 100) as u64)
+                })
+        };
         let batch = poll_batch(&consumer, wait, config.batch_max, config.batch_linger)?;
         let polled = Instant::now();
         let batch_len = batch.len();
         while !roster_ready.load(Ordering::Acquire) {
             if cancel.is_cancelled() {
-                return Ok(());
+                drop(batch);
+                return finish(in_flight.take(), &producers, &ownership, &counters, &times);
             }
             std::thread::sleep(Duration::from_millis(2));
         }
@@ -233,6 +268,8 @@ pub fn run_pipeline(
         if ownership.generation() != generation {
             // A rebalance happened while polling: the consumer rewinds to the committed
             // offsets of what it owns now, so these records will come again if still ours.
+            // (A commit in flight meanwhile is safe: the restore of a partition waits until
+            // its committed offsets are stable, i.e. until that commit is done.)
             tracing::debug!(
                 dropped = batch.len(),
                 "batch polled across a rebalance dropped"
@@ -262,29 +299,201 @@ pub fn run_pipeline(
             telemetry::set_open_incidents(desk.open_count());
             output
         };
+        drop(batch);
         if output.events.is_empty()
             && output.dead_letters.is_empty()
             && output.forwards.is_empty()
             && output.tombstones.is_empty()
             && output.offsets.is_empty()
         {
-            // Nothing decided: the desk equals the committed changelog.
+            // Nothing decided: once the commit in flight is done, the desk equals the
+            // committed changelog.
+            finish(in_flight.take(), &producers, &ownership, &counters, &times)?;
             ownership.checkpoint(false);
+            last_checkpoint_turn = Instant::now();
             continue;
         }
-        drop(batch);
         times.decided(polled.elapsed());
-        commit(&producer, &consumer, topics, &output, batch_len, &times)?;
-        ownership.committed(producer.context().take());
-        ownership.checkpoint(false);
-        for o in &output.events {
-            counters.record_incident_event(&o.event, now);
+        let p = next_producer;
+        next_producer = (next_producer + 1) % producers.len();
+        let started = Instant::now();
+        let opened = open(&producers[p], &consumer, topics, &output);
+        // This batch may commit only once the one before it has: its decisions build on it.
+        let previous = finish(in_flight.take(), &producers, &ownership, &counters, &times);
+        let opened = match (opened, previous) {
+            (Ok(mut steps), Ok(())) => {
+                let delivering = Instant::now();
+                await_deliveries(&producers[p]).map(|()| {
+                    steps.deliver = delivering.elapsed();
+                    steps
+                })
+            }
+            (Err(error), _) | (Ok(_), Err(error)) => Err(error),
+        };
+        let steps = match opened {
+            Ok(steps) => steps,
+            Err(error) => return Err(failed(&producers[p], error)),
+        };
+        in_flight = Some(InFlight::commit(
+            p,
+            &producers[p],
+            output,
+            batch_len,
+            started,
+            steps,
+            now,
+        ));
+        if producers.len() == 1 {
+            finish(in_flight.take(), &producers, &ownership, &counters, &times)?;
+            ownership.checkpoint(false);
         }
     }
     tracing::info!("router pipeline stopping");
+    finish(in_flight.take(), &producers, &ownership, &counters, &times)?;
     // The last turn committed (or decided nothing): the desk is the committed changelog.
     ownership.checkpoint(true);
     Ok(())
+}
+
+/// What a commit call gave, and when it returned.
+type Committed = (Result<Result<(), KafkaError>, StuckCall>, Instant);
+
+/// A batch whose transaction is being committed on a thread of its own.
+struct InFlight {
+    producer: usize,
+    commit: Commit,
+    output: BatchOutput,
+    batch_len: usize,
+    /// When the transaction began, and the times of its steps before the commit.
+    started: Instant,
+    steps: telemetry::StepTimes,
+    committing: Instant,
+    /// The turn's clock, for the lifecycle metrics of its events.
+    now: Millis,
+}
+
+enum Commit {
+    Running(std::thread::JoinHandle<Committed>),
+    /// No thread could be started for it: it was committed on the pipeline's own.
+    Done(Committed),
+}
+
+impl InFlight {
+    fn commit(
+        producer: usize,
+        committing: &Arc<RouterProducer>,
+        output: BatchOutput,
+        batch_len: usize,
+        started: Instant,
+        steps: telemetry::StepTimes,
+        now: Millis,
+    ) -> Self {
+        let call = {
+            let committing = Arc::clone(committing);
+            move || {
+                let result = bounded("commit_transaction", END_TXN_TIMEOUT, move || {
+                    committing.commit_transaction(END_TXN_TIMEOUT)
+                });
+                (result, Instant::now())
+            }
+        };
+        let committing = Instant::now();
+        let commit = match std::thread::Builder::new()
+            .name("router-commit".into())
+            .spawn(call.clone())
+        {
+            Ok(thread) => Commit::Running(thread),
+            Err(_) => Commit::Done(call()),
+        };
+        Self {
+            producer,
+            commit,
+            output,
+            batch_len,
+            started,
+            steps,
+            committing,
+            now,
+        }
+    }
+}
+
+/// Waits for the commit in flight (if any). Once it is committed, the offsets it wrote are
+/// handed to the checkpoints and its events counted; if it failed, it is aborted and the
+/// error returned (the pipeline then starts afresh from Kafka).
+fn finish(
+    in_flight: Option<InFlight>,
+    producers: &[Arc<RouterProducer>],
+    ownership: &Ownership,
+    counters: &telemetry::PipelineCounters,
+    times: &telemetry::TurnTimes,
+) -> Result<(), PipelineError> {
+    let Some(f) = in_flight else {
+        return Ok(());
+    };
+    let producer = &producers[f.producer];
+    let waiting = Instant::now();
+    let (outcome, done) = match f.commit {
+        Commit::Running(thread) => thread.join().unwrap_or_else(|_| {
+            let stuck = StuckCall {
+                call: "commit_transaction",
+                waited: Duration::ZERO,
+            };
+            (Err(stuck), Instant::now())
+        }),
+        Commit::Done(committed) => committed,
+    };
+    times.waited_for_commit(waiting.elapsed());
+    match outcome {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => return Err(failed(producer, txn("commit")(error))),
+        Err(stuck) => return Err(failed(producer, stuck.into())),
+    }
+    let mut steps = f.steps;
+    steps.commit = done.saturating_duration_since(f.committing);
+    times.transaction(&steps);
+    metrics::counter!(telemetry::TRANSACTIONS, "result" => "committed").increment(1);
+    metrics::histogram!(telemetry::TRANSACTION_SECONDS)
+        .record(done.saturating_duration_since(f.started).as_secs_f64());
+    metrics::histogram!(telemetry::BATCH_RECORDS).record(f.batch_len as f64);
+    for dl in &f.output.dead_letters {
+        metrics::counter!(telemetry::DEAD_LETTERS, "topic" => dl.origin_topic.clone(), "kind" => dl.kind).increment(1);
+    }
+    ownership.committed(producer.context().take());
+    for o in &f.output.events {
+        counters.record_incident_event(&o.event, f.now);
+    }
+    if done.saturating_duration_since(f.started) > SLOW_TRANSACTION {
+        tracing::warn!(
+            offsets_ms = steps.offsets.as_millis() as u64,
+            deliver_ms = steps.deliver.as_millis() as u64,
+            commit_ms = steps.commit.as_millis() as u64,
+            "slow transaction"
+        );
+    }
+    Ok(())
+}
+
+/// A transaction step failed: counts it, aborts the transaction (unless a call is still
+/// stuck in the producer) and gives the error back.
+fn failed(producer: &Arc<RouterProducer>, error: PipelineError) -> PipelineError {
+    metrics::counter!(telemetry::TRANSACTIONS, "result" => "failed").increment(1);
+    if matches!(error, PipelineError::Stuck(_)) {
+        // A call is still blocked in this producer: an abort would wait on it too. The next
+        // pipeline's producer fences this one, which aborts its transaction.
+        tracing::error!(%error, "transaction stuck; abandoning the producer");
+        return error;
+    }
+    tracing::error!(%error, "transaction failed; aborting");
+    let aborting = Arc::clone(producer);
+    match bounded("abort_transaction", TXN_TIMEOUT, move || {
+        aborting.abort_transaction(TXN_TIMEOUT)
+    }) {
+        Ok(Ok(())) => {}
+        Ok(Err(abort)) => tracing::error!(error = %abort, "abort failed"),
+        Err(stuck) => tracing::error!(error = %stuck, "abort stuck; abandoning the producer"),
+    }
+    error
 }
 
 /// Waits up to `wait` for the first record, then takes what arrives within `linger` of it
@@ -500,55 +709,9 @@ fn await_deliveries(producer: &RouterProducer) -> Result<(), PipelineError> {
     }
 }
 
-fn commit(
-    producer: &Arc<RouterProducer>,
-    consumer: &BaseConsumer<RouterContext>,
-    topics: &Topics,
-    output: &BatchOutput,
-    batch_len: usize,
-    times: &telemetry::TurnTimes,
-) -> Result<(), PipelineError> {
-    let started = Instant::now();
-    let result = produce_in_transaction(producer, consumer, topics, output);
-    let outcome = if result.is_ok() {
-        "committed"
-    } else {
-        "failed"
-    };
-    metrics::counter!(telemetry::TRANSACTIONS, "result" => outcome).increment(1);
-    let steps = match result {
-        Ok(steps) => steps,
-        Err(error) => {
-            if matches!(error, PipelineError::Stuck(_)) {
-                // A call is still blocked in this producer: an abort would wait on it too.
-                // The next pipeline's producer fences this one, which aborts its transaction.
-                tracing::error!(%error, "transaction stuck; abandoning the producer");
-                return Err(error);
-            }
-            tracing::error!(%error, "transaction failed; aborting");
-            let aborting = Arc::clone(producer);
-            match bounded("abort_transaction", TXN_TIMEOUT, move || {
-                aborting.abort_transaction(TXN_TIMEOUT)
-            }) {
-                Ok(Ok(())) => {}
-                Ok(Err(abort)) => tracing::error!(error = %abort, "abort failed"),
-                Err(stuck) => {
-                    tracing::error!(error = %stuck, "abort stuck; abandoning the producer");
-                }
-            }
-            return Err(error);
-        }
-    };
-    times.transaction(&steps);
-    metrics::histogram!(telemetry::TRANSACTION_SECONDS).record(started.elapsed().as_secs_f64());
-    metrics::histogram!(telemetry::BATCH_RECORDS).record(batch_len as f64);
-    for dl in &output.dead_letters {
-        metrics::counter!(telemetry::DEAD_LETTERS, "topic" => dl.origin_topic.clone(), "kind" => dl.kind).increment(1);
-    }
-    Ok(())
-}
-
-fn produce_in_transaction(
+/// Begins a transaction and sends the batch's output and input offsets in it; the caller
+/// awaits the deliveries and commits.
+fn open(
     producer: &Arc<RouterProducer>,
     consumer: &BaseConsumer<RouterContext>,
     topics: &Topics,
@@ -621,36 +784,16 @@ fn produce_in_transaction(
                 source: KafkaError::Canceled,
             })?;
         let sending = Arc::clone(producer);
-        // Bounded by the group session timeout, not the timeout + grace (see `stuck_call`).
-        stuck_call::bounded_offsets(move || {
+        bounded("send_offsets_to_transaction", END_TXN_TIMEOUT, move || {
             sending.send_offsets_to_transaction(&offsets, &group, END_TXN_TIMEOUT)
         })?
         .map_err(txn("offsets"))?;
     }
-    let offsets_sent = Instant::now();
-    // A failed delivery fails here, before the commit.
-    await_deliveries(producer)?;
-    let delivered = Instant::now();
-    let committing = Arc::clone(producer);
-    bounded("commit_transaction", END_TXN_TIMEOUT, move || {
-        committing.commit_transaction(END_TXN_TIMEOUT)
-    })?
-    .map_err(txn("commit"))?;
-    let steps = telemetry::StepTimes {
+    Ok(telemetry::StepTimes {
         produce: begun.duration_since(started),
-        offsets: offsets_sent.duration_since(begun),
-        deliver: delivered.duration_since(offsets_sent),
-        commit: delivered.elapsed(),
-    };
-    if begun.elapsed() > SLOW_TRANSACTION {
-        tracing::warn!(
-            offsets_ms = steps.offsets.as_millis() as u64,
-            deliver_ms = steps.deliver.as_millis() as u64,
-            commit_ms = steps.commit.as_millis() as u64,
-            "slow transaction"
-        );
-    }
-    Ok(steps)
+        offsets: begun.elapsed(),
+        ..telemetry::StepTimes::default()
+    })
 }
 
 #[cfg(test)]
