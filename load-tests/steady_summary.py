@@ -42,6 +42,7 @@ for p in sorted(out.glob("*/result.json"), key=lambda p: p.stat().st_mtime):
         "p50": a.get("p50_ms"), "p99": a.get("p99_ms"), "max": a.get("max_ms"),
         "clean": "clean" in " ".join(r.get("verdict", [])) and "NOT CLEAN" not in " ".join(r.get("verdict", [])),
         "age": rm.get("input_age_mean_ms"), "decide": rm.get("decide_mean_ms"),
+        "commit_wait": rm.get("commit_wait_mean_ms"),
         "txn": rm.get("transaction_mean_ms"), "records": rm.get("batch_mean_records"),
         "produce": steps.get("produce"), "offsets": steps.get("offsets"),
         "deliver": steps.get("deliver"), "commit": steps.get("commit"),
@@ -53,12 +54,12 @@ print("# Issue 13: steady load, side by side\n")
 print(f"Results folder: `{out}`\n")
 target = e2e_p99 + 10 if e2e_p99 is not None else None
 print(f"Kafka EndToEndLatency p99: {fmt(e2e_p99)} ms, so the target p99 press -> assigned is <= {fmt(target)} ms.\n")
-print("| run | load avg | p50 ms | p99 ms | max ms | clean | press age at poll ms | decide ms | txn ms (produce / offsets / deliver / commit) | records per txn | kafka CPU s / 100k | router CPU s / 100k |")
-print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+print("| run | load avg | p50 ms | p99 ms | max ms | clean | press age at poll ms | decide ms | txn ms (produce / offsets / deliver / commit) | commit waited ms | records per txn | kafka CPU s / 100k | router CPU s / 100k |")
+print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
 for r in runs:
     steps = " / ".join(fmt(r[k]) for k in ["produce", "offsets", "deliver", "commit"])
     print(f"| {r['run']} | {r['load'] or '-'} | {fmt(r['p50'])} | {fmt(r['p99'])} | {fmt(r['max'])} | {'yes' if r['clean'] else 'NO'} | "
-          f"{fmt(r['age'])} | {fmt(r['decide'])} | {fmt(r['txn'])} ({steps}) | {fmt(r['records'], 0)} | "
+          f"{fmt(r['age'])} | {fmt(r['decide'])} | {fmt(r['txn'])} ({steps}) | {fmt(r['commit_wait'])} | {fmt(r['records'], 0)} | "
           f"{fmt(r['kafka_cpu'], 2)} | {fmt(r['router_cpu'], 2)} |")
 
 variants = {}

@@ -1132,6 +1132,7 @@ fn router_summary(text: &str) -> serde_json::Value {
         "transaction_mean_ms": txn_sum.zip(txn_count).map(|(s, c)| 1000.0 * s / c.max(1.0)),
         "input_age_mean_ms": mean_ms("helpgrid_router_input_age_seconds"),
         "decide_mean_ms": mean_ms("helpgrid_router_decide_seconds"),
+        "commit_wait_mean_ms": mean_ms("helpgrid_router_commit_wait_seconds"),
         "step_mean_ms": {
             "produce": step("produce"),
             "offsets": step("offsets"),
