@@ -237,7 +237,20 @@ impl Stack {
         command_timeout: Duration,
         (status, addr): (Running, String),
     ) -> Self {
-        let channel = sim::connect(&addr).await.expect("status service reachable");
+        let channel = match sim::connect(&addr).await {
+            Ok(channel) => channel,
+            // Say whether the service ended (and why) or is still starting: a start-up that
+            // hangs on Kafka and one that failed look the same from the client's side.
+            Err(unreachable) if status.task.is_finished() => {
+                let ended = status.stop_checked().await;
+                panic!(
+                    "status service reachable: {unreachable:#}; the service had ended: {ended:?}"
+                )
+            }
+            Err(unreachable) => panic!(
+                "status service reachable: {unreachable:#}; the service is still running (starting up)"
+            ),
+        };
         let mut roster_api =
             RosterServiceClient::with_interceptor(channel, bearer("admin", Role::Admin, &["*"]));
         for r in roster {

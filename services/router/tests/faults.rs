@@ -652,7 +652,7 @@ fn compacted_away(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "full fault suite: scripts/faults (a broker of its own with a fast log cleaner; about 80 s)"]
 async fn crash_loop_over_a_compacted_incident_state_loses_nothing_and_doubles_nothing() {
-    let (_broker, bootstrap) = OwnBroker::start_with(&[
+    let (broker, bootstrap) = OwnBroker::start_with(&[
         ("log.cleaner.backoff.ms", "100"),
         ("log.initial.task.delay.ms", "0"),
     ]);
@@ -714,8 +714,10 @@ async fn crash_loop_over_a_compacted_incident_state_loses_nothing_and_doubles_no
     };
     assert!(
         removed > 0,
-        "the log cleaner removed no superseded incident-state record within 60 s ({} records)",
-        before.len()
+        "the log cleaner removed no superseded incident-state record within 60 s ({} records); \
+         the broker's cleaner and error lines:\n{}",
+        before.len(),
+        broker.server_log_lines(&["Cleaner", "cleaner", "ERROR", "WARN"], 60)
     );
     eprintln!(
         "incident-state: {removed} of {} records compacted away after {:?}",

@@ -47,6 +47,22 @@ impl OwnBroker {
         PathBuf::from(&self.dir).join("data")
     }
 
+    /// The broker's own log (`server.log`, the log cleaner's lines included), for a test that
+    /// failed to say what the broker did.
+    pub fn server_log(&self) -> PathBuf {
+        PathBuf::from(&self.dir).join("logs").join("server.log")
+    }
+
+    /// The lines of [`Self::server_log`] that contain any of `needles`, the last `at_most`.
+    pub fn server_log_lines(&self, needles: &[&str], at_most: usize) -> String {
+        let text = std::fs::read_to_string(self.server_log()).unwrap_or_default();
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| needles.iter().any(|n| l.contains(n)))
+            .collect();
+        lines[lines.len().saturating_sub(at_most)..].join("\n")
+    }
+
     /// Runs a `kafka.sh` subcommand (`stop`, `start`, `restart`, `kill`) on this broker.
     pub fn run(&self, command: &str) -> String {
         let mut run = Command::new("bash");
