@@ -162,14 +162,12 @@ pub async fn serve(
     health
         .set_not_serving::<NotifyServiceServer<grpc::NotifyApi>>()
         .await;
-    let api = NotifyServiceServer::with_interceptor(
-        grpc::NotifyApi {
-            store: Arc::clone(&store),
-        },
-        grpc::AdminOnly {
+    let api = NotifyServiceServer::new(grpc::NotifyApi {
+        store: Arc::clone(&store),
+        admin: grpc::AdminOnly {
             key: config.token_key.clone(),
         },
-    );
+    });
     let grpc_addr = grpc.local_addr()?;
     let grpc_task = tokio::spawn({
         let stop = stop.clone();

@@ -60,3 +60,16 @@ try:
     print("bad accepted?!")
 except grpc.RpcError as error:
     print("bad", error.code().name)
+# A method the service does not offer: UNIMPLEMENTED (clients fall back on that code), with a
+# token or without one.
+unknown = channel.unary_unary(
+    "/helpgrid.v1.NotifyService/NoSuchMethod",
+    request_serializer=lambda m: m,
+    response_deserializer=lambda b: b,
+)
+for label, metadata in (("admin", admin), ("anonymous", [])):
+    try:
+        unknown(b"", metadata=metadata, timeout=10)
+        print("unknown method answered?!")
+    except grpc.RpcError as error:
+        print("unknown", label, error.code().name)

@@ -193,6 +193,42 @@ async fn stock_clients_find_and_call_the_api() {
         listed.contains(&"helpgrid.v1.NotifyService".to_owned()),
         "{listed:?}"
     );
+    // And through reflection v1alpha, which older grpcurl, grpc_cli, Postman, Evans and
+    // Python's grpcio-reflection ask for.
+    {
+        use tonic_reflection::pb::v1alpha::ServerReflectionRequest;
+        use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient;
+        use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest;
+        use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse;
+        let channel = tonic::transport::Channel::from_shared(notify.grpc.clone())
+            .expect("uri")
+            .connect()
+            .await
+            .expect("connect");
+        let request = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let answer = ServerReflectionClient::new(channel)
+            .server_reflection_info(tokio_stream::iter([request]))
+            .await
+            .expect("reflection v1alpha")
+            .into_inner()
+            .message()
+            .await
+            .expect("response")
+            .and_then(|r| r.message_response);
+        let listed: Vec<String> = match answer {
+            Some(MessageResponse::ListServicesResponse(list)) => {
+                list.service.into_iter().map(|s| s.name).collect()
+            }
+            other => panic!("unexpected reflection v1alpha answer {other:?}"),
+        };
+        assert!(
+            listed.contains(&"helpgrid.v1.NotifyService".to_owned()),
+            "{listed:?}"
+        );
+    }
 
     // Python's grpcio (C core), messages built from the published descriptors.
     let dir = std::env::temp_dir().join(format!(
@@ -225,6 +261,8 @@ async fn stock_clients_find_and_call_the_api() {
             "list ['py-hook']",
             "responder PERMISSION_DENIED",
             "bad INVALID_ARGUMENT",
+            "unknown admin UNIMPLEMENTED",
+            "unknown anonymous UNIMPLEMENTED",
         ]
     );
     let mut admin = notify.client(Role::Admin).await;
