@@ -15,7 +15,7 @@
 use super::checkpoint::StateWrites;
 use super::dead_letter::{DeadLetter, dead_letter};
 use super::rebalance::{Ownership, RouterContext};
-use super::stuck_call::{StuckCall, bounded};
+use super::stuck_call::{self, StuckCall, bounded};
 use crate::config::RouterConfig;
 use crate::domain::desk::{HelpOutcome, Output};
 use crate::domain::{Desk, Roster, validate};
@@ -205,6 +205,7 @@ pub fn run_pipeline(
         // Static membership: a restarted instance (same id) takes its partitions back at once
         // instead of waiting out a rebalance; its state is rebuilt on assignment either way.
         .set("group.instance.id", &config.transactional_id);
+    stuck_call::bound_offsets_by_session_of(&consumer_config);
     let consumer: BaseConsumer<RouterContext> = consumer_config
         .create_with_context(RouterContext {
             ownership: Arc::clone(&ownership),
@@ -784,7 +785,8 @@ fn open(
                 source: KafkaError::Canceled,
             })?;
         let sending = Arc::clone(producer);
-        bounded("send_offsets_to_transaction", END_TXN_TIMEOUT, move || {
+        // Bounded by the group session timeout, not the timeout + grace (see `stuck_call`).
+        stuck_call::bounded_offsets(move || {
             sending.send_offsets_to_transaction(&offsets, &group, END_TXN_TIMEOUT)
         })?
         .map_err(txn("offsets"))?;
