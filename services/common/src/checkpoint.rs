@@ -7,6 +7,9 @@
 //!   another deployment or cluster is never mixed in;
 //! - its position lies within the partition's offsets now (a recreated or truncated topic
 //!   shows as a position past the end or before the start);
+//! - the record just before its position is still the one the checkpoint reflects (its
+//!   [`Anchor`]): a topic deleted and recreated under the same name starts its offsets again
+//!   and may have grown past the position, which the offsets alone do not show;
 //! - it is younger than the age the caller allows when records follow its position: the
 //!   log cleaner removes a tombstone `delete.retention.ms` after it was written, and a
 //!   tombstone written after the checkpoint and removed before it is read would leave a
@@ -21,8 +24,20 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-/// First bytes of every checkpoint file, with the format version in the last byte.
-const MAGIC: &[u8; 8] = b"HGCKPT\0\x01";
+/// First bytes of every checkpoint file, with the format version in the last byte (2: with
+/// an anchor; a file of version 1 is refused, and the partition read whole once).
+const MAGIC: &[u8; 8] = b"HGCKPT\0\x02";
+
+/// The changelog record just before a checkpoint's position, as the checkpoint saw it: its
+/// offset (the position minus one), timestamp and key. A restore reads the record at that
+/// offset again before it trusts the checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Anchor {
+    pub offset: i64,
+    /// The record's timestamp in milliseconds (-1 when the record has none).
+    pub timestamp_ms: i64,
+    pub key: Box<[u8]>,
+}
 
 /// Who a checkpoint belongs to. Every field must match for a checkpoint to be used.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,6 +56,9 @@ pub struct Checkpoint {
     pub position: i64,
     /// Wall-clock milliseconds when the state was taken.
     pub taken_at_ms: i64,
+    /// The record at `position - 1`; None when the checkpoint reflects no record (it was
+    /// taken at the partition's first offset).
+    pub anchor: Option<Anchor>,
     /// (key, value) of every live key; tombstoned keys are absent.
     pub records: Vec<(Arc<str>, Box<[u8]>)>,
 }
@@ -66,6 +84,14 @@ pub enum Refused {
         "checkpoint is {age_s} s old and records follow it: tombstones written since may be cleaned away (limit {limit_s} s)"
     )]
     Stale { age_s: i64, limit_s: i64 },
+    #[error(
+        "the record at offset {offset}, the last one the checkpoint reflects, is not the one it saw (topic deleted and recreated, or the record compacted away)"
+    )]
+    OtherRecord { offset: i64 },
+    #[error(
+        "checkpoint at position {position} names no record before it, and the partition starts at {low}"
+    )]
+    Unanchored { position: i64, low: i64 },
 }
 
 /// The file holding `partition`'s checkpoint in `dir`.
@@ -79,11 +105,13 @@ pub fn encode(
     partition: i32,
     position: i64,
     taken_at_ms: i64,
+    anchor: Option<&Anchor>,
     records: &[(&str, &[u8])],
 ) -> Vec<u8> {
     // Sized once: a partition of a flood's checkpoint is tens of MB, and growing by doubling
     // would copy it several times on the pipeline's thread.
     let size = 256
+        + anchor.map_or(0, |a| a.key.len())
         + records
             .iter()
             .map(|(k, v)| 8 + k.len() + v.len())
@@ -100,6 +128,15 @@ pub fn encode(
     out.extend_from_slice(&partition.to_le_bytes());
     out.extend_from_slice(&position.to_le_bytes());
     out.extend_from_slice(&taken_at_ms.to_le_bytes());
+    match anchor {
+        Some(a) => {
+            out.push(1);
+            out.extend_from_slice(&a.offset.to_le_bytes());
+            out.extend_from_slice(&a.timestamp_ms.to_le_bytes());
+            put_bytes(&mut out, &a.key);
+        }
+        None => out.push(0),
+    }
     let count_at = out.len();
     out.extend_from_slice(&0u64.to_le_bytes());
     let mut count: u64 = 0;
@@ -203,6 +240,15 @@ pub fn decode(bytes: &[u8], identity: &Identity, partition: i32) -> Result<Check
     }
     let position = i64::from_le_bytes(r.array()?);
     let taken_at_ms = i64::from_le_bytes(r.array()?);
+    let anchor = match r.array::<1>()? {
+        [0] => None,
+        [1] => Some(Anchor {
+            offset: i64::from_le_bytes(r.array()?),
+            timestamp_ms: i64::from_le_bytes(r.array()?),
+            key: r.bytes()?.into(),
+        }),
+        _ => return Err(Refused::Corrupt("anchor flag neither 0 nor 1")),
+    };
     let count = u64::from_le_bytes(r.array()?);
     // Each record takes at least 8 bytes: a count above that is damage, not a reason to
     // reserve memory for it.
@@ -225,8 +271,28 @@ pub fn decode(bytes: &[u8], identity: &Identity, partition: i32) -> Result<Check
         partition,
         position,
         taken_at_ms,
+        anchor,
         records,
     })
+}
+
+/// Whether the changelog still holds the record a checkpoint reflects last. `found`: the
+/// first record the partition holds at or after the anchor's offset (None: none), `low`: the
+/// partition's first offset now. A checkpoint that reflects no record needs no anchor when
+/// it starts where the partition starts (nothing is skipped).
+pub fn anchored(checkpoint: &Checkpoint, low: i64, found: Option<&Anchor>) -> Result<(), Refused> {
+    match &checkpoint.anchor {
+        None if checkpoint.position <= low => Ok(()),
+        None => Err(Refused::Unanchored {
+            position: checkpoint.position,
+            low,
+        }),
+        Some(a) if a.offset + 1 != checkpoint.position => Err(Refused::Corrupt(
+            "anchor is not the record before the position",
+        )),
+        Some(a) if found == Some(a) => Ok(()),
+        Some(a) => Err(Refused::OtherRecord { offset: a.offset }),
+    }
 }
 
 /// Whether a checkpoint at `position`, taken at `taken_at_ms`, may seed a restore of a
@@ -299,12 +365,21 @@ mod tests {
         }
     }
 
+    fn anchor() -> Anchor {
+        Anchor {
+            offset: 41,
+            timestamp_ms: 900,
+            key: Box::from(&b"inc-2"[..]),
+        }
+    }
+
     fn sample() -> Vec<u8> {
         encode(
             &identity(),
             3,
             42,
             1_000,
+            Some(&anchor()),
             &[("inc-1", &b"one"[..]), ("inc-2", &b""[..])],
         )
     }
@@ -327,6 +402,7 @@ mod tests {
             (back.partition, back.position, back.taken_at_ms),
             (3, 42, 1_000)
         );
+        assert_eq!(back.anchor, Some(anchor()));
         let records: Vec<(&str, &[u8])> = back.records.iter().map(|(k, v)| (&**k, &**v)).collect();
         assert_eq!(records, [("inc-1", &b"one"[..]), ("inc-2", &b""[..])]);
         use std::os::unix::fs::PermissionsExt;
@@ -418,6 +494,57 @@ mod tests {
         assert!(matches!(
             usable(42, 0, (43, 50), 0, hour),
             Err(Refused::OutOfRange { .. })
+        ));
+    }
+
+    #[test]
+    fn a_checkpoint_is_trusted_only_when_the_record_before_its_position_is_the_one_it_saw() {
+        let decoded = decode(&sample(), &identity(), 3).unwrap_or_else(|e| panic!("{e}"));
+        assert!(anchored(&decoded, 0, Some(&anchor())).is_ok());
+        // A recreated topic: another record at that offset (another key, or the same key
+        // written at another time), or none left there (compacted away, or a shorter log).
+        let other_key = Anchor {
+            key: Box::from(&b"inc-9"[..]),
+            ..anchor()
+        };
+        let other_time = Anchor {
+            timestamp_ms: 901,
+            ..anchor()
+        };
+        let later = Anchor {
+            offset: 44,
+            ..anchor()
+        };
+        for found in [Some(&other_key), Some(&other_time), Some(&later), None] {
+            assert!(
+                matches!(
+                    anchored(&decoded, 0, found),
+                    Err(Refused::OtherRecord { offset: 41 })
+                ),
+                "{found:?} accepted"
+            );
+        }
+        // No record before the position: fine where the partition starts, not past it.
+        let empty = decode(&encode(&identity(), 3, 7, 1_000, None, &[]), &identity(), 3)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(anchored(&empty, 7, None).is_ok());
+        assert!(matches!(
+            anchored(&empty, 0, None),
+            Err(Refused::Unanchored {
+                position: 7,
+                low: 0
+            })
+        ));
+        // An anchor that is not just before the position is damage.
+        let misplaced = decode(
+            &encode(&identity(), 3, 50, 1_000, Some(&anchor()), &[]),
+            &identity(),
+            3,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert!(matches!(
+            anchored(&misplaced, 0, Some(&anchor())),
+            Err(Refused::Corrupt(_))
         ));
     }
 }

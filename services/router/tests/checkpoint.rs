@@ -1,7 +1,8 @@
 //! Local checkpoints of incident-state against a real Kafka broker: a restore that starts
 //! from a checkpoint must end exactly where a restore of the whole changelog ends, and any
 //! checkpoint that cannot be trusted (stale, damaged, torn, another deployment's or
-//! cluster's, past the log's end) must be refused and the partition read whole.
+//! cluster's, past the log's end, of a topic deleted and recreated since) must be refused and
+//! the partition read whole.
 //! Needs HELPGRID_TEST_KAFKA (scripts/test sets it).
 
 use helpgrid_common::checkpoint::{self, Identity};
@@ -19,6 +20,8 @@ use helpgrid_router::kafka::rebalance::{Ownership, RestoreFigures};
 use helpgrid_testkit::records::{press, responder, roster_record};
 use helpgrid_testkit::{IncidentLog, Publisher, kafka_args};
 use prost::Message;
+use rdkafka::admin::{AdminClient, AdminOptions};
+use rdkafka::client::DefaultClientContext;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -263,7 +266,14 @@ fn rewrite(
         (identity.clone(), found.position, found.taken_at_ms);
     change(&mut identity, &mut position, &mut taken_at);
     let records: Vec<(&str, &[u8])> = found.records.iter().map(|(k, v)| (&**k, &**v)).collect();
-    let bytes = checkpoint::encode(&identity, p, position, taken_at, &records);
+    let bytes = checkpoint::encode(
+        &identity,
+        p,
+        position,
+        taken_at,
+        found.anchor.as_ref(),
+        &records,
+    );
     checkpoint::write(dir, p, &bytes).expect("rewritten");
 }
 
@@ -383,6 +393,112 @@ async fn stale_damaged_torn_foreign_or_out_of_range_checkpoints_are_refused_and_
     let (round3, figures) = restore(&args, &topics, Some(state.config())).await;
     assert_eq!((figures.checkpointed_partitions, figures.records), (3, 0));
     assert_eq!(contents(&round3), expected);
+}
+
+/// Deletes incident-state and creates it again under the same name (same cluster, same
+/// prefix: a checkpoint's identity still matches), empty.
+async fn recreate_incident_state(args: &KafkaArgs, topics: &Topics) {
+    let admin: AdminClient<DefaultClientContext> = args
+        .admin_config("checkpoint-test")
+        .create()
+        .expect("admin");
+    admin
+        .delete_topics(&[&topics.incident_state], &AdminOptions::new())
+        .await
+        .expect("delete request")
+        .into_iter()
+        .for_each(|r| {
+            r.expect("incident-state deleted");
+        });
+    // Deletion completes in the background: until then the old topic may still be listed
+    // (with its records), or creating it again fails.
+    let started = std::time::Instant::now();
+    loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "incident-state not recreated within 60 s"
+        );
+        if ensure_topics(args, topics).await.is_ok() {
+            let reader =
+                TableReader::new(args, "checkpoint-test", &topics.incident_state).expect("reader");
+            let empty = reader
+                .partitions()
+                .is_ok_and(|p| p.len() == PARTITIONS as usize)
+                && (0..PARTITIONS).all(|p| reader.watermarks(p).is_ok_and(|(_, high)| high == 0));
+            if empty {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A topic deleted and recreated under the same name starts its offsets again. Once it has
+/// grown past a checkpoint's position, the offsets cannot tell that the checkpoint is of the
+/// old topic; the record just before the position (its anchor) can: the partition is read
+/// whole, and none of the old topic's incidents comes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_of_a_deleted_and_recreated_topic_is_refused_though_the_new_one_grew_past_it()
+{
+    let (args, topics) = setup().await;
+    let state = StateDir::new();
+    let identity = identity(&args, &topics);
+    let mut old = Changelog::new(&args, &topics);
+    old.open(12).await;
+    let (restored, _) = restore(&args, &topics, Some(state.config())).await;
+    restored.checkpoint(true);
+    let positions: BTreeMap<i32, i64> = all_partitions()
+        .into_iter()
+        .map(|p| {
+            let c = checkpoint::read(&state.0, &identity, p).expect("a checkpoint");
+            (p, c.position)
+        })
+        .collect();
+
+    recreate_incident_state(&args, &topics).await;
+    let mut new = Changelog::new(&args, &topics);
+    loop {
+        new.open(6).await;
+        let reader =
+            TableReader::new(&args, "checkpoint-test", &topics.incident_state).expect("reader");
+        let grown = positions.iter().all(|(p, position)| {
+            reader
+                .watermarks(*p)
+                .is_ok_and(|(_, high)| high > *position)
+        });
+        if grown {
+            break;
+        }
+        assert!(
+            new.written < 200,
+            "the new topic grows past the old positions"
+        );
+    }
+    // The offsets alone would take the old checkpoints: every position is inside the new log.
+    let reader =
+        TableReader::new(&args, "checkpoint-test", &topics.incident_state).expect("reader");
+    for (p, position) in &positions {
+        let c = checkpoint::read(&state.0, &identity, *p).expect("still there");
+        let range = reader.watermarks(*p).expect("watermarks");
+        assert!(
+            checkpoint::usable(*position, c.taken_at_ms, range, now_millis(), 60_000).is_ok(),
+            "partition {p}: position {position} within {range:?}"
+        );
+    }
+
+    let (whole, whole_figures) = restore(&args, &topics, None).await;
+    let (from_state, figures) = restore(&args, &topics, Some(state.config())).await;
+    assert_eq!(figures.checkpointed_partitions, 0, "{figures:?}");
+    assert_eq!(figures.records, whole_figures.records);
+    let expected = contents(&whole);
+    assert_eq!(expected.len(), new.written as usize);
+    assert_eq!(contents(&from_state), expected);
+    for p in all_partitions() {
+        assert!(
+            !checkpoint::path(&state.0, p).exists(),
+            "refused checkpoint {p} removed"
+        );
+    }
 }
 
 /// A router that runs with a state folder writes checkpoints that are exactly incident-state

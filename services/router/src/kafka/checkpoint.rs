@@ -6,14 +6,16 @@
 //! last incident-state record of p this instance wrote in a COMMITTED transaction (from the
 //! producer's delivery reports), or the position its restore reached. It is taken only where
 //! the desk equals the committed changelog: right after a commit, or on an idle turn with
-//! nothing decided. A restore that finds a checkpoint checks it (see
-//! [`helpgrid_common::checkpoint`]) and reads the changelog from its position on; any doubt
-//! means a full read of the partition, as without a checkpoint.
+//! nothing decided. With it goes the checkpoint's anchor, that last record's offset, key and
+//! timestamp. A restore that finds a checkpoint checks it (see
+//! [`helpgrid_common::checkpoint`]), reads the anchor record again, and reads the changelog
+//! from its position on; any doubt means a full read of the partition, as without a
+//! checkpoint.
 
 use crate::config::CheckpointConfig;
 use crate::domain::Desk;
 use crate::telemetry;
-use helpgrid_common::checkpoint::{self, Identity, Refused};
+use helpgrid_common::checkpoint::{self, Anchor, Identity, Refused};
 use helpgrid_common::table::{Table, TableReader};
 use helpgrid_common::time::now_millis;
 use rdkafka::ClientContext;
@@ -22,31 +24,34 @@ use rdkafka::producer::{DeliveryResult, ProducerContext};
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// How long a restore waits for the anchor records of its checkpoints (one fetch).
+const ANCHOR_TIMEOUT: Duration = Duration::from_secs(30);
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// The router producer's context: remembers the offset of the last incident-state record
-/// delivered per partition, which the pipeline hands to [`Checkpoints::committed`] once the
-/// transaction holding them has committed.
+/// The router producer's context: remembers the last incident-state record delivered per
+/// partition (offset, key, timestamp), which the pipeline hands to [`Checkpoints::committed`]
+/// once the transaction holding them has committed.
 pub struct StateWrites {
     topic: String,
-    last_offsets: Mutex<BTreeMap<i32, i64>>,
+    last_records: Mutex<BTreeMap<i32, Anchor>>,
 }
 
 impl StateWrites {
     pub fn new(incident_state_topic: &str) -> Self {
         Self {
             topic: incident_state_topic.to_owned(),
-            last_offsets: Mutex::new(BTreeMap::new()),
+            last_records: Mutex::new(BTreeMap::new()),
         }
     }
 
-    /// The last delivered offset per partition since the previous call.
-    pub fn take(&self) -> BTreeMap<i32, i64> {
-        std::mem::take(&mut *lock(&self.last_offsets))
+    /// The last delivered record per partition since the previous call.
+    pub fn take(&self) -> BTreeMap<i32, Anchor> {
+        std::mem::take(&mut *lock(&self.last_records))
     }
 }
 
@@ -59,9 +64,20 @@ impl ProducerContext for StateWrites {
         if let Ok(m) = result
             && m.topic() == self.topic
         {
-            let mut last = lock(&self.last_offsets);
-            let slot = last.entry(m.partition()).or_insert(m.offset());
-            *slot = (*slot).max(m.offset());
+            let mut last = lock(&self.last_records);
+            if last
+                .get(&m.partition())
+                .is_none_or(|known| known.offset < m.offset())
+            {
+                last.insert(
+                    m.partition(),
+                    Anchor {
+                        offset: m.offset(),
+                        timestamp_ms: m.timestamp().to_millis().unwrap_or(-1),
+                        key: m.key().unwrap_or_default().into(),
+                    },
+                );
+            }
         }
     }
 }
@@ -73,10 +89,12 @@ impl ProducerContext for StateWrites {
 const PIPELINE_SHARE: u32 = 100;
 
 /// What the desk of one owned partition reflects, and what its checkpoint holds.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Covered {
     /// Every incident-state record of the partition before this offset is in the desk.
     reflected: i64,
+    /// The record at `reflected - 1` (None: the desk reflects no record of the partition).
+    anchor: Option<Anchor>,
     /// Position of the last checkpoint written since the partition was restored.
     checkpointed: Option<i64>,
 }
@@ -129,50 +147,88 @@ impl Checkpoints {
         }
     }
 
-    /// Seeds `table` with `partition`'s checkpoint when it is usable for the partition's
-    /// committed offsets `range` now; returns the position to read the changelog from.
-    pub fn seed(&self, table: &mut Table, partition: i32, range: (i64, i64)) -> Option<i64> {
-        let identity = lock(&self.identity).clone()?;
+    /// Seeds `table` with the checkpoint of each partition of `ranges` ((partition, its
+    /// committed offsets now)) that is usable now and whose anchor record `reader` still
+    /// finds; returns, per partition seeded, the position to read the changelog from and the
+    /// checkpoint's anchor. The others are refused (logged, counted, their files removed).
+    pub fn seed(
+        &self,
+        table: &mut Table,
+        reader: &TableReader,
+        ranges: &[(i32, (i64, i64))],
+    ) -> BTreeMap<i32, (i64, Option<Anchor>)> {
+        let mut seeded = BTreeMap::new();
+        let Some(identity) = lock(&self.identity).clone() else {
+            return seeded;
+        };
         let max_age_ms = self.config.max_age.as_millis() as i64;
-        let found = checkpoint::read(&self.config.dir, &identity, partition).and_then(|c| {
-            checkpoint::usable(c.position, c.taken_at_ms, range, now_millis(), max_age_ms)
-                .map(|()| c)
-        });
-        match found {
-            Ok(c) => {
-                metrics::counter!(telemetry::RESTORED_FROM_CHECKPOINT)
-                    .increment(c.records.len() as u64);
-                table.seed(partition, c.position, c.records);
-                Some(c.position)
-            }
-            Err(Refused::Missing) => None,
-            Err(reason) => {
-                let kind = match reason {
-                    Refused::Missing => "missing",
-                    Refused::Io(_) => "io",
-                    Refused::Corrupt(_) => "corrupt",
-                    Refused::OtherIdentity { .. } | Refused::OtherPartition { .. } => {
-                        "other_identity"
-                    }
-                    Refused::OutOfRange { .. } => "out_of_range",
-                    Refused::Stale { .. } => "stale",
-                };
-                metrics::counter!(telemetry::CHECKPOINTS_REFUSED, "reason" => kind).increment(1);
-                tracing::warn!(partition, %reason, dir = %self.config.dir.display(), "local checkpoint not used; restoring the partition from incident-state");
-                // Not read again: the next checkpoint replaces it.
-                checkpoint::remove(&self.config.dir, partition);
-                None
+        let mut candidates = Vec::new();
+        for (partition, range) in ranges.iter().copied() {
+            let found = checkpoint::read(&self.config.dir, &identity, partition).and_then(|c| {
+                checkpoint::usable(c.position, c.taken_at_ms, range, now_millis(), max_age_ms)
+                    .map(|()| c)
+            });
+            match found {
+                Ok(c) => candidates.push((partition, range.0, c)),
+                Err(Refused::Missing) => {}
+                Err(reason) => self.refuse(partition, &reason),
             }
         }
+        let at: Vec<(i32, i64)> = candidates
+            .iter()
+            .filter_map(|(p, _, c)| c.anchor.as_ref().map(|a| (*p, a.offset)))
+            .collect();
+        let found = match reader.first_records(&at, ANCHOR_TIMEOUT) {
+            Ok(found) => found,
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the records the local checkpoints end at; restoring those partitions from incident-state");
+                return seeded;
+            }
+        };
+        for (partition, low, c) in candidates {
+            if let Err(reason) = checkpoint::anchored(&c, low, found.get(&partition)) {
+                self.refuse(partition, &reason);
+                continue;
+            }
+            metrics::counter!(telemetry::RESTORED_FROM_CHECKPOINT)
+                .increment(c.records.len() as u64);
+            seeded.insert(partition, (c.position, c.anchor));
+            table.seed(partition, c.position, c.records);
+        }
+        seeded
     }
 
-    /// A restore of `partition` reached `position`; `from_checkpoint`: it started at a
-    /// checkpoint taken there (and read nothing after it), which is then still current.
-    pub fn restored(&self, partition: i32, position: i64, unchanged_checkpoint: bool) {
+    /// A checkpoint not used: counted, logged, and removed (the next checkpoint replaces it).
+    fn refuse(&self, partition: i32, reason: &Refused) {
+        let kind = match reason {
+            Refused::Missing => "missing",
+            Refused::Io(_) => "io",
+            Refused::Corrupt(_) => "corrupt",
+            Refused::OtherIdentity { .. } | Refused::OtherPartition { .. } => "other_identity",
+            Refused::OutOfRange { .. } => "out_of_range",
+            Refused::Stale { .. } => "stale",
+            Refused::OtherRecord { .. } | Refused::Unanchored { .. } => "other_record",
+        };
+        metrics::counter!(telemetry::CHECKPOINTS_REFUSED, "reason" => kind).increment(1);
+        tracing::warn!(partition, %reason, dir = %self.config.dir.display(), "local checkpoint not used; restoring the partition from incident-state");
+        checkpoint::remove(&self.config.dir, partition);
+    }
+
+    /// A restore of `partition` reached `position`, the record before it being `anchor`;
+    /// `unchanged_checkpoint`: it started at a checkpoint taken there (and read nothing after
+    /// it), which is then still current.
+    pub fn restored(
+        &self,
+        partition: i32,
+        position: i64,
+        anchor: Option<Anchor>,
+        unchanged_checkpoint: bool,
+    ) {
         lock(&self.partitions).insert(
             partition,
             Covered {
                 reflected: position,
+                anchor,
                 checkpointed: unchanged_checkpoint.then_some(position),
             },
         );
@@ -187,13 +243,16 @@ impl Checkpoints {
         }
     }
 
-    /// A transaction committed; `last_offsets`: the offset of its last incident-state record
-    /// per partition.
-    pub fn committed(&self, last_offsets: BTreeMap<i32, i64>) {
+    /// A transaction committed; `last_records`: its last incident-state record per
+    /// partition.
+    pub fn committed(&self, last_records: BTreeMap<i32, Anchor>) {
         let mut owned = lock(&self.partitions);
-        for (p, offset) in last_offsets {
-            if let Some(c) = owned.get_mut(&p) {
-                c.reflected = c.reflected.max(offset + 1);
+        for (p, record) in last_records {
+            if let Some(c) = owned.get_mut(&p)
+                && record.offset + 1 > c.reflected
+            {
+                c.reflected = record.offset + 1;
+                c.anchor = Some(record);
             }
         }
     }
@@ -232,13 +291,13 @@ impl Checkpoints {
                 let _ = w.join();
             }
         }
-        let due: BTreeMap<i32, i64> = lock(&self.partitions)
+        let due: BTreeMap<i32, (i64, Option<Anchor>)> = lock(&self.partitions)
             .iter()
             .filter(|(_, c)| {
                 c.checkpointed != Some(c.reflected)
                     && (wait || interval_passed || c.checkpointed.is_none())
             })
-            .map(|(p, c)| (*p, c.reflected))
+            .map(|(p, c)| (*p, (c.reflected, c.anchor.clone())))
             .collect();
         if due.is_empty() {
             return;
@@ -255,8 +314,9 @@ impl Checkpoints {
         let files: Vec<(i32, i64, usize, Vec<u8>)> = records
             .into_iter()
             .map(|(p, r)| {
-                let position = due.get(&p).copied().unwrap_or_default();
-                let bytes = checkpoint::encode(&identity, p, position, taken_at, &r);
+                let (position, anchor) = due.get(&p).cloned().unwrap_or_default();
+                let bytes =
+                    checkpoint::encode(&identity, p, position, taken_at, anchor.as_ref(), &r);
                 (p, position, r.len(), bytes)
             })
             .collect();

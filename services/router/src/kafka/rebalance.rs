@@ -9,6 +9,7 @@
 use super::checkpoint::Checkpoints;
 use crate::domain::Desk;
 use crate::telemetry;
+use helpgrid_common::checkpoint::Anchor;
 use helpgrid_common::health::{Health, Readiness};
 use helpgrid_common::kafka::KafkaArgs;
 use helpgrid_common::table::{Start, Table, TableReader};
@@ -73,11 +74,11 @@ impl Ownership {
         })
     }
 
-    /// A transaction committed: the offsets of its last incident-state record per partition
-    /// (see [`super::checkpoint::StateWrites`]).
-    pub fn committed(&self, last_state_offsets: BTreeMap<i32, i64>) {
+    /// A transaction committed: its last incident-state record per partition (see
+    /// [`super::checkpoint::StateWrites`]).
+    pub fn committed(&self, last_state_records: BTreeMap<i32, Anchor>) {
         if let Some(c) = &self.checkpoints {
-            c.committed(last_state_offsets);
+            c.committed(last_state_records);
         }
     }
 
@@ -144,35 +145,40 @@ impl Ownership {
         }
         let reader_ms = started.elapsed().as_millis() as u64;
         let mut table = Table::default();
-        let mut starts = Vec::with_capacity(partitions.len());
-        let mut checkpointed: BTreeMap<i32, i64> = BTreeMap::new();
-        for (p, (low, high)) in ranges {
-            let from = self
-                .checkpoints
-                .as_ref()
-                .and_then(|c| c.seed(&mut table, p, (low, high)));
-            if let Some(position) = from {
-                checkpointed.insert(p, position);
-            }
-            starts.push(Start {
-                partition: p,
-                from: from.unwrap_or(low),
-                end: high,
-            });
-        }
+        let mut checkpointed = match &self.checkpoints {
+            Some(c) => c.seed(&mut table, &reader, &ranges),
+            None => BTreeMap::new(),
+        };
+        let starts: Vec<Start> = ranges
+            .iter()
+            .map(|(p, (low, high))| Start {
+                partition: *p,
+                from: checkpointed.get(p).map_or(*low, |(position, _)| *position),
+                end: *high,
+            })
+            .collect();
         let checkpoints_ms = started.elapsed().as_millis() as u64 - reader_ms;
         let prepared_ms = started.elapsed().as_millis() as u64;
         let reached = reader.read_into(&mut table, &starts, RESTORE_TIMEOUT)?;
+        let checkpointed_partitions = checkpointed.len();
         if let Some(c) = &self.checkpoints {
-            for (p, position) in &reached {
-                c.restored(*p, *position, checkpointed.get(p) == Some(position));
+            for (p, reached) in reached {
+                let from_checkpoint = checkpointed.remove(&p);
+                let unchanged = from_checkpoint
+                    .as_ref()
+                    .is_some_and(|(position, _)| *position == reached.position);
+                // Nothing read after a checkpoint: its anchor is still the last record.
+                let anchor = reached
+                    .anchor
+                    .or_else(|| from_checkpoint.and_then(|(_, anchor)| anchor));
+                c.restored(p, reached.position, anchor, unchanged);
             }
         }
         let mut figures = RestoreFigures {
             records: table.records,
             bytes: table.bytes,
             waited_ms: table.waited.as_millis() as u64,
-            checkpointed_partitions: checkpointed.len(),
+            checkpointed_partitions,
             checkpointed_records: table.seeded,
             reader_ms,
             checkpoints_ms,
