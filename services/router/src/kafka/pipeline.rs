@@ -335,7 +335,11 @@ pub fn run_pipeline(
             Ok(steps) => steps,
             Err(error) => return Err(failed(&producers[p], error)),
         };
+        // Alone, a producer commits on the pipeline's thread (a second thread to hand the
+        // call to costs a wake-up, milliseconds when the cores are busy); with a second one,
+        // the commit goes to a thread of its own and the next batch goes on meanwhile.
         in_flight = Some(InFlight::commit(
+            producers.len() > 1,
             p,
             &producers[p],
             output,
@@ -375,12 +379,14 @@ struct InFlight {
 
 enum Commit {
     Running(std::thread::JoinHandle<Committed>),
-    /// No thread could be started for it: it was committed on the pipeline's own.
+    /// Committed on the pipeline's own thread.
     Done(Committed),
 }
 
 impl InFlight {
+    #[allow(clippy::too_many_arguments)]
     fn commit(
+        apart: bool,
         producer: usize,
         committing: &Arc<RouterProducer>,
         output: BatchOutput,
@@ -399,12 +405,18 @@ impl InFlight {
             }
         };
         let committing = Instant::now();
-        let commit = match std::thread::Builder::new()
-            .name("router-commit".into())
-            .spawn(call.clone())
-        {
-            Ok(thread) => Commit::Running(thread),
-            Err(_) => Commit::Done(call()),
+        let thread = apart
+            .then(|| {
+                std::thread::Builder::new()
+                    .name("router-commit".into())
+                    .spawn(call.clone())
+                    .ok()
+            })
+            .flatten();
+        let commit = match thread {
+            Some(thread) => Commit::Running(thread),
+            // Alone, or no thread to be had: committed here.
+            None => Commit::Done(call()),
         };
         Self {
             producer,
