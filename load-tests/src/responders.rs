@@ -7,7 +7,7 @@ use crate::sim::{AuthedChannel, Credentials};
 use crate::tally::Tally;
 use helpgrid_proto::pb::incident_service_client::IncidentServiceClient;
 use helpgrid_proto::pb::{
-    AcknowledgeRequest, CloseRequest, GetIncidentRequest, IncidentEvent, IncidentOutcome,
+    AcknowledgeRequest, CloseRequest, GetIncidentRequest, Incident, IncidentEvent, IncidentOutcome,
     ResponderRole, WatchIncidentsRequest, incident_event::Change,
 };
 use std::sync::{Arc, Mutex};
@@ -73,7 +73,7 @@ impl Responders {
             if let Ok(mut t) = self.tally.lock() {
                 t.observe(&event);
             }
-            if let Some((incident_id, responder_id, closes)) = self.who_should_act(&event) {
+            for (incident_id, responder_id, closes) in self.who_should_act(&event) {
                 if rng.f64() < self.behaviour.miss_ratio {
                     continue;
                 }
@@ -116,8 +116,34 @@ impl Responders {
     /// The responder who should now act on this event: the one just assigned, or for an
     /// incident at the police desk, a patrol officer of the grid. Where two responders go
     /// (a community and a police track), the one on the first track closes the incident.
-    fn who_should_act(&self, event: &IncidentEvent) -> Option<(String, String, bool)> {
-        let incident = event.incident.as_ref()?;
+    /// An "opened and assigned" event names everyone it assigned.
+    fn who_should_act(&self, event: &IncidentEvent) -> Vec<(String, String, bool)> {
+        let Some(incident) = event.incident.as_ref() else {
+            return Vec::new();
+        };
+        let closes = |track: i32| {
+            incident
+                .assignments
+                .first()
+                .is_some_and(|a| a.track == track)
+        };
+        if matches!(event.change, Some(Change::Opened(_))) {
+            return event
+                .assignments()
+                .iter()
+                .map(|a| {
+                    let id = incident.incident_id.clone();
+                    (id, a.responder_id.clone(), closes(a.track))
+                })
+                .collect();
+        }
+        self.who_acts_on(event, incident)
+            .map(|(track, responder)| (incident.incident_id.clone(), responder, closes(track)))
+            .into_iter()
+            .collect()
+    }
+
+    fn who_acts_on(&self, event: &IncidentEvent, incident: &Incident) -> Option<(i32, String)> {
         let (track, responder) = match event.change.as_ref()? {
             Change::Assigned(a) => (a.track, a.responder_id.clone()),
             Change::Reassigned(r) => (r.track, r.to_responder_id.clone()),
@@ -136,11 +162,7 @@ impl Responders {
             ),
             _ => return None,
         };
-        let closes = incident
-            .assignments
-            .first()
-            .is_some_and(|a| a.track == track);
-        Some((incident.incident_id.clone(), responder, closes))
+        Some((track, responder))
     }
 }
 

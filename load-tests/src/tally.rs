@@ -85,10 +85,15 @@ impl Tally {
             }
         };
         match event.change.as_ref() {
-            Some(Change::Opened(_)) => {
+            Some(Change::Opened(o)) => {
                 self.opened += 1;
                 if incident.source == helpgrid_proto::pb::IncidentSource::DeviceHealth as i32 {
                     self.maintenance += 1;
+                }
+                // "Opened and assigned" in one event: each assignment counts as `assigned`.
+                for a in &o.assigned {
+                    self.assigned += 1;
+                    first_assignment(self, &a.responder_id);
                 }
             }
             Some(Change::Attached(_)) => self.attached += 1,

@@ -36,3 +36,53 @@ impl pb::incident_event::Change {
         }
     }
 }
+
+impl pb::IncidentEvent {
+    /// The responders this event assigned at a track's first level: the `assigned` change's
+    /// one, or the ones an `opened` carries when the router wrote "opened and assigned" as one
+    /// event (`IncidentOpened.assigned`). Readers that act on assignments (time to assign,
+    /// notifications, device feedback, tallies) go through this so both shapes count.
+    pub fn assignments(&self) -> &[pb::ResponderAssigned] {
+        use pb::incident_event::Change;
+        match &self.change {
+            Some(Change::Assigned(a)) => std::slice::from_ref(a),
+            Some(Change::Opened(o)) => &o.assigned,
+            _ => &[],
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pb::{IncidentEvent, IncidentOpened, ResponderAssigned, incident_event::Change};
+
+    fn assigned(responder_id: &str) -> ResponderAssigned {
+        ResponderAssigned {
+            responder_id: responder_id.to_owned(),
+            ..ResponderAssigned::default()
+        }
+    }
+
+    fn ids(event: &IncidentEvent) -> Vec<&str> {
+        event
+            .assignments()
+            .iter()
+            .map(|a| a.responder_id.as_str())
+            .collect()
+    }
+
+    #[test]
+    fn assignments_come_from_either_shape() {
+        let event = |change| IncidentEvent {
+            change: Some(change),
+            ..IncidentEvent::default()
+        };
+        assert_eq!(ids(&event(Change::Assigned(assigned("w1")))), ["w1"]);
+        let folded = Change::Opened(IncidentOpened {
+            assigned: vec![assigned("w1"), assigned("p1")],
+        });
+        assert_eq!(ids(&event(folded)), ["w1", "p1"]);
+        assert!(ids(&event(Change::Opened(IncidentOpened::default()))).is_empty());
+        assert!(ids(&IncidentEvent::default()).is_empty());
+    }
+}

@@ -14,7 +14,7 @@ use crate::city::City;
 use anyhow::Context as _;
 use hdrhistogram::Histogram;
 use helpgrid_auth::{Role, TokenKey};
-use helpgrid_proto::pb::{IncidentEvent, ResponderRole, incident_event::Change};
+use helpgrid_proto::pb::{IncidentEvent, ResponderRole};
 use http_body_util::{BodyExt as _, Empty};
 use hyper::body::Bytes;
 use hyper::header;
@@ -359,10 +359,12 @@ fn read_assignments(
                     else {
                         continue;
                     };
-                    let Some(Change::Assigned(assigned)) = &event.change else {
-                        continue;
-                    };
-                    if !holders.contains(&assigned.responder_id) {
+                    // An `assigned`, or the assignments an "opened and assigned" carries.
+                    if !event
+                        .assignments()
+                        .iter()
+                        .any(|a| holders.contains(&a.responder_id))
+                    {
                         continue;
                     }
                     let Some(at) = event.envelope.as_ref().and_then(|e| e.occurred_at) else {

@@ -195,6 +195,18 @@ impl Observed {
     }
 
     /// Counts a first assignment (or arrival at the police desk) of the incident `seq` opened.
+    /// A responder assigned on `track` at its first level.
+    fn assigned(&mut self, plan: &Plan, log: &SendLog, seq: u64, track: i32, at_us: u64) {
+        let i = seq as usize;
+        self.notifications += 1;
+        let bit = 1u8 << (track.clamp(0, 7) as u8);
+        if self.tracks[i] & bit != 0 {
+            self.duplicate_assignments += 1;
+        }
+        self.tracks[i] |= bit;
+        self.first_assignment(plan, log, seq, at_us);
+    }
+
     fn first_assignment(&mut self, plan: &Plan, log: &SendLog, seq: u64, at_us: u64) {
         let i = seq as usize;
         if self.flags[i] & FIRST_ASSIGNED != 0 {
@@ -296,10 +308,14 @@ impl Observed {
         }
         self.revision[i] = incident.revision as u32;
         match change {
-            Change::Opened(_) => {
+            Change::Opened(o) => {
                 self.opened[i] = self.opened[i].saturating_add(1);
                 if self.opened[i] == 1 && self.attached[i] == 0 {
                     self.accounted(plan, log, seq, at_us, true);
+                }
+                // "Opened and assigned" in one event: each assignment counts as `assigned`.
+                for a in &o.assigned {
+                    self.assigned(plan, log, seq, a.track, at_us);
                 }
             }
             Change::Attached(a) => {
@@ -311,15 +327,7 @@ impl Observed {
                     }
                 }
             }
-            Change::Assigned(a) => {
-                self.notifications += 1;
-                let bit = 1u8 << (a.track.clamp(0, 7) as u8);
-                if self.tracks[i] & bit != 0 {
-                    self.duplicate_assignments += 1;
-                }
-                self.tracks[i] |= bit;
-                self.first_assignment(plan, log, seq, at_us);
-            }
+            Change::Assigned(a) => self.assigned(plan, log, seq, a.track, at_us),
             Change::Escalated(e) => {
                 if !e.responder_id.is_empty() {
                     self.notifications += 1;

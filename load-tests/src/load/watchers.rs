@@ -7,8 +7,8 @@ use crate::load::generator::SendLog;
 use crate::load::observer::latency_histogram;
 use crate::load::plan::Plan;
 use hdrhistogram::Histogram;
+use helpgrid_proto::pb::WatchIncidentsRequest;
 use helpgrid_proto::pb::incident_service_client::IncidentServiceClient;
-use helpgrid_proto::pb::{WatchIncidentsRequest, incident_event::Change};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::task::JoinSet;
@@ -139,7 +139,7 @@ async fn watch(
         };
         counters.updates.fetch_add(1, Ordering::Relaxed);
         let Some(event) = event else { continue };
-        if !matches!(event.change, Some(Change::Assigned(_))) {
+        if event.assignments().is_empty() {
             continue;
         }
         let at = log.now_us();

@@ -169,7 +169,14 @@ pub fn decode(record: &SourceRecord) -> Result<(IncidentEvent, EventRow), Undeco
 
 fn actor_of(change: &Change) -> String {
     match change {
-        Change::Opened(_) | Change::Attached(_) => String::new(),
+        // "Opened and assigned" in one event: the assignees, as their `assigned` would name.
+        Change::Opened(c) => c
+            .assigned
+            .iter()
+            .map(|a| a.responder_id.as_str())
+            .collect::<Vec<_>>()
+            .join(","),
+        Change::Attached(_) => String::new(),
         Change::Assigned(c) => c.responder_id.clone(),
         Change::Acknowledged(c) => c.acknowledged_by.clone(),
         Change::Reassigned(c) => c.to_responder_id.clone(),
@@ -425,7 +432,11 @@ mod tests {
         let records = [
             record(
                 10,
-                &event("e1", incident("i-1", 1), Change::Opened(IncidentOpened {})),
+                &event(
+                    "e1",
+                    incident("i-1", 1),
+                    Change::Opened(IncidentOpened::default()),
+                ),
             ),
             record(
                 11,
@@ -459,7 +470,11 @@ mod tests {
 
     #[test]
     fn undecodable_records_are_refused_with_a_reason_and_the_rest_flows() {
-        let good = event("e1", incident("i-1", 1), Change::Opened(IncidentOpened {}));
+        let good = event(
+            "e1",
+            incident("i-1", 1),
+            Change::Opened(IncidentOpened::default()),
+        );
         let mut no_change = good.clone();
         no_change.change = None;
         let records = [
@@ -521,7 +536,11 @@ mod tests {
                 actor_id: "w-1".into(),
                 ..Default::default()
             })),
-            ..event("e9", incident("x", 1), Change::Opened(IncidentOpened {}))
+            ..event(
+                "e9",
+                incident("x", 1),
+                Change::Opened(IncidentOpened::default()),
+            )
         };
         let rows = batch_rows(&[record(7, &rejected)]);
         assert_eq!(rows.events[0].incident_id, "i-404");

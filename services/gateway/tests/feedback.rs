@@ -111,8 +111,7 @@ async fn the_residents_button_hears_assigned_then_help_is_coming_and_an_http_but
     );
     let events = log
         .wait_until("the press assigned", |ev| {
-            ev.iter()
-                .any(|e| matches!(e.change, Some(Change::Assigned(_))))
+            ev.iter().any(|e| !e.assignments().is_empty())
         })
         .await;
     let incident = events[0].incident.clone().expect("incident");

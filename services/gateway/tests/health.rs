@@ -57,10 +57,7 @@ async fn offline_silent_and_low_battery_devices_open_one_maintenance_incident_ea
     }
     let events = log
         .wait_until("four maintenance incidents assigned", |ev| {
-            ev.iter()
-                .filter(|e| matches!(e.change, Some(Change::Assigned(_))))
-                .count()
-                >= 4
+            ev.iter().map(|e| e.assignments().len()).sum::<usize>() >= 4
         })
         .await;
     // Nothing more opens while the problems go on (the silence check keeps running).
@@ -95,8 +92,13 @@ async fn offline_silent_and_low_battery_devices_open_one_maintenance_incident_ea
             (Track::Community, "w-g1")
         };
         assert!(
-            events.iter().any(|e| e.incident.as_ref().is_some_and(|x| x.incident_id == i.incident_id)
-                && matches!(&e.change, Some(Change::Assigned(a)) if a.track == track as i32 && a.responder_id == who)),
+            events.iter().any(|e| e
+                .incident
+                .as_ref()
+                .is_some_and(|x| x.incident_id == i.incident_id)
+                && e.assignments()
+                    .iter()
+                    .any(|a| a.track == track as i32 && a.responder_id == who)),
             "{} assigned to {who}",
             i.device_id
         );

@@ -4,9 +4,7 @@
 mod support;
 
 use helpgrid_gateway::config::GatewayConfig;
-use helpgrid_proto::pb::{
-    DeviceKind, PressKind, ResponderRole, Track, help_event, incident_event::Change,
-};
+use helpgrid_proto::pb::{DeviceKind, PressKind, ResponderRole, Track, help_event};
 use helpgrid_testkit::records::responder;
 use helpgrid_testkit::{IncidentLog, WAIT};
 use std::net::SocketAddr;
@@ -175,15 +173,18 @@ async fn a_signed_press_gets_202_and_is_assigned_a_bad_one_gets_a_reason_and_sto
         .to_owned();
     let events = log
         .wait_until("the HTTP press assigned", |ev| {
-            ev.iter()
-                .any(|e| matches!(e.change, Some(Change::Assigned(_))))
+            ev.iter().any(|e| !e.assignments().is_empty())
         })
         .await;
     let incident = events[0].incident.clone().expect("incident");
     assert_eq!(incident.incident_id, format!("inc-{event_id}"));
     assert_eq!(incident.household_id, "h-1");
     assert_eq!(incident.press_kind, PressKind::Help as i32);
-    assert!(events.iter().any(|e| matches!(&e.change, Some(Change::Assigned(a)) if a.responder_id == "w-g2" && a.track == Track::Community as i32)));
+    assert!(events.iter().any(|e| {
+        e.assignments()
+            .iter()
+            .any(|a| a.responder_id == "w-g2" && a.track == Track::Community as i32)
+    }));
 
     // Same grid, same partition: everything refused before it would be on Kafka before it.
     assert!(help.read_until(WAIT, |r| !r.is_empty()).await);

@@ -49,10 +49,8 @@ fn frigate(kind: &str, id: &str, camera: &str, label: &str, zones: &[&str], scor
 fn assigned(events: &[&helpgrid_proto::pb::IncidentEvent]) -> Vec<(i32, String)> {
     events
         .iter()
-        .filter_map(|e| match e.change.as_ref() {
-            Some(Change::Assigned(a)) => Some((a.track, a.responder_id.clone())),
-            _ => None,
-        })
+        .flat_map(|e| e.assignments())
+        .map(|a| (a.track, a.responder_id.clone()))
         .collect()
 }
 
@@ -130,10 +128,7 @@ async fn zigbee_presses_and_frigate_alerts_reach_the_right_responders() {
 
     let events = log
         .wait_until("three incidents assigned on every track", |ev| {
-            ev.iter()
-                .filter(|e| matches!(e.change, Some(Change::Assigned(_))))
-                .count()
-                >= 6
+            ev.iter().map(|e| e.assignments().len()).sum::<usize>() >= 6
         })
         .await;
     let opened: Vec<_> = events

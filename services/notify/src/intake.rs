@@ -8,7 +8,7 @@
 use crate::dead_letter::{self, DeadLetter, Origin};
 use crate::delivery::{Delivery, Dispatcher, Finished, Transport};
 use crate::domain::body::render;
-use crate::domain::notice::{Notice, NoticeKind, notice_of};
+use crate::domain::notice::{Notice, NoticeKind, notices_of};
 use crate::domain::offsets::OffsetTracker;
 use crate::domain::renotify::RenotifyPlan;
 use crate::store::SubscriptionStore;
@@ -245,28 +245,39 @@ impl<T: Transport> Intake<T> {
         };
         let change = event.change.as_ref().map_or("none", |c| c.name());
         metrics::counter!(telemetry::EVENTS_IN, "change" => change).increment(1);
-        let Some(notice) = notice_of(&event) else {
-            self.tracker.begin(partition, offset, 0);
-            return;
-        };
+        // Usually one notice; an "opened and assigned" event gives one per assignment too.
+        let notices = notices_of(&event);
         let now = self.clock.now();
-        let observed = if self.store.wants(NoticeKind::Renotify) {
-            self.plan.observe(&notice, (partition, offset), now)
-        } else {
-            crate::domain::renotify::Observed {
-                cancelled: Vec::new(),
-                unused: Some((partition, offset)),
-            }
-        };
-        let held = usize::from(observed.unused.is_none());
-        let subscriptions = self.store.matching(&notice);
-        self.tracker
-            .begin(partition, offset, subscriptions.len() + held);
-        for (p, o) in observed.cancelled {
+        // The record's offset is done when every delivery and every planned
+        // re-notification of every notice it gave is: count them all before any finishes.
+        let mut pending = 0;
+        let mut cancelled = Vec::new();
+        let mut work = Vec::with_capacity(notices.len());
+        for notice in notices {
+            let observed = if self.store.wants(NoticeKind::Renotify) {
+                self.plan.observe(&notice, (partition, offset), now)
+            } else {
+                crate::domain::renotify::Observed {
+                    cancelled: Vec::new(),
+                    unused: Some((partition, offset)),
+                }
+            };
+            pending += usize::from(observed.unused.is_none());
+            cancelled.extend(observed.cancelled);
+            let subscriptions = self.store.matching(&notice);
+            pending += subscriptions.len();
+            work.push((notice, subscriptions));
+        }
+        self.tracker.begin(partition, offset, pending);
+        for (p, o) in cancelled {
             self.tracker.finish(p, o);
         }
-        if !subscriptions.is_empty() {
-            self.dispatch(&notice, &subscriptions, &origin_of(), notice.occurred_at);
+        let mut shared_origin = None;
+        for (notice, subscriptions) in work {
+            if !subscriptions.is_empty() {
+                let origin = shared_origin.get_or_insert_with(&origin_of);
+                self.dispatch(&notice, &subscriptions, origin, notice.occurred_at);
+            }
         }
     }
 

@@ -155,12 +155,6 @@ pub fn record_incident_event(event: &IncidentEvent, now: Millis) {
                 .map_or("unknown", |s| s.as_str_name());
             counter!(INCIDENTS_OPENED, "source" => source).increment(1);
         }
-        Some(Change::Assigned(_)) => {
-            let reported = incident.and_then(|i| from_timestamp(i.reported_at.as_ref()));
-            if let Some(s) = seconds_between(reported, now) {
-                histogram!(TIME_TO_ASSIGN).record(s);
-            }
-        }
         Some(Change::Escalated(e)) => {
             let level =
                 EscalationLevel::try_from(e.to_level).map_or("unknown", |l| l.as_str_name());
@@ -182,7 +176,17 @@ pub fn record_incident_event(event: &IncidentEvent, now: Millis) {
             counter!(COMMANDS_REJECTED, "reason" => reason).increment(1);
         }
         Some(Change::Repeated(_)) => counter!(COMMANDS_REPEATED).increment(1),
-        Some(Change::Attached(_)) | None => {}
+        Some(Change::Assigned(_) | Change::Attached(_)) | None => {}
+    }
+    // An `assigned`, or an `opened` carrying its first assignments: one figure per track.
+    if !event.assignments().is_empty() {
+        let reported = incident.and_then(|i| from_timestamp(i.reported_at.as_ref()));
+        if let Some(s) = seconds_between(reported, now) {
+            let time_to_assign = histogram!(TIME_TO_ASSIGN);
+            for _ in event.assignments() {
+                time_to_assign.record(s);
+            }
+        }
     }
 }
 
@@ -277,13 +281,15 @@ impl PipelineCounters {
             {
                 self.opened_button.increment(1);
             }
-            Some(Change::Assigned(_)) => {
-                let reported = incident.and_then(|i| from_timestamp(i.reported_at.as_ref()));
-                if let Some(s) = seconds_between(reported, now) {
-                    self.time_to_assign.record(s);
-                }
+            Some(Change::Assigned(_)) => {}
+            _ => return record_incident_event(event, now),
+        }
+        // An `assigned`, or an `opened` carrying its first assignments: one figure per track.
+        let reported = incident.and_then(|i| from_timestamp(i.reported_at.as_ref()));
+        if let Some(s) = seconds_between(reported, now) {
+            for _ in event.assignments() {
+                self.time_to_assign.record(s);
             }
-            _ => record_incident_event(event, now),
         }
     }
 }

@@ -29,7 +29,7 @@ async fn assigned_offsets(log: &mut IncidentLog, household: &str) -> Vec<i64> {
     let assigned = |events: &[IncidentEvent]| {
         events
             .iter()
-            .any(|e| household_of(e) == household && helpgrid_testkit::change_name(e) == "assigned")
+            .any(|e| household_of(e) == household && !e.assignments().is_empty())
     };
     log.wait_until(&format!("{household} assigned"), assigned)
         .await;

@@ -11,7 +11,7 @@ use clap::Parser;
 use helpgrid_common::health::{Health, Readiness};
 use helpgrid_common::kafka::KafkaArgs;
 use helpgrid_common::topics::{Topics, ensure_topics};
-use helpgrid_proto::pb::{PressKind, ResponderRole, incident_event::Change};
+use helpgrid_proto::pb::{PressKind, ResponderRole};
 use helpgrid_router::config::{RouterArgs, RouterConfig};
 use helpgrid_testkit::records::{press, responder, roster_record};
 use helpgrid_testkit::{IncidentLog, Publisher, kafka_args};
@@ -111,9 +111,7 @@ async fn two_deployments_differing_only_in_prefix_run_side_by_side() {
     }
     for log in [&mut log_a, &mut log_b] {
         log.wait_until("the press assigned", |events| {
-            events
-                .iter()
-                .any(|e| matches!(e.change, Some(Change::Assigned(_))))
+            events.iter().any(|e| !e.assignments().is_empty())
         })
         .await;
     }
@@ -162,7 +160,7 @@ async fn a_second_instance_with_the_same_transactional_id_ends_one_of_them_loudl
         .await;
     log.wait_until("the press routed by the survivor", |events| {
         events.iter().any(|e| {
-            matches!(e.change, Some(Change::Assigned(_)))
+            !e.assignments().is_empty()
                 && e.incident
                     .as_ref()
                     .is_some_and(|i| i.household_id == "hh-2")

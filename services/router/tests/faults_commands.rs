@@ -83,8 +83,7 @@ async fn a_rejected_command_written_twice_is_answered_once_and_never_applied_acr
         .await;
     let events = log
         .wait_until("the press assigned", |ev| {
-            ev.iter()
-                .any(|e| matches!(e.change, Some(Change::Assigned(_))))
+            ev.iter().any(|e| !e.assignments().is_empty())
         })
         .await;
     let incident = events

@@ -97,7 +97,7 @@ fn main() {
             }),
             incident: Some(next),
             cause_id: String::new(),
-            change: Some(Change::Opened(IncidentOpened {})),
+            change: Some(Change::Opened(IncidentOpened::default())),
         };
         model.apply((n % PARTITIONS) as i32, k as i64, event);
     }

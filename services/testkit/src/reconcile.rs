@@ -186,7 +186,12 @@ mod tests {
     }
 
     fn opened(incident: &str, first_event: &str) -> IncidentEvent {
-        event(incident, 1, Change::Opened(IncidentOpened {}), first_event)
+        event(
+            incident,
+            1,
+            Change::Opened(IncidentOpened::default()),
+            first_event,
+        )
     }
 
     fn attached(incident: &str, revision: u64, id: &str) -> IncidentEvent {

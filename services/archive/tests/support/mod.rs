@@ -157,7 +157,12 @@ pub fn incident_story(n: usize, grid: &str, opened_at: i64) -> Vec<IncidentEvent
             change: Some(change),
         });
     };
-    push(&incident, Change::Opened(IncidentOpened {}), opened_at, 1);
+    push(
+        &incident,
+        Change::Opened(IncidentOpened::default()),
+        opened_at,
+        1,
+    );
     let mut assignment = Assignment {
         track: Track::Community as i32,
         level: EscalationLevel::GridWorker as i32,

@@ -111,7 +111,10 @@ pub fn feedback_for(
     z2m_base: &str,
 ) -> Result<Feedback, Skip> {
     let stage = match event.change {
-        Some(Change::Assigned(_)) => Stage::Assigned,
+        // "Opened and assigned" in one event tells the resident what `assigned` would.
+        Some(Change::Assigned(_) | Change::Opened(_)) if !event.assignments().is_empty() => {
+            Stage::Assigned
+        }
         Some(Change::Acknowledged(_)) => Stage::Acknowledged,
         Some(Change::Closed(_)) => Stage::Closed,
         _ => return Err(Skip::NotForResidents),
@@ -242,6 +245,34 @@ mod tests {
     }
 
     #[test]
+    fn an_opening_that_carries_its_assignment_tells_assigned_and_a_bare_one_nothing() {
+        let folded = Change::Opened(helpgrid_proto::pb::IncidentOpened {
+            assigned: vec![helpgrid_proto::pb::ResponderAssigned {
+                responder_id: "w-1".into(),
+                ..Default::default()
+            }],
+        });
+        let f = feedback_for(
+            &event("btn-wu", "h-wu", folded),
+            &table(),
+            &FeedbackPayloads::default(),
+            "zigbee2mqtt",
+        )
+        .expect("feedback");
+        assert_eq!(f.stage, Stage::Assigned);
+        let bare = Change::Opened(helpgrid_proto::pb::IncidentOpened::default());
+        assert!(matches!(
+            feedback_for(
+                &event("btn-wu", "h-wu", bare),
+                &table(),
+                &FeedbackPayloads::default(),
+                "zigbee2mqtt",
+            ),
+            Err(Skip::NotForResidents)
+        ));
+    }
+
+    #[test]
     fn payloads_are_configurable_per_model() {
         let mut p = FeedbackPayloads::default();
         p.apply_rule(r#"TS0216:acknowledged={"alarm":true,"duration":3}"#)
@@ -277,7 +308,7 @@ mod tests {
         let opened = event(
             "btn-wu",
             "h-wu",
-            Change::Opened(helpgrid_proto::pb::IncidentOpened {}),
+            Change::Opened(helpgrid_proto::pb::IncidentOpened::default()),
         );
         assert_eq!(
             feedback_for(&opened, &table(), &p, "z"),

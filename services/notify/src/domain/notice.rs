@@ -147,6 +147,23 @@ pub fn notice_of(event: &IncidentEvent) -> Option<Notice> {
     let change = event.change.as_ref()?;
     let track_of = |raw: i32| Track::try_from(raw).unwrap_or(Track::Unspecified);
     let (kind, concerned, ack_deadline, reason) = match change {
+        // An `opened` that carries its first assignments concerns the tracks, not yet their
+        // assignees (as a bare `opened` does): the assignees hear of it by their `assigned`
+        // notices (`notices_of`).
+        Change::Opened(o) if !o.assigned.is_empty() => (
+            NoticeKind::Opened,
+            incident
+                .assignments
+                .iter()
+                .map(|a| Concerned {
+                    responder_id: String::new(),
+                    role: ResponderRole::Unspecified,
+                    track: a.track(),
+                })
+                .collect(),
+            None,
+            "",
+        ),
         Change::Opened(_) => (NoticeKind::Opened, everyone_assigned(incident), None, ""),
         Change::Assigned(a) => {
             let track = track_of(a.track);
@@ -208,6 +225,36 @@ pub fn notice_of(event: &IncidentEvent) -> Option<Notice> {
         ack_deadline,
         reason: reason.to_owned(),
     })
+}
+
+/// Every notice an incident event gives: [`notice_of`]'s, and when the router wrote "opened
+/// and assigned" as one event (`IncidentOpened.assigned`), one `assigned` notice per track
+/// after the `opened` one, each as a separate `assigned` event would have given it. Their
+/// idempotency keys are `<event id>:assigned:<track number>` (the event id alone is the
+/// `opened` notice's), stable across restarts and redeliveries like every key.
+pub fn notices_of(event: &IncidentEvent) -> Vec<Notice> {
+    let Some(first) = notice_of(event) else {
+        return Vec::new();
+    };
+    let Some(Change::Opened(opened)) = &event.change else {
+        return vec![first];
+    };
+    let mut notices = Vec::with_capacity(1 + opened.assigned.len());
+    for a in &opened.assigned {
+        let track = Track::try_from(a.track).unwrap_or(Track::Unspecified);
+        notices.push(Notice {
+            kind: NoticeKind::Assigned,
+            idempotency_key: format!("{}:assigned:{}", first.event_id, a.track),
+            event_id: first.event_id.clone(),
+            occurred_at: first.occurred_at,
+            incident: first.incident.clone(),
+            concerned: one(&first.incident, &a.responder_id, track),
+            ack_deadline: from_timestamp(a.ack_deadline.as_ref()),
+            reason: String::new(),
+        });
+    }
+    notices.insert(0, first);
+    notices
 }
 
 #[cfg(test)]
@@ -361,6 +408,101 @@ pub(crate) mod tests {
         .expect("notice");
         assert_eq!(acked.responder_id(), Some("cop-1"));
         assert_eq!(acked.concerned[0].role, ResponderRole::PatrolOfficer);
+    }
+
+    #[test]
+    fn an_opened_and_assigned_event_gives_the_opening_and_each_assignment_as_before() {
+        let mut inc = incident("i1", "g1");
+        inc.revision = 1;
+        inc.assignments = vec![
+            assignment(
+                "w-1",
+                ResponderRole::GridWorker,
+                Track::Community,
+                1_000,
+                Some(61_000),
+            ),
+            assignment(
+                "cop-1",
+                ResponderRole::PatrolOfficer,
+                Track::Police,
+                1_000,
+                Some(31_000),
+            ),
+        ];
+        let assigned = |who: &str, track: Track, deadline: Millis| ResponderAssigned {
+            track: track as i32,
+            responder_id: who.into(),
+            level: 0,
+            ack_deadline: Some(to_timestamp(deadline)),
+        };
+        let e = event(
+            "i1:1",
+            1_000,
+            inc,
+            Change::Opened(helpgrid_proto::pb::IncidentOpened {
+                assigned: vec![
+                    assigned("w-1", Track::Community, 61_000),
+                    assigned("cop-1", Track::Police, 31_000),
+                ],
+            }),
+        );
+        let notices = notices_of(&e);
+        type Summary<'a> = (
+            NoticeKind,
+            &'a str,
+            Option<&'a str>,
+            Option<Track>,
+            Option<Millis>,
+        );
+        let summary: Vec<Summary<'_>> = notices
+            .iter()
+            .map(|n| {
+                (
+                    n.kind,
+                    n.idempotency_key.as_str(),
+                    n.responder_id(),
+                    n.track(),
+                    n.ack_deadline,
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                (NoticeKind::Opened, "i1:1", None, None, None),
+                (
+                    NoticeKind::Assigned,
+                    "i1:1:assigned:1",
+                    Some("w-1"),
+                    Some(Track::Community),
+                    Some(61_000)
+                ),
+                (
+                    NoticeKind::Assigned,
+                    "i1:1:assigned:2",
+                    Some("cop-1"),
+                    Some(Track::Police),
+                    Some(31_000)
+                ),
+            ]
+        );
+        // The opening concerns the tracks, not yet their assignees (a responder filter on
+        // `opened` matched nobody before the fold either); the assignee keeps their role.
+        assert!(
+            notices[0]
+                .concerned
+                .iter()
+                .all(|c| c.responder_id.is_empty())
+        );
+        assert_eq!(notices[2].concerned[0].role, ResponderRole::PatrolOfficer);
+        assert!(notices.iter().all(|n| n.event_id == "i1:1"));
+        // A plain event gives the one notice it always gave.
+        let plain = assigned_event("i1:2", "i1", "w-1", 1_000, 61_000);
+        assert_eq!(
+            notices_of(&plain),
+            notice_of(&plain).into_iter().collect::<Vec<_>>()
+        );
     }
 
     #[test]

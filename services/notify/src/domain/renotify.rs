@@ -105,7 +105,8 @@ impl<H> RenotifyPlan<H> {
         };
         let mut renotice = notice.clone();
         renotice.kind = NoticeKind::Renotify;
-        renotice.idempotency_key = format!("{}:renotify", notice.event_id);
+        // The notice's own key, not the event id: one event can assign two tracks.
+        renotice.idempotency_key = format!("{}:renotify", notice.idempotency_key);
         self.by_incident
             .entry(notice.incident.incident_id.clone())
             .or_default()

@@ -441,6 +441,37 @@ pub fn event_id(event: &IncidentEvent) -> String {
         .expect("envelope")
 }
 
+/// The notices notify gives an incident event, as (kind, idempotency key), in order (the
+/// contract in services/notify/README.md): one keyed by the event id, and for an "opened and
+/// assigned" event (`IncidentOpened.assigned`) also one `assigned` notice per track, keyed
+/// `<event id>:assigned:<track number>`.
+pub fn notice_keys(event: &IncidentEvent) -> Vec<(&'static str, String)> {
+    let id = event_id(event);
+    let kind = event.change.as_ref().map_or("none", |c| c.name());
+    let mut keys = vec![(kind, id.clone())];
+    if let Some(helpgrid_proto::pb::incident_event::Change::Opened(o)) = &event.change {
+        keys.extend(
+            o.assigned
+                .iter()
+                .map(|a| ("assigned", format!("{id}:assigned:{}", a.track))),
+        );
+    }
+    keys
+}
+
+/// The keys of the notices of `kinds` that `events` give, in order.
+pub fn keys_of<'a>(
+    events: impl IntoIterator<Item = &'a IncidentEvent>,
+    kinds: &[&str],
+) -> Vec<String> {
+    events
+        .into_iter()
+        .flat_map(notice_keys)
+        .filter(|(kind, _)| kinds.contains(kind))
+        .map(|(_, key)| key)
+        .collect()
+}
+
 /// The id of the incident the event is about.
 pub fn incident_of(event: &IncidentEvent) -> String {
     event

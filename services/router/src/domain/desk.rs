@@ -172,10 +172,17 @@ struct Transition<'a> {
     cause_id: &'a str,
     now: Millis,
     out: Vec<Output>,
+    /// While an opening decides its first assignments: the changes, kept instead of
+    /// recorded (no revision, no event), to be folded into the `opened` event.
+    collect: Option<Vec<Change>>,
 }
 
 impl Transition<'_> {
     fn record(&mut self, change: Change) {
+        if let Some(changes) = &mut self.collect {
+            changes.push(change);
+            return;
+        }
         self.incident.revision += 1;
         self.incident.state = derive_state(&self.incident) as i32;
         let event = IncidentEvent {
@@ -759,16 +766,41 @@ impl Desk {
                 ..Assignment::default()
             })
             .collect();
+        // Usually every track gets someone at its first level: then the opening and those
+        // assignments are ONE event (`IncidentOpened.assigned`), which halves what the flood
+        // writes and what every reader of incident-events decodes. The assignments are
+        // decided first on a copy; only if one of them had to escalate is the opening
+        // replayed the long way (opened, then one event per track), so each event still
+        // carries the incident exactly as that change left it.
         let mut tx = Transition {
-            incident,
+            incident: incident.clone(),
             partition,
             cause_id: &event.event_id,
             now,
             out: Vec::new(),
+            collect: Some(Vec::with_capacity(tracks.len())),
         };
-        tx.record(Change::Opened(pb::IncidentOpened {}));
         for idx in 0..tracks.len() {
             self.place(&mut tx, idx, 0, roster, "new incident");
+        }
+        let assigned: Option<Vec<pb::ResponderAssigned>> = tx
+            .collect
+            .take()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|change| match change {
+                Change::Assigned(a) => Some(a),
+                _ => None,
+            })
+            .collect();
+        if let Some(assigned) = assigned {
+            tx.record(Change::Opened(pb::IncidentOpened { assigned }));
+        } else {
+            tx.incident = incident;
+            tx.record(Change::Opened(pb::IncidentOpened::default()));
+            for idx in 0..tracks.len() {
+                self.place(&mut tx, idx, 0, roster, "new incident");
+            }
         }
         let Transition { incident, out, .. } = tx;
         self.store(partition, incident);
@@ -791,6 +823,7 @@ impl Desk {
             cause_id: &event.event_id,
             now,
             out: Vec::new(),
+            collect: None,
         };
         let before = priority_of(&tx.incident);
         let after = if kind == AttachKind::RepeatPress {
@@ -951,6 +984,7 @@ impl Desk {
                 cause_id: "",
                 now,
                 out: Vec::new(),
+                collect: None,
             };
             for idx in 0..tx.incident.assignments.len() {
                 let a = &tx.incident.assignments[idx];
@@ -1209,6 +1243,7 @@ impl Desk {
             cause_id: &command.command_id,
             now,
             out: Vec::new(),
+            collect: None,
         };
         match &command.action {
             ValidAction::Acknowledge => acknowledge(&mut tx, idx, &command.actor_id, roster),

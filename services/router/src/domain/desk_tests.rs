@@ -155,21 +155,77 @@ fn press_is_assigned_to_the_on_duty_grid_worker_of_its_grid() {
     let (outcome, out) =
         desk.on_help_event(P, &press("e1", "h1", PressKind::Help, T0), &city(), T0 + 5);
     assert_eq!(outcome, HelpOutcome::Opened);
-    assert_eq!(changes(&out), ["opened", "assigned"]);
+    // Opened and assigned by one decision: one event, one change, revision 1.
+    assert_eq!(changes(&out), ["opened"]);
     let incident = last_incident(&out);
     assert_eq!(incident.incident_id, "inc-e1");
     assert_eq!(assignee(&incident, Track::Community), "w1");
     assert_eq!(incident.state, IncidentState::Assigned as i32);
-    assert_eq!(incident.revision, 2);
+    assert_eq!(incident.revision, 1);
     assert_eq!(
         from_timestamp(incident.assignments[0].ack_deadline.as_ref()),
         Some(T0 + 5 + 60_000)
     );
+    assert_eq!(
+        out[0].event.assignments(),
+        [pb::ResponderAssigned {
+            track: Track::Community as i32,
+            responder_id: "w1".into(),
+            level: EscalationLevel::GridWorker as i32,
+            ack_deadline: Some(to_timestamp(T0 + 5 + 60_000)),
+        }]
+    );
     assert!(out.iter().all(|o| o.partition == P && o.key == "g1"));
     assert_eq!(
-        out[1].event.envelope.as_ref().map(|e| e.event_id.as_str()),
-        Some("inc-e1:2")
+        out[0].event.envelope.as_ref().map(|e| e.event_id.as_str()),
+        Some("inc-e1:1")
     );
+    // The desk keeps what the event says: the next change is revision 2.
+    assert_eq!(desk.get("inc-e1").map(|i| i.revision), Some(1));
+    let (_, ack) = desk.on_command(
+        P,
+        &command("c1", "inc-e1", "w1", ValidAction::Acknowledge),
+        &city(),
+        T0 + 10,
+    );
+    assert_eq!(changes(&ack), ["acknowledged"]);
+    assert_eq!(last_incident(&ack).revision, 2);
+}
+
+/// Only when every track is assigned at its first level is the opening folded: a track that
+/// has to go above it (nobody on duty) is recorded the long way, each event carrying the
+/// incident as that change left it.
+#[test]
+fn an_opening_that_escalates_is_written_as_separate_changes() {
+    let mut desk = Desk::new(policy());
+    let mut roster = Roster::default();
+    roster.upsert(responder(
+        "w1",
+        ResponderRole::GridWorker,
+        &["g1"],
+        Some((32.680, 109.020)),
+    ));
+    let (_, out) = desk.on_help_event(P, &press("e1", "h1", PressKind::Urgent, T0), &roster, T0);
+    assert_eq!(changes(&out), ["opened", "assigned", "escalated"]);
+    let revisions: Vec<u64> = out
+        .iter()
+        .filter_map(|o| o.event.incident.as_ref().map(|i| i.revision))
+        .collect();
+    assert_eq!(revisions, [1, 2, 3]);
+    assert!(out[0].event.assignments().is_empty());
+    let opened = out[0].event.incident.as_ref().expect("incident");
+    assert!(opened.assignments.iter().all(|a| a.responder_id.is_empty()));
+    assert_eq!(
+        out[1]
+            .event
+            .incident
+            .as_ref()
+            .map(|i| assignee(i, Track::Police)),
+        Some(String::new()),
+        "the police track is not placed yet when the community one is assigned"
+    );
+    assert_eq!(assignee(&last_incident(&out), Track::Community), "w1");
+    desk.check_invariants().expect("invariants");
 }
 
 #[test]
@@ -255,7 +311,8 @@ fn camera_alert_goes_to_the_nearest_patrol_officer() {
         T0,
     );
     let incident = last_incident(&out);
-    assert_eq!(changes(&out), ["opened", "assigned"]);
+    assert_eq!(changes(&out), ["opened"]);
+    assert_eq!(out[0].event.assignments().len(), 1);
     assert_eq!(incident.assignments.len(), 1);
     assert_eq!(assignee(&incident, Track::Police), "cop-near");
     assert_eq!(incident.priority, Priority::High as i32);
@@ -267,7 +324,20 @@ fn urgent_press_and_severe_camera_labels_get_both_a_worker_and_an_officer() {
     let roster = city();
     let (_, out) = desk.on_help_event(P, &press("e1", "h1", PressKind::Urgent, T0), &roster, T0);
     let incident = last_incident(&out);
-    assert_eq!(changes(&out), ["opened", "assigned", "assigned"]);
+    assert_eq!(changes(&out), ["opened"]);
+    let assigned: Vec<(i32, &str)> = out[0]
+        .event
+        .assignments()
+        .iter()
+        .map(|a| (a.track, a.responder_id.as_str()))
+        .collect();
+    assert_eq!(
+        assigned,
+        [
+            (Track::Community as i32, "w1"),
+            (Track::Police as i32, "cop-near")
+        ]
+    );
     assert_eq!(assignee(&incident, Track::Community), "w1");
     assert_eq!(assignee(&incident, Track::Police), "cop-near");
     let (_, out) = desk.on_help_event(P, &camera("e2", CameraLabel::Fire, 0.95, T0), &roster, T0);
@@ -471,7 +541,7 @@ fn a_wrong_responders_acknowledge_is_refused_and_changes_nothing() {
         Some("c1:rejected")
     );
     let incident = desk.get("inc-e1").expect("still there");
-    assert_eq!(incident.revision, 2);
+    assert_eq!(incident.revision, 1);
     assert_eq!(incident.state, IncidentState::Assigned as i32);
     assert_eq!(
         desk.next_deadline(),
@@ -535,7 +605,7 @@ fn the_same_acknowledge_sent_three_times_acts_once_and_answers_three_times() {
     }
     assert_eq!(answers, [["acknowledged"], ["repeated"], ["repeated"]]);
     let incident = desk.get("inc-e1").expect("open");
-    assert_eq!(incident.revision, 3, "the retries changed nothing");
+    assert_eq!(incident.revision, 2, "the retries changed nothing");
     assert_eq!(incident.assignments[0].ack_request_id, "req-1");
 }
 
@@ -578,7 +648,7 @@ fn a_command_record_that_arrives_twice_is_answered_once_even_after_a_restart() {
         .collect();
     let unique: HashSet<&String> = ids.iter().collect();
     assert_eq!(unique.len(), ids.len(), "event ids {ids:?}");
-    assert_eq!(desk.get("inc-e1").expect("open").revision, 3);
+    assert_eq!(desk.get("inc-e1").expect("open").revision, 2);
     desk.check_invariants().expect("invariants");
 
     // A router rebuilt from the log (snapshots in order, as incident-state holds them)
@@ -640,7 +710,7 @@ fn a_rejected_command_record_that_arrives_twice_is_answered_once_even_after_a_re
     let unique: HashSet<&String> = ids.iter().collect();
     assert_eq!(unique.len(), ids.len(), "event ids {ids:?}");
     let incident = desk.get("inc-e1").expect("open");
-    assert_eq!(incident.revision, 3, "the rejections changed nothing");
+    assert_eq!(incident.revision, 2, "the rejections changed nothing");
     assert_eq!(incident.state, IncidentState::Acknowledged as i32);
     desk.check_invariants().expect("invariants");
 

@@ -168,9 +168,13 @@ mod tests {
             MaintenanceReason::LowBattery as i32
         );
         assert_eq!(incident.state, IncidentState::Assigned as i32);
-        assert!(out.iter().any(
-            |o| matches!(&o.event.change, Some(Change::Assigned(a)) if a.responder_id == "w-1")
-        ));
+        assert!(out.iter().any(|o| {
+            matches!(&o.event.change, Some(Change::Opened(_)))
+                && o.event
+                    .assignments()
+                    .iter()
+                    .any(|a| a.responder_id == "w-1")
+        }));
         let (o2, _) = desk.on_help_event(
             0,
             &report("e2", "btn-1", "h-1", MaintenanceReason::Offline),
@@ -204,7 +208,12 @@ mod tests {
             &roster,
             2_000,
         );
-        assert!(out.iter().any(|o| matches!(&o.event.change, Some(Change::Assigned(a)) if a.responder_id == "cop-1" && a.track == Track::Police as i32)));
+        assert!(out.iter().any(|o| {
+            o.event
+                .assignments()
+                .iter()
+                .any(|a| a.responder_id == "cop-1" && a.track == Track::Police as i32)
+        }));
         desk.on_help_event(
             0,
             &report("m1", "btn-1", "h-1", MaintenanceReason::Offline),

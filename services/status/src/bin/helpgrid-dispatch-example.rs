@@ -120,6 +120,7 @@ async fn handle(
         return;
     };
     let change = match &event.change {
+        Some(Change::Opened(o)) if !o.assigned.is_empty() => "opened+assigned",
         Some(Change::Opened(_)) => "opened",
         Some(Change::Assigned(_)) => "assigned",
         Some(Change::Attached(_)) => "attached",
@@ -130,7 +131,7 @@ async fn handle(
         _ => "other",
     };
     say(&format!(
-        "{change:<12} {} grid {} revision {}",
+        "{change:<15} {} grid {} revision {}",
         incident.incident_id, incident.grid_id, incident.revision
     ));
     if args.cap

@@ -419,7 +419,7 @@ pub fn opened_event(incident: &Incident) -> IncidentEvent {
     router_event(
         Some(incident),
         &format!("press-{}", incident.incident_id),
-        Change::Opened(IncidentOpened {}),
+        Change::Opened(IncidentOpened::default()),
     )
 }
 
