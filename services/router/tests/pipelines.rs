@@ -190,7 +190,12 @@ async fn presses_across_a_restart(
         .iter()
         .map(|(p, grid)| (format!("hh-{p}"), grid.clone()))
         .collect();
-    let assigned = |c: &Change| matches!(c, Change::Assigned(_));
+    // An `assigned`, or an "opened and assigned" (IncidentOpened.assigned).
+    let assigned = |c: &Change| match c {
+        Change::Assigned(_) => true,
+        Change::Opened(o) => !o.assigned.is_empty(),
+        _ => false,
+    };
     let opened = |c: &Change| matches!(c, Change::Opened(_));
     let attached = |c: &Change| matches!(c, Change::Attached(_));
 
