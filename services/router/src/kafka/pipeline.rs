@@ -222,10 +222,13 @@ pub fn run_pipeline(
     let mut in_flight: Option<InFlight> = None;
     let mut next_producer = 0;
     let mut last_checkpoint_turn = Instant::now();
+    // A quarter of the interval: the checkpoints decide themselves what is due, so a turn
+    // that lets them write comes often enough not to delay one by much (each costs one
+    // overlap, a few milliseconds).
     let checkpoint_every = config
         .checkpoint
         .as_ref()
-        .map_or(Duration::MAX, |c| c.interval);
+        .map_or(Duration::MAX, |c| c.interval / 4);
     while !cancel.is_cancelled() {
         // A checkpoint needs the desk to equal the committed changelog: while commits
         // overlap, that holds only between a commit and the next batch's decisions, so once
