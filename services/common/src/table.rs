@@ -19,17 +19,21 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Fetch sizes of a table reader (librdkafka's defaults: 1 MiB per partition, 50 MiB): a
-/// restore reads whole partitions as fast as it can.
-const PARTITION_FETCH_BYTES: &str = "8388608";
-const FETCH_BYTES: &str = "67108864";
+/// Fetch sizes and queue of a table reader. A broker answers a fetch from one segment of a
+/// partition, and compacted topics are created with 1 MiB segments, so larger fetches (8 MiB a
+/// partition, 64 MiB in all, before) could not return more. What librdkafka held in fetch buffers and
+/// queued messages did stay in the process's RSS after a restore: a router restoring 774,000
+/// open incidents from Kafka held 959 B per open incident with these sizes against 1,095 B with
+/// the larger ones, in the same run (docs/performance.md, issue 8, fourth pass).
+const PARTITION_FETCH_BYTES: &str = "1048576";
+const FETCH_BYTES: &str = "8388608";
+const QUEUED_MAX_KBYTES: &str = "8192";
 /// librdkafka stops fetching a partition while its local queue holds more than
 /// `queued.min.messages` (default 100,000) and looks again only after
 /// `fetch.queue.backoff.ms` (default 1,000 ms). One fetch of compacted incident-state (a
 /// segment of lz4-compressed tombstones, tens of bytes each) holds more records than that, so
-/// a restore of ~535,000 records sat idle in those backoffs for most of its time: 4.4 s wall
-/// for 0.9 s of CPU. The queue is bounded by bytes instead (`queued.max.messages.kbytes`,
-/// librdkafka's default 64 MiB) and looked at again soon after the reader drains it.
+/// a restore could sit idle in those backoffs. The queue is bounded by bytes instead
+/// ([`QUEUED_MAX_KBYTES`]) and looked at again soon after the reader drains it.
 const QUEUED_MIN_MESSAGES: &str = "10000000";
 const FETCH_QUEUE_BACKOFF_MS: &str = "5";
 
@@ -198,6 +202,7 @@ impl TableReader {
         config
             .set("max.partition.fetch.bytes", PARTITION_FETCH_BYTES)
             .set("fetch.max.bytes", FETCH_BYTES)
+            .set("queued.max.messages.kbytes", QUEUED_MAX_KBYTES)
             .set("queued.min.messages", QUEUED_MIN_MESSAGES)
             .set("fetch.queue.backoff.ms", FETCH_QUEUE_BACKOFF_MS);
         // Pass-through options (`--kafka-option`) still have the last word, as for every
