@@ -107,6 +107,16 @@ pub struct PolicyArgs {
     /// Closed incidents are kept in memory this long (late repeats and commands).
     #[arg(long, env = "HELPGRID_CLOSED_RETENTION_S", default_value_t = 3600.0)]
     pub closed_retention_s: f64,
+    /// Write a new incident's first assignments as `assigned` events of their own after
+    /// `opened` (as before IncidentOpened.assigned), not as one "opened and assigned"
+    /// event. For gRPC Watch clients that wait for the `assigned` change; costs about twice
+    /// the incident events per press.
+    #[arg(
+        long,
+        env = "HELPGRID_ROUTER_SEPARATE_ASSIGNED_EVENTS",
+        default_value_t = false
+    )]
+    pub separate_assigned_events: bool,
 }
 
 fn millis(seconds: f64) -> i64 {
@@ -124,6 +134,7 @@ impl PolicyArgs {
             camera_min_confidence: self.camera_min_confidence,
             camera_dedup_window_ms: millis(self.camera_dedup_window_s),
             closed_retention_ms: millis(self.closed_retention_s),
+            separate_assigned_events: self.separate_assigned_events,
         }
     }
 }

@@ -772,27 +772,33 @@ impl Desk {
         // decided first on a copy; only if one of them had to escalate is the opening
         // replayed the long way (opened, then one event per track), so each event still
         // carries the incident exactly as that change left it.
+        let fold = !self.policy.separate_assigned_events;
         let mut tx = Transition {
-            incident: incident.clone(),
+            incident: if fold {
+                incident.clone()
+            } else {
+                Incident::default()
+            },
             partition,
             cause_id: &event.event_id,
             now,
             out: Vec::new(),
-            collect: Some(Vec::with_capacity(tracks.len())),
+            collect: fold.then(|| Vec::with_capacity(tracks.len())),
         };
-        for idx in 0..tracks.len() {
-            self.place(&mut tx, idx, 0, roster, "new incident");
+        if fold {
+            for idx in 0..tracks.len() {
+                self.place(&mut tx, idx, 0, roster, "new incident");
+            }
         }
-        let assigned: Option<Vec<pb::ResponderAssigned>> = tx
-            .collect
-            .take()
-            .unwrap_or_default()
-            .into_iter()
-            .map(|change| match change {
-                Change::Assigned(a) => Some(a),
-                _ => None,
-            })
-            .collect();
+        let assigned: Option<Vec<pb::ResponderAssigned>> = tx.collect.take().and_then(|changes| {
+            changes
+                .into_iter()
+                .map(|change| match change {
+                    Change::Assigned(a) => Some(a),
+                    _ => None,
+                })
+                .collect()
+        });
         if let Some(assigned) = assigned {
             tx.record(Change::Opened(pb::IncidentOpened { assigned }));
         } else {

@@ -17,6 +17,7 @@ fn policy() -> Policy {
         camera_min_confidence: 0.6,
         camera_dedup_window_ms: 120_000,
         closed_retention_ms: 600_000,
+        separate_assigned_events: false,
     }
 }
 
@@ -190,6 +191,30 @@ fn press_is_assigned_to_the_on_duty_grid_worker_of_its_grid() {
     );
     assert_eq!(changes(&ack), ["acknowledged"]);
     assert_eq!(last_incident(&ack).revision, 2);
+}
+
+/// `--separate-assigned-events`: the opening written as before the fold, one event per change.
+#[test]
+fn separate_assigned_events_writes_opened_then_one_assigned_per_track() {
+    let mut desk = Desk::new(Policy {
+        separate_assigned_events: true,
+        ..policy()
+    });
+    let (_, out) = desk.on_help_event(P, &press("e1", "h1", PressKind::Urgent, T0), &city(), T0);
+    assert_eq!(changes(&out), ["opened", "assigned", "assigned"]);
+    let revisions: Vec<u64> = out
+        .iter()
+        .filter_map(|o| o.event.incident.as_ref().map(|i| i.revision))
+        .collect();
+    assert_eq!(revisions, [1, 2, 3]);
+    assert!(out[0].event.assignments().is_empty());
+    let assigned: Vec<&str> = out
+        .iter()
+        .flat_map(|o| o.event.assignments())
+        .map(|a| a.responder_id.as_str())
+        .collect();
+    assert_eq!(assigned, ["w1", "cop-near"]);
+    desk.check_invariants().expect("invariants");
 }
 
 /// Only when every track is assigned at its first level is the opening folded: a track that
