@@ -94,7 +94,16 @@ pub async fn run(
             anyhow::bail!("the registry feed stopped before loading the registry");
         },
     }
-    let count = table.read().map(|t| t.len()).unwrap_or(0);
+    // Reported once loaded even when the registry is empty (the feed sets it per record), so
+    // HelpGridDevicesOffline's denominator exists from the start. Under the lock: the feed
+    // sets it under the write lock, so a newer size is never overwritten by this one.
+    let count = table
+        .read()
+        .map(|t| {
+            metrics::gauge!(telemetry::DEVICES).set(t.len() as f64);
+            t.len()
+        })
+        .unwrap_or(0);
     tracing::info!(devices = count, topic = %devices, "device registry loaded");
     // Device administration verifies admin tokens: not before the revocations are read.
     if let Some((_, key)) = &config.grpc {

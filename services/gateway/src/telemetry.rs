@@ -1,5 +1,7 @@
 //! Every metric the gateway reports, named in one place.
 
+use helpgrid_proto::pb::MaintenanceReason;
+
 /// Device messages received, by `source` (z2m, frigate, http) and `outcome` (event, health,
 /// ignored, dead_letter, refused).
 pub const MESSAGES: &str = "helpgrid_gateway_messages_total";
@@ -52,5 +54,39 @@ pub fn describe() {
     // press after a restart (a series that appears at 1 has no increase to Prometheus).
     for reason in crate::domain::registry::Refusal::KINDS {
         metrics::counter!(UNROUTABLE_DEVICES, "reason" => reason).absolute(0);
+    }
+    // Likewise for maintenance reports: HelpGridDevicesOffline reads the increase of the
+    // OFFLINE reason, which a series born at 1 would not show.
+    for reason in maintenance_reasons() {
+        metrics::counter!(MAINTENANCE_REPORTS, "reason" => reason.as_str_name()).absolute(0);
+    }
+}
+
+/// Every maintenance reason a report can carry (all but UNSPECIFIED).
+fn maintenance_reasons() -> impl Iterator<Item = MaintenanceReason> {
+    (1..).map_while(|n| MaintenanceReason::try_from(n).ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_series_alerts_read_with_increase_exist_at_zero_from_the_start() {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        metrics::with_local_recorder(&recorder, describe);
+        let text = handle.render();
+        for line in [
+            "helpgrid_gateway_maintenance_reports_total{reason=\"MAINTENANCE_REASON_OFFLINE\"} 0",
+            "helpgrid_gateway_maintenance_reports_total{reason=\"MAINTENANCE_REASON_LOW_BATTERY\"} 0",
+            "helpgrid_gateway_unroutable_device_messages_total{reason=\"unknown_device\"} 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no `{line}` in:\n{text}");
+        }
+        assert!(
+            !text.contains("MAINTENANCE_REASON_UNSPECIFIED"),
+            "no report carries UNSPECIFIED:\n{text}"
+        );
     }
 }

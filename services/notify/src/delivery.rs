@@ -205,6 +205,7 @@ struct EndpointMetrics {
 impl EndpointMetrics {
     fn new(subscription: &Arc<str>) -> Self {
         let id = subscription.to_string();
+        telemetry::zero_dead_letters(&id);
         let attempts = |result: &'static str| metrics::counter!(telemetry::ATTEMPTS, "subscription" => id.clone(), "result" => result);
         Self {
             subscription: Arc::clone(subscription),
@@ -338,7 +339,7 @@ impl<T: Transport> Dispatcher<T> {
                         &cancel,
                         &metrics,
                         &delivery,
-                        "queue_full",
+                        telemetry::DEAD_QUEUE_FULL,
                         "the endpoint's queue is full (it is too slow or down)".into(),
                         0,
                     )
@@ -498,7 +499,7 @@ async fn deliver<T: Transport>(
                 metrics.breaker_open.set(0.0);
                 metrics.attempts_refused.increment(1);
                 return Some(Err((
-                    "webhook_refused",
+                    telemetry::DEAD_WEBHOOK_REFUSED,
                     format!("the endpoint refused the notification: {reason}"),
                     attempts,
                 )));
@@ -512,7 +513,7 @@ async fn deliver<T: Transport>(
                 }
                 let Some(delay) = context.retry.delay_after(attempts, fastrand::f64()) else {
                     return Some(Err((
-                        "webhook_failed",
+                        telemetry::DEAD_WEBHOOK_FAILED,
                         format!("retry budget spent after {attempts} attempts; last: {reason}"),
                         attempts,
                     )));

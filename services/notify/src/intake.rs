@@ -229,14 +229,14 @@ impl<T: Transport> Intake<T> {
                 tokio::spawn(async move {
                     let letter = DeadLetter {
                         origin: &origin,
-                        kind: "undecodable",
+                        kind: telemetry::DEAD_UNDECODABLE,
                         reason: format!("not an IncidentEvent: {error}"),
                         subscription_id: "",
                         idempotency_key: "",
                         attempts: 0,
                     };
                     if dead_letter::write(&producer, &topic, &letter, &cancel).await {
-                        metrics::counter!(telemetry::DEAD_LETTERS, "subscription" => "", "kind" => "undecodable").increment(1);
+                        metrics::counter!(telemetry::DEAD_LETTERS, "subscription" => "", "kind" => telemetry::DEAD_UNDECODABLE).increment(1);
                         let _ = finished.send(Finished { partition, offset });
                     }
                 });

@@ -18,6 +18,16 @@ pub const SUBSCRIPTION_RECORDS_INVALID: &str = "helpgrid_notify_subscription_rec
 pub const UNFINISHED: &str = "helpgrid_notify_unfinished_work";
 pub const REQUEST_NOTIFICATIONS: &str = "helpgrid_notify_request_notifications";
 
+/// The `kind` of a dead letter (label of [`DEAD_LETTERS`] and the record's header): an
+/// incident-events record that is no IncidentEvent (no subscription) ...
+pub const DEAD_UNDECODABLE: &str = "undecodable";
+/// ... a notification whose endpoint's queue was full ...
+pub const DEAD_QUEUE_FULL: &str = "queue_full";
+/// ... one the endpoint refused (4xx) ...
+pub const DEAD_WEBHOOK_REFUSED: &str = "webhook_refused";
+/// ... and one whose retries were all spent.
+pub const DEAD_WEBHOOK_FAILED: &str = "webhook_failed";
+
 pub fn describe() {
     describe_counter!(EVENTS_IN, "Incident events read, by change");
     describe_counter!(
@@ -66,4 +76,50 @@ pub fn describe() {
         UNFINISHED,
         "Deliveries and re-notifications whose event offset is not committed yet"
     );
+    // Reported at 0 from the start: HelpGridNotifyFailing reads the rate of dead letters,
+    // and a series born at 1 has no rate to Prometheus (the first failures would be missed).
+    metrics::counter!(DEAD_LETTERS, "subscription" => "", "kind" => DEAD_UNDECODABLE).increment(0);
+}
+
+/// Reports a subscription's dead-letter counters at 0 (as [`describe`] does for the
+/// undecodable records), so its first dead letter is an increase. `increment(0)`, not
+/// `absolute(0)`: a subscription seen again must not reset its count.
+pub fn zero_dead_letters(subscription: &str) {
+    for kind in [DEAD_QUEUE_FULL, DEAD_WEBHOOK_REFUSED, DEAD_WEBHOOK_FAILED] {
+        metrics::counter!(DEAD_LETTERS, "subscription" => subscription.to_owned(), "kind" => kind)
+            .increment(0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dead_letter_series_exist_at_zero_before_the_first_dead_letter() {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        metrics::with_local_recorder(&recorder, || {
+            describe();
+            zero_dead_letters("s-1");
+            metrics::counter!(DEAD_LETTERS, "subscription" => "s-1", "kind" => DEAD_WEBHOOK_FAILED)
+                .increment(2);
+            // Seen again (a subscription updated): the count stays.
+            zero_dead_letters("s-1");
+        });
+        let text = handle.render();
+        let value = |subscription: &str, kind: &str| {
+            let series = format!(
+                "helpgrid_notify_dead_letters_total{{subscription=\"{subscription}\",kind=\"{kind}\"}} "
+            );
+            text.lines()
+                .find_map(|l| l.strip_prefix(series.as_str()))
+                .unwrap_or_else(|| panic!("no {series} in:\n{text}"))
+                .to_owned()
+        };
+        assert_eq!(value("", DEAD_UNDECODABLE), "0");
+        assert_eq!(value("s-1", DEAD_QUEUE_FULL), "0");
+        assert_eq!(value("s-1", DEAD_WEBHOOK_REFUSED), "0");
+        assert_eq!(value("s-1", DEAD_WEBHOOK_FAILED), "2");
+    }
 }

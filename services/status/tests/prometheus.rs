@@ -1,8 +1,9 @@
-//! A real Prometheus (Debian's `prometheus`) scrapes a running router and a running status
-//! service on real Kafka: its HTTP API must show every target up and the series the alerts
-//! and the dashboard read. The status service runs as its own process (the binary), the
-//! router in this test process with the Prometheus exporter on a port of its own; Prometheus
-//! is queried with curl.
+//! A real Prometheus (Debian's `prometheus`) scrapes every HelpGrid service on real Kafka:
+//! the router (in this test process, with the Prometheus exporter on a port of its own) and
+//! the status service, gateway (without MQTT), archive (on a fresh PostgreSQL database) and
+//! notify as their real binaries, each on its own `--metrics-listen` port. Prometheus's HTTP
+//! API (queried with curl) must show every target up, the alert rules loaded and evaluating,
+//! and every series an alert or the dashboard reads.
 #![allow(clippy::unwrap_used)]
 
 mod support;
@@ -15,7 +16,7 @@ use helpgrid_testkit::records::{press, responder, roster_record};
 use prost::Message;
 use serde_json::Value;
 use std::net::{SocketAddr, TcpListener};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 use support::TestKafka;
@@ -59,24 +60,90 @@ fn query(prometheus: SocketAddr, promql: &str) -> Vec<Value> {
         .unwrap_or_default()
 }
 
-fn prometheus_config(dir: &Path, router: SocketAddr, status: SocketAddr) -> std::path::PathBuf {
+/// One scrape job per `(job, target)`, named as in deploy/prometheus (the alerts select on it).
+fn prometheus_config(dir: &Path, targets: &[(&str, SocketAddr)]) -> PathBuf {
     let rules =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/prometheus/helpgrid-alerts.yml");
-    let config = format!(
+    let mut config = format!(
         "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
          rule_files:\n  - {rules}\n\
-         scrape_configs:\n\
-         \x20 - job_name: helpgrid-router\n    static_configs:\n      - targets: ['{router}']\n\
-         \x20 - job_name: helpgrid-status\n    static_configs:\n      - targets: ['{status}']\n",
+         scrape_configs:\n",
         rules = rules.display()
     );
+    for (job, target) in targets {
+        config.push_str(&format!(
+            "  - job_name: {job}\n    static_configs:\n      - targets: ['{target}']\n"
+        ));
+    }
     let path = dir.join("prometheus.yml");
     std::fs::write(&path, config).unwrap();
     path
 }
 
+/// A sibling binary of helpgrid-status in the same target folder (`cargo test --workspace`
+/// builds every package's binaries before a test runs; `-p helpgrid-status` alone does not).
+fn sibling_binary(name: &str) -> PathBuf {
+    let path = Path::new(env!("CARGO_BIN_EXE_helpgrid-status")).with_file_name(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --bins -p {name}` first (or `cargo test --workspace`)",
+        path.display()
+    );
+    path
+}
+
+/// Starts `binary` (a path or a sibling's name) as an operator would: on the test's Kafka
+/// topics, with `own` settings on top.
+fn spawn_service(kafka: &TestKafka, binary: &Path, own: &[(&str, String)]) -> ServiceProcess {
+    let name = binary.file_name().unwrap().to_string_lossy().into_owned();
+    let mut env = vec![
+        (
+            "HELPGRID_KAFKA_BROKERS".to_owned(),
+            kafka.args.brokers.clone(),
+        ),
+        (
+            "HELPGRID_TOPIC_PREFIX".to_owned(),
+            kafka.args.topic_prefix.clone(),
+        ),
+        (
+            "HELPGRID_TOPIC_PARTITIONS".to_owned(),
+            support::PARTITIONS.to_string(),
+        ),
+        ("HELPGRID_INSECURE_NO_AUTH".to_owned(), "true".to_owned()),
+    ];
+    env.extend(own.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
+    ServiceProcess::spawn(
+        binary,
+        &format!("prometheus-test-{name}-{}", std::process::id()),
+        &env,
+    )
+}
+
+/// A new, empty database on the test PostgreSQL (`HELPGRID_TEST_POSTGRES`, as
+/// scripts/with-postgres sets it), created with psql; returns its URL.
+fn fresh_postgres_database() -> String {
+    let server = std::env::var("HELPGRID_TEST_POSTGRES").expect(
+        "HELPGRID_TEST_POSTGRES is not set: run under scripts/with-postgres (the archive needs PostgreSQL)",
+    );
+    let name = format!("t_{}", &uuid::Uuid::new_v4().simple().to_string()[..16]);
+    let out = Command::new("psql")
+        .args([server.as_str(), "-v", "ON_ERROR_STOP=1", "-qc"])
+        .arg(format!("CREATE DATABASE {name}"))
+        .output()
+        .expect("psql (Debian: apt-get install postgresql-client)");
+    assert!(
+        out.status.success(),
+        "cannot create a test database: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    match server.rsplit_once('/') {
+        Some((base, _)) => format!("{base}/{name}"),
+        None => panic!("HELPGRID_TEST_POSTGRES is not a postgres:// URL: {server}"),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn prometheus_scrapes_the_router_and_the_status_service_and_sees_the_key_series() {
+async fn prometheus_scrapes_every_service_and_sees_the_series_the_alerts_read() {
     let kafka = TestKafka::new().await;
     // A responder and a press, so the router assigns and commits a transaction.
     let worker = roster_record(responder("w-1", ResponderRole::GridWorker, &["g1"], None));
@@ -100,33 +167,58 @@ async fn prometheus_scrapes_the_router_and_the_status_service_and_sees_the_key_s
         stop_router.clone().cancelled_owned(),
     ));
 
-    // The status service: the real binary, as an operator runs it.
+    // The other services: the real binaries, as an operator runs them.
     let (grpc, status_metrics) = (free_addr(), free_addr());
-    let status = ServiceProcess::spawn(
+    let status = spawn_service(
+        &kafka,
         Path::new(env!("CARGO_BIN_EXE_helpgrid-status")),
-        &format!("prometheus-test-status-{}", std::process::id()),
         &[
-            ("HELPGRID_KAFKA_BROKERS".into(), kafka.args.brokers.clone()),
-            (
-                "HELPGRID_TOPIC_PREFIX".into(),
-                kafka.args.topic_prefix.clone(),
-            ),
-            (
-                "HELPGRID_TOPIC_PARTITIONS".into(),
-                support::PARTITIONS.to_string(),
-            ),
-            ("HELPGRID_STATUS_LISTEN".into(), grpc.to_string()),
-            (
-                "HELPGRID_STATUS_METRICS_LISTEN".into(),
-                status_metrics.to_string(),
-            ),
-            ("HELPGRID_INSECURE_NO_AUTH".into(), "true".into()),
+            ("HELPGRID_STATUS_LISTEN", grpc.to_string()),
+            ("HELPGRID_STATUS_METRICS_LISTEN", status_metrics.to_string()),
         ],
     );
+    // Without MQTT: the registry feed and resident feedback only.
+    let gateway_metrics = free_addr();
+    let gateway = spawn_service(
+        &kafka,
+        &sibling_binary("helpgrid-gateway"),
+        &[(
+            "HELPGRID_GATEWAY_METRICS_LISTEN",
+            gateway_metrics.to_string(),
+        )],
+    );
+    let archive_metrics = free_addr();
+    let archive = spawn_service(
+        &kafka,
+        &sibling_binary("helpgrid-archive"),
+        &[
+            ("HELPGRID_ARCHIVE_POSTGRES_URL", fresh_postgres_database()),
+            (
+                "HELPGRID_ARCHIVE_METRICS_LISTEN",
+                archive_metrics.to_string(),
+            ),
+        ],
+    );
+    let notify_metrics = free_addr();
+    let notify = spawn_service(
+        &kafka,
+        &sibling_binary("helpgrid-notify"),
+        &[
+            ("HELPGRID_NOTIFY_GRPC_LISTEN", free_addr().to_string()),
+            ("HELPGRID_NOTIFY_METRICS_LISTEN", notify_metrics.to_string()),
+        ],
+    );
+    let jobs = [
+        ("helpgrid-archive", archive_metrics),
+        ("helpgrid-gateway", gateway_metrics),
+        ("helpgrid-notify", notify_metrics),
+        ("helpgrid-router", router_metrics),
+        ("helpgrid-status", status_metrics),
+    ];
 
     let data = std::env::temp_dir().join(format!("helpgrid-prometheus-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&data).unwrap();
-    let config = prometheus_config(&data, router_metrics, status_metrics);
+    let config = prometheus_config(&data, &jobs);
     let web = free_addr();
     let prometheus = ServiceProcess::spawn_with_args(
         Path::new("prometheus"),
@@ -152,7 +244,7 @@ async fn prometheus_scrapes_the_router_and_the_status_service_and_sees_the_key_s
             .and_then(|v| v["data"]["activeTargets"].as_array().cloned())
             .unwrap_or_default();
         let up = targets.iter().filter(|t| t["health"] == "up").count();
-        if targets.len() == 2 && up == 2 {
+        if targets.len() == jobs.len() && up == jobs.len() {
             break targets;
         }
         assert!(
@@ -161,12 +253,12 @@ async fn prometheus_scrapes_the_router_and_the_status_service_and_sees_the_key_s
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
-    let mut jobs: Vec<&str> = targets
+    let mut seen: Vec<&str> = targets
         .iter()
         .filter_map(|t| t["labels"]["job"].as_str())
         .collect();
-    jobs.sort_unstable();
-    assert_eq!(jobs, ["helpgrid-router", "helpgrid-status"]);
+    seen.sort_unstable();
+    assert_eq!(seen, jobs.map(|(job, _)| job));
 
     // The key series, with the values they should have by now.
     let expectations = [
@@ -208,6 +300,38 @@ async fn prometheus_scrapes_the_router_and_the_status_service_and_sees_the_key_s
             "helpgrid_status_read_model_incidents",
             "the status read model's size",
         ),
+        // What the gateway, archive and notify alerts read. The counters read with
+        // increase()/rate() must exist at 0 before anything happened, or their alerts miss
+        // the first events.
+        (
+            "up{job=\"helpgrid-gateway\"} == 1",
+            "the gateway is scraped",
+        ),
+        (
+            "up{job=\"helpgrid-archive\"} == 1",
+            "the archive is scraped",
+        ),
+        ("up{job=\"helpgrid-notify\"} == 1", "notify is scraped"),
+        (
+            "helpgrid_gateway_devices == 0",
+            "the gateway's (empty) registry size, HelpGridDevicesOffline's denominator",
+        ),
+        (
+            "helpgrid_gateway_maintenance_reports_total{reason=\"MAINTENANCE_REASON_OFFLINE\"} == 0",
+            "offline reports at 0 (HelpGridDevicesOffline)",
+        ),
+        (
+            "helpgrid_gateway_unroutable_device_messages_total{reason=\"unknown_device\"} == 0",
+            "unroutable device messages at 0 (HelpGridUnroutableDevice)",
+        ),
+        (
+            "helpgrid_archive_lag_seconds >= 0",
+            "the archive wrote the incident's events (HelpGridArchiveLagGrowing)",
+        ),
+        (
+            "helpgrid_notify_dead_letters_total == 0",
+            "notify's dead letters at 0 (HelpGridNotifyFailing)",
+        ),
     ];
     for (promql, what) in expectations {
         let started = Instant::now();
@@ -225,10 +349,32 @@ async fn prometheus_scrapes_the_router_and_the_status_service_and_sees_the_key_s
         .as_array()
         .cloned()
         .unwrap_or_default();
-    assert!(groups.len() >= 3, "alert groups not loaded: {rules}");
+    assert!(groups.len() >= 4, "alert groups not loaded: {rules}");
+    // Every rule evaluates without error (health "ok" once evaluated; "unknown" before).
+    let started = Instant::now();
+    loop {
+        let rules = get(&format!("http://{web}/api/v1/rules")).unwrap();
+        let health: Vec<(String, String)> = rules["data"]["groups"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|g| g["rules"].as_array().cloned().unwrap_or_default())
+            .map(|r| (r["name"].to_string(), r["health"].to_string()))
+            .collect();
+        if !health.is_empty() && health.iter().all(|(_, h)| h == "\"ok\"") {
+            break;
+        }
+        assert!(
+            started.elapsed() < PATIENCE,
+            "rules not all evaluating after {PATIENCE:?}: {health:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 
     prometheus.kill();
-    status.kill();
+    for service in [status, gateway, archive, notify] {
+        service.kill();
+    }
     stop_router.cancel();
     router.await.unwrap().unwrap();
     let _ = std::fs::remove_dir_all(&data);
