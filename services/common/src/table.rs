@@ -21,10 +21,10 @@ use std::time::{Duration, Instant};
 
 /// Fetch sizes and queue of a table reader. A broker answers a fetch from one segment of a
 /// partition, and compacted topics are created with 1 MiB segments, so larger fetches (8 MiB a
-/// partition, 64 MiB in all, before) could not return more. What librdkafka held in fetch buffers and
-/// queued messages did stay in the process's RSS after a restore: a router restoring 774,000
-/// open incidents from Kafka held 959 B per open incident with these sizes against 1,095 B with
-/// the larger ones, in the same run (docs/performance.md, issue 8, fourth pass).
+/// partition, 64 MiB in all, before) could not return more; smaller ones bound what librdkafka
+/// holds while a restore runs. Whether that lowers the RSS left after a restore is not shown:
+/// one run said 959 B against 1,095 B per open incident, two later pairs no difference beyond
+/// run-to-run spread (docs/performance.md, issue 8, fourth pass).
 const PARTITION_FETCH_BYTES: &str = "1048576";
 const FETCH_BYTES: &str = "8388608";
 const QUEUED_MAX_KBYTES: &str = "8192";
