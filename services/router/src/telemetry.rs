@@ -138,6 +138,15 @@ pub fn describe() {
         "Records behind the end of each input partition"
     );
     describe_counter!(PIPELINE_RESTARTS, "Pipeline restarts after a Kafka error");
+    // Counters the alerts read with increase()/rate() are reported at 0 from the start: a
+    // series born at 1 shows no increase to Prometheus, so HelpGridEscalatedToPoliceDesk
+    // would miss the first escalation (and HelpGridRouterRestarting the first restart).
+    // increment(0), not absolute(0): a second describe() in one process resets nothing.
+    for level in (1..).map_while(|n| EscalationLevel::try_from(n).ok()) {
+        counter!(ESCALATIONS, "level" => level.as_str_name()).increment(0);
+    }
+    counter!(REASSIGNMENTS).increment(0);
+    counter!(PIPELINE_RESTARTS).increment(0);
 }
 
 fn seconds_between(from: Option<Millis>, to: Millis) -> Option<f64> {

@@ -300,6 +300,18 @@ async fn prometheus_scrapes_every_service_and_sees_the_series_the_alerts_read() 
             "helpgrid_status_read_model_incidents",
             "the status read model's size",
         ),
+        (
+            "helpgrid_router_escalations_total{level=\"ESCALATION_LEVEL_POLICE_DESK\"} >= 0",
+            "police-desk escalations from the start (HelpGridEscalatedToPoliceDesk)",
+        ),
+        (
+            "helpgrid_router_reassignments_total >= 0",
+            "reassignments from the start (HelpGridAckDeadlinesMissed)",
+        ),
+        (
+            "helpgrid_router_pipeline_restarts_total == 0",
+            "pipeline restarts at 0 (HelpGridRouterRestarting)",
+        ),
         // What the gateway, archive and notify alerts read. The counters read with
         // increase()/rate() must exist at 0 before anything happened, or their alerts miss
         // the first events.
