@@ -107,14 +107,16 @@ pub struct PolicyArgs {
     /// Closed incidents are kept in memory this long (late repeats and commands).
     #[arg(long, env = "HELPGRID_CLOSED_RETENTION_S", default_value_t = 3600.0)]
     pub closed_retention_s: f64,
-    /// Write a new incident's first assignments as `assigned` events of their own after
-    /// `opened` (as before IncidentOpened.assigned), not as one "opened and assigned"
-    /// event. For gRPC Watch clients that wait for the `assigned` change; costs about twice
-    /// the incident events per press.
+    /// `true` (the default): a new incident's first assignments are `assigned` events of
+    /// their own after `opened`, the shape every gRPC Watch client written before
+    /// IncidentOpened.assigned waits for. `false`: one "opened and assigned" event carrying
+    /// IncidentOpened.assigned, about half the incident events per press (a city flood's
+    /// setting), once every Watch client of the deployment reads `opened.assigned`.
     #[arg(
         long,
         env = "HELPGRID_ROUTER_SEPARATE_ASSIGNED_EVENTS",
-        default_value_t = false
+        default_value_t = true,
+        action = clap::ArgAction::Set
     )]
     pub separate_assigned_events: bool,
 }

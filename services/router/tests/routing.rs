@@ -220,6 +220,69 @@ async fn a_second_press_from_the_household_attaches_and_raises_urgency() {
     router.stop().await;
 }
 
+/// A press opened and assigned, then repeated (attached): the changes its incident gets,
+/// as `change name@revision`, with the router writing openings in `separate` shape or not.
+async fn opening_shape(separate: bool) -> Vec<String> {
+    let mut s = setup(vec![responder(
+        "w-a",
+        ResponderRole::GridWorker,
+        &["g1"],
+        None,
+    )])
+    .await;
+    let policy = Policy {
+        separate_assigned_events: separate,
+        ..long_deadlines()
+    };
+    let router = RunningRouter::start(config(&s.args, "r1", policy));
+    let first = press("h-1", "g1", PressKind::Help);
+    s.publisher.send(&s.topics.help_events, "g1", &first).await;
+    s.log
+        .wait_until("assignment", |ev| {
+            ev.iter().any(|e| !e.assignments().is_empty())
+        })
+        .await;
+    let second = press("h-1", "g1", PressKind::Help);
+    s.publisher.send(&s.topics.help_events, "g1", &second).await;
+    let events = s
+        .log
+        .wait_until("attachment", |ev| {
+            ev.iter()
+                .any(|e| matches!(e.change, Some(Change::Attached(_))))
+        })
+        .await;
+    router.stop().await;
+    let incident_id = format!("inc-{}", event_id(&first));
+    let mine = of_incident(&events, &incident_id);
+    assert!(
+        mine.iter()
+            .flat_map(|e| e.assignments())
+            .map(|a| a.responder_id.as_str())
+            .eq(["w-a"]),
+        "{:?}",
+        summary(&events)
+    );
+    mine.iter()
+        .map(|e| {
+            let revision = e.incident.as_ref().map_or(0, |i| i.revision);
+            format!("{}@{revision}", change_name(e))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn by_default_an_opening_is_written_opened_then_assigned_for_watch_clients_of_old() {
+    assert_eq!(
+        opening_shape(true).await,
+        ["opened@1", "assigned@2", "attached@3"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_one_event_openings_opened_and_assigned_is_one_change_of_revision_1() {
+    assert_eq!(opening_shape(false).await, ["opened@1", "attached@2"]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_malformed_record_is_dead_lettered_with_its_reason_and_the_next_one_still_flows() {
     let mut s = setup(vec![responder(
