@@ -7,6 +7,7 @@
 //! while the router runs. Needs HELPGRID_TEST_KAFKA (scripts/test sets it).
 
 use helpgrid_common::envelope::new_envelope;
+use helpgrid_common::kafka::KafkaArgs;
 use helpgrid_common::time::now_millis;
 use helpgrid_common::topics::{Topics, ensure_topics};
 use helpgrid_proto::pb::{
@@ -61,8 +62,8 @@ fn opened_for(events: &[IncidentEvent], household: &str) -> bool {
     })
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_rejected_command_written_twice_is_answered_once_and_never_applied_across_a_restart() {
+/// Fresh topics, a grid worker for g1 in the roster, and a reader of incident-events.
+async fn setup() -> (KafkaArgs, Topics, Publisher, IncidentLog) {
     let args = kafka_args();
     let topics = Topics::with_prefix(&args.topic_prefix);
     ensure_topics(&args, &topics).await.expect("topics");
@@ -71,7 +72,38 @@ async fn a_rejected_command_written_twice_is_answered_once_and_never_applied_acr
     publisher
         .send(&topics.roster, "w-a", &roster_record(worker))
         .await;
-    let mut log = IncidentLog::follow(&args, &topics.incident_events).await;
+    let log = IncidentLog::follow(&args, &topics.incident_events).await;
+    (args, topics, publisher, log)
+}
+
+fn close_of(incident: &Incident) -> IncidentCommand {
+    command(
+        incident,
+        incident_command::Action::Close(CloseIncident {
+            outcome: IncidentOutcome::ResolvedOnSpot as i32,
+            resolution: Resolution::Resolved as i32,
+            note: String::new(),
+        }),
+    )
+}
+
+/// A press of `household` on the commands' partition (grid g1): once it opens, the router
+/// has read every record written there before it.
+async fn marker(publisher: &Publisher, topics: &Topics, log: &mut IncidentLog, household: &str) {
+    publisher
+        .send(
+            &topics.help_events,
+            "g1",
+            &press(household, "g1", PressKind::Help),
+        )
+        .await;
+    log.wait_until("the marker", |ev| opened_for(ev, household))
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejected_command_written_twice_is_answered_once_and_never_applied_across_a_restart() {
+    let (args, topics, publisher, mut log) = setup().await;
 
     let router = RunningRouter::start(config(&args, "r1", long_deadlines()));
     publisher
@@ -92,14 +124,7 @@ async fn a_rejected_command_written_twice_is_answered_once_and_never_applied_acr
         .expect("the incident");
 
     // A close before the acknowledgement: refused (wrong state). Kafka holds it twice.
-    let close = command(
-        &incident,
-        incident_command::Action::Close(CloseIncident {
-            outcome: IncidentOutcome::ResolvedOnSpot as i32,
-            resolution: Resolution::Resolved as i32,
-            note: String::new(),
-        }),
-    );
+    let close = close_of(&incident);
     for _ in 0..2 {
         publisher
             .send(&topics.incident_commands, "g1", &close)
@@ -108,15 +133,7 @@ async fn a_rejected_command_written_twice_is_answered_once_and_never_applied_acr
     // A marker after both copies, on the same partition (same grid) but another incident, so
     // that nothing else changes this one: once it opens, both copies were read, and the only
     // state record that can remember the close's id is the rejection's own.
-    publisher
-        .send(
-            &topics.help_events,
-            "g1",
-            &press("h-marker-1", "g1", PressKind::Help),
-        )
-        .await;
-    log.wait_until("the first marker", |ev| opened_for(ev, "h-marker-1"))
-        .await;
+    marker(&publisher, &topics, &mut log, "h-marker-1").await;
     router.stop().await;
 
     // A router restored from Kafka; the incident is acknowledged, and only then a third copy
@@ -135,15 +152,7 @@ async fn a_rejected_command_written_twice_is_answered_once_and_never_applied_acr
     publisher
         .send(&topics.incident_commands, "g1", &close)
         .await;
-    publisher
-        .send(
-            &topics.help_events,
-            "g1",
-            &press("h-marker-2", "g1", PressKind::Help),
-        )
-        .await;
-    log.wait_until("the second marker", |ev| opened_for(ev, "h-marker-2"))
-        .await;
+    marker(&publisher, &topics, &mut log, "h-marker-2").await;
     let events = log.settle(Duration::from_secs(2)).await;
     router.stop().await;
 
@@ -169,15 +178,7 @@ async fn a_rejected_command_written_twice_is_answered_once_and_never_applied_acr
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_command_for_an_unknown_incident_written_twice_is_answered_not_found_once() {
-    let args = kafka_args();
-    let topics = Topics::with_prefix(&args.topic_prefix);
-    ensure_topics(&args, &topics).await.expect("topics");
-    let publisher = Publisher::new(&args);
-    let worker = responder("w-a", ResponderRole::GridWorker, &["g1"], None);
-    publisher
-        .send(&topics.roster, "w-a", &roster_record(worker))
-        .await;
-    let mut log = IncidentLog::follow(&args, &topics.incident_events).await;
+    let (args, topics, publisher, mut log) = setup().await;
     let router = RunningRouter::start(config(&args, "r1", long_deadlines()));
 
     // An incident the router never opened (as one closed past the retention time looks).
@@ -186,14 +187,7 @@ async fn a_command_for_an_unknown_incident_written_twice_is_answered_not_found_o
         grid_id: "g1".into(),
         ..Incident::default()
     };
-    let close = command(
-        &unknown,
-        incident_command::Action::Close(CloseIncident {
-            outcome: IncidentOutcome::ResolvedOnSpot as i32,
-            resolution: Resolution::Resolved as i32,
-            note: String::new(),
-        }),
-    );
+    let close = close_of(&unknown);
     for _ in 0..2 {
         publisher
             .send(&topics.incident_commands, "g1", &close)
@@ -207,15 +201,7 @@ async fn a_command_for_an_unknown_incident_written_twice_is_answered_not_found_o
     publisher.send(&topics.incident_commands, "g1", &ack).await;
     // The marker shares the commands' partition (same grid): once it opens, the router has
     // read all three command records.
-    publisher
-        .send(
-            &topics.help_events,
-            "g1",
-            &press("h-marker", "g1", PressKind::Help),
-        )
-        .await;
-    log.wait_until("the marker", |ev| opened_for(ev, "h-marker"))
-        .await;
+    marker(&publisher, &topics, &mut log, "h-marker").await;
     let events = log.settle(Duration::from_secs(1)).await;
     router.stop().await;
 

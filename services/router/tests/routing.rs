@@ -179,8 +179,9 @@ async fn an_unacknowledged_assignment_is_reassigned_after_its_deadline() {
     router.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_second_press_from_the_household_attaches_and_raises_urgency() {
+/// A household presses, is assigned, and presses again (attached), with the router writing
+/// openings in `separate` shape or not. Every incident event, and the first press.
+async fn pressed_twice(separate: bool) -> (Vec<IncidentEvent>, HelpEvent) {
     let mut s = setup(vec![responder(
         "w-a",
         ResponderRole::GridWorker,
@@ -188,7 +189,11 @@ async fn a_second_press_from_the_household_attaches_and_raises_urgency() {
         None,
     )])
     .await;
-    let router = RunningRouter::start(config(&s.args, "r1", long_deadlines()));
+    let policy = Policy {
+        separate_assigned_events: separate,
+        ..long_deadlines()
+    };
+    let router = RunningRouter::start(config(&s.args, "r1", policy));
     let first = press("h-7", "g1", PressKind::Help);
     s.publisher.send(&s.topics.help_events, "g1", &first).await;
     s.log
@@ -205,6 +210,18 @@ async fn a_second_press_from_the_household_attaches_and_raises_urgency() {
         })
         .await;
     let events = s.log.settle(Duration::from_millis(1500)).await;
+    router.stop().await;
+    (events, first)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_press_from_the_household_attaches_and_raises_urgency() {
+    let (events, first) = pressed_twice(true).await;
+    // The default shape, which gRPC Watch clients written before IncidentOpened.assigned expect.
+    assert_eq!(
+        opening_shape(&events, &first),
+        ["opened@1", "assigned@2", "attached@3"]
+    );
     let opened = events
         .iter()
         .filter(|e| matches!(e.change, Some(Change::Opened(_))))
@@ -217,50 +234,20 @@ async fn a_second_press_from_the_household_attaches_and_raises_urgency() {
     assert_eq!(last.incident_id, format!("inc-{}", event_id(&first)));
     assert_eq!(last.event_count, 2);
     assert_eq!(last.priority, helpgrid_proto::pb::Priority::High as i32);
-    router.stop().await;
 }
 
-/// A press opened and assigned, then repeated (attached): the changes its incident gets,
-/// as `change name@revision`, with the router writing openings in `separate` shape or not.
-async fn opening_shape(separate: bool) -> Vec<String> {
-    let mut s = setup(vec![responder(
-        "w-a",
-        ResponderRole::GridWorker,
-        &["g1"],
-        None,
-    )])
-    .await;
-    let policy = Policy {
-        separate_assigned_events: separate,
-        ..long_deadlines()
-    };
-    let router = RunningRouter::start(config(&s.args, "r1", policy));
-    let first = press("h-1", "g1", PressKind::Help);
-    s.publisher.send(&s.topics.help_events, "g1", &first).await;
-    s.log
-        .wait_until("assignment", |ev| {
-            ev.iter().any(|e| !e.assignments().is_empty())
-        })
-        .await;
-    let second = press("h-1", "g1", PressKind::Help);
-    s.publisher.send(&s.topics.help_events, "g1", &second).await;
-    let events = s
-        .log
-        .wait_until("attachment", |ev| {
-            ev.iter()
-                .any(|e| matches!(e.change, Some(Change::Attached(_))))
-        })
-        .await;
-    router.stop().await;
-    let incident_id = format!("inc-{}", event_id(&first));
-    let mine = of_incident(&events, &incident_id);
+/// The changes of the incident [`pressed_twice`] opened, as `change name@revision`, after
+/// checking that it was assigned to w-a exactly once whatever the shape.
+fn opening_shape(events: &[IncidentEvent], first: &HelpEvent) -> Vec<String> {
+    let incident_id = format!("inc-{}", event_id(first));
+    let mine = of_incident(events, &incident_id);
     assert!(
         mine.iter()
             .flat_map(|e| e.assignments())
             .map(|a| a.responder_id.as_str())
             .eq(["w-a"]),
         "{:?}",
-        summary(&events)
+        summary(events)
     );
     mine.iter()
         .map(|e| {
@@ -271,16 +258,9 @@ async fn opening_shape(separate: bool) -> Vec<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn by_default_an_opening_is_written_opened_then_assigned_for_watch_clients_of_old() {
-    assert_eq!(
-        opening_shape(true).await,
-        ["opened@1", "assigned@2", "attached@3"]
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_one_event_openings_opened_and_assigned_is_one_change_of_revision_1() {
-    assert_eq!(opening_shape(false).await, ["opened@1", "attached@2"]);
+    let (events, first) = pressed_twice(false).await;
+    assert_eq!(opening_shape(&events, &first), ["opened@1", "attached@2"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -44,7 +44,12 @@ fn start_router(
         ..RouterConfig::new(
             args.clone(),
             format!("{}router-1", args.topic_prefix),
-            Policy::default().with_ack_deadline_ms(ACK_DEADLINE_MS),
+            // The one "opened and assigned" event (opt-in), so Watch and a restore are also
+            // proven on that shape against a real broker.
+            Policy {
+                separate_assigned_events: false,
+                ..Policy::default().with_ack_deadline_ms(ACK_DEADLINE_MS)
+            },
         )
     };
     let stop = CancellationToken::new();
