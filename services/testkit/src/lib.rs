@@ -5,6 +5,7 @@
 //! - [`reconcile`]: what went in against what came out (the fault suite's check).
 //! - [`broker`]: a broker of a test's own, to stop and restart.
 //! - [`browser`]: a real headless Chromium over WebDriver, for page tests.
+//! - [`go`]: stock command-line tools built from the Go module proxy (grpcurl).
 //! - [`process`]: services as child processes, to kill and restart.
 //! - [`python`]: a Python environment with stock clients (grpcio, schema validators).
 //! - [`records`]: builders for help events and roster records as devices and offices send them.
@@ -13,6 +14,7 @@
 
 pub mod broker;
 pub mod browser;
+pub mod go;
 pub mod process;
 pub mod python;
 pub mod reconcile;
