@@ -12,10 +12,15 @@ HELPGRID_KAFKA_JVM_OPTS="-Dcom.sun.management.jmxremote.port=P -Dcom.sun.managem
 
 Usage: broker_requests.py snapshot <jmx port> <out.json>
        broker_requests.py diff <before.json> <after.json>"""
-import csv, json, pathlib, subprocess, sys
+import csv, json, pathlib, re, subprocess, sys
 
 REQUESTS = ["Produce", "AddPartitionsToTxn", "AddOffsetsToTxn", "TxnOffsetCommit", "EndTxn",
             "WriteTxnMarkers", "FetchConsumer", "OffsetCommit", "Heartbeat"]
+# Errors answered per request type (a CONCURRENT_TRANSACTIONS answer to AddPartitionsToTxn
+# makes librdkafka wait a fixed 20 ms before it asks again). Read with a wildcard and the
+# Count attribute alone, in a JmxTool call of its own: a meter has no Mean, and an error never
+# answered has no MBean.
+ERROR_REQUESTS = ["AddPartitionsToTxn", "AddOffsetsToTxn", "TxnOffsetCommit", "EndTxn", "Produce"]
 PARTS = ["RequestQueueTimeMs", "LocalTimeMs", "RemoteTimeMs", "ResponseQueueTimeMs",
          "ResponseSendTimeMs", "TotalTimeMs"]
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -43,6 +48,17 @@ def snapshot(port, out):
             if f"{name}:Count" in got:
                 values[f"{request}/{part}"] = [float(got[f"{name}:Count"] or 0),
                                                float(got.get(f"{name}:Mean") or 0)]
+    errors = argv[:argv.index("--attributes")] + ["--attributes", "Count", "--one-time", "true"]
+    for request in ERROR_REQUESTS:
+        errors += ["--object-name", f"kafka.network:type=RequestMetrics,name=ErrorsPerSec,request={request},error=*"]
+    run = subprocess.run(errors, capture_output=True, text=True, timeout=300)
+    lines = [l for l in run.stdout.splitlines() if l.startswith('"time"') or (l and l[0].isdigit())]
+    if len(lines) >= 2:
+        header, row = list(csv.reader([lines[0]]))[0], list(csv.reader([lines[-1]]))[0]
+        for name, value in zip(header, row):
+            m = re.search(r"request=(\w+),error=(\w+):Count", name)
+            if m and m.group(2) != "NONE":
+                values[f"{m.group(1)}/error/{m.group(2)}"] = [float(value or 0), 0.0]
     pathlib.Path(out).write_text(json.dumps(values))
 
 
@@ -62,6 +78,13 @@ def diff(a_path, b_path):
             cells.append(f"{(c2 * m2 - c1 * m1) / n:.2f}" if n > 0 else "-")
         if count:
             print(f"| {request} | {count:,.0f} | " + " | ".join(cells) + " |")
+    keys = sorted(k for k in set(a) | set(b) if "/error/" in k)
+    errors = [(*k.split("/error/"), b.get(k, [0, 0])[0] - a.get(k, [0, 0])[0]) for k in keys]
+    if any(n for _, _, n in errors):
+        print("\n| request | error | answered |\n| --- | --- | --- |")
+        for r, e, n in errors:
+            if n:
+                print(f"| {r} | {e} | {n:,.0f} |")
 
 
 if sys.argv[1] == "snapshot":

@@ -31,6 +31,24 @@ for p in sorted(out.glob("*/result.json"), key=lambda p: p.stat().st_mtime):
     rm = r["header"].get("router_metrics") or {}
     steps = rm.get("step_mean_ms") or {}
     cpu = {u["process"]: u["cpu_seconds"] for u in r.get("resources", [])}
+    # The relay has no metrics endpoint: its step means are in its log's last line, and
+    # every transaction slower than 50 ms has a line of its own.
+    relay_log = p.parent / "helpgrid-relay.log"
+    if not rm and relay_log.exists():
+        text = relay_log.read_text(errors="replace")
+        last = re.findall(r"relay stopping.*", text) or re.findall(r".*relay stopping", text)
+        def field(name):
+            m = re.search(rf"{name}=([\d.]+)", last[-1]) if last else None
+            return float(m.group(1)) if m else None
+        steps = {"produce": field("produce_ms_per_batch"), "offsets": field("offsets_ms_per_batch"),
+                 "deliver": field("deliver_ms_per_batch"), "commit": field("commit_or_flush_ms_per_batch")}
+        batches, relayed = field("batches"), field("relayed")
+        if batches:
+            rm = {"step_mean_ms": steps, "batch_mean_records": relayed / batches if relayed else None,
+                  "transaction_mean_ms": sum(v for v in steps.values() if v is not None)}
+        slow = text.count("slow transaction")
+        if slow:
+            rm["slow_transactions"] = slow
     sent = sum(x.get("sent") or 0 for x in r["phases"])
     name = p.parent.name
     runs.append({
@@ -46,6 +64,7 @@ for p in sorted(out.glob("*/result.json"), key=lambda p: p.stat().st_mtime):
         "txn": rm.get("transaction_mean_ms"), "records": rm.get("batch_mean_records"),
         "produce": steps.get("produce"), "offsets": steps.get("offsets"),
         "deliver": steps.get("deliver"), "commit": steps.get("commit"),
+        "slow": rm.get("slow_transactions"),
         "kafka_cpu": 100_000 * cpu["kafka"] / sent if "kafka" in cpu and sent else None,
         "router_cpu": 100_000 * cpu["helpgrid-router"] / sent if "helpgrid-router" in cpu and sent else None,
     })
@@ -61,6 +80,10 @@ for r in runs:
     print(f"| {r['run']} | {r['load'] or '-'} | {fmt(r['p50'])} | {fmt(r['p99'])} | {fmt(r['max'])} | {'yes' if r['clean'] else 'NO'} | "
           f"{fmt(r['age'])} | {fmt(r['decide'])} | {fmt(r['txn'])} ({steps}) | {fmt(r['commit_wait'])} | {fmt(r['records'], 0)} | "
           f"{fmt(r['kafka_cpu'], 2)} | {fmt(r['router_cpu'], 2)} |")
+
+slow = [f"{r['run']} {r['slow']}" for r in runs if r.get("slow")]
+if slow:
+    print(f"\nRelay transactions slower than 50 ms (each logged with its steps): {', '.join(slow)}.")
 
 variants = {}
 for r in runs:

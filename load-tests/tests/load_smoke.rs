@@ -52,6 +52,7 @@ async fn the_bare_relay_copies_every_event_exactly_once() {
         transactional_id: format!("{}relay-0", kafka.topic_prefix),
         batch_max: 500,
         leave_deliveries_to_flush: false,
+        offsets_after_deliveries: false,
     };
     let cancel = CancellationToken::new();
     // The run creates the topics; the relay starts once they exist.

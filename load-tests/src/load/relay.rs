@@ -11,6 +11,12 @@
 //! Before committing (or flushing) it polls the producer until every record of the batch is
 //! delivered: with rdkafka's event-API `BaseProducer`, librdkafka's own flush inside
 //! `commit_transaction` otherwise waits ~100 ms per batch.
+//!
+//! Transactional, it sends the batch's offsets while the produce requests are in flight, as
+//! the router does (AddOffsetsToTxn and TxnOffsetCommit overlap the produce round trip).
+//! Until 2026-11-30 it sent them only after every delivery, three round trips in a row
+//! more than the router: `--offsets-after-deliveries` keeps that order for comparison.
+//! Each transaction's steps are timed; a slow one is logged with them.
 
 use helpgrid_common::kafka::KafkaArgs;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
@@ -25,6 +31,8 @@ use tokio_util::sync::CancellationToken;
 
 const TXN_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_IDLE_POLL: Duration = Duration::from_millis(100);
+/// A transaction slower than this is logged with the time of each step.
+const SLOW_TRANSACTION: Duration = Duration::from_millis(50);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Guarantee {
@@ -65,14 +73,73 @@ pub struct RelayArgs {
     /// application polls it; see docs/performance.md.
     #[arg(long, env = "HELPGRID_RELAY_LEAVE_DELIVERIES_TO_FLUSH")]
     pub leave_deliveries_to_flush: bool,
+    /// Send the offsets to the transaction only once every record is delivered (the relay's
+    /// order before 2026-11-30) instead of while the produce requests are in flight.
+    #[arg(long, env = "HELPGRID_RELAY_OFFSETS_AFTER_DELIVERIES")]
+    pub offsets_after_deliveries: bool,
 }
 
+/// Sums of each step's time over the run (the means are logged at the end).
 #[derive(Default)]
 struct StepTimes {
     batches: u64,
+    slow: u64,
     produce: Duration,
     offsets: Duration,
+    deliver: Duration,
     commit: Duration,
+    slowest: Duration,
+}
+
+/// One transaction's (or at-least-once batch's) steps.
+#[derive(Default)]
+struct Steps {
+    produce: Duration,
+    offsets: Duration,
+    deliver: Duration,
+    commit: Duration,
+}
+
+impl StepTimes {
+    fn add(&mut self, s: &Steps, records: usize) {
+        let total = s.produce + s.offsets + s.deliver + s.commit;
+        self.batches += 1;
+        self.produce += s.produce;
+        self.offsets += s.offsets;
+        self.deliver += s.deliver;
+        self.commit += s.commit;
+        self.slowest = self.slowest.max(total);
+        if total > SLOW_TRANSACTION {
+            self.slow += 1;
+            tracing::warn!(
+                records,
+                total_ms = ms(total),
+                produce_ms = ms(s.produce),
+                offsets_ms = ms(s.offsets),
+                deliver_ms = ms(s.deliver),
+                commit_ms = ms(s.commit),
+                "slow transaction"
+            );
+        }
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// Serves delivery reports until every record sent is delivered (or the transaction
+/// timeout passes). A zero-timeout poll and a short sleep, as the router does: `poll` with
+/// a 1 ms timeout spins for the whole millisecond.
+fn await_deliveries(producer: &BaseProducer) {
+    let deadline = Instant::now() + TXN_TIMEOUT;
+    loop {
+        producer.poll(Duration::ZERO);
+        if producer.in_flight_count() == 0 || Instant::now() >= deadline {
+            return;
+        }
+        std::thread::sleep(Duration::from_micros(500));
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -111,8 +178,8 @@ pub fn run(args: &RelayArgs, cancel: &CancellationToken) -> Result<u64, RelayErr
         .map_err(at("subscribe"))?;
     tracing::info!(guarantee = ?args.guarantee, input = %args.input, output = %args.output, "relay started");
     let mut relayed = 0u64;
-    // Where a batch's time goes (produce, offsets, commit or flush), logged at the end.
-    let mut steps = StepTimes::default();
+    // Where a batch's time goes (produce, offsets, deliver, commit or flush), logged at the end.
+    let mut totals = StepTimes::default();
     while !cancel.is_cancelled() {
         let mut batch = Vec::new();
         let mut timeout = MAX_IDLE_POLL;
@@ -131,6 +198,7 @@ pub fn run(args: &RelayArgs, cancel: &CancellationToken) -> Result<u64, RelayErr
         if batch.is_empty() {
             continue;
         }
+        let mut steps = Steps::default();
         let started = Instant::now();
         let mut offsets: BTreeMap<(String, i32), i64> = BTreeMap::new();
         if transactional {
@@ -156,19 +224,14 @@ pub fn run(args: &RelayArgs, cancel: &CancellationToken) -> Result<u64, RelayErr
                 }
             }
         }
-        if !args.leave_deliveries_to_flush {
-            let deadline = Instant::now() + TXN_TIMEOUT;
-            while producer.in_flight_count() > 0 && Instant::now() < deadline {
-                producer.poll(Duration::from_millis(1));
-            }
-        }
-        let produced = Instant::now();
+        steps.produce = started.elapsed();
         let mut tpl = TopicPartitionList::new();
         for ((topic, partition), next) in &offsets {
             tpl.add_partition_offset(topic, *partition, Offset::Offset(*next))
                 .map_err(at("offsets"))?;
         }
-        if transactional {
+        let send_offsets = |steps: &mut Steps| -> Result<(), RelayError> {
+            let sending = Instant::now();
             let group = consumer.group_metadata().ok_or(RelayError {
                 step: "group metadata",
                 source: KafkaError::Canceled,
@@ -176,30 +239,47 @@ pub fn run(args: &RelayArgs, cancel: &CancellationToken) -> Result<u64, RelayErr
             producer
                 .send_offsets_to_transaction(&tpl, &group, TXN_TIMEOUT)
                 .map_err(at("offsets"))?;
-            steps.offsets += produced.elapsed();
-            let offsets_sent = Instant::now();
+            steps.offsets = sending.elapsed();
+            Ok(())
+        };
+        if transactional && !args.offsets_after_deliveries {
+            send_offsets(&mut steps)?;
+        }
+        if !args.leave_deliveries_to_flush {
+            let delivering = Instant::now();
+            await_deliveries(&producer);
+            steps.deliver = delivering.elapsed();
+        }
+        if transactional {
+            if args.offsets_after_deliveries {
+                send_offsets(&mut steps)?;
+            }
+            let committing = Instant::now();
             producer
                 .commit_transaction(TXN_TIMEOUT)
                 .map_err(at("commit"))?;
-            steps.commit += offsets_sent.elapsed();
+            steps.commit = committing.elapsed();
         } else {
+            let flushing = Instant::now();
             producer.flush(TXN_TIMEOUT).map_err(at("flush"))?;
-            steps.commit += produced.elapsed();
+            steps.commit = flushing.elapsed();
             consumer
                 .commit(&tpl, CommitMode::Async)
                 .map_err(at("commit offsets"))?;
         }
-        steps.produce += produced.duration_since(started);
-        steps.batches += 1;
+        totals.add(&steps, batch.len());
         relayed += batch.len() as u64;
     }
-    let per_batch_ms = |d: Duration| d.as_secs_f64() * 1000.0 / steps.batches.max(1) as f64;
+    let per_batch_ms = |d: Duration| ms(d) / totals.batches.max(1) as f64;
     tracing::info!(
         relayed,
-        batches = steps.batches,
-        produce_ms_per_batch = per_batch_ms(steps.produce),
-        offsets_ms_per_batch = per_batch_ms(steps.offsets),
-        commit_or_flush_ms_per_batch = per_batch_ms(steps.commit),
+        batches = totals.batches,
+        slow_batches = totals.slow,
+        slowest_ms = ms(totals.slowest),
+        produce_ms_per_batch = per_batch_ms(totals.produce),
+        offsets_ms_per_batch = per_batch_ms(totals.offsets),
+        deliver_ms_per_batch = per_batch_ms(totals.deliver),
+        commit_or_flush_ms_per_batch = per_batch_ms(totals.commit),
         "relay stopping"
     );
     Ok(relayed)
