@@ -77,6 +77,13 @@ pub struct RouterArgs {
     /// broker writes the previous one's markers.
     #[arg(long, env = "HELPGRID_ROUTER_OVERLAP_COMMITS")]
     pub overlap_commits: bool,
+    /// With `--overlap-commits`: how many transactional producers take turns (at least 2;
+    /// the third and later have ids `<transactional id>.next<n>`). A producer's next
+    /// transaction is refused by the coordinator (CONCURRENT_TRANSACTIONS, and librdkafka
+    /// then waits 20 ms) until the markers of its previous one are written: more producers
+    /// leave each one longer between its transactions.
+    #[arg(long, env = "HELPGRID_ROUTER_OVERLAP_PRODUCERS", default_value_t = DEFAULT_OVERLAP_PRODUCERS)]
+    pub overlap_producers: usize,
     #[command(flatten)]
     pub policy: PolicyArgs,
 }
@@ -157,10 +164,15 @@ pub struct RouterConfig {
     pub pipelines: usize,
     /// Two producers per pipeline taking turns (see `--overlap-commits`).
     pub overlap_commits: bool,
+    /// Producers taking turns with `overlap_commits` (see `--overlap-producers`); at least 2.
+    pub overlap_producers: usize,
 }
 
 /// `--batch-max`'s default.
 pub const DEFAULT_BATCH_MAX: usize = 500;
+
+/// `--overlap-producers`' default.
+pub const DEFAULT_OVERLAP_PRODUCERS: usize = 2;
 
 impl RouterConfig {
     /// A router instance with the flags' defaults: group `<prefix>router`, no batch linger,
@@ -176,6 +188,7 @@ impl RouterConfig {
             checkpoint: None,
             pipelines: 1,
             overlap_commits: false,
+            overlap_producers: DEFAULT_OVERLAP_PRODUCERS,
         }
     }
 
@@ -271,6 +284,7 @@ impl RouterArgs {
             checkpoint,
             pipelines: self.pipelines.max(1),
             overlap_commits: self.overlap_commits,
+            overlap_producers: self.overlap_producers.max(2),
         }
     }
 }

@@ -104,6 +104,22 @@ fn fenced_by_another(
         )
 }
 
+/// The transactional ids of a pipeline's producers: its own, and with `--overlap-commits`
+/// `<id>.next` and then `<id>.next<n>` for the third and later.
+fn producer_ids(config: &RouterConfig) -> Vec<String> {
+    let id = &config.transactional_id;
+    if !config.overlap_commits {
+        return vec![id.clone()];
+    }
+    (0..config.overlap_producers.max(2))
+        .map(|n| match n {
+            0 => id.clone(),
+            1 => format!("{id}.next"),
+            n => format!("{id}.next{n}"),
+        })
+        .collect()
+}
+
 fn txn(step: &'static str) -> impl FnOnce(KafkaError) -> PipelineError {
     move |source| PipelineError::Transaction { step, source }
 }
@@ -170,17 +186,10 @@ pub fn run_pipeline(
         config.checkpoint.clone(),
     );
     // Shared with the thread of a transaction call (see `stuck_call`), which keeps it alive
-    // if librdkafka never returns. With `--overlap-commits`, a second producer (transactional
-    // id `<id>.next`) takes every other batch, so a batch is produced while the one before it
-    // commits.
-    let ids: Vec<String> = if config.overlap_commits {
-        vec![
-            config.transactional_id.clone(),
-            format!("{}.next", config.transactional_id),
-        ]
-    } else {
-        vec![config.transactional_id.clone()]
-    };
+    // if librdkafka never returns. With `--overlap-commits`, more producers (transactional
+    // ids `<id>.next`, `<id>.next2`, ...) take turns, so a batch is produced while the one
+    // before it commits.
+    let ids = producer_ids(config);
     let init_started = Instant::now();
     let mut producers: Vec<Arc<RouterProducer>> = Vec::with_capacity(ids.len());
     for id in &ids {
@@ -324,6 +333,9 @@ pub fn run_pipeline(
         let opened = open(&producers[p], &consumer, topics, &output);
         // This batch may commit only once the one before it has: its decisions build on it.
         let previous = finish(in_flight.take(), &producers, &ownership, &counters, &times);
+        // The batch's records are appended before the next batch's are sent (its deliveries
+        // are awaited here, not on the commit's thread): the two go to the same partitions
+        // from different producers, and readers must see them in the order decided.
         let opened = match (opened, previous) {
             (Ok(mut steps), Ok(())) => {
                 let delivering = Instant::now();
@@ -817,6 +829,20 @@ fn open(
 mod tests {
     use super::*;
     use rdkafka::types::RDKafkaErrorCode as Code;
+
+    #[test]
+    fn overlapping_producers_keep_the_first_two_ids_and_number_the_rest() {
+        let kafka = helpgrid_common::kafka::KafkaArgs::new("b:9092", "t.");
+        let mut config = RouterConfig::new(kafka, "t.router-0", crate::domain::Policy::default());
+        assert_eq!(producer_ids(&config), ["t.router-0"]);
+        config.overlap_commits = true;
+        assert_eq!(producer_ids(&config), ["t.router-0", "t.router-0.next"]);
+        config.overlap_producers = 3;
+        assert_eq!(
+            producer_ids(&config),
+            ["t.router-0", "t.router-0.next", "t.router-0.next2"]
+        );
+    }
 
     #[test]
     fn offsets_refused_after_a_group_rejoin_are_not_another_instance() {
