@@ -70,12 +70,20 @@ pub struct RouterArgs {
     /// partitions leave some idle.
     #[arg(long, env = "HELPGRID_ROUTER_PIPELINES", default_value_t = 1)]
     pub pipelines: usize,
-    /// Produce each batch while the one before it commits: every pipeline gets a second
-    /// transactional producer (id `<its transactional id>.next`) and the two take turns, a
-    /// batch committing only after the one before it has. Without it, a press waits for the
-    /// commit in flight and then for its own, and the next transaction also waits while the
-    /// broker writes the previous one's markers.
-    #[arg(long, env = "HELPGRID_ROUTER_OVERLAP_COMMITS")]
+    /// Produce each batch while the one before it commits (on by default; `=false` turns it
+    /// off): every pipeline gets a second transactional producer (id `<its transactional
+    /// id>.next`) and the two take turns, a batch committing only after the one before it
+    /// has. Without it, a press waits for the commit in flight and then for its own, and the
+    /// next transaction on the one producer is refused (CONCURRENT_TRANSACTIONS, and
+    /// librdkafka waits 20 ms) while the broker writes the previous one's markers.
+    #[arg(
+        long,
+        env = "HELPGRID_ROUTER_OVERLAP_COMMITS",
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        default_missing_value = "true"
+    )]
     pub overlap_commits: bool,
     /// With `--overlap-commits`: how many transactional producers take turns (at least 2;
     /// the third and later have ids `<transactional id>.next<n>`). A producer's next
@@ -187,7 +195,7 @@ impl RouterConfig {
             policy,
             checkpoint: None,
             pipelines: 1,
-            overlap_commits: false,
+            overlap_commits: true,
             overlap_producers: DEFAULT_OVERLAP_PRODUCERS,
         }
     }
@@ -322,6 +330,16 @@ mod tests {
         );
         assert_ne!(dir(&a), dir(&b));
         assert!(config(&["--state-dir", ""]).checkpoint.is_none());
+    }
+
+    #[test]
+    fn commits_overlap_by_default_and_the_flag_still_turns_them_on_or_off() {
+        assert!(config(&[]).overlap_commits);
+        assert!(config(&["--overlap-commits"]).overlap_commits);
+        assert!(!config(&["--overlap-commits=false"]).overlap_commits);
+        assert_eq!(config(&[]).overlap_producers, 2);
+        assert_eq!(config(&["--overlap-producers", "1"]).overlap_producers, 2);
+        assert_eq!(config(&["--overlap-producers", "3"]).overlap_producers, 3);
     }
 
     #[test]

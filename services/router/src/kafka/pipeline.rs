@@ -834,6 +834,7 @@ mod tests {
     fn overlapping_producers_keep_the_first_two_ids_and_number_the_rest() {
         let kafka = helpgrid_common::kafka::KafkaArgs::new("b:9092", "t.");
         let mut config = RouterConfig::new(kafka, "t.router-0", crate::domain::Policy::default());
+        config.overlap_commits = false;
         assert_eq!(producer_ids(&config), ["t.router-0"]);
         config.overlap_commits = true;
         assert_eq!(producer_ids(&config), ["t.router-0", "t.router-0.next"]);
