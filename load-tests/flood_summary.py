@@ -86,10 +86,13 @@ if flood_figures:
                 print(f"| flood: assignment -> webhook received p50 / p99 / max ({fmt(h.get('received'))} received) | "
                       f"{fmt(h.get('p50_ms'), ' ms', 1)} / {fmt(h.get('p99_ms'), ' ms', 1)} / {fmt(h.get('max_ms'), ' ms', 1)} | |")
 print()
-for name in ["relay-txn", "burst", "steady", "flood"]:
+for name in ["relay-txn", "burst", "steady", "flood-warmup", "flood"]:
     r = result(name)
     if r:
         print(f"## {name}\n")
+        if name == "flood-warmup":
+            print("The broker's warm-up before the flood (same services, smaller city): its figures are "
+                  "not the flood's; the flood below ran on the broker it warmed.\n")
         for line in r["verdict"]:
             print(f"- {line}")
         print()

@@ -57,7 +57,8 @@ for name, r in runs.items():
           f"{rm.get('batch_mean_records') or 0:.0f} input records")
 
 for name in runs:
-    for extra, title in [("schedstat.md", "threads during the flood"), ("broker-requests.md", "broker request times over the run")]:
+    for extra, title in [("schedstat.md", "threads during the flood"), ("broker-requests.md", "broker request times over the run"),
+                        ("broker-jfr.md", "where the broker's CPU went (JFR)")]:
         f = out / name / extra
         if f.exists():
             print(f"\n## {name}: {title}\n")

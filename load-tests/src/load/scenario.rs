@@ -203,6 +203,11 @@ pub struct LoadArgs {
     /// More routers, and the other consumers of incident-events, started beside the router.
     #[command(flatten)]
     pub alongside: crate::load::flood_services::AlongsideArgs,
+    /// When the generator is ahead of its schedule it sleeps at least this long, then sends
+    /// every event that has come due: one wake-up per tick instead of one per event (the
+    /// load tool shares the cores with what it measures). 0: one sleep per event.
+    #[arg(long, default_value_t = 1.0)]
+    pub send_tick_ms: f64,
     /// Print the encoded size of a planned button press (for the Kafka tools) and exit.
     #[arg(long)]
     pub print_record_size: bool,
@@ -695,13 +700,16 @@ pub async fn run(args: LoadArgs, progress: impl Fn(&str)) -> anyhow::Result<(Rep
         })
     };
 
-    let generator = Arc::new(Generator::new(
-        &kafka.producer_config("helpgrid-load"),
-        topics.help_events.clone(),
-        Arc::clone(&plan),
-        Arc::clone(&city),
-        Arc::clone(&log),
-    )?);
+    let generator = Arc::new(
+        Generator::new(
+            &kafka.producer_config("helpgrid-load"),
+            topics.help_events.clone(),
+            Arc::clone(&plan),
+            Arc::clone(&city),
+            Arc::clone(&log),
+        )?
+        .with_tick(Duration::from_secs_f64(args.send_tick_ms.max(0.0) / 1000.0)),
+    );
     let record_size = generator.record_size();
     let mut live = Live {
         observed: Arc::clone(&observed),

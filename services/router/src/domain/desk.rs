@@ -183,23 +183,45 @@ impl Transition<'_> {
             changes.push(change);
             return;
         }
+        self.next_revision();
+        let incident = self.incident.clone();
+        self.push(change, incident);
+    }
+
+    /// Records the transition's last change and ends it. The event takes the incident itself
+    /// instead of a copy (a clone of the incident's every string, once per press), and the
+    /// caller stores it from there ([`Desk::store_last`]).
+    /// Only for a transition that records: an opening collects its first assignments, then
+    /// records its one event with `collect` already taken.
+    fn record_last(mut self, change: Change) -> Vec<Output> {
+        debug_assert!(self.collect.is_none(), "record_last while collecting an opening");
+        self.next_revision();
+        let incident = std::mem::take(&mut self.incident);
+        self.push(change, incident);
+        self.out
+    }
+
+    fn next_revision(&mut self) {
         self.incident.revision += 1;
         self.incident.state = derive_state(&self.incident) as i32;
-        let event = IncidentEvent {
-            envelope: Some(Envelope {
-                event_id: format!("{}:{}", self.incident.incident_id, self.incident.revision),
-                occurred_at: Some(to_timestamp(self.now)),
-                source: SOURCE.to_owned(),
-                schema_version: helpgrid_proto::SCHEMA_VERSION,
-            }),
-            incident: Some(self.incident.clone()),
-            cause_id: self.cause_id.to_owned(),
-            change: Some(change),
+    }
+
+    fn push(&mut self, change: Change, incident: Incident) {
+        let envelope = Envelope {
+            event_id: format!("{}:{}", incident.incident_id, incident.revision),
+            occurred_at: Some(to_timestamp(self.now)),
+            source: SOURCE.to_owned(),
+            schema_version: helpgrid_proto::SCHEMA_VERSION,
         };
         self.out.push(Output {
             partition: self.partition,
-            key: self.incident.grid_id.clone(),
-            event,
+            key: incident.grid_id.clone(),
+            event: IncidentEvent {
+                envelope: Some(envelope),
+                incident: Some(incident),
+                cause_id: self.cause_id.to_owned(),
+                change: Some(change),
+            },
         });
     }
 }
@@ -516,6 +538,14 @@ impl Desk {
         self.store_record(partition, None, &incident, record);
     }
 
+    /// Stores the incident as the last of `out` carries it (after [`Transition::record_last`]).
+    fn store_last(&mut self, partition: i32, out: &[Output]) {
+        if let Some(incident) = out.last().and_then(|o| o.event.incident.as_ref()) {
+            let record = incident.encode_to_vec().into_boxed_slice();
+            self.store_record(partition, None, incident, record);
+        }
+    }
+
     /// Stores `incident` whose encoded form is `record` (its id given when the caller already
     /// holds one, as the restore does).
     fn store_record(
@@ -773,12 +803,10 @@ impl Desk {
         // replayed the long way (opened, then one event per track), so each event still
         // carries the incident exactly as that change left it.
         let fold = !self.policy.separate_assigned_events;
+        // `place` changes only the assignments: they are all a replay needs put back.
+        let fresh_assignments = fold.then(|| incident.assignments.clone());
         let mut tx = Transition {
-            incident: if fold {
-                incident.clone()
-            } else {
-                Incident::default()
-            },
+            incident,
             partition,
             cause_id: &event.event_id,
             now,
@@ -800,13 +828,16 @@ impl Desk {
                 .collect()
         });
         if let Some(assigned) = assigned {
-            tx.record(Change::Opened(pb::IncidentOpened { assigned }));
-        } else {
-            tx.incident = incident;
-            tx.record(Change::Opened(pb::IncidentOpened::default()));
-            for idx in 0..tracks.len() {
-                self.place(&mut tx, idx, 0, roster, "new incident");
-            }
+            let out = tx.record_last(Change::Opened(pb::IncidentOpened { assigned }));
+            self.store_last(partition, &out);
+            return out;
+        }
+        if let Some(fresh) = fresh_assignments {
+            tx.incident.assignments = fresh;
+        }
+        tx.record(Change::Opened(pb::IncidentOpened::default()));
+        for idx in 0..tracks.len() {
+            self.place(&mut tx, idx, 0, roster, "new incident");
         }
         let Transition { incident, out, .. } = tx;
         self.store(partition, incident);
@@ -860,14 +891,13 @@ impl Desk {
                 }
             }
         }
-        tx.record(Change::Attached(pb::EventAttached {
+        let out = tx.record_last(Change::Attached(pb::EventAttached {
             event_id: event.event_id.clone(),
             kind: kind as i32,
             priority_before: before as i32,
             priority_after: after as i32,
         }));
-        let Transition { incident, out, .. } = tx;
-        self.store(partition, incident);
+        self.store_last(partition, &out);
         out
     }
 

@@ -125,6 +125,13 @@ fn changes(out: &[Output]) -> Vec<&'static str> {
         .collect()
 }
 
+/// The incident revision each output event carries, in order.
+fn revisions(out: &[Output]) -> Vec<u64> {
+    out.iter()
+        .filter_map(|o| o.event.incident.as_ref().map(|i| i.revision))
+        .collect()
+}
+
 fn last_incident(out: &[Output]) -> Incident {
     out.last()
         .and_then(|o| o.event.incident.clone())
@@ -202,11 +209,7 @@ fn separate_assigned_events_writes_opened_then_one_assigned_per_track() {
     });
     let (_, out) = desk.on_help_event(P, &press("e1", "h1", PressKind::Urgent, T0), &city(), T0);
     assert_eq!(changes(&out), ["opened", "assigned", "assigned"]);
-    let revisions: Vec<u64> = out
-        .iter()
-        .filter_map(|o| o.event.incident.as_ref().map(|i| i.revision))
-        .collect();
-    assert_eq!(revisions, [1, 2, 3]);
+    assert_eq!(revisions(&out), [1, 2, 3]);
     assert!(out[0].event.assignments().is_empty());
     let assigned: Vec<&str> = out
         .iter()
@@ -232,11 +235,7 @@ fn an_opening_that_escalates_is_written_as_separate_changes() {
     ));
     let (_, out) = desk.on_help_event(P, &press("e1", "h1", PressKind::Urgent, T0), &roster, T0);
     assert_eq!(changes(&out), ["opened", "assigned", "escalated"]);
-    let revisions: Vec<u64> = out
-        .iter()
-        .filter_map(|o| o.event.incident.as_ref().map(|i| i.revision))
-        .collect();
-    assert_eq!(revisions, [1, 2, 3]);
+    assert_eq!(revisions(&out), [1, 2, 3]);
     assert!(out[0].event.assignments().is_empty());
     let opened = out[0].event.incident.as_ref().expect("incident");
     assert!(opened.assignments.iter().all(|a| a.responder_id.is_empty()));
