@@ -194,7 +194,10 @@ impl Transition<'_> {
     /// Only for a transition that records: an opening collects its first assignments, then
     /// records its one event with `collect` already taken.
     fn record_last(mut self, change: Change) -> Vec<Output> {
-        debug_assert!(self.collect.is_none(), "record_last while collecting an opening");
+        debug_assert!(
+            self.collect.is_none(),
+            "record_last while collecting an opening"
+        );
         self.next_revision();
         let incident = std::mem::take(&mut self.incident);
         self.push(change, incident);
