@@ -6,14 +6,76 @@
 mod support;
 
 use helpgrid_common::envelope::new_envelope;
+use helpgrid_common::kafka::KafkaArgs;
+use helpgrid_common::reader::{Feed, follow};
 use helpgrid_common::time::now_millis;
 use helpgrid_gateway::config::GatewayConfig;
 use helpgrid_proto::pb::{self, ActorRole, DeviceKind, ResponderRole, incident_event::Change};
 use helpgrid_testkit::records::responder;
 use helpgrid_testkit::{IncidentLog, Publisher, WAIT};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{Offset, TopicPartitionList};
+use std::collections::BTreeMap;
 use std::io::Read;
 use std::process::{Command, Stdio};
+use std::time::Duration;
 use support::*;
+use tokio_util::sync::CancellationToken;
+
+/// Waits until the feedback group's committed offsets cover every incident event on the
+/// topic now: the gateway stores an event's offset once it is handled and commits the stored
+/// offsets on an interval (not per event), so the group must still catch up by itself.
+async fn wait_feedback_committed(args: &KafkaArgs, topic: &str) {
+    let stop = CancellationToken::new();
+    let mut feed = follow(args, "feedback-progress-check", topic, stop.clone())
+        .await
+        .expect("follow incident-events");
+    let mut next: BTreeMap<i32, i64> = BTreeMap::new();
+    while let Some(item) = feed.recv().await {
+        match item {
+            Feed::Record(r) => {
+                next.insert(r.partition, r.offset + 1);
+            }
+            Feed::CaughtUp => break,
+        }
+    }
+    stop.cancel();
+    assert!(!next.is_empty(), "incident-events has records");
+    let group = format!("{}gateway-feedback", args.topic_prefix);
+    let consumer: BaseConsumer = args
+        .group_consumer_config("feedback-progress-check", &group)
+        .create()
+        .expect("consumer");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let mut list = TopicPartitionList::new();
+        for p in next.keys() {
+            list.add_partition(topic, *p);
+        }
+        let committed = consumer
+            .committed_offsets(list, Duration::from_secs(10))
+            .expect("committed offsets");
+        let behind: Vec<(i32, i64, Option<Offset>)> = next
+            .iter()
+            .map(|(p, n)| {
+                (
+                    *p,
+                    *n,
+                    committed.find_partition(topic, *p).map(|e| e.offset()),
+                )
+            })
+            .filter(|(_, n, c)| !matches!(c, Some(Offset::Offset(c)) if c >= n))
+            .collect();
+        if behind.is_empty() {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "feedback progress not committed (partition, wanted, committed): {behind:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
 
 fn python_sign(secret: &str, timestamp: &str, body: &str) -> String {
     let out = Command::new("python3")
@@ -159,6 +221,8 @@ async fn the_residents_button_hears_assigned_then_help_is_coming_and_an_http_but
             r#"zigbee2mqtt/btn-wu/set {"alarm":true,"melody":5,"duration":3}"#,
         ]
     );
+    // Both told: the group's progress covers them, committed without a commit per event.
+    wait_feedback_committed(&args, &topics.incident_events).await;
 
     // The HTTP button: nothing yet, then its own incident's status.
     let url = format!("http://{http}/v1/status");
