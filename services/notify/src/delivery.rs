@@ -42,7 +42,8 @@ pub struct Delivery {
     pub incident_id: String,
     pub kind: &'static str,
     pub idempotency_key: String,
-    pub body: Arc<[u8]>,
+    /// The rendered body, shared (not copied) by the request that carries it alone.
+    pub body: bytes::Bytes,
     /// When the notified thing happened (event time, or the re-notification time).
     pub since: Millis,
     pub origin: Arc<Origin>,
@@ -69,7 +70,7 @@ impl<'a> Post<'a> {
     /// `deliveries` must be non-empty and of one endpoint.
     fn of(deliveries: &'a [Delivery]) -> Self {
         let body = match deliveries {
-            [one] => bytes::Bytes::from_owner(Arc::clone(&one.body)),
+            [one] => one.body.clone(),
             many => bytes::Bytes::from(batch_body(many)),
         };
         Self { deliveries, body }
@@ -596,7 +597,7 @@ mod tests {
             incident_id: incident.into(),
             kind: "assigned",
             idempotency_key: key.into(),
-            body: Arc::from(&b"{}"[..]),
+            body: bytes::Bytes::from_static(b"{}"),
             since: 0,
             batch_max: 1,
             origin: Arc::new(Origin {
@@ -767,7 +768,7 @@ mod tests {
         let (mut d, mut finished) = dispatcher(&script, 1, lenient());
         let start = Instant::now();
         let batched = |i: i64| Delivery {
-            body: Arc::from(format!("{{\"n\":{i}}}").into_bytes()),
+            body: bytes::Bytes::from(format!("{{\"n\":{i}}}").into_bytes()),
             batch_max: 3,
             ..delivery("inc-1", &format!("k{i}"), i)
         };

@@ -88,6 +88,23 @@ pub enum IntakeError {
 /// Where an event's work is counted: its (partition, offset).
 type Hold = (i32, i64);
 
+/// `helpgrid_notify_events_in_total` per change, each handle found once: a lookup with a
+/// label costs a registry search per event otherwise.
+#[derive(Default)]
+struct EventsIn(Vec<(&'static str, metrics::Counter)>);
+
+impl EventsIn {
+    fn count(&mut self, change: &'static str) {
+        if let Some((_, counter)) = self.0.iter().find(|(c, _)| *c == change) {
+            counter.increment(1);
+            return;
+        }
+        let counter = metrics::counter!(telemetry::EVENTS_IN, "change" => change);
+        counter.increment(1);
+        self.0.push((change, counter));
+    }
+}
+
 pub struct Intake<T: Transport> {
     pub store: Arc<SubscriptionStore>,
     pub dispatcher: Dispatcher<T>,
@@ -99,6 +116,7 @@ pub struct Intake<T: Transport> {
     pub clock: Clock,
     tracker: OffsetTracker,
     plan: RenotifyPlan<Hold>,
+    events_in: EventsIn,
 }
 
 impl<T: Transport> Intake<T> {
@@ -124,6 +142,7 @@ impl<T: Transport> Intake<T> {
             clock,
             tracker: OffsetTracker::default(),
             plan: RenotifyPlan::default(),
+            events_in: EventsIn::default(),
         }
     }
 
@@ -219,7 +238,7 @@ impl<T: Transport> Intake<T> {
             Ok(event) => event,
             Err(error) => {
                 let origin = origin_of();
-                metrics::counter!(telemetry::EVENTS_IN, "change" => "undecodable").increment(1);
+                self.events_in.count("undecodable");
                 tracing::warn!(partition, offset, %error, "undecodable incident event dead-lettered");
                 self.tracker.begin(partition, offset, 1);
                 let producer = self.dead_letter_producer.clone();
@@ -244,7 +263,7 @@ impl<T: Transport> Intake<T> {
             }
         };
         let change = event.change.as_ref().map_or("none", |c| c.name());
-        metrics::counter!(telemetry::EVENTS_IN, "change" => change).increment(1);
+        self.events_in.count(change);
         // Usually one notice; an "opened and assigned" event gives one per assignment too.
         let notices = notices_of(&event);
         let now = self.clock.now();
@@ -295,13 +314,14 @@ impl<T: Transport> Intake<T> {
         for subscription in subscriptions {
             let body = render(subscription.template, notice, &subscription.id);
             self.dispatcher.dispatch(Delivery {
-                subscription_id: Arc::from(subscription.id.as_str()),
-                url: Arc::from(subscription.url.as_str()),
-                secret: Arc::from(subscription.secret.as_slice()),
+                subscription_id: Arc::clone(&subscription.id),
+                url: Arc::clone(&subscription.url),
+                secret: Arc::clone(&subscription.secret),
                 incident_id: notice.incident.incident_id.clone(),
                 kind: notice.kind.as_str(),
                 idempotency_key: notice.idempotency_key.clone(),
-                body: Arc::from(body),
+                // The rendered Vec becomes the body without a copy.
+                body: bytes::Bytes::from(body),
                 since,
                 origin: Arc::clone(origin),
                 batch_max: subscription.batch_max as usize,

@@ -150,7 +150,7 @@ impl SubscriptionStore {
                 .and_then(|r| r.subscription.ok_or_else(|| "no subscription".to_owned()))
                 .and_then(|s| Subscription::from_pb(&s).map_err(|e| e.to_string()));
             match parsed {
-                Ok(subscription) if subscription.id == id => self.set(&id, Some(subscription)),
+                Ok(subscription) if *subscription.id == *id => self.set(&id, Some(subscription)),
                 Ok(_) => {
                     metrics::counter!(telemetry::SUBSCRIPTION_RECORDS_INVALID).increment(1);
                     tracing::warn!(%id, "subscription record whose key is not its id ignored");

@@ -4,6 +4,7 @@
 
 use helpgrid_common::time::{Millis, from_timestamp};
 use helpgrid_proto::pb::{Incident, IncidentEvent, ResponderRole, Track, incident_event::Change};
+use std::sync::Arc;
 
 /// The kinds of change a subscription can ask for (the proto's `NotifyTrigger`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -63,8 +64,8 @@ pub struct Notice {
     /// The incident event this notice comes from.
     pub event_id: String,
     pub occurred_at: Millis,
-    /// The incident as it is after the change.
-    pub incident: Incident,
+    /// The incident as it is after the change; shared by the notices of one event.
+    pub incident: Arc<Incident>,
     /// Who the change is about. Assignments: the assignee; incident-wide changes (opened,
     /// attached, closed): everyone assigned.
     pub concerned: Vec<Concerned>,
@@ -220,7 +221,7 @@ pub fn notice_of(event: &IncidentEvent) -> Option<Notice> {
         idempotency_key: envelope.event_id.clone(),
         event_id: envelope.event_id.clone(),
         occurred_at: from_timestamp(envelope.occurred_at.as_ref()).unwrap_or_default(),
-        incident: incident.clone(),
+        incident: Arc::new(incident.clone()),
         concerned,
         ack_deadline,
         reason: reason.to_owned(),
@@ -247,7 +248,7 @@ pub fn notices_of(event: &IncidentEvent) -> Vec<Notice> {
             idempotency_key: format!("{}:assigned:{}", first.event_id, a.track),
             event_id: first.event_id.clone(),
             occurred_at: first.occurred_at,
-            incident: first.incident.clone(),
+            incident: Arc::clone(&first.incident),
             concerned: one(&first.incident, &a.responder_id, track),
             ack_deadline: from_timestamp(a.ack_deadline.as_ref()),
             reason: String::new(),

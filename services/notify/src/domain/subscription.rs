@@ -8,6 +8,7 @@ use super::notice::{Notice, NoticeKind};
 use helpgrid_proto::pb;
 use helpgrid_proto::pb::{NotifyTrigger, ResponderRole, Track, WebhookTemplate};
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 /// Shortest HMAC key accepted (128 bits).
 pub const MIN_SECRET_BYTES: usize = 16;
@@ -27,15 +28,17 @@ pub enum Template {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Subscription {
-    pub id: String,
-    pub url: String,
+    /// Shared with every notification queued for it (no copy per notification), as are the
+    /// URL and the secret.
+    pub id: Arc<str>,
+    pub url: Arc<str>,
     pub responder_ids: BTreeSet<String>,
     pub grid_ids: BTreeSet<String>,
     pub roles: BTreeSet<i32>,
     pub tracks: BTreeSet<i32>,
     pub triggers: BTreeSet<NoticeKind>,
     pub template: Template,
-    pub secret: Vec<u8>,
+    pub secret: Arc<[u8]>,
     pub description: String,
     pub updated_at: Option<prost_types::Timestamp>,
     /// Most notifications per request, at least 1 (see `pb::Subscription::batch_max`).
@@ -174,15 +177,15 @@ impl Subscription {
             return Err(InvalidSubscription::Batch(sub.batch_max));
         }
         Ok(Self {
-            id: sub.subscription_id.clone(),
-            url: sub.url.clone(),
+            id: Arc::from(sub.subscription_id.as_str()),
+            url: Arc::from(sub.url.as_str()),
             responder_ids: sub.responder_ids.iter().cloned().collect(),
             grid_ids: sub.grid_ids.iter().cloned().collect(),
             roles: known::<ResponderRole>("roles", &sub.roles, 0)?,
             tracks: known::<Track>("tracks", &sub.tracks, 0)?,
             triggers,
             template,
-            secret: sub.secret.as_bytes().to_vec(),
+            secret: Arc::from(sub.secret.as_bytes()),
             description: sub.description.clone(),
             updated_at: sub.updated_at,
             batch_max: sub.batch_max.max(1),
@@ -192,8 +195,8 @@ impl Subscription {
     /// The subscription as stored on the topic (`with_secret`) or shown to an admin.
     pub fn to_pb(&self, with_secret: bool) -> pb::Subscription {
         pb::Subscription {
-            subscription_id: self.id.clone(),
-            url: self.url.clone(),
+            subscription_id: self.id.to_string(),
+            url: self.url.to_string(),
             responder_ids: self.responder_ids.iter().cloned().collect(),
             grid_ids: self.grid_ids.iter().cloned().collect(),
             roles: self.roles.iter().copied().collect(),
