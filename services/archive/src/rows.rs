@@ -193,8 +193,9 @@ fn actor_of(change: &Change) -> String {
 pub fn batch_rows<'a>(records: impl IntoIterator<Item = &'a SourceRecord>) -> BatchRows {
     let mut rows = BatchRows::default();
     let mut incidents: HashMap<String, usize> = HashMap::new();
-    // Per incident: its latest snapshot and the batch's counter increments.
-    let mut latest: Vec<(Incident, [i32; 3])> = Vec::new();
+    // Per incident: its latest snapshot, the batch's counter increments, and the event row
+    // whose record carries that snapshot.
+    let mut latest: Vec<(Incident, [i32; 3], usize)> = Vec::new();
     let mut assignments: HashMap<(String, i16, i16, i32), usize> = HashMap::new();
     for record in records {
         let (mut event, row) = match decode(record) {
@@ -207,6 +208,7 @@ pub fn batch_rows<'a>(records: impl IntoIterator<Item = &'a SourceRecord>) -> Ba
                 continue;
             }
         };
+        let event_at = rows.events.len();
         rows.events.push(row);
         let Some(incident) = event.incident.take().filter(|i| !i.incident_id.is_empty()) else {
             continue;
@@ -235,28 +237,72 @@ pub fn batch_rows<'a>(records: impl IntoIterator<Item = &'a SourceRecord>) -> Ba
         }
         match incidents.get(&incident.incident_id) {
             Some(&at) => {
-                let (snapshot, sums) = &mut latest[at];
+                let (snapshot, sums, from) = &mut latest[at];
                 *snapshot = incident;
+                *from = event_at;
                 sums[0] += escalations;
                 sums[1] += reassignments;
                 sums[2] += repeat_presses;
             }
             None => {
                 incidents.insert(incident.incident_id.clone(), latest.len());
-                latest.push((incident, [escalations, reassignments, repeat_presses]));
+                latest.push((
+                    incident,
+                    [escalations, reassignments, repeat_presses],
+                    event_at,
+                ));
             }
         }
     }
     rows.incidents = latest
         .iter()
-        .map(|(incident, [e, r, p])| IncidentRow {
-            escalations: *e,
-            reassignments: *r,
-            repeat_presses: *p,
-            ..incident_row(incident)
+        .map(|(incident, [e, r, p], from)| {
+            // The snapshot is the incident's bytes as the event carries them: copied, not
+            // decoded and encoded again (and fields this build does not know are kept).
+            let snapshot = incident_field(&rows.events[*from].record)
+                .map_or_else(|| incident.encode_to_vec(), <[u8]>::to_vec);
+            IncidentRow {
+                escalations: *e,
+                reassignments: *r,
+                repeat_presses: *p,
+                ..incident_row(incident, snapshot)
+            }
         })
         .collect();
     rows
+}
+
+/// The bytes of an encoded `IncidentEvent`'s `incident` (field 2), found by walking its
+/// top-level fields without decoding them; `None` if absent, repeated or malformed.
+pub fn incident_field(payload: &[u8]) -> Option<&[u8]> {
+    use prost::encoding::decode_varint;
+    const INCIDENT_FIELD: u64 = 2;
+    let mut rest = payload;
+    let mut found = None;
+    while !rest.is_empty() {
+        let key = decode_varint(&mut rest).ok()?;
+        match key & 7 {
+            0 => {
+                decode_varint(&mut rest).ok()?;
+            }
+            1 => rest = rest.get(8..)?,
+            5 => rest = rest.get(4..)?,
+            2 => {
+                let len = usize::try_from(decode_varint(&mut rest).ok()?).ok()?;
+                let value = rest.get(..len)?;
+                rest = rest.get(len..)?;
+                if key >> 3 == INCIDENT_FIELD {
+                    if found.is_some() {
+                        return None;
+                    }
+                    found = Some(value);
+                }
+            }
+            // Groups (3, 4) are not used by these messages; anything else is malformed.
+            _ => return None,
+        }
+    }
+    found
 }
 
 /// (escalations, reassignments, repeat presses) one change adds.
@@ -269,7 +315,7 @@ fn counters(change: Option<&Change>) -> (i32, i32, i32) {
     }
 }
 
-fn incident_row(incident: &Incident) -> IncidentRow {
+fn incident_row(incident: &Incident, snapshot: Vec<u8>) -> IncidentRow {
     IncidentRow {
         incident_id: incident.incident_id.clone(),
         grid_id: incident.grid_id.clone(),
@@ -295,7 +341,7 @@ fn incident_row(incident: &Incident) -> IncidentRow {
         escalations: 0,
         reassignments: 0,
         repeat_presses: 0,
-        snapshot: incident.encode_to_vec(),
+        snapshot,
     }
 }
 
@@ -466,6 +512,66 @@ mod tests {
         assert_eq!(rows.assignments.len(), 1, "one assignment, seen twice");
         assert_eq!(rows.events[1].change, "escalated");
         assert_eq!(rows.events[2].offset, 12);
+    }
+
+    #[test]
+    fn the_snapshot_is_the_latest_incident_as_its_event_carried_it() {
+        let mut later = incident("i-1", 2);
+        later.assignments = vec![assignment(EscalationLevel::GridWorker, "w-1", true)];
+        let mut carried = event("e2", later.clone(), Change::Escalated(Escalated::default()));
+        // A field this build does not know (a newer router's), inside the incident: kept.
+        let mut incident_bytes = later.encode_to_vec();
+        incident_bytes.extend_from_slice(&[0xf8, 0x07, 0x2a]); // field 127, varint 42
+        carried.incident = None;
+        let mut payload = carried.encode_to_vec();
+        payload.push(0x12); // field 2, length-delimited
+        prost::encoding::encode_varint(incident_bytes.len() as u64, &mut payload);
+        payload.extend_from_slice(&incident_bytes);
+        let records = [
+            record(
+                10,
+                &event(
+                    "e1",
+                    incident("i-1", 1),
+                    Change::Opened(IncidentOpened::default()),
+                ),
+            ),
+            SourceRecord {
+                payload: Some(payload),
+                ..record(11, &carried)
+            },
+        ];
+        let rows = batch_rows(&records);
+        assert_eq!(rows.incidents.len(), 1);
+        assert_eq!(rows.incidents[0].revision, 2);
+        assert_eq!(rows.incidents[0].snapshot, incident_bytes);
+        assert_eq!(
+            Incident::decode(rows.incidents[0].snapshot.as_slice()).ok(),
+            Some(later)
+        );
+    }
+
+    #[test]
+    fn the_incident_field_is_found_without_decoding_or_not_at_all() {
+        let e = event(
+            "e1",
+            incident("i-1", 1),
+            Change::Opened(IncidentOpened::default()),
+        );
+        let payload = e.encode_to_vec();
+        assert_eq!(
+            incident_field(&payload).map(<[u8]>::to_vec),
+            Some(incident("i-1", 1).encode_to_vec())
+        );
+        assert_eq!(
+            incident_field(&payload[..payload.len() - 1]),
+            None,
+            "truncated"
+        );
+        let mut twice = payload.clone();
+        twice.extend_from_slice(&payload);
+        assert_eq!(incident_field(&twice), None, "two incidents");
+        assert_eq!(incident_field(&[0x0b]), None, "a group");
     }
 
     #[test]
