@@ -29,8 +29,9 @@ const STALE_MS: Millis = 10 * 60_000;
 pub const COMMIT_INTERVAL_MS: &str = "1000";
 
 /// Withheld feedback (an incident naming a device the registry does not place in its
-/// household) is counted every time but logged at most this often: a log line per event
-/// was most of the consumer's CPU when a flood's devices were not in this gateway's registry.
+/// household) is counted every time but logged at most this often: in a flood of presses
+/// from devices this gateway's registry does not hold, a line per event flooded the log
+/// (and its non-blocking writer dropped most of them anyway).
 const WITHHELD_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// The feedback outcomes' counters, each handle found once (a labelled lookup per event
