@@ -59,6 +59,8 @@ impl Responders {
                 grid_ids: vec![],
                 cursor: String::new(),
                 include_rejections: true,
+                // Read through `assignments()`, which takes either shape: the event as written.
+                compact_openings: true,
             })
             .await?
             .into_inner();

@@ -113,6 +113,8 @@ async fn watch(
         grid_ids,
         cursor: String::new(),
         include_rejections: false,
+        // Read through `assignments()`, which takes either shape: the event as written.
+        compact_openings: true,
     };
     let mut stream = match client.watch_incidents(request).await {
         Ok(response) => response.into_inner(),

@@ -307,6 +307,7 @@ impl DispatchService for DispatchApi {
                 grid_ids: request.grid_ids.clone(),
                 cursor: request.cursor.clone(),
                 include_rejections: false,
+                compact_openings: request.compact_openings,
             };
             self.0.watch(&c, &watch, true)
         });

@@ -17,6 +17,8 @@
 //! - [`read_model`]: latest incident snapshots, their partitions, the event log; pure.
 //! - [`feed`]: Kafka → read model, live watchers and waiting commands.
 //! - [`watcher`]: one WatchIncidents stream: replay after a cursor, then live, exactly once.
+//! - [`openings`]: an "opened and assigned" event as the updates a Watch client gets
+//!   (expanded into `opened` + `assigned` unless the client asks for it compact); pure.
 //! - [`commands`]: publish Acknowledge/Close to the incident's partition, await the answer.
 //! - [`roster`]: the roster table and its writes.
 //! - [`requests`]: validation of every request, once, at the edge.
@@ -34,6 +36,7 @@ pub mod cursor;
 pub mod errors;
 pub mod feed;
 pub mod grpc;
+pub mod openings;
 pub mod police;
 pub mod read_model;
 pub mod requests;

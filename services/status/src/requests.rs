@@ -220,6 +220,7 @@ pub fn watch(
             police_only: false,
         },
         resume_after,
+        compact_openings: request.compact_openings,
     })
 }
 

@@ -3,13 +3,16 @@
 //!
 //! The watcher subscribes to the live broadcast before it reads the log, so every event is in
 //! the log, the broadcast, or both; it remembers per partition the last offset it passed on
-//! and skips anything not after it. A watcher that falls behind the broadcast replays from
-//! the log again. A failed send means the client left; server shutdown ends the stream with
-//! UNAVAILABLE so the client knows to resume with its last cursor.
+//! and skips anything not after it. An "opened and assigned" record may go out as several
+//! updates ([`crate::openings`]); the position then points inside the record, so a resume
+//! continues with the update after the client's last one. A watcher that falls behind the
+//! broadcast replays from the log again. A failed send means the client left; server shutdown
+//! ends the stream with UNAVAILABLE so the client knows to resume with its last cursor.
 
 use crate::cursor::Cursor;
 use crate::errors::ApiError;
 use crate::feed::SharedReadModel;
+use crate::openings;
 use crate::police::is_police_bound;
 use crate::read_model::LoggedEvent;
 use crate::telemetry;
@@ -68,6 +71,9 @@ pub struct WatchRequest {
     pub filter: WatchFilter,
     /// `None`: from now on.
     pub resume_after: Option<Cursor>,
+    /// "Opened and assigned" events as written (one update), instead of expanded into
+    /// `opened` + one `assigned` per track (what clients written before them wait for).
+    pub compact_openings: bool,
 }
 
 pub type UpdateStream = ReceiverStream<Result<IncidentUpdate, Status>>;
@@ -104,6 +110,7 @@ pub fn start_watch_until_revoked(
         live,
         sent,
         filter: request.filter,
+        compact_openings: request.compact_openings,
         updates,
         shutdown,
         revocation,
@@ -127,9 +134,11 @@ enum Ended {
 struct Watcher {
     read_model: SharedReadModel,
     live: broadcast::Receiver<LoggedEvent>,
-    /// Last offset passed on (or skipped by the filter) per partition.
+    /// Last offset passed on (or skipped by the filter) per partition, or the last update
+    /// of a record passed on in part.
     sent: Cursor,
     filter: WatchFilter,
+    compact_openings: bool,
     updates: mpsc::Sender<Result<IncidentUpdate, Status>>,
     shutdown: CancellationToken,
     /// The caller's sign-in, watched for a revocation (`None`: authentication off).
@@ -219,17 +228,42 @@ impl Watcher {
     }
 
     async fn deliver(&mut self, logged: LoggedEvent) -> Result<(), Ended> {
-        if !self.sent.is_before(logged.partition, logged.offset) {
+        let (partition, offset) = (logged.partition, logged.offset);
+        if !self.sent.is_before(partition, offset) {
             return Ok(());
         }
-        self.sent.advance(logged.partition, logged.offset);
         if !self.filter.matches(&logged.event) {
+            self.sent.advance(partition, offset);
             return Ok(());
         }
-        let update = IncidentUpdate {
-            cursor: self.sent.encode(),
-            event: Some((*logged.event).clone()),
+        let count = openings::update_count(&logged.event, self.compact_openings);
+        // A record sent as one update and marked as delivered in part was cut short by a
+        // stream that expanded it: this client now wants it compact, so it gets it whole.
+        let first = if count > 1 {
+            self.sent.next_update(partition, offset)
+        } else {
+            0
         };
+        for index in first..count {
+            if index + 1 == count {
+                self.sent.advance(partition, offset);
+            } else {
+                self.sent.advance_within(partition, offset, index);
+            }
+            let update = IncidentUpdate {
+                cursor: self.sent.encode(),
+                event: Some(openings::update(
+                    &logged.event,
+                    self.compact_openings,
+                    index,
+                )),
+            };
+            self.send(update).await?;
+        }
+        Ok(())
+    }
+
+    async fn send(&mut self, update: IncidentUpdate) -> Result<(), Ended> {
         tokio::select! {
             biased;
             () = self.shutdown.cancelled() => Err(Ended::ShuttingDown),
@@ -333,6 +367,7 @@ mod tests {
         let request = WatchRequest {
             filter: WatchFilter::default(),
             resume_after: Some(resume),
+            compact_openings: false,
         };
         let mut stream = start_watch(read_model.clone(), &live, request, CancellationToken::new());
         assert_eq!(next_offsets(&mut stream, 2).await, ["v1:1,-1", "v1:1,0"]);
@@ -350,6 +385,7 @@ mod tests {
         let request = WatchRequest {
             filter: WatchFilter::default(),
             resume_after: None,
+            compact_openings: false,
         };
         let mut stream = start_watch(read_model.clone(), &live, request, CancellationToken::new());
         // More events than the broadcast holds, before the watcher reads any.
@@ -367,6 +403,56 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_opened_and_assigned_record_is_sent_in_parts_and_resumed_inside_it() {
+        use helpgrid_proto::pb::{IncidentOpened, ResponderAssigned};
+        let read_model = SharedReadModel::new(1);
+        let (live, _keep) = broadcast::channel(16);
+        let assigned = |track| ResponderAssigned {
+            track,
+            ..Default::default()
+        };
+        let opening = LoggedEvent {
+            partition: 0,
+            offset: 0,
+            event: Arc::new(event(
+                Some("g"),
+                Change::Opened(IncidentOpened {
+                    assigned: vec![assigned(1), assigned(2)],
+                }),
+            )),
+        };
+        apply(&read_model, opening);
+        apply(&read_model, logged(0, 1, "g"));
+        let watch_from = |cursor: &str, compact_openings| {
+            let request = WatchRequest {
+                filter: WatchFilter::default(),
+                resume_after: Some(Cursor::decode(cursor, 1).expect("cursor")),
+                compact_openings,
+            };
+            start_watch(read_model.clone(), &live, request, CancellationToken::new())
+        };
+        let mut expanded = watch_from("v1:-1", false);
+        assert_eq!(
+            next_offsets(&mut expanded, 4).await,
+            ["v2:0.0", "v2:0.1", "v1:0", "v1:1"]
+        );
+        for (cursor, rest) in [
+            ("v2:0.0", vec!["v2:0.1", "v1:0", "v1:1"]),
+            ("v2:0.1", vec!["v1:0", "v1:1"]),
+            ("v1:0", vec!["v1:1"]),
+        ] {
+            let mut resumed = watch_from(cursor, false);
+            assert_eq!(
+                next_offsets(&mut resumed, rest.len()).await,
+                rest,
+                "after {cursor}"
+            );
+        }
+        let mut compact = watch_from("v1:-1", true);
+        assert_eq!(next_offsets(&mut compact, 2).await, ["v1:0", "v1:1"]);
+    }
+
+    #[tokio::test]
     async fn shutdown_ends_the_stream_with_unavailable() {
         let read_model = SharedReadModel::new(1);
         let (live, _keep) = broadcast::channel(2);
@@ -374,6 +460,7 @@ mod tests {
         let request = WatchRequest {
             filter: WatchFilter::default(),
             resume_after: None,
+            compact_openings: false,
         };
         let mut stream = start_watch(read_model, &live, request, shutdown.clone());
         shutdown.cancel();

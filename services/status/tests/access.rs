@@ -129,6 +129,7 @@ async fn call(service: &TestService, rpc: Rpc, token: Option<&str>) -> Code {
             .watch_police_incidents(WatchPoliceIncidentsRequest {
                 grid_ids: vec!["g7".into()],
                 cursor: String::new(),
+                ..Default::default()
             })
             .await
             .map(drop),

@@ -105,6 +105,7 @@ async fn the_police_subscription_sees_police_bound_incidents_only_and_resumes_wi
         .watch_police_incidents(WatchPoliceIncidentsRequest {
             grid_ids: vec![],
             cursor: first.cursor.clone(),
+            ..Default::default()
         })
         .await
         .unwrap()

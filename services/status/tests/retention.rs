@@ -44,8 +44,8 @@ fn start_router(
         ..RouterConfig::new(
             args.clone(),
             format!("{}router-1", args.topic_prefix),
-            // The one "opened and assigned" event (opt-in), so Watch and a restore are also
-            // proven on that shape against a real broker.
+            // The one "opened and assigned" event (opt-in), so Watch (asking for it compact)
+            // and a restore are also proven on that shape against a real broker.
             Policy {
                 separate_assigned_events: false,
                 ..Policy::default().with_ack_deadline_ms(ACK_DEADLINE_MS)
@@ -116,7 +116,10 @@ async fn open_incidents_survive_the_deletion_of_their_incident_events() {
         .unwrap();
     let mut watch = service
         .incidents()
-        .watch_incidents(WatchIncidentsRequest::default())
+        .watch_incidents(WatchIncidentsRequest {
+            compact_openings: true,
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();

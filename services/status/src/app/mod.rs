@@ -688,6 +688,8 @@ async fn events(
                 ..WatchFilter::default()
             },
             resume_after: Some(resume_after),
+            // The page draws each incident from its snapshot: one update per record is enough.
+            compact_openings: true,
         },
         app.incidents.shutdown.clone(),
         session.caller.revocation_watch(),

@@ -76,6 +76,9 @@ async fn main() -> anyhow::Result<()> {
         let request = WatchPoliceIncidentsRequest {
             grid_ids: args.grids.clone(),
             cursor: cursor.trim().to_owned(),
+            // The shape every CAD written before IncidentOpened.assigned knows: an opening
+            // comes as `opened`, then one `assigned` per track.
+            compact_openings: false,
         };
         let stream = dispatch.watch_police_incidents(request).await;
         let mut stream = match stream {

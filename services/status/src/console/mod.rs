@@ -311,6 +311,8 @@ async fn events(
             ..WatchFilter::default()
         },
         resume_after: Some(resume_after),
+        // The page draws each incident from its snapshot: one update per record is enough.
+        compact_openings: true,
     };
     // A revoked sign-in ends the stream; the browser's reconnect is then refused.
     let updates = start_watch_until_revoked(
