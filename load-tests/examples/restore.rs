@@ -64,6 +64,11 @@ struct Args {
     /// builds alternately in the same run, so the ratio holds whatever the machine's load.
     #[arg(long)]
     baseline_bin_dir: Option<PathBuf>,
+    /// More folders of router binaries (repeat the flag) whose restore of incident-state whole
+    /// the flood runs beside this build's, e.g. a wrapper script that sets an environment
+    /// variable and `exec`s a router: each is named by its folder's name.
+    #[arg(long)]
+    variant_bin_dir: Vec<PathBuf>,
     #[command(subcommand)]
     run: Run,
 }
@@ -89,6 +94,13 @@ enum Run {
     Flood {
         #[arg(long, default_value_t = 774_000)]
         open: usize,
+        /// Rounds of router kills; each round kills it once with its checkpoints in place,
+        /// then once per build (this one, the baseline, each variant) with them removed.
+        #[arg(long, default_value_t = 1)]
+        rounds: usize,
+        /// No status service (its start and memory are not measured).
+        #[arg(long)]
+        router_only: bool,
     },
     /// incident-state as a compacted history leaves it (`closed` tombstones, `open` live
     /// snapshots), read whole in this process by the table reader both services restore with:
@@ -361,6 +373,7 @@ struct Bench {
     topics: Topics,
     bin_dir: PathBuf,
     baseline_bin_dir: Option<PathBuf>,
+    variant_bin_dirs: Vec<PathBuf>,
     log_dir: PathBuf,
     router_metrics: String,
     status_port: u16,
@@ -686,7 +699,12 @@ async fn wait_for_cleaner(broker: &OwnBroker, topic: &str) {
 }
 
 fn rss_mib(service: &Service) -> f64 {
-    procstat::read(service.pid()).map_or(0.0, |(_, rss, _)| rss)
+    memory_mib(service).0
+}
+
+/// A process's resident memory now and at its peak (VmRSS, VmHWM), in MiB.
+fn memory_mib(service: &Service) -> (f64, f64) {
+    procstat::read(service.pid()).map_or((0.0, 0.0), |(_, rss, peak)| (rss, peak))
 }
 
 /// A reader of `topic` from its present end, resolved now (not at its first fetch, which
@@ -754,6 +772,7 @@ async fn main() -> anyhow::Result<()> {
         topics: topics.clone(),
         bin_dir: args.bin_dir.clone(),
         baseline_bin_dir: args.baseline_bin_dir.clone(),
+        variant_bin_dirs: args.variant_bin_dir.clone(),
         log_dir: args.log_dir.clone(),
         router_metrics: format!("127.0.0.1:{}", free_port()?),
         status_port: free_port()?,
@@ -782,7 +801,11 @@ async fn main() -> anyhow::Result<()> {
                 restart(&bench).await?;
             }
         }
-        Run::Flood { open } => {
+        Run::Flood {
+            open,
+            rounds,
+            router_only,
+        } => {
             let now = now_millis();
             for k in 0..open {
                 history.press(now);
@@ -802,70 +825,19 @@ async fn main() -> anyhow::Result<()> {
             bench.forget_checkpoints();
             let since = SystemTime::now();
             let router = bench.router()?;
-            let status = bench.status()?;
-            let serving = bench.status_serving(Duration::from_secs(600)).await?;
-            tokio::time::sleep(Duration::from_secs(2)).await;
-            let status_rss = rss_mib(&status);
-            println!(
-                "status: start → SERVING {:.2} s, RSS {status_rss:.0} MiB = {:.0} bytes per open incident; {}",
-                serving.as_secs_f64(),
-                status_rss * 1_048_576.0 / open as f64,
-                bench.restore_figures("helpgrid-status", STATUS_RESTORED)
-            );
-            let mut status = status;
-            if let Some(baseline) = &bench.baseline_bin_dir {
-                status.stop(Duration::from_secs(30));
-                status = bench.status_from(baseline)?;
-                let serving = bench.status_serving(Duration::from_secs(600)).await?;
-                tokio::time::sleep(Duration::from_secs(2)).await;
-                let status_rss = rss_mib(&status);
-                println!(
-                    "status (baseline): start → SERVING {:.2} s, RSS {status_rss:.0} MiB = {:.0} bytes per open incident; {}",
-                    serving.as_secs_f64(),
-                    status_rss * 1_048_576.0 / open as f64,
-                    bench.restore_figures("helpgrid-status", STATUS_RESTORED)
-                );
-            }
+            let status = if router_only {
+                None
+            } else {
+                Some(status_at_flood(&bench, open).await?)
+            };
             // A router that has run for a while: ready, with its checkpoints on disk.
             bench.router_ready(Duration::from_secs(600)).await?;
             bench.checkpoints_written(since).await?;
             println!("router: cold start; {}", bench.router_time_line());
-            // Output is the measure here, not readiness: the first press answered after the
-            // kill proves the restore of every partition is done. Then the same without
-            // checkpoints (state folder removed), side by side.
-            let mut router = router;
-            // Without checkpoints again with the baseline build, when given.
-            let mut kills = vec![(true, "this build", bench.bin_dir.clone())];
-            kills.push((false, "this build", bench.bin_dir.clone()));
-            if let Some(baseline) = &bench.baseline_bin_dir {
-                kills.push((false, "baseline", baseline.clone()));
+            router_kills_at_flood(&bench, router, open, rounds).await?;
+            if let Some(status) = status {
+                status.stop(Duration::from_secs(30));
             }
-            for (checkpointed, build, bin_dir) in kills {
-                if !checkpointed {
-                    // The restarted router writes checkpoints right after its restore: wait
-                    // for them before removing the folder, or a late write lands after it.
-                    bench.router_ready(Duration::from_secs(600)).await?;
-                    bench.checkpoint_round_done().await?;
-                    bench.forget_checkpoints();
-                }
-                let (sigkill, next) = kill_and_restart_from(&bench, router, &bin_dir).await?;
-                router = next;
-                let router_rss = rss_mib(&router);
-                println!(
-                    "router ({build}): SIGKILL → first new output {:.2} s {}; RSS {router_rss:.0} MiB = {:.0} bytes per open incident; {}; {}",
-                    sigkill.as_secs_f64(),
-                    if checkpointed {
-                        "with checkpoints"
-                    } else {
-                        "without checkpoints"
-                    },
-                    router_rss * 1_048_576.0 / open as f64,
-                    bench.restore_figures("helpgrid-router", ROUTER_RESTORED),
-                    bench.router_time_line()
-                );
-            }
-            router.stop(Duration::from_secs(30));
-            status.stop(Duration::from_secs(30));
         }
         Run::Table {
             closed,
@@ -991,6 +963,115 @@ fn table_reads(kafka: &KafkaArgs, topic: &str, rounds: usize) -> anyhow::Result<
         median(&times[0]) / median(&times[1]),
         load_average()
     );
+    Ok(())
+}
+
+/// The status service started on the flood's history (and, with `--baseline-bin-dir`,
+/// restarted with the baseline build): start → SERVING and RSS per open incident.
+async fn status_at_flood(bench: &Bench, open: usize) -> anyhow::Result<Service> {
+    let mut builds = vec![("this build", bench.bin_dir.clone())];
+    if let Some(baseline) = &bench.baseline_bin_dir {
+        builds.push(("baseline", baseline.clone()));
+    }
+    let mut running: Option<Service> = None;
+    for (build, bin_dir) in builds {
+        if let Some(previous) = running.take() {
+            previous.stop(Duration::from_secs(30));
+        }
+        let status = bench.status_from(&bin_dir)?;
+        let serving = bench.status_serving(Duration::from_secs(600)).await?;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let (rss, peak) = memory_mib(&status);
+        println!(
+            "status ({build}): start → SERVING {:.2} s, RSS {rss:.0} MiB = {:.0} bytes per open incident (peak {peak:.0} MiB = {:.0} B); {}",
+            serving.as_secs_f64(),
+            rss * 1_048_576.0 / open as f64,
+            peak * 1_048_576.0 / open as f64,
+            bench.restore_figures("helpgrid-status", STATUS_RESTORED)
+        );
+        running = Some(status);
+    }
+    running.ok_or_else(|| anyhow::anyhow!("no status service started"))
+}
+
+/// Output is the measure here, not readiness: the first press answered after the kill
+/// proves the restore of every partition is done. Each round: a kill with the router's
+/// checkpoints in place, then kills with its state folder removed (a restore of
+/// incident-state whole) for this build, the baseline and each variant, side by side. RSS is
+/// taken right after the first output; the peak is the process's VmHWM, which the restore
+/// sets.
+async fn router_kills_at_flood(
+    bench: &Bench,
+    router: Service,
+    open: usize,
+    rounds: usize,
+) -> anyhow::Result<()> {
+    let mut kills = vec![(true, "this build".to_owned(), bench.bin_dir.clone())];
+    kills.push((false, "this build".to_owned(), bench.bin_dir.clone()));
+    if let Some(baseline) = &bench.baseline_bin_dir {
+        kills.push((false, "baseline".to_owned(), baseline.clone()));
+    }
+    for variant in &bench.variant_bin_dirs {
+        let name = variant.file_name().map_or_else(
+            || variant.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        );
+        kills.push((false, name, variant.clone()));
+    }
+    // (build, with checkpoints) -> (bytes per open incident after, at the peak)
+    let mut figures: Vec<((String, bool), Vec<(f64, f64)>)> = Vec::new();
+    let mut router = router;
+    for _ in 0..rounds.max(1) {
+        for (checkpointed, build, bin_dir) in &kills {
+            if !checkpointed {
+                // The restarted router writes checkpoints right after its restore: wait
+                // for them before removing the folder, or a late write lands after it.
+                bench.router_ready(Duration::from_secs(600)).await?;
+                bench.checkpoint_round_done().await?;
+                bench.forget_checkpoints();
+            }
+            let (sigkill, next) = kill_and_restart_from(bench, router, bin_dir).await?;
+            router = next;
+            let (rss, peak) = memory_mib(&router);
+            let per = |mib: f64| mib * 1_048_576.0 / open as f64;
+            println!(
+                "router ({build}): SIGKILL → first new output {:.2} s {}; RSS {rss:.0} MiB = {:.0} bytes per open incident, peak {peak:.0} MiB = {:.0} B; {}; {}; load average {}",
+                sigkill.as_secs_f64(),
+                if *checkpointed {
+                    "with checkpoints"
+                } else {
+                    "without checkpoints"
+                },
+                per(rss),
+                per(peak),
+                bench.restore_figures("helpgrid-router", ROUTER_RESTORED),
+                bench.router_time_line(),
+                load_average()
+            );
+            let key = (build.clone(), *checkpointed);
+            match figures.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, v)) => v.push((per(rss), per(peak))),
+                None => figures.push((key, vec![(per(rss), per(peak))])),
+            }
+        }
+    }
+    println!("| router build | restore | bytes per open incident after it | at the peak (VmHWM) |");
+    println!("| --- | --- | --- | --- |");
+    for ((build, checkpointed), v) in &figures {
+        let after: Vec<String> = v.iter().map(|(a, _)| format!("{a:.0}")).collect();
+        let peak: Vec<String> = v.iter().map(|(_, p)| format!("{p:.0}")).collect();
+        println!(
+            "| {build} | {} | {} | {} |",
+            if *checkpointed {
+                "from checkpoints"
+            } else {
+                "incident-state whole"
+            },
+            after.join(", "),
+            peak.join(", ")
+        );
+    }
+    router.stop(Duration::from_secs(30));
     Ok(())
 }
 

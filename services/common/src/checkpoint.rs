@@ -22,7 +22,6 @@
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 /// First bytes of every checkpoint file, with the format version in the last byte (2: with
 /// an anchor; a file of version 1 is refused, and the partition read whole once).
@@ -60,7 +59,54 @@ pub struct Checkpoint {
     /// taken at the partition's first offset).
     pub anchor: Option<Anchor>,
     /// (key, value) of every live key; tombstoned keys are absent.
-    pub records: Vec<(Arc<str>, Box<[u8]>)>,
+    pub records: Records,
+}
+
+/// The records of a checkpoint as they lie in its file: the file's bytes, and where each
+/// key and value is in them. No allocation per record: a restore copies what it keeps once
+/// it is done reading (see [`crate::table`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Records {
+    bytes: Vec<u8>,
+    spans: Vec<Span>,
+}
+
+/// Where one record's key and value are in [`Records`]' bytes. The key is UTF-8 (checked
+/// when the file was read).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span {
+    pub key_at: usize,
+    pub key_len: usize,
+    pub value_at: usize,
+    pub value_len: usize,
+}
+
+impl Records {
+    pub fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+
+    /// (key, value) of every record, in the file's order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        self.spans.iter().filter_map(|s| {
+            let key = std::str::from_utf8(&self.bytes[s.key_at..s.key_at + s.key_len]).ok()?;
+            Some((key, &self.bytes[s.value_at..s.value_at + s.value_len]))
+        })
+    }
+
+    /// The file's bytes and the spans of the records in them.
+    pub fn into_parts(self) -> (Vec<u8>, Vec<Span>) {
+        (self.bytes, self.spans)
+    }
+
+    /// Back from [`Records::into_parts`].
+    pub(crate) fn from_parts(bytes: Vec<u8>, spans: Vec<Span>) -> Self {
+        Self { bytes, spans }
+    }
 }
 
 /// Why a checkpoint was not used (the restore then reads the partition from its start).
@@ -201,11 +247,20 @@ pub fn read(dir: &Path, identity: &Identity, partition: i32) -> Result<Checkpoin
         Err(error) if error.kind() == io::ErrorKind::NotFound => return Err(Refused::Missing),
         Err(error) => return Err(Refused::Io(error)),
     };
-    decode(&bytes, identity, partition)
+    decode_owned(bytes, identity, partition)
 }
 
 /// Parses a checkpoint file's bytes (see [`read`]).
 pub fn decode(bytes: &[u8], identity: &Identity, partition: i32) -> Result<Checkpoint, Refused> {
+    decode_owned(bytes.to_vec(), identity, partition)
+}
+
+/// [`decode`], keeping `bytes` as the records' storage.
+fn decode_owned(
+    bytes: Vec<u8>,
+    identity: &Identity,
+    partition: i32,
+) -> Result<Checkpoint, Refused> {
     let body_len = bytes
         .len()
         .checked_sub(4)
@@ -256,13 +311,19 @@ pub fn decode(bytes: &[u8], identity: &Identity, partition: i32) -> Result<Check
         .ok()
         .filter(|c| *c <= r.rest.len() / 8)
         .ok_or(Refused::Corrupt("record count larger than the file"))?;
-    let mut records = Vec::with_capacity(count);
+    let mut spans = Vec::with_capacity(count);
     for _ in 0..count {
-        let key: Arc<str> = std::str::from_utf8(r.bytes()?)
-            .map_err(|_| Refused::Corrupt("key is not UTF-8"))?
-            .into();
-        let value: Box<[u8]> = r.bytes()?.into();
-        records.push((key, value));
+        let key = r.bytes()?;
+        std::str::from_utf8(key).map_err(|_| Refused::Corrupt("key is not UTF-8"))?;
+        let key_at = body_len - r.rest.len() - key.len();
+        let value = r.bytes()?;
+        let value_at = body_len - r.rest.len() - value.len();
+        spans.push(Span {
+            key_at,
+            key_len: key.len(),
+            value_at,
+            value_len: value.len(),
+        });
     }
     if !r.rest.is_empty() {
         return Err(Refused::Corrupt("bytes after the last record"));
@@ -272,7 +333,7 @@ pub fn decode(bytes: &[u8], identity: &Identity, partition: i32) -> Result<Check
         position,
         taken_at_ms,
         anchor,
-        records,
+        records: Records { bytes, spans },
     })
 }
 
@@ -403,7 +464,7 @@ mod tests {
             (3, 42, 1_000)
         );
         assert_eq!(back.anchor, Some(anchor()));
-        let records: Vec<(&str, &[u8])> = back.records.iter().map(|(k, v)| (&**k, &**v)).collect();
+        let records: Vec<(&str, &[u8])> = back.records.iter().collect();
         assert_eq!(records, [("inc-1", &b"one"[..]), ("inc-2", &b""[..])]);
         use std::os::unix::fs::PermissionsExt;
         let mode = fs::metadata(path(&dir, 3))

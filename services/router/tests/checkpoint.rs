@@ -265,7 +265,7 @@ fn rewrite(
     let (mut identity, mut position, mut taken_at) =
         (identity.clone(), found.position, found.taken_at_ms);
     change(&mut identity, &mut position, &mut taken_at);
-    let records: Vec<(&str, &[u8])> = found.records.iter().map(|(k, v)| (&**k, &**v)).collect();
+    let records: Vec<(&str, &[u8])> = found.records.iter().collect();
     let bytes = checkpoint::encode(
         &identity,
         p,
@@ -550,15 +550,14 @@ async fn a_router_restarted_on_its_state_folder_keeps_every_open_incident() {
     let mut in_files: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     for p in all_partitions() {
         if let Ok(c) = checkpoint::read(&state.0, &identity, p) {
-            for (k, v) in c.records {
+            for (k, v) in c.records.iter() {
                 in_files.insert(k.to_string(), v.to_vec());
             }
         }
     }
     let in_kafka: BTreeMap<String, Vec<u8>> = table
-        .last
         .iter()
-        .map(|(k, r)| (k.to_string(), r.payload.to_vec()))
+        .map(|r| (r.key.to_owned(), r.payload.to_vec()))
         .collect();
     assert_eq!(in_kafka.len(), 3);
     assert_eq!(in_files, in_kafka);

@@ -81,13 +81,13 @@ pub fn restore_from_state(table: Table, read_model: &SharedReadModel, topic: &st
     let mut model = read_model.write();
     model.reserve(table.live());
     // Tombstoned incidents (closed and past the router's window) are not in the table.
-    for last in table.last.into_values() {
+    table.drain(|last| {
         restored.snapshots += 1;
-        if let Err(error) = model.restore_record(last.partition, &last.payload) {
+        if let Err(error) = model.restore_record(last.partition, last.payload) {
             telemetry::undecodable_record(topic);
             tracing::warn!(topic, partition = last.partition, offset = last.offset, %error, "skipping undecodable incident-state record");
         }
-    }
+    });
     restored
 }
 

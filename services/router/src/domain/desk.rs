@@ -634,11 +634,6 @@ impl Desk {
         self.incidents.reserve(additional);
     }
 
-    /// Forgets an incident whose state record is a tombstone.
-    pub fn forget(&mut self, incident_id: &str) {
-        self.take(incident_id);
-    }
-
     /// Whether closed incidents were forgotten whose tombstones are not taken yet: until they
     /// are written, the desk is not what incident-state will hold.
     pub fn has_pending_tombstones(&self) -> bool {

@@ -8,6 +8,7 @@
 
 use super::checkpoint::Checkpoints;
 use crate::domain::Desk;
+use crate::domain::desk::Id;
 use crate::telemetry;
 use helpgrid_common::checkpoint::Anchor;
 use helpgrid_common::health::{Health, Readiness};
@@ -124,8 +125,9 @@ impl Ownership {
 
     /// Rebuilds the desk for `partitions` from incident-state, in two passes: the table read
     /// keeps each incident's last record as read (see [`helpgrid_common::table`]), starting
-    /// from a partition's local checkpoint where one is usable, then each surviving snapshot
-    /// is decoded once and its bytes handed to the desk, which keeps them as they are.
+    /// from a partition's local checkpoint where one is usable, then, partition by partition,
+    /// each surviving snapshot is decoded once and its bytes copied into the desk, which
+    /// keeps them as they are, and the partition's raw copy is freed.
     pub fn restore(&self, partitions: &BTreeSet<i32>) -> Result<RestoreFigures, KafkaError> {
         let started = Instant::now();
         let cpu_started = process_cpu_seconds();
@@ -189,10 +191,17 @@ impl Ownership {
         let mut desk = self.desk();
         desk.reserve(table.live());
         // A tombstoned incident (closed and past the window) is not in the table, and the
-        // desk holds nothing of these partitions yet (revoked ones are dropped first).
-        for (id, last) in table.last {
+        // desk holds nothing of these partitions yet (revoked ones are dropped first). What
+        // the desk keeps is allocated here, after the read, partition by partition (see
+        // [`helpgrid_common::table`]).
+        table.drain(|last| {
             figures.snapshots += 1;
-            if let Err(error) = desk.restore_record(last.partition, id, last.payload, now) {
+            if let Err(error) = desk.restore_record(
+                last.partition,
+                Id::from(last.key),
+                Box::from(last.payload),
+                now,
+            ) {
                 tracing::error!(
                     partition = last.partition,
                     offset = last.offset,
@@ -200,7 +209,7 @@ impl Ownership {
                     "undecodable incident-state record skipped while restoring"
                 );
             }
-        }
+        });
         figures.seconds = started.elapsed().as_secs_f64();
         figures.cpu_seconds = process_cpu_seconds() - cpu_started;
         metrics::counter!(telemetry::RESTORED_EVENTS).increment(figures.records);
