@@ -994,6 +994,11 @@ async fn status_at_flood(bench: &Bench, open: usize) -> anyhow::Result<Service> 
     running.ok_or_else(|| anyhow::anyhow!("no status service started"))
 }
 
+/// (router build, restored from checkpoints)
+type KillKind = (String, bool);
+/// Bytes per open incident after the restore, and at the process's peak.
+type BytesPerOpen = (f64, f64);
+
 /// Output is the measure here, not readiness: the first press answered after the kill
 /// proves the restore of every partition is done. Each round: a kill with the router's
 /// checkpoints in place, then kills with its state folder removed (a restore of
@@ -1018,16 +1023,16 @@ async fn router_kills_at_flood(
         );
         kills.push((false, name, variant.clone()));
     }
-    // (build, with checkpoints) -> (bytes per open incident after, at the peak)
-    let mut figures: Vec<((String, bool), Vec<(f64, f64)>)> = Vec::new();
+    let mut figures: Vec<(KillKind, Vec<BytesPerOpen>)> = Vec::new();
     let mut router = router;
     for _ in 0..rounds.max(1) {
         for (checkpointed, build, bin_dir) in &kills {
+            // The restarted router writes checkpoints right after its restore: wait for them,
+            // so a kill with checkpoints finds them, and a late write does not land after
+            // the folder is removed.
+            bench.router_ready(Duration::from_secs(600)).await?;
+            bench.checkpoint_round_done().await?;
             if !checkpointed {
-                // The restarted router writes checkpoints right after its restore: wait
-                // for them before removing the folder, or a late write lands after it.
-                bench.router_ready(Duration::from_secs(600)).await?;
-                bench.checkpoint_round_done().await?;
                 bench.forget_checkpoints();
             }
             let (sigkill, next) = kill_and_restart_from(bench, router, bin_dir).await?;

@@ -11,12 +11,13 @@
 //!
 //! The bytes of each partition's records (key and value) are copied into large chunks, not
 //! one allocation per record: while the read runs, librdkafka's threads allocate and free
-//! their fetch and decompression buffers beside this thread's allocations, and small records
-//! kept from that time pinned the freed buffers' pages in place after the restore (a router
-//! that read 774,000 incidents whole kept ~250 B per incident more than one restored from a
-//! file, docs/performance.md, issue 8, fifth pass). The caller allocates what it keeps only
-//! once the read is over, and each partition's chunks are freed as soon as they are handed
-//! over, so the raw copy of one partition at most is held beside the decoded state.
+//! their fetch and decompression buffers, and glibc's per-thread cache hands blocks they freed
+//! to this thread's next small allocation, so records kept from that time can sit in
+//! librdkafka's arena and pin its freed pages (a router that read 774,000 incidents whole kept
+//! ~250 B per incident more than one restored from a file; docs/performance.md, issue 8, fifth
+//! pass). The caller allocates what it keeps only once the read is over, and each partition's
+//! chunks are freed as soon as they are handed over, so the raw copy of one partition at most
+//! is held beside the decoded state.
 
 use crate::checkpoint::{Anchor, Records};
 use crate::kafka::KafkaArgs;
