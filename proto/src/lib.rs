@@ -4,6 +4,7 @@
 //! - [`FILE_DESCRIPTOR_SET`]: the compiled descriptors, served by gRPC reflection.
 //! - [`SCHEMA_VERSION`]: the envelope schema version this build writes.
 //! - [`outcome`]: close outcomes and how they relate to the older `Resolution`.
+//! - [`encoded_incident`]: an incident event's snapshot bytes, found without decoding.
 
 pub mod pb {
     #![allow(clippy::all, clippy::pedantic, missing_docs)]
@@ -17,6 +18,42 @@ pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("help
 
 /// Envelope `schema_version` written by this build.
 pub const SCHEMA_VERSION: u32 = 1;
+
+/// The bytes of an encoded `IncidentEvent`'s `incident` field (number 2), exactly as the
+/// router wrote them: the incident's snapshot without decoding and encoding it again (fields
+/// this build does not know are kept). `None` when the field is absent, appears more than once
+/// (protobuf would merge the parts) or the payload is not well formed; the caller then encodes
+/// the decoded incident. Used by the status read model and the archive.
+pub fn encoded_incident(payload: &[u8]) -> Option<&[u8]> {
+    use prost::encoding::decode_varint;
+    const INCIDENT_FIELD: u64 = 2;
+    let mut rest = payload;
+    let mut found = None;
+    while !rest.is_empty() {
+        let key = decode_varint(&mut rest).ok()?;
+        match key & 7 {
+            0 => {
+                decode_varint(&mut rest).ok()?;
+            }
+            1 => rest = rest.get(8..)?,
+            5 => rest = rest.get(4..)?,
+            2 => {
+                let len = usize::try_from(decode_varint(&mut rest).ok()?).ok()?;
+                let value = rest.get(..len)?;
+                rest = rest.get(len..)?;
+                if key >> 3 == INCIDENT_FIELD {
+                    if found.is_some() {
+                        return None;
+                    }
+                    found = Some(value);
+                }
+            }
+            // Groups (3, 4) are not used by these messages; anything else is malformed.
+            _ => return None,
+        }
+    }
+    found
+}
 
 impl pb::incident_event::Change {
     /// A short stable name for the kind of change ("opened", "assigned", …), for logs,

@@ -9,6 +9,7 @@
 //! reason and goes to the dead-letter topic; the rest of the batch flows.
 
 use helpgrid_common::time::{Millis, from_timestamp};
+use helpgrid_proto::encoded_incident;
 use helpgrid_proto::pb::{
     AttachKind, CameraLabel, EscalationLevel, Incident, IncidentEvent, IncidentOutcome,
     IncidentSource, IncidentState, PressKind, incident_event::Change,
@@ -259,7 +260,7 @@ pub fn batch_rows<'a>(records: impl IntoIterator<Item = &'a SourceRecord>) -> Ba
         .map(|(incident, [e, r, p], from)| {
             // The snapshot is the incident's bytes as the event carries them: copied, not
             // decoded and encoded again (and fields this build does not know are kept).
-            let snapshot = incident_field(&rows.events[*from].record)
+            let snapshot = encoded_incident(&rows.events[*from].record)
                 .map_or_else(|| incident.encode_to_vec(), <[u8]>::to_vec);
             IncidentRow {
                 escalations: *e,
@@ -270,39 +271,6 @@ pub fn batch_rows<'a>(records: impl IntoIterator<Item = &'a SourceRecord>) -> Ba
         })
         .collect();
     rows
-}
-
-/// The bytes of an encoded `IncidentEvent`'s `incident` (field 2), found by walking its
-/// top-level fields without decoding them; `None` if absent, repeated or malformed.
-pub fn incident_field(payload: &[u8]) -> Option<&[u8]> {
-    use prost::encoding::decode_varint;
-    const INCIDENT_FIELD: u64 = 2;
-    let mut rest = payload;
-    let mut found = None;
-    while !rest.is_empty() {
-        let key = decode_varint(&mut rest).ok()?;
-        match key & 7 {
-            0 => {
-                decode_varint(&mut rest).ok()?;
-            }
-            1 => rest = rest.get(8..)?,
-            5 => rest = rest.get(4..)?,
-            2 => {
-                let len = usize::try_from(decode_varint(&mut rest).ok()?).ok()?;
-                let value = rest.get(..len)?;
-                rest = rest.get(len..)?;
-                if key >> 3 == INCIDENT_FIELD {
-                    if found.is_some() {
-                        return None;
-                    }
-                    found = Some(value);
-                }
-            }
-            // Groups (3, 4) are not used by these messages; anything else is malformed.
-            _ => return None,
-        }
-    }
-    found
 }
 
 /// (escalations, reassignments, repeat presses) one change adds.
@@ -560,18 +528,18 @@ mod tests {
         );
         let payload = e.encode_to_vec();
         assert_eq!(
-            incident_field(&payload).map(<[u8]>::to_vec),
+            encoded_incident(&payload).map(<[u8]>::to_vec),
             Some(incident("i-1", 1).encode_to_vec())
         );
         assert_eq!(
-            incident_field(&payload[..payload.len() - 1]),
+            encoded_incident(&payload[..payload.len() - 1]),
             None,
             "truncated"
         );
         let mut twice = payload.clone();
         twice.extend_from_slice(&payload);
-        assert_eq!(incident_field(&twice), None, "two incidents");
-        assert_eq!(incident_field(&[0x0b]), None, "a group");
+        assert_eq!(encoded_incident(&twice), None, "two incidents");
+        assert_eq!(encoded_incident(&[0x0b]), None, "a group");
     }
 
     #[test]

@@ -11,10 +11,11 @@
 //! no snapshot).
 
 use crate::commands::PendingCommands;
-use crate::read_model::{LoggedEvent, ReadModel, incident_record};
+use crate::read_model::{LoggedEvent, ReadModel};
 use crate::telemetry;
 use helpgrid_common::reader::{Feed, Record};
 use helpgrid_common::table::Table;
+use helpgrid_proto::encoded_incident;
 use helpgrid_proto::pb::IncidentEvent;
 use prost::Message;
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -139,7 +140,7 @@ impl IncidentFeed {
         // find the event in the read model.
         let (applied, incidents) = {
             let mut model = self.read_model.write();
-            let raw = record.payload.as_deref().and_then(incident_record);
+            let raw = record.payload.as_deref().and_then(encoded_incident);
             let applied = model.apply_with_record(record.partition, record.offset, event, raw);
             (applied, model.incident_count())
         };

@@ -285,7 +285,7 @@ impl ReadModel {
     }
 
     /// As [`ReadModel::apply`], with the event's incident also as the bytes it arrived in
-    /// ([`incident_record`] of the payload): stored as they are instead of encoding the
+    /// ([`helpgrid_proto::encoded_incident`] of the payload): stored as they are instead of encoding the
     /// decoded incident again, which was a third of the feed's work per event.
     pub fn apply_with_record(
         &mut self,
@@ -475,45 +475,11 @@ impl ReadModel {
     }
 }
 
-/// The bytes of an encoded `IncidentEvent`'s `incident` field (number 2), exactly as the
-/// router wrote them: the incident's snapshot without decoding and encoding it again. None
-/// when the field is absent, appears more than once (protobuf would merge the parts) or the
-/// payload is not well formed; the caller then encodes the decoded incident.
-pub fn incident_record(payload: &[u8]) -> Option<&[u8]> {
-    use prost::encoding::decode_varint;
-    const INCIDENT_FIELD: u64 = 2;
-    let mut rest = payload;
-    let mut found = None;
-    while !rest.is_empty() {
-        let key = decode_varint(&mut rest).ok()?;
-        match key & 7 {
-            0 => {
-                decode_varint(&mut rest).ok()?;
-            }
-            1 => rest = rest.get(8..)?,
-            5 => rest = rest.get(4..)?,
-            2 => {
-                let len = usize::try_from(decode_varint(&mut rest).ok()?).ok()?;
-                let value = rest.get(..len)?;
-                rest = rest.get(len..)?;
-                if key >> 3 == INCIDENT_FIELD {
-                    if found.is_some() {
-                        return None;
-                    }
-                    found = Some(value);
-                }
-            }
-            // Groups (3, 4) are not used by these messages; anything else is malformed.
-            _ => return None,
-        }
-    }
-    found
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use helpgrid_common::time::to_timestamp;
+    use helpgrid_proto::encoded_incident;
     use helpgrid_proto::pb::{
         CommandRejected, IncidentState, RejectReason, incident_event::Change,
     };
@@ -920,7 +886,7 @@ mod tests {
         let mut e = event(incident("inc-1", "g1", 1, 3, IncidentState::Assigned));
         e.cause_id = "press-1".into();
         let payload = e.encode_to_vec();
-        let raw = incident_record(&payload).expect("the incident field");
+        let raw = encoded_incident(&payload).expect("the incident field");
         assert_eq!(raw, e.incident.as_ref().expect("incident").encode_to_vec());
         let mut model = ReadModel::new(1);
         model
@@ -935,12 +901,12 @@ mod tests {
             cause_id: "cmd-1".into(),
             ..IncidentEvent::default()
         };
-        assert_eq!(incident_record(&no_incident.encode_to_vec()), None);
+        assert_eq!(encoded_incident(&no_incident.encode_to_vec()), None);
         // Two incident fields: protobuf merges them, so neither alone is the incident.
         let one = event(incident("inc-1", "g1", 1, 3, IncidentState::Assigned)).encode_to_vec();
         let twice = [one.as_slice(), one.as_slice()].concat();
-        assert_eq!(incident_record(&twice), None);
+        assert_eq!(encoded_incident(&twice), None);
         // Cut short inside the incident's bytes.
-        assert_eq!(incident_record(&one[..one.len() - 3]), None);
+        assert_eq!(encoded_incident(&one[..one.len() - 3]), None);
     }
 }
