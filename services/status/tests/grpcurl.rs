@@ -10,7 +10,6 @@ mod support;
 use helpgrid_auth::Role;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::time::Duration;
 use support::{TestKafka, assigned_incident, opened_event, token};
 
 const GRPCURL: (&str, &str) = ("github.com/fullstorydev/grpcurl/cmd/grpcurl", "v1.9.4");
@@ -51,16 +50,7 @@ fn answer(output: &Output) -> serde_json::Value {
 async fn grpcurl_lists_describes_reads_and_watches_with_the_right_status_codes() {
     let tool = tokio::task::spawn_blocking(|| helpgrid_testkit::go::tool(GRPCURL.0, GRPCURL.1));
     let kafka = TestKafka::new().await;
-    kafka
-        .publish_event(0, &opened_event(&assigned_incident("in-1", "g7", "r1", T0)))
-        .await;
-    kafka
-        .publish_event(
-            1,
-            &opened_event(&assigned_incident("in-hidden", "g9-secret", "r9", T0)),
-        )
-        .await;
-    let service = kafka.start_service(Duration::from_millis(500)).await;
+    let service = kafka.start_service_with_a_hidden_grid(T0).await;
     let tool: PathBuf = tool.await.unwrap();
     let address = service.addr.to_string();
     let console = token("console-g7", Role::Console, &["g7"]);

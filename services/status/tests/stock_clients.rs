@@ -10,8 +10,7 @@ mod support;
 use helpgrid_auth::Role;
 use helpgrid_testkit::python;
 use std::path::PathBuf;
-use std::time::Duration;
-use support::{TestKafka, assigned_incident, opened_event, token};
+use support::{TestKafka, token};
 
 /// The stock client, pinned.
 const GRPCIO: &[&str] = &["grpcio==1.85.1", "grpcio-reflection==1.85.1"];
@@ -22,16 +21,7 @@ async fn python_grpcio_finds_the_api_by_reflection_v1alpha_and_gets_unimplemente
  {
     let python = tokio::task::spawn_blocking(|| python::venv("grpcio", GRPCIO));
     let kafka = TestKafka::new().await;
-    kafka
-        .publish_event(0, &opened_event(&assigned_incident("in-1", "g7", "r1", T0)))
-        .await;
-    kafka
-        .publish_event(
-            1,
-            &opened_event(&assigned_incident("in-hidden", "g9-secret", "r9", T0)),
-        )
-        .await;
-    let service = kafka.start_service(Duration::from_millis(500)).await;
+    let service = kafka.start_service_with_a_hidden_grid(T0).await;
     let python = python.await.unwrap();
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/clients/grpcio_client.py");
     let address = service.addr.to_string();

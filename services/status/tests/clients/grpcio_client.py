@@ -14,24 +14,15 @@ that fails.
 import sys
 
 import grpc
-from google.protobuf import descriptor_pool, message_factory
+from google.protobuf import message_factory
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
-    ProtoReflectionDescriptorDatabase,
-)
 
-
-def check(condition, message):
-    if not condition:
-        print(f"FAILED: {message}", flush=True)
-        sys.exit(1)
-    print(f"ok: {message}", flush=True)
+from stock import check, connect
 
 
 def main():
     address, token, incident_id, hidden_id, hidden_grid = sys.argv[1:6]
-    channel = grpc.insecure_channel(address)
-    grpc.channel_ready_future(channel).result(timeout=10)
+    channel, pool = connect(address)
 
     # Reflection v1alpha by hand: list services.
     stub = reflection_pb2_grpc.ServerReflectionStub(channel)
@@ -48,8 +39,6 @@ def main():
     )
 
     # The library's own client: a descriptor database over reflection v1alpha.
-    database = ProtoReflectionDescriptorDatabase(channel)
-    pool = descriptor_pool.DescriptorPool(database)
     service = pool.FindServiceByName("helpgrid.v1.IncidentService")
     methods = sorted(m.name for m in service.methods)
     check(

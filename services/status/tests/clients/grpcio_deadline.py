@@ -15,24 +15,14 @@ import sys
 import time
 
 import grpc
-from google.protobuf import descriptor_pool, message_factory
-from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
-    ProtoReflectionDescriptorDatabase,
-)
+from google.protobuf import message_factory
 
-
-def check(condition, message):
-    if not condition:
-        print(f"FAILED: {message}", flush=True)
-        sys.exit(1)
-    print(f"ok: {message}", flush=True)
+from stock import check, connect
 
 
 def main():
     address, token, incident_id = sys.argv[1:4]
-    channel = grpc.insecure_channel(address)
-    grpc.channel_ready_future(channel).result(timeout=10)
-    pool = descriptor_pool.DescriptorPool(ProtoReflectionDescriptorDatabase(channel))
+    channel, pool = connect(address)
     service = pool.FindServiceByName("helpgrid.v1.IncidentService")
     method = service.methods_by_name["Acknowledge"]
     acknowledge = channel.unary_unary(

@@ -11,25 +11,14 @@ Prints one line per check; exits non-zero on the first that fails.
 
 import sys
 
-import grpc
-from google.protobuf import descriptor_pool, message_factory
-from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
-    ProtoReflectionDescriptorDatabase,
-)
+from google.protobuf import message_factory
 
-
-def check(condition, message):
-    if not condition:
-        print(f"FAILED: {message}", flush=True)
-        sys.exit(1)
-    print(f"ok: {message}", flush=True)
+from stock import check, connect
 
 
 def main():
     address, token, cursor, incident_id = sys.argv[1:5]
-    channel = grpc.insecure_channel(address)
-    grpc.channel_ready_future(channel).result(timeout=10)
-    pool = descriptor_pool.DescriptorPool(ProtoReflectionDescriptorDatabase(channel))
+    channel, pool = connect(address)
     method = pool.FindServiceByName("helpgrid.v1.DispatchService").methods_by_name[
         "WatchPoliceIncidents"
     ]

@@ -149,6 +149,28 @@ impl TestKafka {
             .sum()
     }
 
+    /// The stock-client tests' service: incident `in-1` in grid `g7` (responder `r1`), which a
+    /// `g7` console may read, and `in-hidden` in grid `g9-secret`, which it may not — and whose
+    /// grid a refusal must not name.
+    pub async fn start_service_with_a_hidden_grid(&self, opened_at: Millis) -> TestService {
+        self.publish_event(
+            0,
+            &opened_event(&assigned_incident("in-1", "g7", "r1", opened_at)),
+        )
+        .await;
+        self.publish_event(
+            1,
+            &opened_event(&assigned_incident(
+                "in-hidden",
+                "g9-secret",
+                "r9",
+                opened_at,
+            )),
+        )
+        .await;
+        self.start_service(Duration::from_millis(500)).await
+    }
+
     pub async fn start_service(&self, command_timeout: Duration) -> TestService {
         self.start_service_with_console(command_timeout, None).await
     }
