@@ -64,7 +64,13 @@ async fn a_watch_resumed_after_a_status_restart_gets_every_update_exactly_once()
     // First connection: watch from now, take 20 updates, remember the last cursor.
     let mut client = stack.incidents().await;
     let mut first = client
-        .watch_incidents(WatchIncidentsRequest::default())
+        // Compact openings: one update per incident event on Kafka, so the updates compare
+        // one to one with the log (the expanded shape across a restart is
+        // services/status/tests/openings.rs's).
+        .watch_incidents(WatchIncidentsRequest {
+            compact_openings: true,
+            ..Default::default()
+        })
         .await
         .expect("watch")
         .into_inner();
@@ -106,6 +112,7 @@ async fn a_watch_resumed_after_a_status_restart_gets_every_update_exactly_once()
     let mut second = client
         .watch_incidents(WatchIncidentsRequest {
             cursor: cursor.clone(),
+            compact_openings: true,
             ..Default::default()
         })
         .await
@@ -121,8 +128,7 @@ async fn a_watch_resumed_after_a_status_restart_gets_every_update_exactly_once()
                         .as_ref()
                         .is_some_and(|i| i.incident_id == format!("inc-{sentinel}"))
                 })
-                .count()
-                >= 2
+                .any(|e| !e.assignments().is_empty())
         })
         .await;
     let last_expected = all.last().map(event_id).unwrap_or_default();

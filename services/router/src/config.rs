@@ -122,15 +122,15 @@ pub struct PolicyArgs {
     /// Closed incidents are kept in memory this long (late repeats and commands).
     #[arg(long, env = "HELPGRID_CLOSED_RETENTION_S", default_value_t = 3600.0)]
     pub closed_retention_s: f64,
-    /// `true` (the default): a new incident's first assignments are `assigned` events of
-    /// their own after `opened`, the shape every gRPC Watch client written before
-    /// IncidentOpened.assigned waits for. `false`: one "opened and assigned" event carrying
-    /// IncidentOpened.assigned, about half the incident events per press (a city flood's
-    /// setting), once every Watch client of the deployment reads `opened.assigned`.
+    /// `false` (the default): a new incident whose tracks are all assigned at their first
+    /// level is one "opened and assigned" event carrying IncidentOpened.assigned, about half
+    /// the incident events per press. gRPC Watch clients still see `opened` then `assigned`
+    /// (the status service expands it). `true`: `opened`, then one `assigned` event per
+    /// track, for Kafka consumers of incident-events written before IncidentOpened.assigned.
     #[arg(
         long,
         env = "HELPGRID_ROUTER_SEPARATE_ASSIGNED_EVENTS",
-        default_value_t = true,
+        default_value_t = false,
         action = clap::ArgAction::Set
     )]
     pub separate_assigned_events: bool,

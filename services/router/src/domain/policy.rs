@@ -17,10 +17,9 @@ pub struct Policy {
     pub camera_dedup_window_ms: Millis,
     /// Closed incidents stay in memory this long, to recognise late repeats and commands.
     pub closed_retention_ms: Millis,
-    /// Write an opening as `opened` followed by one `assigned` per track (the default: the
-    /// shape gRPC Watch clients written before `IncidentOpened.assigned` wait for), instead
-    /// of one "opened and assigned" event (~1.1 instead of ~2.1 incident events per press;
-    /// the flood benchmark's setting).
+    /// Write an opening as `opened` followed by one `assigned` per track (the shape Kafka
+    /// consumers written before `IncidentOpened.assigned` wait for) instead of one "opened
+    /// and assigned" event (the default: ~1.1 instead of ~2.1 incident events per press).
     pub separate_assigned_events: bool,
 }
 
@@ -34,7 +33,7 @@ impl Default for Policy {
             camera_min_confidence: 0.6,
             camera_dedup_window_ms: 300_000,
             closed_retention_ms: 3_600_000,
-            separate_assigned_events: true,
+            separate_assigned_events: false,
         }
     }
 }
