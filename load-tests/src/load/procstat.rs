@@ -35,11 +35,88 @@ pub fn read(pid: u32) -> Option<(f64, f64, f64)> {
     ))
 }
 
+/// CPU seconds of a process and of every descendant alive now, each with the time of its
+/// own children already reaped (so a backend that exits keeps counting, through its parent),
+/// and their proportional memory (Pss: shared pages split among the sharers, so a server's
+/// shared buffers count once) in MiB. For servers that fork a process per connection
+/// (PostgreSQL). None once the root is gone.
+pub fn read_tree(root: u32) -> Option<(f64, f64)> {
+    let mut children: std::collections::HashMap<u32, Vec<u32>> = Default::default();
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if let Some(ppid) = stat_fields(pid).and_then(|f| f.get(1)?.parse::<u32>().ok()) {
+            children.entry(ppid).or_default().push(pid);
+        }
+    }
+    let root_fields = stat_fields(root)?;
+    let mut cpu = 0.0;
+    let mut pss_kib = 0.0;
+    let mut todo = vec![(root, Some(root_fields))];
+    while let Some((pid, fields)) = todo.pop() {
+        if let Some(f) = fields.or_else(|| stat_fields(pid)) {
+            // utime, stime, cutime, cstime: fields 14–17 of stat(5), 11–14 after ")".
+            cpu += (11..=14)
+                .filter_map(|i| f.get(i)?.parse::<f64>().ok())
+                .sum::<f64>();
+            pss_kib += std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+                .ok()
+                .and_then(|r| {
+                    r.lines()
+                        .find_map(|l| l.strip_prefix("Pss:"))
+                        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+                })
+                .unwrap_or(0.0);
+        }
+        for child in children.remove(&pid).unwrap_or_default() {
+            todo.push((child, None));
+        }
+    }
+    Some((cpu / TICKS_PER_S, pss_kib / 1024.0))
+}
+
+/// The fields of /proc/<pid>/stat after the command name (which may hold spaces).
+fn stat_fields(pid: u32) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    Some(
+        stat.rsplit_once(')')?
+            .1
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect(),
+    )
+}
+
 /// A watched process.
 #[derive(Debug, Clone)]
 pub struct Watched {
     pub name: String,
     pub pid: u32,
+    /// Count its descendants too ([`read_tree`]).
+    pub tree: bool,
+}
+
+impl Watched {
+    pub fn process(name: impl Into<String>, pid: u32) -> Self {
+        Self {
+            name: name.into(),
+            pid,
+            tree: false,
+        }
+    }
+
+    fn read(&self) -> Option<(f64, f64, f64)> {
+        if self.tree {
+            read_tree(self.pid).map(|(cpu, pss)| (cpu, pss, pss))
+        } else {
+            read(self.pid)
+        }
+    }
 }
 
 /// One sample: seconds since the run began, per process (CPU % of one core, RSS MiB), and
@@ -87,7 +164,7 @@ impl Sampler {
         let now = std::time::Instant::now();
         let mut processes = Vec::new();
         for (i, w) in self.watched.iter().enumerate() {
-            let Some((cpu_s, rss, hwm)) = read(w.pid) else {
+            let Some((cpu_s, rss, hwm)) = w.read() else {
                 continue;
             };
             self.first[i].get_or_insert(cpu_s);
@@ -177,5 +254,32 @@ mod tests {
         let (cpu, rss, hwm) = super::read(std::process::id()).expect("own /proc entry");
         assert!(cpu >= 0.0);
         assert!(rss > 0.0 && hwm >= rss);
+    }
+
+    #[test]
+    fn a_tree_counts_a_busy_child() {
+        // A child that spins for ~0.3 s of CPU: the tree rooted here must count it, this
+        // process alone must not (its children are not reaped yet).
+        let mut child = std::process::Command::new("sh")
+            .args([
+                "-c",
+                "i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done; sleep 5",
+            ])
+            .spawn()
+            .expect("sh");
+        let me = std::process::id();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let (own, tree) = loop {
+            let own = super::read(me).expect("own").0;
+            let (tree, pss) = super::read_tree(me).expect("own tree");
+            assert!(pss > 0.0);
+            if tree - own >= 0.1 || std::time::Instant::now() > deadline {
+                break (own, tree);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        };
+        child.kill().ok();
+        child.wait().ok();
+        assert!(tree - own >= 0.1, "tree {tree} s, own {own} s");
     }
 }

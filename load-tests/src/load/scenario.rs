@@ -100,6 +100,10 @@ pub struct LoadArgs {
     /// The broker's pid file, to report its CPU and memory too.
     #[arg(long, env = "HELPGRID_LOAD_KAFKA_PID_FILE")]
     pub kafka_pid_file: Option<PathBuf>,
+    /// PostgreSQL's `postmaster.pid` (in its data folder), to report the CPU and memory of
+    /// the postmaster and every backend it forked (the archive's writes cost PostgreSQL too).
+    #[arg(long, env = "HELPGRID_LOAD_POSTGRES_PID_FILE")]
+    pub postgres_pid_file: Option<PathBuf>,
     /// Grids in the simulated city (default: per scenario).
     #[arg(long)]
     pub grids: Option<usize>,
@@ -654,26 +658,28 @@ pub async fn run(args: LoadArgs, progress: impl Fn(&str)) -> anyhow::Result<(Rep
 
     let mut watched: Vec<Watched> = services
         .iter()
-        .map(|s| Watched {
-            name: s.name.clone(),
-            pid: s.pid(),
-        })
+        .map(|s| Watched::process(s.name.clone(), s.pid()))
         .collect();
-    if let Some(pid) = args
-        .kafka_pid_file
-        .as_ref()
-        .and_then(|f| std::fs::read_to_string(f).ok())
-        .and_then(|s| s.trim().parse().ok())
-    {
+    // A pid file's first line is the pid (Kafka's holds only that; PostgreSQL's more).
+    let pid_in = |file: &Option<PathBuf>| -> Option<u32> {
+        std::fs::read_to_string(file.as_ref()?)
+            .ok()?
+            .lines()
+            .next()?
+            .trim()
+            .parse()
+            .ok()
+    };
+    if let Some(pid) = pid_in(&args.kafka_pid_file) {
+        watched.push(Watched::process("kafka", pid));
+    }
+    if let Some(pid) = pid_in(&args.postgres_pid_file) {
         watched.push(Watched {
-            name: "kafka".into(),
-            pid,
+            tree: true,
+            ..Watched::process("postgresql", pid)
         });
     }
-    watched.push(Watched {
-        name: "helpgrid-load".into(),
-        pid: std::process::id(),
-    });
+    watched.push(Watched::process("helpgrid-load", std::process::id()));
     let group = if args.target == Target::Helpgrid {
         &router_group
     } else {
