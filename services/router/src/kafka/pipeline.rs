@@ -30,9 +30,9 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
@@ -227,11 +227,8 @@ pub fn run_pipeline(
     let counters = telemetry::PipelineCounters::new(topics);
     let times = telemetry::TurnTimes::new();
 
-    // The batches whose transactions are open, oldest first (at most one per producer).
-    // Each has a thread of its own that adds its input offsets, waits for the batch before
-    // it to commit and for its own deliveries, and commits; meanwhile the pipeline polls,
-    // decides and produces the next batch (see `transaction_thread`).
-    let mut open: VecDeque<InFlight> = VecDeque::with_capacity(producers.len());
+    // The batch whose commit runs while the next one is decided and produced (overlap only).
+    let mut in_flight: Option<InFlight> = None;
     let mut next_producer = 0;
     let mut last_checkpoint_turn = Instant::now();
     // A quarter of the interval: the checkpoints decide themselves what is due, so a turn
@@ -241,32 +238,26 @@ pub fn run_pipeline(
         .checkpoint
         .as_ref()
         .map_or(Duration::MAX, |c| c.interval / 4);
-    let stages = Stages {
-        producers: &producers,
-        ownership: &ownership,
-        counters: &counters,
-        times: &times,
-    };
     while !cancel.is_cancelled() {
-        // A checkpoint needs the desk to equal the committed changelog: while batches are
-        // open, that holds only once they have all committed, so once per checkpoint
-        // interval they are finished before anything else.
-        if !open.is_empty() && last_checkpoint_turn.elapsed() >= checkpoint_every {
-            stages.settle(&mut open)?;
+        // A checkpoint needs the desk to equal the committed changelog: while commits
+        // overlap, that holds only between a commit and the next batch's decisions, so once
+        // per checkpoint interval the commit in flight is finished before anything else.
+        if in_flight.is_some() && last_checkpoint_turn.elapsed() >= checkpoint_every {
+            finish(in_flight.take(), &producers, &ownership, &counters, &times)?;
             ownership.checkpoint(false);
             last_checkpoint_turn = Instant::now();
         }
         let generation = ownership.generation();
-        let wait = if open.is_empty() {
+        let wait = if in_flight.is_some() {
+            // Take what is there: with nothing new, the turn finishes the commit in flight.
+            Duration::ZERO
+        } else {
             ownership
                 .desk()
                 .next_deadline()
                 .map_or(MAX_IDLE_POLL, |at| {
                     Duration::from_millis((at - now_millis()).clamp(0, 100) as u64)
                 })
-        } else {
-            // Take what is there: with nothing new, the turn finishes the open batches.
-            Duration::ZERO
         };
         let batch = poll_batch(&consumer, wait, config.batch_max, config.batch_linger)?;
         let polled = Instant::now();
@@ -274,7 +265,7 @@ pub fn run_pipeline(
         while !roster_ready.load(Ordering::Acquire) {
             if cancel.is_cancelled() {
                 drop(batch);
-                return stages.settle(&mut open);
+                return finish(in_flight.take(), &producers, &ownership, &counters, &times);
             }
             std::thread::sleep(Duration::from_millis(2));
         }
@@ -290,9 +281,8 @@ pub fn run_pipeline(
         if ownership.generation() != generation {
             // A rebalance happened while polling: the consumer rewinds to the committed
             // offsets of what it owns now, so these records will come again if still ours.
-            // (Open batches meanwhile are safe: their offsets were added before the
-            // revocation let this member rejoin, and the restore of a partition waits until
-            // its committed offsets are stable, i.e. until their commits are done.)
+            // (A commit in flight meanwhile is safe: the restore of a partition waits until
+            // its committed offsets are stable, i.e. until that commit is done.)
             tracing::debug!(
                 dropped = batch.len(),
                 "batch polled across a rebalance dropped"
@@ -329,413 +319,200 @@ pub fn run_pipeline(
             && output.tombstones.is_empty()
             && output.offsets.is_empty()
         {
-            // Nothing decided: once the open batches have committed, the desk equals the
+            // Nothing decided: once the commit in flight is done, the desk equals the
             // committed changelog.
-            stages.settle(&mut open)?;
+            finish(in_flight.take(), &producers, &ownership, &counters, &times)?;
             ownership.checkpoint(false);
             last_checkpoint_turn = Instant::now();
             continue;
         }
         times.decided(polled.elapsed());
-        // The batch before this one was produced while this one was polled and decided. Its
-        // records are appended before this batch's are sent: the two go to the same
-        // partitions from different producers, and readers must see them in the order
-        // decided.
-        if let Err(error) = stages.delivered(open.back_mut()) {
-            return Err(stages.fail(&mut open, report(error)));
-        }
         let p = next_producer;
         next_producer = (next_producer + 1) % producers.len();
-        // A producer's transaction must end before its next begins (with one producer, that
-        // is the batch before; with more, the one that many batches back).
-        while open.iter().any(|f| f.producer == p) {
-            let oldest = open.pop_front();
-            if let Err(error) = stages.finish(oldest) {
-                return Err(stages.fail(&mut open, error));
+        let started = Instant::now();
+        let opened = open(&producers[p], &consumer, topics, &output);
+        // This batch may commit only once the one before it has: its decisions build on it.
+        let previous = finish(in_flight.take(), &producers, &ownership, &counters, &times);
+        // The batch's records are appended before the next batch's are sent (its deliveries
+        // are awaited here, not on the commit's thread): the two go to the same partitions
+        // from different producers, and readers must see them in the order decided.
+        let opened = match (opened, previous) {
+            (Ok(mut steps), Ok(())) => {
+                let delivering = Instant::now();
+                await_deliveries(&producers[p]).map(|()| {
+                    steps.deliver = delivering.elapsed();
+                    steps
+                })
             }
-        }
-        let predecessor = open.back().map(|f| f.signal.clone());
-        match InFlight::open(
+            (Err(error), _) | (Ok(_), Err(error)) => Err(error),
+        };
+        let steps = match opened {
+            Ok(steps) => steps,
+            Err(error) => return Err(failed(&producers[p], error)),
+        };
+        // Alone, a producer commits on the pipeline's thread (a second thread to hand the
+        // call to costs a wake-up, milliseconds when the cores are busy); with a second one,
+        // the commit goes to a thread of its own and the next batch goes on meanwhile.
+        in_flight = Some(InFlight::commit(
+            producers.len() > 1,
             p,
             &producers[p],
-            &consumer,
-            &ownership,
-            topics,
             output,
             batch_len,
+            started,
+            steps,
             now,
-            predecessor,
-        ) {
-            Ok(opened) => open.push_back(opened),
-            Err(error) => {
-                let error = failed(&producers[p], error);
-                // The batches before it still commit (or fail) first.
-                let _ = stages.settle(&mut open);
-                return Err(error);
-            }
+        ));
+        if producers.len() == 1 {
+            finish(in_flight.take(), &producers, &ownership, &counters, &times)?;
+            ownership.checkpoint(false);
         }
     }
     tracing::info!("router pipeline stopping");
-    stages.settle(&mut open)?;
+    finish(in_flight.take(), &producers, &ownership, &counters, &times)?;
     // The last turn committed (or decided nothing): the desk is the committed changelog.
     ownership.checkpoint(true);
     Ok(())
 }
 
-/// How a transaction ended, for the batch after it: None while it is open.
-#[derive(Default)]
-struct Outcome {
-    ended: Mutex<Option<bool>>,
-    changed: Condvar,
-}
+/// What a commit call gave, and when it returned.
+type Committed = (Result<Result<(), KafkaError>, StuckCall>, Instant);
 
-impl Outcome {
-    /// The first call counts.
-    fn set(&self, committed: bool) {
-        lock(&self.ended).get_or_insert(committed);
-        self.changed.notify_all();
-    }
-
-    /// Whether it committed, once it has ended.
-    fn wait(&self) -> bool {
-        let ended = lock(&self.ended);
-        let ended = self
-            .changed
-            .wait_while(ended, |e| e.is_none())
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        ended.unwrap_or(false)
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-/// What a batch's transaction thread did: its offsets call's time, its result, and when the
-/// commit began and returned (None: it did not commit).
-struct Settled {
-    offsets: Duration,
-    outcome: Result<(), PipelineError>,
-    committed: Option<(Instant, Instant)>,
-}
-
-/// A batch whose transaction is open on `producers[producer]`.
+/// A batch whose transaction is being committed on a thread of its own.
 struct InFlight {
     producer: usize,
-    /// Taken when joined.
-    thread: Option<std::thread::JoinHandle<Settled>>,
-    /// Set when the pipeline gives the batch up: its thread then does not commit.
-    given_up: Arc<AtomicBool>,
-    /// How its transaction ended, which the batch after it waits for.
-    signal: Arc<Outcome>,
-    /// Whether the pipeline has seen its deliveries (before sending the next batch).
-    delivered: bool,
+    commit: Commit,
     output: BatchOutput,
     batch_len: usize,
-    /// When the transaction began, and the times of its steps.
+    /// When the transaction began, and the times of its steps before the commit.
     started: Instant,
     steps: telemetry::StepTimes,
+    committing: Instant,
     /// The turn's clock, for the lifecycle metrics of its events.
     now: Millis,
 }
 
+enum Commit {
+    Running(std::thread::JoinHandle<Committed>),
+    /// Committed on the pipeline's own thread.
+    Done(Committed),
+}
+
 impl InFlight {
-    /// Begins a transaction on `producers[p]`, sends the batch's output, and starts the
-    /// batch's thread (`predecessor`: how the batch before it ends).
     #[allow(clippy::too_many_arguments)]
-    fn open(
-        p: usize,
-        producer: &Arc<RouterProducer>,
-        consumer: &BaseConsumer<RouterContext>,
-        ownership: &Arc<Ownership>,
-        topics: &Topics,
+    fn commit(
+        apart: bool,
+        producer: usize,
+        committing: &Arc<RouterProducer>,
         output: BatchOutput,
         batch_len: usize,
+        started: Instant,
+        steps: telemetry::StepTimes,
         now: Millis,
-        predecessor: Option<Arc<Outcome>>,
-    ) -> Result<Self, PipelineError> {
-        let started = Instant::now();
-        produce(producer, topics, &output)?;
-        let produce_time = started.elapsed();
-        let offsets = if output.offsets.is_empty() {
-            None
-        } else {
-            let mut offsets = TopicPartitionList::new();
-            for ((topic, partition), next) in &output.offsets {
-                offsets
-                    .add_partition_offset(topic, *partition, Offset::Offset(*next))
-                    .map_err(txn("offsets"))?;
-            }
-            let group = consumer
-                .group_metadata()
-                .ok_or(PipelineError::Transaction {
-                    step: "offsets",
-                    source: KafkaError::Canceled,
-                })?;
-            Some((offsets, group))
-        };
-        let given_up = Arc::new(AtomicBool::new(false));
-        let signal = Arc::new(Outcome::default());
-        let batch = TransactionThread {
-            producer: Arc::clone(producer),
-            ownership: Arc::clone(ownership),
-            offsets,
-            predecessor,
-            given_up: Arc::clone(&given_up),
-            signal: Arc::clone(&signal),
-        };
-        ownership.sending_offsets();
-        let thread = match std::thread::Builder::new()
-            .name("router-txn".into())
-            .spawn(move || batch.run())
-        {
-            Ok(thread) => thread,
-            Err(_) => {
-                ownership.offsets_sent();
-                return Err(txn("offsets")(KafkaError::Canceled));
+    ) -> Self {
+        let call = {
+            let committing = Arc::clone(committing);
+            move || {
+                let result = bounded("commit_transaction", END_TXN_TIMEOUT, move || {
+                    committing.commit_transaction(END_TXN_TIMEOUT)
+                });
+                (result, Instant::now())
             }
         };
-        Ok(Self {
-            producer: p,
-            thread: Some(thread),
-            given_up,
-            signal,
-            delivered: false,
+        let committing = Instant::now();
+        let thread = apart
+            .then(|| {
+                std::thread::Builder::new()
+                    .name("router-commit".into())
+                    .spawn(call.clone())
+                    .ok()
+            })
+            .flatten();
+        let commit = match thread {
+            Some(thread) => Commit::Running(thread),
+            // Alone, or no thread to be had: committed here.
+            None => Commit::Done(call()),
+        };
+        Self {
+            producer,
+            commit,
             output,
             batch_len,
             started,
-            steps: telemetry::StepTimes {
-                produce: produce_time,
-                ..telemetry::StepTimes::default()
-            },
+            steps,
+            committing,
             now,
-        })
+        }
     }
 }
 
-/// The thread of one batch's transaction.
-struct TransactionThread {
-    producer: Arc<RouterProducer>,
-    ownership: Arc<Ownership>,
-    offsets: Option<(TopicPartitionList, rdkafka::consumer::ConsumerGroupMetadata)>,
-    predecessor: Option<Arc<Outcome>>,
-    given_up: Arc<AtomicBool>,
-    signal: Arc<Outcome>,
-}
-
-impl TransactionThread {
-    /// Adds the input offsets (their two round trips, AddOffsetsToTxn to the transaction
-    /// coordinator and TxnOffsetCommit to the group coordinator, overlap the produce
-    /// requests and the next batch's decisions), waits for the batch before to commit (this
-    /// one's decisions build on it) and for its own deliveries, and commits. The pipeline
-    /// need not come back for it: a restore of a partition it wrote (even one this instance
-    /// takes back in the same rebalance) waits for it to end.
-    fn run(self) -> Settled {
-        // Whatever way this ends (a panic too), the batch after it learns it did not
-        // commit unless it said so below.
-        struct NotCommittedUnlessSaid(Arc<Outcome>);
-        impl Drop for NotCommittedUnlessSaid {
-            fn drop(&mut self) {
-                self.0.set(false);
-            }
-        }
-        let _guard = NotCommittedUnlessSaid(Arc::clone(&self.signal));
-        let sending = Instant::now();
-        let added = match self.offsets {
-            None => Ok(()),
-            Some((offsets, group)) => {
-                let sending = Arc::clone(&self.producer);
-                // Bounded by the group session timeout, not the timeout + grace (see
-                // `stuck_call`).
-                match stuck_call::bounded_offsets(move || {
-                    sending.send_offsets_to_transaction(&offsets, &group, END_TXN_TIMEOUT)
-                }) {
-                    Ok(result) => result.map_err(txn("offsets")),
-                    Err(stuck) => Err(stuck.into()),
-                }
-            }
-        };
-        let offsets = sending.elapsed();
-        self.ownership.offsets_sent();
-        let settled = |outcome, committed| Settled {
-            offsets,
-            outcome,
-            committed,
-        };
-        // Not committed in any of these cases; the pipeline aborts it.
-        if let Err(error) = added {
-            return settled(Err(error), None);
-        }
-        let before_committed = self.predecessor.as_ref().is_none_or(|p| p.wait());
-        if !before_committed || self.given_up.load(Ordering::SeqCst) {
-            return settled(Ok(()), None);
-        }
-        if let Err(error) = await_deliveries(&self.producer) {
-            return settled(Err(error), None);
-        }
-        if self.given_up.load(Ordering::SeqCst) {
-            return settled(Ok(()), None);
-        }
-        let began = Instant::now();
-        let committing = Arc::clone(&self.producer);
-        let outcome = match bounded("commit_transaction", END_TXN_TIMEOUT, move || {
-            committing.commit_transaction(END_TXN_TIMEOUT)
-        }) {
-            Ok(result) => result.map_err(txn("commit")),
-            Err(stuck) => Err(stuck.into()),
-        };
-        self.signal.set(outcome.is_ok());
-        settled(outcome, Some((began, Instant::now())))
+/// Waits for the commit in flight (if any). Once it is committed, the offsets it wrote are
+/// handed to the checkpoints and its events counted; if it failed, it is aborted and the
+/// error returned (the pipeline then starts afresh from Kafka).
+fn finish(
+    in_flight: Option<InFlight>,
+    producers: &[Arc<RouterProducer>],
+    ownership: &Ownership,
+    counters: &telemetry::PipelineCounters,
+    times: &telemetry::TurnTimes,
+) -> Result<(), PipelineError> {
+    let Some(f) = in_flight else {
+        return Ok(());
+    };
+    let producer = &producers[f.producer];
+    let waiting = Instant::now();
+    let (outcome, done) = match f.commit {
+        Commit::Running(thread) => thread.join().unwrap_or_else(|_| {
+            let stuck = StuckCall {
+                call: "commit_transaction",
+                waited: Duration::ZERO,
+            };
+            (Err(stuck), Instant::now())
+        }),
+        Commit::Done(committed) => committed,
+    };
+    times.waited_for_commit(waiting.elapsed());
+    match outcome {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => return Err(failed(producer, txn("commit")(error))),
+        Err(stuck) => return Err(failed(producer, stuck.into())),
     }
-}
-
-/// What moves batches along on the pipeline's thread.
-struct Stages<'a> {
-    producers: &'a [Arc<RouterProducer>],
-    ownership: &'a Ownership,
-    counters: &'a telemetry::PipelineCounters,
-    times: &'a telemetry::TurnTimes,
-}
-
-impl Stages<'_> {
-    /// Waits until the newest open batch's records are appended (once).
-    fn delivered(&self, newest: Option<&mut InFlight>) -> Result<(), PipelineError> {
-        let Some(f) = newest.filter(|f| !f.delivered) else {
-            return Ok(());
-        };
-        let delivering = Instant::now();
-        await_deliveries(&self.producers[f.producer])?;
-        f.steps.deliver = delivering.elapsed();
-        f.delivered = true;
-        Ok(())
+    let mut steps = f.steps;
+    steps.commit = done.saturating_duration_since(f.committing);
+    times.transaction(&steps);
+    metrics::counter!(telemetry::TRANSACTIONS, "result" => "committed").increment(1);
+    metrics::histogram!(telemetry::TRANSACTION_SECONDS)
+        .record(done.saturating_duration_since(f.started).as_secs_f64());
+    metrics::histogram!(telemetry::BATCH_RECORDS).record(f.batch_len as f64);
+    for dl in &f.output.dead_letters {
+        metrics::counter!(telemetry::DEAD_LETTERS, "topic" => dl.origin_topic.clone(), "kind" => dl.kind).increment(1);
     }
-
-    /// Finishes every open batch, in order.
-    fn settle(&self, open: &mut VecDeque<InFlight>) -> Result<(), PipelineError> {
-        while let Some(oldest) = open.pop_front() {
-            if let Err(error) = self.finish(Some(oldest)) {
-                return Err(self.fail(open, error));
-            }
-        }
-        Ok(())
+    ownership.committed(producer.context().take());
+    for o in &f.output.events {
+        counters.record_incident_event(&o.event, f.now);
     }
-
-    /// Waits for a batch's thread. Once its transaction is committed, the offsets it wrote
-    /// are handed to the checkpoints and its events counted; if it failed, it is aborted and
-    /// the error returned (the pipeline then starts afresh from Kafka).
-    fn finish(&self, batch: Option<InFlight>) -> Result<(), PipelineError> {
-        let Some(mut f) = batch else {
-            return Ok(());
-        };
-        let producer = &self.producers[f.producer];
-        let waiting = Instant::now();
-        let settled = f.thread.take().map(std::thread::JoinHandle::join);
-        self.times.waited_for_commit(waiting.elapsed());
-        let Settled {
-            offsets,
-            outcome,
-            committed,
-        } = match settled {
-            Some(Ok(settled)) => settled,
-            // The thread panicked: nothing says the commit happened.
-            _ => Settled {
-                offsets: Duration::ZERO,
-                outcome: Err(txn("commit")(KafkaError::Canceled)),
-                committed: None,
-            },
-        };
-        f.steps.offsets = offsets;
-        let (began, done) = match (outcome, committed) {
-            (Ok(()), Some(times)) => times,
-            (Err(error), _) => return Err(failed(producer, error)),
-            // Only when the batch before it failed, which `finish` reported first.
-            (Ok(()), None) => return Err(failed(producer, txn("commit")(KafkaError::Canceled))),
-        };
-        f.steps.commit = done.saturating_duration_since(began);
-        self.times.transaction(&f.steps);
-        metrics::counter!(telemetry::TRANSACTIONS, "result" => "committed").increment(1);
-        metrics::histogram!(telemetry::TRANSACTION_SECONDS)
-            .record(done.saturating_duration_since(f.started).as_secs_f64());
-        metrics::histogram!(telemetry::BATCH_RECORDS).record(f.batch_len as f64);
-        for dl in &f.output.dead_letters {
-            metrics::counter!(telemetry::DEAD_LETTERS, "topic" => dl.origin_topic.clone(), "kind" => dl.kind).increment(1);
-        }
-        self.ownership.committed(producer.context().take());
-        for o in &f.output.events {
-            self.counters.record_incident_event(&o.event, f.now);
-        }
-        if done.saturating_duration_since(f.started) > SLOW_TRANSACTION {
-            tracing::warn!(
-                offsets_ms = f.steps.offsets.as_millis() as u64,
-                deliver_ms = f.steps.deliver.as_millis() as u64,
-                commit_ms = f.steps.commit.as_millis() as u64,
-                "slow transaction"
-            );
-        }
-        Ok(())
+    if done.saturating_duration_since(f.started) > SLOW_TRANSACTION {
+        tracing::warn!(
+            offsets_ms = steps.offsets.as_millis() as u64,
+            deliver_ms = steps.deliver.as_millis() as u64,
+            commit_ms = steps.commit.as_millis() as u64,
+            "slow transaction"
+        );
     }
-
-    /// After `error`: gives up the open batches (their threads do not commit once told, and
-    /// none commits after one that failed), waits for their threads, aborts what they left
-    /// open, and returns `error`.
-    fn fail(&self, open: &mut VecDeque<InFlight>, error: PipelineError) -> PipelineError {
-        for f in open.iter() {
-            f.given_up.store(true, Ordering::SeqCst);
-        }
-        for mut f in open.drain(..) {
-            let settled = f
-                .thread
-                .take()
-                .map(std::thread::JoinHandle::join)
-                .and_then(Result::ok);
-            match settled {
-                Some(Settled {
-                    outcome: Ok(()),
-                    committed: Some(_),
-                    ..
-                }) => {}
-                // A call still blocked in the producer would block the abort too; the next
-                // pipeline's producer fences it.
-                Some(Settled {
-                    outcome: Err(PipelineError::Stuck(_)),
-                    ..
-                }) => {}
-                _ => {
-                    tracing::warn!("aborting the transaction of a batch after the failed one");
-                    abort(&self.producers[f.producer]);
-                }
-            }
-        }
-        error
-    }
+    Ok(())
 }
 
 /// A transaction step failed: counts it, aborts the transaction (unless a call is still
 /// stuck in the producer) and gives the error back.
 fn failed(producer: &Arc<RouterProducer>, error: PipelineError) -> PipelineError {
-    let error = report(error);
-    if !matches!(error, PipelineError::Stuck(_)) {
-        abort(producer);
-    }
-    error
-}
-
-/// Counts and logs a failed transaction step.
-fn report(error: PipelineError) -> PipelineError {
     metrics::counter!(telemetry::TRANSACTIONS, "result" => "failed").increment(1);
     if matches!(error, PipelineError::Stuck(_)) {
         // A call is still blocked in this producer: an abort would wait on it too. The next
         // pipeline's producer fences this one, which aborts its transaction.
         tracing::error!(%error, "transaction stuck; abandoning the producer");
-    } else {
-        tracing::error!(%error, "transaction failed; aborting");
+        return error;
     }
-    error
-}
-
-/// Aborts the producer's open transaction (errors are logged: the pipeline starts afresh
-/// after it anyway, and the next producer with its id fences this one).
-fn abort(producer: &Arc<RouterProducer>) {
+    tracing::error!(%error, "transaction failed; aborting");
     let aborting = Arc::clone(producer);
     match bounded("abort_transaction", TXN_TIMEOUT, move || {
         aborting.abort_transaction(TXN_TIMEOUT)
@@ -744,6 +521,7 @@ fn abort(producer: &Arc<RouterProducer>) {
         Ok(Err(abort)) => tracing::error!(error = %abort, "abort failed"),
         Err(stuck) => tracing::error!(error = %stuck, "abort stuck; abandoning the producer"),
     }
+    error
 }
 
 /// Waits up to `wait` for the first record, then takes what arrives within `linger` of it
@@ -959,13 +737,15 @@ fn await_deliveries(producer: &RouterProducer) -> Result<(), PipelineError> {
     }
 }
 
-/// Begins a transaction and sends the batch's output in it; its offsets and commit follow
-/// on the batch's own thread.
-fn produce(
+/// Begins a transaction and sends the batch's output and input offsets in it; the caller
+/// awaits the deliveries and commits.
+fn open(
     producer: &Arc<RouterProducer>,
+    consumer: &BaseConsumer<RouterContext>,
     topics: &Topics,
     output: &BatchOutput,
-) -> Result<(), PipelineError> {
+) -> Result<telemetry::StepTimes, PipelineError> {
+    let started = Instant::now();
     producer.begin_transaction().map_err(txn("begin"))?;
     // librdkafka copies each payload on send, so one buffer serves every event.
     let mut payload = Vec::with_capacity(512);
@@ -1013,7 +793,36 @@ fn produce(
         }
         send(producer, record)?;
     }
-    Ok(())
+    // The offsets go before the deliveries are awaited: their two round trips (AddOffsetsToTxn
+    // to the transaction coordinator, TxnOffsetCommit to the group coordinator) then overlap
+    // the produce requests' linger and round trip instead of following them. The order
+    // inside a transaction does not matter to what it commits: all of it or nothing.
+    let begun = Instant::now();
+    if !output.offsets.is_empty() {
+        let mut offsets = TopicPartitionList::new();
+        for ((topic, partition), next) in &output.offsets {
+            offsets
+                .add_partition_offset(topic, *partition, Offset::Offset(*next))
+                .map_err(txn("offsets"))?;
+        }
+        let group = consumer
+            .group_metadata()
+            .ok_or(PipelineError::Transaction {
+                step: "offsets",
+                source: KafkaError::Canceled,
+            })?;
+        let sending = Arc::clone(producer);
+        // Bounded by the group session timeout, not the timeout + grace (see `stuck_call`).
+        stuck_call::bounded_offsets(move || {
+            sending.send_offsets_to_transaction(&offsets, &group, END_TXN_TIMEOUT)
+        })?
+        .map_err(txn("offsets"))?;
+    }
+    Ok(telemetry::StepTimes {
+        produce: begun.duration_since(started),
+        offsets: begun.elapsed(),
+        ..telemetry::StepTimes::default()
+    })
 }
 
 #[cfg(test)]

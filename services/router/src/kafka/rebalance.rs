@@ -46,10 +46,6 @@ pub struct Ownership {
     health: Health,
     /// Local checkpoints of the owned partitions; None: restores read incident-state whole.
     checkpoints: Option<Checkpoints>,
-    /// Offsets calls running on batches' own threads (see the pipeline): a revocation waits
-    /// for them, so their TxnOffsetCommit carries the generation the batch was polled in.
-    offsets_running: Mutex<usize>,
-    offsets_done: std::sync::Condvar,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -76,36 +72,7 @@ impl Ownership {
             topics,
             health,
             checkpoints,
-            offsets_running: Mutex::new(0),
-            offsets_done: std::sync::Condvar::new(),
         })
-    }
-
-    /// A batch's offsets call starts; [`Self::offsets_sent`] must follow.
-    pub fn sending_offsets(&self) {
-        *lock(&self.offsets_running) += 1;
-    }
-
-    /// A batch's offsets call returned (whatever its result).
-    pub fn offsets_sent(&self) {
-        let mut running = lock(&self.offsets_running);
-        *running = running.saturating_sub(1);
-        self.offsets_done.notify_all();
-    }
-
-    /// Waits up to `timeout` for the offsets calls in progress.
-    fn await_offsets(&self, timeout: Duration) {
-        let running = lock(&self.offsets_running);
-        let (running, waited) = self
-            .offsets_done
-            .wait_timeout_while(running, timeout, |n| *n > 0)
-            .unwrap_or_else(PoisonError::into_inner);
-        if waited.timed_out() {
-            tracing::warn!(
-                running = *running,
-                "revoking while a batch's offsets call still runs"
-            );
-        }
     }
 
     /// A transaction committed: its last incident-state record per partition (see
@@ -312,9 +279,6 @@ impl ConsumerContext for RouterContext {
         own.generation.fetch_add(1, Ordering::SeqCst);
         if let Rebalance::Revoke(tpl) = rebalance {
             metrics::counter!(telemetry::REBALANCES, "kind" => "revoke").increment(1);
-            // Before this member rejoins the group (a new generation), the batch produced
-            // before this poll gets its offsets into its transaction under the old one.
-            own.await_offsets(super::stuck_call::offsets_bound());
             let revoked = own.input_partitions(tpl);
             let mut desk = own.desk();
             for p in &revoked {
