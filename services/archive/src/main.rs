@@ -8,6 +8,11 @@ use helpgrid_common::{shutdown, telemetry};
 use std::net::SocketAddr;
 use tokio::net::TcpListener;
 
+// Every incident event is decoded and turned into short-lived strings and buffers; see the
+// router's main.rs for why mimalloc.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 async fn bind(addr: Option<SocketAddr>, what: &str) -> anyhow::Result<Option<TcpListener>> {
     match addr {
         Some(addr) => {

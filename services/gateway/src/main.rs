@@ -6,6 +6,11 @@ use helpgrid_gateway::domain::csv::parse_devices;
 use helpgrid_gateway::{devices_topic, kafka};
 use std::io::Write;
 
+// Every incident event is decoded and turned into short-lived strings and buffers; see the
+// router's main.rs for why mimalloc.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     telemetry::init_tracing();
