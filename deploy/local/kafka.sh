@@ -23,6 +23,10 @@ STATE_DIR="${HELPGRID_KAFKA_DIR:-/tmp/helpgrid-kafka}"
 START_TIMEOUT="${HELPGRID_KAFKA_START_TIMEOUT:-60}"
 STOP_TIMEOUT="${HELPGRID_KAFKA_STOP_TIMEOUT:-30}"
 HEAP_OPTS="${HELPGRID_KAFKA_HEAP_OPTS:--Xms256m -Xmx1g}"
+# The parallel collector: on two cores shared with the services, G1's concurrent work cost the
+# broker 8-14 % more CPU per press in the city flood (docs/performance.md); young pauses on this
+# 1 GiB heap stay short. HELPGRID_KAFKA_GC_OPTS="-XX:+UseG1GC -XX:MaxGCPauseMillis=20" for G1.
+GC_OPTS="${HELPGRID_KAFKA_GC_OPTS:--XX:+UseParallelGC}"
 TOOL_HEAP_OPTS="${HELPGRID_KAFKA_TOOL_HEAP_OPTS:--Xmx512m}"
 EXTRA_JVM_OPTS="${HELPGRID_KAFKA_JVM_OPTS:-}"
 EXTRA_PROPS_FILE="${HELPGRID_KAFKA_EXTRA_PROPS:-}"
@@ -308,8 +312,7 @@ launch_broker() {
   rm -f "$PID_FILE"
   local jvm=(
     $HEAP_OPTS
-    -server -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:InitiatingHeapOccupancyPercent=35
-    -XX:+ExplicitGCInvokesConcurrent -XX:MaxInlineLevel=15 -Djava.awt.headless=true
+    -server $GC_OPTS -XX:MaxInlineLevel=15 -Djava.awt.headless=true
     "-Xlog:gc*:file=$LOG_DIR/gc.log:time,tags:filecount=5,filesize=20M"
     -Dkafka.logs.dir="$LOG_DIR"
     -Dlog4j2.configurationFile="$SCRIPT_DIR/log4j2-broker.xml"
