@@ -12,10 +12,7 @@ const TICKS_PER_S: f64 = 100.0;
 /// Total CPU time (user + system) of a process in seconds, and its resident and peak
 /// resident memory in MiB. None once the process is gone.
 pub fn read(pid: u32) -> Option<(f64, f64, f64)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may hold spaces: fields are counted after its closing parenthesis.
-    let after = stat.rsplit_once(')')?.1;
-    let fields: Vec<&str> = after.split_whitespace().collect();
+    let fields = stat_fields(pid)?;
     // After ")": state is field 3 of stat(5), so utime (14) and stime (15) are at 11 and 12.
     let utime: f64 = fields.get(11)?.parse().ok()?;
     let stime: f64 = fields.get(12)?.parse().ok()?;
@@ -41,6 +38,9 @@ pub fn read(pid: u32) -> Option<(f64, f64, f64)> {
 /// shared buffers count once) in MiB. For servers that fork a process per connection
 /// (PostgreSQL). None once the root is gone.
 pub fn read_tree(root: u32) -> Option<(f64, f64)> {
+    // Every process's stat, read once: its parent (field 4 of stat(5), 1 after ")") links
+    // the tree, and its times are summed below.
+    let mut stats: std::collections::HashMap<u32, Vec<String>> = Default::default();
     let mut children: std::collections::HashMap<u32, Vec<u32>> = Default::default();
     for entry in std::fs::read_dir("/proc").ok()?.flatten() {
         let Some(pid) = entry
@@ -50,16 +50,19 @@ pub fn read_tree(root: u32) -> Option<(f64, f64)> {
         else {
             continue;
         };
-        if let Some(ppid) = stat_fields(pid).and_then(|f| f.get(1)?.parse::<u32>().ok()) {
-            children.entry(ppid).or_default().push(pid);
+        if let Some(fields) = stat_fields(pid) {
+            if let Some(ppid) = fields.get(1).and_then(|p| p.parse::<u32>().ok()) {
+                children.entry(ppid).or_default().push(pid);
+            }
+            stats.insert(pid, fields);
         }
     }
-    let root_fields = stat_fields(root)?;
+    stats.get(&root)?;
     let mut cpu = 0.0;
     let mut pss_kib = 0.0;
-    let mut todo = vec![(root, Some(root_fields))];
-    while let Some((pid, fields)) = todo.pop() {
-        if let Some(f) = fields.or_else(|| stat_fields(pid)) {
+    let mut todo = vec![root];
+    while let Some(pid) = todo.pop() {
+        if let Some(f) = stats.get(&pid) {
             // utime, stime, cutime, cstime: fields 14–17 of stat(5), 11–14 after ")".
             cpu += (11..=14)
                 .filter_map(|i| f.get(i)?.parse::<f64>().ok())
@@ -73,14 +76,13 @@ pub fn read_tree(root: u32) -> Option<(f64, f64)> {
                 })
                 .unwrap_or(0.0);
         }
-        for child in children.remove(&pid).unwrap_or_default() {
-            todo.push((child, None));
-        }
+        todo.extend(children.remove(&pid).unwrap_or_default());
     }
     Some((cpu / TICKS_PER_S, pss_kib / 1024.0))
 }
 
-/// The fields of /proc/<pid>/stat after the command name (which may hold spaces).
+/// The fields of /proc/<pid>/stat after the command name (which may hold spaces, so they
+/// are counted after its closing parenthesis).
 fn stat_fields(pid: u32) -> Option<Vec<String>> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     Some(
