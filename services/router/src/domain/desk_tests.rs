@@ -289,6 +289,51 @@ fn press_while_assigned_raises_urgency_not_a_second_incident() {
 }
 
 #[test]
+fn repeated_presses_keep_the_indexes_and_the_stored_snapshot_as_a_fresh_desk_would() {
+    // Attachments change the incident where it is stored, moving only the index entries
+    // they touch: the shortened deadline, the event id added and the one forgotten.
+    let mut desk = Desk::new(policy());
+    let roster = city();
+    desk.on_help_event(P, &press("e0", "h1", PressKind::Help, T0), &roster, T0);
+    let presses = 20;
+    let mut last = None;
+    for n in 1..presses {
+        let at = T0 + n * 1_000;
+        let (outcome, out) = desk.on_help_event(
+            P,
+            &press(&format!("e{n}"), "h1", PressKind::Help, at),
+            &roster,
+            at,
+        );
+        assert_eq!(outcome, HelpOutcome::Attached);
+        desk.check_invariants()
+            .unwrap_or_else(|problem| panic!("after press {n}: {problem}"));
+        last = Some(last_incident(&out));
+    }
+    let last = last.expect("attached");
+    // What the desk stores is what the last event carried.
+    assert_eq!(desk.get("inc-e0"), Some(last.clone()));
+    assert_eq!(last.event_count, presses as u32);
+    // The deadline index moved with the raised priority's shorter allowance.
+    let deadline = from_timestamp(last.assignments[0].ack_deadline.as_ref());
+    assert!(deadline < Some(T0 + 1_000 + 30_000), "{deadline:?}");
+    assert_eq!(desk.next_deadline(), deadline);
+    // The incident remembers its latest 16 event ids: the oldest are forgotten (a resend of
+    // one attaches again), the latest are still duplicates.
+    assert_eq!(last.recent_event_ids.len(), 16);
+    assert_eq!(
+        last.recent_event_ids.first().map(String::as_str),
+        Some("e4")
+    );
+    let at = T0 + 100_000;
+    let (outcome, _) = desk.on_help_event(P, &press("e19", "h1", PressKind::Help, at), &roster, at);
+    assert_eq!(outcome, HelpOutcome::Duplicate);
+    let (outcome, _) = desk.on_help_event(P, &press("e2", "h1", PressKind::Help, at), &roster, at);
+    assert_eq!(outcome, HelpOutcome::Attached);
+    desk.check_invariants().expect("invariants");
+}
+
+#[test]
 fn a_redelivered_event_id_is_ignored() {
     let mut desk = Desk::new(policy());
     let roster = city();
