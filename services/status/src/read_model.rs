@@ -334,16 +334,30 @@ impl ReadModel {
 
     /// Keeps the newest revision only: a snapshot older than the stored one changes nothing.
     fn store_snapshot(&mut self, partition: i32, incident: &Incident, record: Option<&[u8]>) {
-        if let Some((id, stored)) = self.incidents.remove_entry(incident.incident_id.as_str()) {
+        let opened_at = from_timestamp(incident.opened_at.as_ref()).unwrap_or(0);
+        let closed_at = from_timestamp(incident.closed_at.as_ref());
+        if let Some(stored) = self.incidents.get_mut(incident.incident_id.as_str()) {
             if stored.revision >= incident.revision {
-                self.incidents.insert(id, stored);
                 return;
             }
+            // Most events change an incident without moving it in the ordered indexes (its
+            // opening time never changes; its closing time once): it is then updated where it
+            // is, not taken out of both indexes and put back.
+            if stored.opened_at == opened_at && stored.closed_at == closed_at {
+                stored.record =
+                    record.map_or_else(|| incident.encode_to_vec().into_boxed_slice(), Box::from);
+                stored.partition = partition;
+                stored.grid = self.grids.number(&incident.grid_id);
+                stored.state = incident.state;
+                stored.police_bound = is_police_bound(incident);
+                stored.revision = incident.revision;
+                return;
+            }
+        }
+        if let Some((id, stored)) = self.incidents.remove_entry(incident.incident_id.as_str()) {
             self.unindex(id, &stored);
         }
         let id: Id = incident.incident_id.as_str().into();
-        let opened_at = from_timestamp(incident.opened_at.as_ref()).unwrap_or(0);
-        let closed_at = from_timestamp(incident.closed_at.as_ref());
         if let Some(closed_at) = closed_at {
             self.closed.insert((closed_at, Id::clone(&id)));
         }
@@ -545,6 +559,46 @@ mod tests {
             })
         );
         assert_eq!(model.incident_count(), 1);
+    }
+
+    #[test]
+    fn a_later_revision_replaces_what_listing_filters_on_and_keeps_one_entry() {
+        let mut model = ReadModel::new(1);
+        model.apply(
+            0,
+            0,
+            event(incident("a", "g1", 10, 1, IncidentState::Assigned)),
+        );
+        // Same opening time: updated where it is stored.
+        model.apply(
+            0,
+            1,
+            event(incident("a", "g1", 10, 2, IncidentState::Acknowledged)),
+        );
+        let state = |s: IncidentState| IncidentQuery {
+            states: HashSet::from([s as i32]),
+            ..query(10)
+        };
+        assert_eq!(ids(&model.list(&query(10))), ["a"]);
+        assert!(ids(&model.list(&state(IncidentState::Assigned))).is_empty());
+        assert_eq!(ids(&model.list(&state(IncidentState::Acknowledged))), ["a"]);
+        // A closing moves it into the closed index: forgotten once the window has passed.
+        let mut closed = incident("a", "g1", 10, 3, IncidentState::Closed);
+        closed.closed_at = Some(to_timestamp(50));
+        let mut model = model.with_closed_window(100);
+        model.apply(0, 2, event(closed));
+        assert_eq!(model.closed_count(), 1);
+        assert_eq!(ids(&model.list(&state(IncidentState::Closed))), ["a"]);
+        let mut later = incident("b", "g1", 200, 1, IncidentState::Assigned);
+        later.closed_at = None;
+        let mut at_200 = event(later);
+        at_200.envelope = Some(helpgrid_proto::pb::Envelope {
+            occurred_at: Some(to_timestamp(200)),
+            ..Default::default()
+        });
+        model.apply(0, 3, at_200);
+        assert_eq!(model.closed_count(), 0);
+        assert_eq!(ids(&model.list(&query(10))), ["b"]);
     }
 
     #[test]
