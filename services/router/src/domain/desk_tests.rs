@@ -318,8 +318,8 @@ fn repeated_presses_keep_the_indexes_and_the_stored_snapshot_as_a_fresh_desk_wou
     let deadline = from_timestamp(last.assignments[0].ack_deadline.as_ref());
     assert!(deadline < Some(T0 + 1_000 + 30_000), "{deadline:?}");
     assert_eq!(desk.next_deadline(), deadline);
-    // The incident remembers its latest 16 event ids: the oldest are forgotten (a resend of
-    // one attaches again), the latest are still duplicates.
+    // The incident remembers its latest 16 event ids: the oldest attached ones are forgotten
+    // (a resend of one attaches again), the latest are still duplicates.
     assert_eq!(last.recent_event_ids.len(), 16);
     assert_eq!(
         last.recent_event_ids.first().map(String::as_str),
@@ -330,6 +330,9 @@ fn repeated_presses_keep_the_indexes_and_the_stored_snapshot_as_a_fresh_desk_wou
     assert_eq!(outcome, HelpOutcome::Duplicate);
     let (outcome, _) = desk.on_help_event(P, &press("e2", "h1", PressKind::Help, at), &roster, at);
     assert_eq!(outcome, HelpOutcome::Attached);
+    // The opening press is recognised by its incident's id, however many came after it.
+    let (outcome, _) = desk.on_help_event(P, &press("e0", "h1", PressKind::Help, at), &roster, at);
+    assert_eq!(outcome, HelpOutcome::Duplicate);
     desk.check_invariants().expect("invariants");
 }
 
