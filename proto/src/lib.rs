@@ -5,6 +5,7 @@
 //! - [`SCHEMA_VERSION`]: the envelope schema version this build writes.
 //! - [`outcome`]: close outcomes and how they relate to the older `Resolution`.
 //! - [`encoded_incident`]: an incident event's snapshot bytes, found without decoding.
+//! - [`encode_incident_event`]: the other way, an event written around snapshot bytes at hand.
 
 pub mod pb {
     #![allow(clippy::all, clippy::pedantic, missing_docs)]
@@ -55,6 +56,27 @@ pub fn encoded_incident(payload: &[u8]) -> Option<&[u8]> {
     found
 }
 
+/// Appends `event` encoded, its `incident` field taken from `incident`: the incident already
+/// encoded (as the router keeps it for incident-state), so it is not encoded a second time.
+/// The bytes are the ones `event.encode` writes when `incident` is the encoding of
+/// `event.incident` (fields in number order, as prost writes them); `event.incident` itself is
+/// not read.
+pub fn encode_incident_event(event: &pb::IncidentEvent, incident: &[u8], buf: &mut Vec<u8>) {
+    use prost::encoding::{WireType, encode_key, encode_varint, message, string};
+    if let Some(envelope) = &event.envelope {
+        message::encode(1, envelope, buf);
+    }
+    encode_key(2, WireType::LengthDelimited, buf);
+    encode_varint(incident.len() as u64, buf);
+    buf.extend_from_slice(incident);
+    if !event.cause_id.is_empty() {
+        string::encode(3, &event.cause_id, buf);
+    }
+    if let Some(change) = &event.change {
+        change.encode(buf);
+    }
+}
+
 impl pb::incident_event::Change {
     /// A short stable name for the kind of change ("opened", "assigned", …), for logs,
     /// metrics labels and the console.
@@ -91,6 +113,44 @@ impl pb::IncidentEvent {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn an_event_around_its_encoded_incident_is_the_event_encoded() {
+        use super::pb::{Envelope, Incident, incident_event::Change as C};
+        use prost::Message;
+        let incident = Incident {
+            incident_id: "inc-e1".into(),
+            grid_id: "g1".into(),
+            revision: 3,
+            recent_event_ids: vec!["e1".into(), "e2".into()],
+            ..Incident::default()
+        };
+        let full = IncidentEvent {
+            envelope: Some(Envelope {
+                event_id: "inc-e1:3".into(),
+                source: "helpgrid-router".into(),
+                schema_version: 1,
+                ..Envelope::default()
+            }),
+            incident: Some(incident.clone()),
+            cause_id: "e2".into(),
+            change: Some(C::Opened(IncidentOpened {
+                assigned: vec![assigned("w1")],
+            })),
+        };
+        let record = incident.encode_to_vec();
+        let mut spliced = Vec::new();
+        super::encode_incident_event(&full, &record, &mut spliced);
+        assert_eq!(spliced, full.encode_to_vec());
+        // Absent optional parts: no envelope, no cause, no change.
+        let bare = IncidentEvent {
+            incident: Some(incident),
+            ..IncidentEvent::default()
+        };
+        let mut spliced = Vec::new();
+        super::encode_incident_event(&bare, &record, &mut spliced);
+        assert_eq!(spliced, bare.encode_to_vec());
+    }
+
     use super::pb::{IncidentEvent, IncidentOpened, ResponderAssigned, incident_event::Change};
 
     fn assigned(responder_id: &str) -> ResponderAssigned {

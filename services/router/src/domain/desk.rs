@@ -44,6 +44,10 @@ pub struct Output {
     pub partition: i32,
     pub key: String,
     pub event: IncidentEvent,
+    /// `event.incident` encoded, when the desk encoded it anyway to store it: the adapter
+    /// writes the event around these bytes ([`helpgrid_proto::encode_incident_event`])
+    /// instead of encoding the incident a second time.
+    pub encoded_incident: Option<Box<[u8]>>,
 }
 
 /// What became of a help event, for counting.
@@ -223,6 +227,7 @@ impl Transition<'_> {
             schema_version: helpgrid_proto::SCHEMA_VERSION,
         };
         self.out.push(Output {
+            encoded_incident: None,
             partition: self.partition,
             key: incident.grid_id.clone(),
             event: IncidentEvent {
@@ -302,6 +307,7 @@ fn reject(
     now: Millis,
 ) -> Output {
     Output {
+        encoded_incident: None,
         partition,
         key: key.to_owned(),
         event: IncidentEvent {
@@ -328,6 +334,7 @@ fn reject(
 /// sender learns it succeeded.
 fn repeated(partition: i32, incident: &Incident, command: &ValidCommand, now: Millis) -> Output {
     Output {
+        encoded_incident: None,
         partition,
         key: incident.grid_id.clone(),
         event: IncidentEvent {
@@ -552,9 +559,13 @@ impl Desk {
     }
 
     /// Stores the incident as the last of `out` carries it (after [`Transition::record_last`]).
-    fn store_last(&mut self, partition: i32, out: &[Output]) {
-        if let Some(incident) = out.last().and_then(|o| o.event.incident.as_ref()) {
+    /// The last output gets the encoded incident too ([`Output::encoded_incident`]).
+    fn store_last(&mut self, partition: i32, out: &mut [Output]) {
+        if let Some(last) = out.last_mut()
+            && let Some(incident) = last.event.incident.as_ref()
+        {
             let record = incident.encode_to_vec().into_boxed_slice();
+            last.encoded_incident = Some(record.clone());
             self.store_record(partition, None, incident, record);
         }
     }
@@ -848,8 +859,8 @@ impl Desk {
                 .collect()
         });
         if let Some(assigned) = assigned {
-            let out = tx.record_last(Change::Opened(pb::IncidentOpened { assigned }));
-            self.store_last(partition, &out);
+            let mut out = tx.record_last(Change::Opened(pb::IncidentOpened { assigned }));
+            self.store_last(partition, &mut out);
             return out;
         }
         if let Some(fresh) = fresh_assignments {
@@ -923,7 +934,7 @@ impl Desk {
                 }
             }
         }
-        let out = tx.record_last(Change::Attached(pb::EventAttached {
+        let mut out = tx.record_last(Change::Attached(pb::EventAttached {
             event_id: event.event_id.clone(),
             kind: kind as i32,
             priority_before: before as i32,
@@ -936,11 +947,12 @@ impl Desk {
         }
         self.seen_events
             .insert(event.event_id.as_str().into(), Id::clone(&id));
-        if let (Some(incident), Some(tracked)) = (
-            out.last().and_then(|o| o.event.incident.as_ref()),
-            self.incidents.get_mut(incident_id),
-        ) {
-            tracked.record = incident.encode_to_vec().into_boxed_slice();
+        if let (Some(last), Some(tracked)) = (out.last_mut(), self.incidents.get_mut(incident_id))
+            && let Some(incident) = last.event.incident.as_ref()
+        {
+            let record = incident.encode_to_vec().into_boxed_slice();
+            last.encoded_incident = Some(record.clone());
+            tracked.record = record;
         }
         out
     }

@@ -1234,6 +1234,21 @@ fn a_camera_key_stays_with_the_newest_open_incident() {
 
 /// Random but seeded sequences of presses, detections, commands from random people, and
 /// time passing; after every step the derived indexes must match the incidents.
+/// An output's `encoded_incident`, where the desk set one, is its incident encoded: the
+/// adapter writes the event around those bytes.
+fn assert_encoded_incidents_match(out: &[Output]) {
+    for o in out {
+        if let Some(bytes) = &o.encoded_incident {
+            let incident = o
+                .event
+                .incident
+                .as_ref()
+                .expect("an incident with its bytes");
+            assert_eq!(**bytes, *incident.encode_to_vec(), "{:?}", o.event.change);
+        }
+    }
+}
+
 #[test]
 fn random_sequences_keep_every_index_consistent() {
     let roster = city();
@@ -1261,6 +1276,7 @@ fn random_sequences_keep_every_index_consistent() {
                         &roster,
                         now,
                     );
+                    assert_encoded_incidents_match(&out);
                     opened.extend(
                         out.iter().filter_map(|o| {
                             o.event.incident.as_ref().map(|i| i.incident_id.clone())
@@ -1275,6 +1291,7 @@ fn random_sequences_keep_every_index_consistent() {
                         now,
                     );
                     let (_, out) = desk.on_help_event(P, &e, &roster, now);
+                    assert_encoded_incidents_match(&out);
                     opened.extend(
                         out.iter().filter_map(|o| {
                             o.event.incident.as_ref().map(|i| i.incident_id.clone())
@@ -1288,15 +1305,16 @@ fn random_sequences_keep_every_index_consistent() {
                     } else {
                         close_action()
                     };
-                    desk.on_command(
+                    let (_, out) = desk.on_command(
                         P,
                         &command(&id, &target, people[rng.usize(..people.len())], action),
                         &roster,
                         now,
                     );
+                    assert_encoded_incidents_match(&out);
                 }
                 _ => {
-                    desk.on_tick(&roster, now);
+                    assert_encoded_incidents_match(&desk.on_tick(&roster, now));
                 }
             }
             if let Err(problem) = desk.check_invariants() {

@@ -751,8 +751,15 @@ fn open(
     let mut payload = Vec::with_capacity(512);
     for o in &output.events {
         payload.clear();
-        // Encoding into a Vec cannot fail: it grows as needed.
-        let _ = o.event.encode(&mut payload);
+        match &o.encoded_incident {
+            Some(incident) => {
+                helpgrid_proto::encode_incident_event(&o.event, incident, &mut payload)
+            }
+            // Encoding into a Vec cannot fail: it grows as needed.
+            None => {
+                let _ = o.event.encode(&mut payload);
+            }
+        }
         let record = BaseRecord::to(&topics.incident_events)
             .partition(o.partition)
             .key(o.key.as_bytes())
