@@ -64,8 +64,9 @@ pub struct RelayArgs {
     /// Transactional id (transactional guarantee only).
     #[arg(long, default_value = "helpgrid-relay-0")]
     pub transactional_id: String,
-    /// Most records per batch (per transaction).
-    #[arg(long, default_value_t = 500)]
+    /// Most records per batch (per transaction): the router's `--batch-max` default, so both
+    /// batch alike (set both when comparing another size).
+    #[arg(long, env = "HELPGRID_RELAY_BATCH_MAX", default_value_t = 500)]
     pub batch_max: usize,
     /// Leave the delivery reports to librdkafka's flush inside commit (as the router does
     /// today) instead of polling them in before committing. Measured: every commit then
