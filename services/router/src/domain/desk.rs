@@ -1424,7 +1424,9 @@ fn update_dedup_key<K: std::hash::Hash + Eq>(
 ) {
     let entry = (opened_at, Id::clone(id));
     if sign > 0 {
-        let open = map.entry(key).or_default();
+        // Room for one: nearly every key has one open incident, and a Vec's first push
+        // would otherwise allocate room for four (96 bytes more per open incident).
+        let open = map.entry(key).or_insert_with(|| Vec::with_capacity(1));
         if let Err(at) = open.binary_search(&entry) {
             open.insert(at, entry);
         }
