@@ -113,6 +113,38 @@ impl pb::IncidentEvent {
 
 #[cfg(test)]
 mod tests {
+    use super::pb::{IncidentEvent, IncidentOpened, ResponderAssigned, incident_event::Change};
+
+    fn assigned(responder_id: &str) -> ResponderAssigned {
+        ResponderAssigned {
+            responder_id: responder_id.to_owned(),
+            ..ResponderAssigned::default()
+        }
+    }
+
+    fn ids(event: &IncidentEvent) -> Vec<&str> {
+        event
+            .assignments()
+            .iter()
+            .map(|a| a.responder_id.as_str())
+            .collect()
+    }
+
+    #[test]
+    fn assignments_come_from_either_shape() {
+        let event = |change| IncidentEvent {
+            change: Some(change),
+            ..IncidentEvent::default()
+        };
+        assert_eq!(ids(&event(Change::Assigned(assigned("w1")))), ["w1"]);
+        let folded = Change::Opened(IncidentOpened {
+            assigned: vec![assigned("w1"), assigned("p1")],
+        });
+        assert_eq!(ids(&event(folded)), ["w1", "p1"]);
+        assert!(ids(&event(Change::Opened(IncidentOpened::default()))).is_empty());
+        assert!(ids(&IncidentEvent::default()).is_empty());
+    }
+
     #[test]
     fn an_event_around_its_encoded_incident_is_the_event_encoded() {
         use super::pb::{Envelope, Incident, incident_event::Change as C};
@@ -149,37 +181,5 @@ mod tests {
         let mut spliced = Vec::new();
         super::encode_incident_event(&bare, &record, &mut spliced);
         assert_eq!(spliced, bare.encode_to_vec());
-    }
-
-    use super::pb::{IncidentEvent, IncidentOpened, ResponderAssigned, incident_event::Change};
-
-    fn assigned(responder_id: &str) -> ResponderAssigned {
-        ResponderAssigned {
-            responder_id: responder_id.to_owned(),
-            ..ResponderAssigned::default()
-        }
-    }
-
-    fn ids(event: &IncidentEvent) -> Vec<&str> {
-        event
-            .assignments()
-            .iter()
-            .map(|a| a.responder_id.as_str())
-            .collect()
-    }
-
-    #[test]
-    fn assignments_come_from_either_shape() {
-        let event = |change| IncidentEvent {
-            change: Some(change),
-            ..IncidentEvent::default()
-        };
-        assert_eq!(ids(&event(Change::Assigned(assigned("w1")))), ["w1"]);
-        let folded = Change::Opened(IncidentOpened {
-            assigned: vec![assigned("w1"), assigned("p1")],
-        });
-        assert_eq!(ids(&event(folded)), ["w1", "p1"]);
-        assert!(ids(&event(Change::Opened(IncidentOpened::default()))).is_empty());
-        assert!(ids(&IncidentEvent::default()).is_empty());
     }
 }
