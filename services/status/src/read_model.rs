@@ -336,6 +336,16 @@ impl ReadModel {
     fn store_snapshot(&mut self, partition: i32, incident: &Incident, record: Option<&[u8]>) {
         let opened_at = from_timestamp(incident.opened_at.as_ref()).unwrap_or(0);
         let closed_at = from_timestamp(incident.closed_at.as_ref());
+        let fresh = |grids: &mut Grids| StoredIncident {
+            record: record.map_or_else(|| incident.encode_to_vec().into_boxed_slice(), Box::from),
+            partition,
+            grid: grids.number(&incident.grid_id),
+            state: incident.state,
+            police_bound: is_police_bound(incident),
+            revision: incident.revision,
+            opened_at,
+            closed_at,
+        };
         if let Some(stored) = self.incidents.get_mut(incident.incident_id.as_str()) {
             if stored.revision >= incident.revision {
                 return;
@@ -344,13 +354,7 @@ impl ReadModel {
             // opening time never changes; its closing time once): it is then updated where it
             // is, not taken out of both indexes and put back.
             if stored.opened_at == opened_at && stored.closed_at == closed_at {
-                stored.record =
-                    record.map_or_else(|| incident.encode_to_vec().into_boxed_slice(), Box::from);
-                stored.partition = partition;
-                stored.grid = self.grids.number(&incident.grid_id);
-                stored.state = incident.state;
-                stored.police_bound = is_police_bound(incident);
-                stored.revision = incident.revision;
+                *stored = fresh(&mut self.grids);
                 return;
             }
         }
@@ -362,16 +366,7 @@ impl ReadModel {
             self.closed.insert((closed_at, Id::clone(&id)));
         }
         self.by_opened.insert((opened_at, Id::clone(&id)));
-        let stored = StoredIncident {
-            record: record.map_or_else(|| incident.encode_to_vec().into_boxed_slice(), Box::from),
-            partition,
-            grid: self.grids.number(&incident.grid_id),
-            state: incident.state,
-            police_bound: is_police_bound(incident),
-            revision: incident.revision,
-            opened_at,
-            closed_at,
-        };
+        let stored = fresh(&mut self.grids);
         self.incidents.insert(id, stored);
     }
 
@@ -589,9 +584,7 @@ mod tests {
         model.apply(0, 2, event(closed));
         assert_eq!(model.closed_count(), 1);
         assert_eq!(ids(&model.list(&state(IncidentState::Closed))), ["a"]);
-        let mut later = incident("b", "g1", 200, 1, IncidentState::Assigned);
-        later.closed_at = None;
-        let mut at_200 = event(later);
+        let mut at_200 = event(incident("b", "g1", 200, 1, IncidentState::Assigned));
         at_200.envelope = Some(helpgrid_proto::pb::Envelope {
             occurred_at: Some(to_timestamp(200)),
             ..Default::default()

@@ -240,6 +240,20 @@ impl Transition<'_> {
     }
 }
 
+/// The incident of `out`'s last output encoded, for the desk to keep: the output gets a copy
+/// ([`Output::encoded_incident`]), so the adapter does not encode it again.
+fn encode_last(out: &mut [Output]) -> Option<Box<[u8]>> {
+    let last = out.last_mut()?;
+    let record = last
+        .event
+        .incident
+        .as_ref()?
+        .encode_to_vec()
+        .into_boxed_slice();
+    last.encoded_incident = Some(record.clone());
+    Some(record)
+}
+
 fn derive_state(incident: &Incident) -> IncidentState {
     if incident.closed_at.is_some() {
         IncidentState::Closed
@@ -561,11 +575,9 @@ impl Desk {
     /// Stores the incident as the last of `out` carries it (after [`Transition::record_last`]).
     /// The last output gets the encoded incident too ([`Output::encoded_incident`]).
     fn store_last(&mut self, partition: i32, out: &mut [Output]) {
-        if let Some(last) = out.last_mut()
-            && let Some(incident) = last.event.incident.as_ref()
+        if let Some(record) = encode_last(out)
+            && let Some(incident) = out.last().and_then(|o| o.event.incident.as_ref())
         {
-            let record = incident.encode_to_vec().into_boxed_slice();
-            last.encoded_incident = Some(record.clone());
             self.store_record(partition, None, incident, record);
         }
     }
@@ -947,11 +959,9 @@ impl Desk {
         }
         self.seen_events
             .insert(event.event_id.as_str().into(), Id::clone(&id));
-        if let (Some(last), Some(tracked)) = (out.last_mut(), self.incidents.get_mut(incident_id))
-            && let Some(incident) = last.event.incident.as_ref()
+        if let (Some(record), Some(tracked)) =
+            (encode_last(&mut out), self.incidents.get_mut(incident_id))
         {
-            let record = incident.encode_to_vec().into_boxed_slice();
-            last.encoded_incident = Some(record.clone());
             tracked.record = record;
         }
         out
