@@ -113,6 +113,19 @@ impl Ownership {
         lock(&self.failure).take()
     }
 
+    /// Partitions this instance no longer owns: their incidents leave the desk, and their
+    /// checkpoints stop.
+    fn give_up(&self, partitions: &BTreeSet<i32>) {
+        let mut desk = self.desk();
+        for p in partitions {
+            desk.drop_partition(*p);
+        }
+        lock(&self.owned).retain(|p| !partitions.contains(p));
+        if let Some(c) = &self.checkpoints {
+            c.revoked(partitions.iter().copied());
+        }
+    }
+
     fn input_partitions(&self, tpl: &TopicPartitionList) -> BTreeSet<i32> {
         tpl.elements()
             .iter()
@@ -277,18 +290,23 @@ impl ConsumerContext for RouterContext {
     fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         let own = &self.ownership;
         own.generation.fetch_add(1, Ordering::SeqCst);
-        if let Rebalance::Revoke(tpl) = rebalance {
-            metrics::counter!(telemetry::REBALANCES, "kind" => "revoke").increment(1);
-            let revoked = own.input_partitions(tpl);
-            let mut desk = own.desk();
-            for p in &revoked {
-                desk.drop_partition(*p);
+        match rebalance {
+            Rebalance::Revoke(tpl) => {
+                metrics::counter!(telemetry::REBALANCES, "kind" => "revoke").increment(1);
+                let revoked = own.input_partitions(tpl);
+                own.give_up(&revoked);
+                tracing::info!(partitions = ?revoked, "partitions revoked");
             }
-            lock(&own.owned).retain(|p| !revoked.contains(p));
-            if let Some(c) = &own.checkpoints {
-                c.revoked(revoked.iter().copied());
+            // rdkafka answers a rebalance error by dropping the whole assignment (an
+            // unassign), so this instance gives up everything, as for a revocation: the
+            // next assignment restores what comes back from Kafka onto an empty desk.
+            Rebalance::Error(error) => {
+                metrics::counter!(telemetry::REBALANCES, "kind" => "error").increment(1);
+                let owned = lock(&own.owned).clone();
+                own.give_up(&owned);
+                tracing::warn!(%error, partitions = ?owned, "rebalance error: every partition given up");
             }
-            tracing::info!(partitions = ?revoked, "partitions revoked");
+            Rebalance::Assign(_) => {}
         }
     }
 
@@ -339,5 +357,90 @@ impl ConsumerContext for RouterContext {
                     Some(format!("restoring partitions {assigned:?} failed: {error}"));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::Policy;
+    use helpgrid_proto::pb::{Incident, IncidentState};
+    use prost::Message as _;
+    use rdkafka::ClientConfig;
+    use rdkafka::error::RDKafkaErrorCode;
+
+    /// A consumer with the router's context that never reaches a broker (none listens on
+    /// port 1), and an ownership holding one open incident on each of partitions 0 and 1.
+    fn owning_two_partitions() -> (BaseConsumer<RouterContext>, Arc<Ownership>) {
+        let topics = Topics::with_prefix("rebalance-test.");
+        let ownership = Ownership::new(
+            Desk::new(Policy::default()),
+            KafkaArgs::new("127.0.0.1:1", "rebalance-test."),
+            topics,
+            Health::new(),
+            None,
+        );
+        let now = now_millis();
+        for partition in [0, 1] {
+            let id = format!("inc-p{partition}");
+            let incident = Incident {
+                incident_id: id.clone(),
+                grid_id: format!("grid-{partition}"),
+                state: IncidentState::Waiting as i32,
+                revision: 1,
+                ..Incident::default()
+            };
+            ownership
+                .desk()
+                .restore_record(
+                    partition,
+                    Id::from(id.as_str()),
+                    incident.encode_to_vec().into_boxed_slice(),
+                    now,
+                )
+                .expect("a valid record");
+            lock(&ownership.owned).insert(partition);
+        }
+        let consumer = ClientConfig::new()
+            .set("bootstrap.servers", "127.0.0.1:1")
+            .set("group.id", "rebalance-test")
+            .create_with_context(RouterContext {
+                ownership: Arc::clone(&ownership),
+            })
+            .expect("a consumer needs no broker to be created");
+        assert_eq!(ownership.desk().open_count(), 2);
+        (consumer, ownership)
+    }
+
+    #[test]
+    fn a_revocation_gives_up_the_revoked_partitions_only() {
+        let (consumer, ownership) = owning_two_partitions();
+        let mut revoked = TopicPartitionList::new();
+        revoked.add_partition(&ownership.topics.help_events, 0);
+        revoked.add_partition(&ownership.topics.incident_commands, 0);
+        let generation = ownership.generation();
+        consumer
+            .context()
+            .pre_rebalance(&consumer, &Rebalance::Revoke(&revoked));
+        assert!(ownership.generation() > generation);
+        assert!(!ownership.owns(0));
+        assert!(ownership.owns(1));
+        let desk = ownership.desk();
+        assert_eq!(desk.open_count(), 1);
+        assert!(desk.get("inc-p0").is_none());
+        assert!(desk.get("inc-p1").is_some());
+    }
+
+    #[test]
+    fn a_rebalance_error_gives_up_every_partition_as_rdkafka_unassigns_them_all() {
+        let (consumer, ownership) = owning_two_partitions();
+        let generation = ownership.generation();
+        let error = KafkaError::Rebalance(RDKafkaErrorCode::Fail);
+        consumer
+            .context()
+            .pre_rebalance(&consumer, &Rebalance::Error(error));
+        assert!(ownership.generation() > generation);
+        assert!(!ownership.owns(0) && !ownership.owns(1));
+        assert_eq!(ownership.desk().open_count(), 0);
     }
 }
