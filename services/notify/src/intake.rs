@@ -62,19 +62,52 @@ impl Default for Clock {
 /// Partitions taken away by a rebalance, for the loop to forget.
 #[derive(Default)]
 pub struct IntakeContext {
-    revoked: Mutex<Vec<i32>>,
+    revoked: Mutex<Revoked>,
+}
+
+#[derive(Default)]
+struct Revoked {
+    partitions: Vec<i32>,
+    /// Every partition: rdkafka answers a rebalance error by dropping the whole assignment.
+    all: bool,
+}
+
+impl IntakeContext {
+    /// Forgets in `tracker` what rebalances took away since the last call: offsets of
+    /// partitions another instance may own now are not this one's to commit.
+    fn forget_revoked(&self, tracker: &mut OffsetTracker) {
+        let revoked = std::mem::take(
+            &mut *self
+                .revoked
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        if revoked.all {
+            tracker.forget_all();
+        }
+        for partition in revoked.partitions {
+            tracker.forget(partition);
+        }
+    }
 }
 
 impl ClientContext for IntakeContext {}
 
 impl ConsumerContext for IntakeContext {
     fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Revoke(list) = rebalance {
-            let mut revoked = self
-                .revoked
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            revoked.extend(list.elements().iter().map(|e| e.partition()));
+        let mut revoked = self
+            .revoked
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match rebalance {
+            Rebalance::Revoke(list) => revoked
+                .partitions
+                .extend(list.elements().iter().map(|e| e.partition())),
+            Rebalance::Error(error) => {
+                tracing::warn!(%error, "rebalance error: every partition given up");
+                revoked.all = true;
+            }
+            Rebalance::Assign(_) => {}
         }
     }
 }
@@ -191,16 +224,7 @@ impl<T: Transport> Intake<T> {
     }
 
     fn commit(&mut self, consumer: &StreamConsumer<IntakeContext>, mode: CommitMode) {
-        let revoked: Vec<i32> = std::mem::take(
-            &mut *consumer
-                .context()
-                .revoked
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
-        );
-        for partition in revoked {
-            self.tracker.forget(partition);
-        }
+        consumer.context().forget_revoked(&mut self.tracker);
         metrics::gauge!(telemetry::UNFINISHED).set(self.tracker.pending() as f64);
         metrics::gauge!(telemetry::RENOTIFY_PLANNED).set(self.plan.len() as f64);
         let ready = self.tracker.committable();
@@ -353,5 +377,60 @@ async fn sleep_until_opt(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::ClientConfig;
+    use rdkafka::error::RDKafkaErrorCode;
+
+    /// A consumer with the intake's context that never reaches a broker (none listens on
+    /// port 1), and a tracker with unfinished work on partitions 0 and 1.
+    fn consumer_and_tracker() -> (BaseConsumer<IntakeContext>, OffsetTracker) {
+        let consumer = ClientConfig::new()
+            .set("bootstrap.servers", "127.0.0.1:1")
+            .set("group.id", "intake-test")
+            .create_with_context(IntakeContext::default())
+            .expect("a consumer needs no broker to be created");
+        let mut tracker = OffsetTracker::default();
+        tracker.begin(0, 10, 1);
+        tracker.begin(1, 20, 1);
+        (consumer, tracker)
+    }
+
+    #[test]
+    fn a_revocation_forgets_the_revoked_partitions_only() {
+        let (consumer, mut tracker) = consumer_and_tracker();
+        let mut list = TopicPartitionList::new();
+        list.add_partition("events", 0);
+        consumer
+            .context()
+            .pre_rebalance(&consumer, &Rebalance::Revoke(&list));
+        consumer.context().forget_revoked(&mut tracker);
+        assert_eq!(tracker.pending(), 1);
+        // Partition 1's work, once finished, is still committed; partition 0 is not ours.
+        tracker.finish(1, 20);
+        tracker.finish(0, 10);
+        assert_eq!(tracker.committable(), vec![(1, 21)]);
+    }
+
+    #[test]
+    fn a_rebalance_error_forgets_every_partition_as_rdkafka_unassigns_them_all() {
+        let (consumer, mut tracker) = consumer_and_tracker();
+        let error = KafkaError::Rebalance(RDKafkaErrorCode::Fail);
+        consumer
+            .context()
+            .pre_rebalance(&consumer, &Rebalance::Error(error));
+        consumer.context().forget_revoked(&mut tracker);
+        assert_eq!(tracker.pending(), 0);
+        tracker.finish(0, 10);
+        tracker.finish(1, 20);
+        assert!(tracker.committable().is_empty());
+        // Taken once: the next call forgets nothing more.
+        tracker.begin(0, 30, 1);
+        consumer.context().forget_revoked(&mut tracker);
+        assert_eq!(tracker.pending(), 1);
     }
 }

@@ -74,6 +74,11 @@ impl OffsetTracker {
         self.partitions.remove(&partition);
     }
 
+    /// Every partition went (a rebalance error drops the whole assignment).
+    pub fn forget_all(&mut self) {
+        self.partitions.clear();
+    }
+
     /// Unfinished pieces of work, all partitions.
     pub fn pending(&self) -> usize {
         self.partitions
