@@ -53,6 +53,38 @@ pub async fn follow(
     follow_from(args, client_id, topic, Start::Beginning, shutdown).await
 }
 
+/// Follows `topic` from its beginning into a table kept by `apply`, on a task of its own,
+/// until `shutdown` or until `apply` returns false. The receiver fires once the table holds
+/// what the topic held when following began.
+pub async fn follow_table(
+    args: &KafkaArgs,
+    client_id: &str,
+    topic: &str,
+    shutdown: CancellationToken,
+    mut apply: impl FnMut(&Record) -> bool + Send + 'static,
+) -> Result<tokio::sync::oneshot::Receiver<()>, KafkaError> {
+    let mut feed = follow(args, client_id, topic, shutdown).await?;
+    let (caught_up_tx, caught_up) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let mut caught_up_tx = Some(caught_up_tx);
+        while let Some(item) = feed.recv().await {
+            match item {
+                Feed::CaughtUp => {
+                    if let Some(tx) = caught_up_tx.take() {
+                        let _ = tx.send(());
+                    }
+                }
+                Feed::Record(record) => {
+                    if !apply(&record) {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    Ok(caught_up)
+}
+
 /// The committed range of every partition of `topic` (index = partition), as a
 /// read_committed reader sees it: (first offset still in the log, end). The end is the last
 /// stable offset: records of transactions still open are at or after it, so a reader that

@@ -4,7 +4,7 @@
 use crate::domain::registry::DeviceTable;
 use crate::telemetry;
 use helpgrid_common::kafka::KafkaArgs;
-use helpgrid_common::reader::{self, Feed};
+use helpgrid_common::reader;
 use helpgrid_common::topics::partition_count;
 use helpgrid_proto::pb::{Device, HelpEvent};
 use prost::Message;
@@ -229,47 +229,40 @@ pub async fn follow_registry(
     table: Arc<RwLock<DeviceTable>>,
     shutdown: CancellationToken,
 ) -> Result<oneshot::Receiver<()>, KafkaError> {
-    let mut feed = reader::follow(args, "helpgrid-gateway-devices", topic, shutdown).await?;
-    let (caught_up_tx, caught_up) = oneshot::channel();
-    tokio::spawn(async move {
-        let mut caught_up_tx = Some(caught_up_tx);
-        while let Some(item) = feed.recv().await {
-            match item {
-                Feed::CaughtUp => {
-                    if let Some(tx) = caught_up_tx.take() {
-                        let _ = tx.send(());
-                    }
-                }
-                Feed::Record(record) => {
-                    let key = record
-                        .key
-                        .as_deref()
-                        .map(String::from_utf8_lossy)
-                        .unwrap_or_default()
-                        .into_owned();
-                    let update = match record.payload.as_deref() {
-                        None | Some([]) => Ok(None),
-                        Some(bytes) => Device::decode(bytes).map(Some),
-                    };
-                    let Ok(mut t) = table.write() else {
-                        return;
-                    };
-                    match update {
-                        Ok(Some(device)) if device.device_id == key => t.upsert(device),
-                        Ok(None) => t.remove(&key),
-                        Ok(Some(device)) => tracing::warn!(
-                            key = %key, device = %device.device_id,
-                            "ignoring registry record whose key is not its device id"
-                        ),
-                        Err(error) => tracing::warn!(
-                            %error, key = %key, partition = record.partition, offset = record.offset,
-                            "ignoring undecodable registry record"
-                        ),
-                    }
-                    metrics::gauge!(telemetry::DEVICES).set(t.len() as f64);
-                }
+    reader::follow_table(
+        args,
+        "helpgrid-gateway-devices",
+        topic,
+        shutdown,
+        move |record| {
+            let key = record
+                .key
+                .as_deref()
+                .map(String::from_utf8_lossy)
+                .unwrap_or_default()
+                .into_owned();
+            let update = match record.payload.as_deref() {
+                None | Some([]) => Ok(None),
+                Some(bytes) => Device::decode(bytes).map(Some),
+            };
+            let Ok(mut t) = table.write() else {
+                return false;
+            };
+            match update {
+                Ok(Some(device)) if device.device_id == key => t.upsert(device),
+                Ok(None) => t.remove(&key),
+                Ok(Some(device)) => tracing::warn!(
+                    key = %key, device = %device.device_id,
+                    "ignoring registry record whose key is not its device id"
+                ),
+                Err(error) => tracing::warn!(
+                    %error, key = %key, partition = record.partition, offset = record.offset,
+                    "ignoring undecodable registry record"
+                ),
             }
-        }
-    });
-    Ok(caught_up)
+            metrics::gauge!(telemetry::DEVICES).set(t.len() as f64);
+            true
+        },
+    )
+    .await
 }

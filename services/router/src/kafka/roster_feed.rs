@@ -4,7 +4,7 @@
 use crate::domain::{Roster, validate};
 use crate::telemetry;
 use helpgrid_common::kafka::KafkaArgs;
-use helpgrid_common::reader::{self, Feed};
+use helpgrid_common::reader;
 use rdkafka::error::KafkaError;
 use std::sync::{Arc, RwLock};
 use tokio::sync::oneshot;
@@ -18,42 +18,29 @@ pub async fn start(
     roster: Arc<RwLock<Roster>>,
     shutdown: CancellationToken,
 ) -> Result<oneshot::Receiver<()>, KafkaError> {
-    let mut feed = reader::follow(kafka, "helpgrid-router-roster", topic, shutdown).await?;
-    let (caught_up_tx, caught_up) = oneshot::channel();
-    tokio::spawn(async move {
-        let mut caught_up_tx = Some(caught_up_tx);
-        while let Some(item) = feed.recv().await {
-            match item {
-                Feed::CaughtUp => {
-                    if let Some(tx) = caught_up_tx.take() {
-                        let _ = tx.send(());
-                    }
+    reader::follow_table(kafka, "helpgrid-router-roster", topic, shutdown, move |record| {
+        let key = record
+            .key
+            .as_deref()
+            .map(String::from_utf8_lossy)
+            .unwrap_or_default();
+        match validate::decode_roster_record(record.payload.as_deref()) {
+            Ok(update) => {
+                let Ok(mut table) = roster.write() else {
+                    return false;
+                };
+                match update {
+                    Some(responder) => table.upsert(responder),
+                    None => table.remove(&key),
                 }
-                Feed::Record(record) => {
-                    let key = record
-                        .key
-                        .as_deref()
-                        .map(String::from_utf8_lossy)
-                        .unwrap_or_default();
-                    match validate::decode_roster_record(record.payload.as_deref()) {
-                        Ok(update) => {
-                            let Ok(mut table) = roster.write() else {
-                                return;
-                            };
-                            match update {
-                                Some(responder) => table.upsert(responder),
-                                None => table.remove(&key),
-                            }
-                            metrics::gauge!(telemetry::ROSTER_RESPONDERS).set(table.len() as f64);
-                        }
-                        Err(invalid) => {
-                            metrics::counter!(telemetry::ROSTER_INVALID).increment(1);
-                            tracing::warn!(%invalid, key = %key, partition = record.partition, offset = record.offset, "ignoring unusable roster record");
-                        }
-                    }
-                }
+                metrics::gauge!(telemetry::ROSTER_RESPONDERS).set(table.len() as f64);
+            }
+            Err(invalid) => {
+                metrics::counter!(telemetry::ROSTER_INVALID).increment(1);
+                tracing::warn!(%invalid, key = %key, partition = record.partition, offset = record.offset, "ignoring unusable roster record");
             }
         }
-    });
-    Ok(caught_up)
+        true
+    })
+    .await
 }
