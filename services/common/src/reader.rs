@@ -25,6 +25,16 @@ pub struct Record {
     pub headers: Vec<(String, Vec<u8>)>,
 }
 
+impl Record {
+    /// The key as text (invalid UTF-8 replaced); empty when the record has none.
+    pub fn key_text(&self) -> std::borrow::Cow<'_, str> {
+        self.key
+            .as_deref()
+            .map(String::from_utf8_lossy)
+            .unwrap_or_default()
+    }
+}
+
 #[derive(Debug, Clone)]
 pub enum Feed {
     Record(Record),
@@ -288,6 +298,20 @@ pub async fn follow_from(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_key_reads_as_text_with_bad_bytes_replaced_and_none_as_empty() {
+        let record = |key: Option<&[u8]>| Record {
+            partition: 0,
+            offset: 0,
+            key: key.map(<[u8]>::to_vec),
+            payload: None,
+            headers: Vec::new(),
+        };
+        assert_eq!(record(Some(b"w-17")).key_text(), "w-17");
+        assert_eq!(record(Some(b"w-\xff")).key_text(), "w-\u{fffd}");
+        assert_eq!(record(None).key_text(), "");
+    }
 
     #[test]
     fn only_a_leader_not_elected_yet_is_waited_for() {

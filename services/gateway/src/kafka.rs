@@ -235,12 +235,7 @@ pub async fn follow_registry(
         topic,
         shutdown,
         move |record| {
-            let key = record
-                .key
-                .as_deref()
-                .map(String::from_utf8_lossy)
-                .unwrap_or_default()
-                .into_owned();
+            let key = record.key_text().into_owned();
             let update = match record.payload.as_deref() {
                 None | Some([]) => Ok(None),
                 Some(bytes) => Device::decode(bytes).map(Some),

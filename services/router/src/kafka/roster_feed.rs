@@ -19,11 +19,7 @@ pub async fn start(
     shutdown: CancellationToken,
 ) -> Result<oneshot::Receiver<()>, KafkaError> {
     reader::follow_table(kafka, "helpgrid-router-roster", topic, shutdown, move |record| {
-        let key = record
-            .key
-            .as_deref()
-            .map(String::from_utf8_lossy)
-            .unwrap_or_default();
+        let key = record.key_text();
         match validate::decode_roster_record(record.payload.as_deref()) {
             Ok(update) => {
                 let Ok(mut table) = roster.write() else {

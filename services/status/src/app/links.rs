@@ -96,12 +96,7 @@ impl LinkLedger {
             Feed::CaughtUp => ledger.caught_up = true,
             Feed::Record(record) => {
                 ledger.next.insert(record.partition, record.offset + 1);
-                let key = record
-                    .key
-                    .as_deref()
-                    .map(String::from_utf8_lossy)
-                    .unwrap_or_default()
-                    .into_owned();
+                let key = record.key_text().into_owned();
                 match LinkRedeemed::decode(record.payload.as_deref().unwrap_or_default()) {
                     Ok(used) if !key.is_empty() => {
                         let expires_s = from_timestamp(used.expires_at.as_ref())
