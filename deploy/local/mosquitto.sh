@@ -99,10 +99,16 @@ cmd_start() {
   write_config
   local port; port="$(cat "$PORT_FILE")"
   setsid "$MOSQUITTO" -c "$CONFIG_FILE" >>"$STATE_DIR/stdout.log" 2>&1 < /dev/null &
-  echo $! >"$PID_FILE"
+  local started=$!
+  echo "$started" >"$PID_FILE"
   for _ in $(seq 1 100); do
     if port_open "$port"; then url; return 0; fi
-    broker_pid >/dev/null || die "mosquitto exited at start; see $LOG_FILE and $STATE_DIR/stdout.log"
+    # Whether the child lives, not broker_pid: until it has exec'd mosquitto, its command
+    # line is still this script's, which broker_pid rightly does not take for the broker.
+    if ! kill -0 "$started" 2>/dev/null || [[ "$(awk '{print $3}' "/proc/$started/stat" 2>/dev/null)" == Z ]]; then
+      # The folder may be gone by the time anyone looks (tests clean up): say why here.
+      die "mosquitto exited at start: $(tail -n 5 "$LOG_FILE" "$STATE_DIR/stdout.log" 2>/dev/null | tr '\n' ' ')"
+    fi
     sleep 0.1
   done
   die "mosquitto did not open port $port within 10 s; see $LOG_FILE"
